@@ -1,0 +1,59 @@
+"""performance-engine: live learner-performance statistics.
+
+Attempt events arrive on Kafka; a Faust worker keeps each scope's rolling state in Redis,
+recomputes the registered metrics incrementally and publishes ``stats-updated`` events.
+The platform reads the latest stats through :class:`PerformanceStats`.
+
+Importing this package connects to nothing, reads no environment and imports no Faust.
+"""
+
+from performance_engine.client import AsyncPerformanceStats, PerformanceStats
+from performance_engine.errors import (
+    ConfigurationError,
+    DatabaseQueryError,
+    InputFileError,
+    InvalidAttemptError,
+    InvalidScopeError,
+    PerformanceEngineError,
+    StateConflictError,
+    UserAttemptsNotFoundError,
+)
+from performance_engine.metrics.attempt import Attempt
+from performance_engine.metrics.base import BaseMetric, IncrementalMetric
+from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.modes import LearningModes
+from performance_engine.metrics.types import (
+    CompletionStatusEnum,
+    DifficultyEnum,
+    LearningModeType,
+    PerformanceStatsData,
+    ScopeKey,
+)
+from performance_engine.settings import Settings, load_settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncPerformanceStats",
+    "Attempt",
+    "BaseMetric",
+    "CompletionStatusEnum",
+    "ConfigurationError",
+    "DatabaseQueryError",
+    "DifficultyEnum",
+    "IncrementalMetric",
+    "InputFileError",
+    "InvalidAttemptError",
+    "InvalidScopeError",
+    "LearningModeType",
+    "LearningModes",
+    "MetricsCalculator",
+    "PerformanceEngineError",
+    "PerformanceStats",
+    "PerformanceStatsData",
+    "ScopeKey",
+    "Settings",
+    "StateConflictError",
+    "UserAttemptsNotFoundError",
+    "load_settings",
+]

@@ -1,0 +1,159 @@
+"""Backfill: historical attempts -> the same state and stats the stream keeps, in Redis.
+
+The pandas batch engine computes every scope's state; scopes already in Redis are merged
+(attempts they hold count once), and each scope is written with the store's
+compare-and-set, so a backfill may run beside a live worker and may run twice: the second
+run finds every attempt applied and writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from performance_engine.errors import StateConflictError
+from performance_engine.metrics.batch import compute_states, scope_keys
+from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.loader import RowError, load_attempts
+from performance_engine.metrics.types import ScopeKey
+from performance_engine.store import ScopeWrite, StatsStore, StoredScope
+
+__all__ = ["BackfillReport", "backfill_file", "backfill_frame"]
+
+logger = logging.getLogger(__name__)
+
+CHUNK_SCOPES = 5_000
+MAX_CONFLICT_ROUNDS = 10
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(slots=True)
+class BackfillReport:
+    rows: int = 0
+    scopes: int = 0
+    written: int = 0
+    unchanged: int = 0
+    attempts_applied: int = 0
+    rejected: list[RowError] = field(default_factory=list)
+
+    def summary(self) -> str:
+        text = (
+            f"backfilled {self.rows} attempts into {self.scopes} scopes: "
+            f"{self.attempts_applied} newly applied, {self.written} scopes written, "
+            f"{self.unchanged} unchanged"
+        )
+        if self.rejected:
+            text += f"; {len(self.rejected)} invalid rows skipped"
+        return text
+
+
+def _no_progress(phase: str, done: int, total: int) -> None:
+    return None
+
+
+def backfill_file(
+    path: Path | str,
+    store: StatsStore,
+    calculator: MetricsCalculator,
+    *,
+    skip_invalid: bool = False,
+    progress: Progress = _no_progress,
+) -> BackfillReport:
+    """Validate a CSV/JSONL/Parquet file and backfill it (see :func:`backfill_frame`)."""
+    progress("reading", 0, 1)
+    loaded = load_attempts(path, calculator.learning_modes, skip_invalid=skip_invalid)
+    progress("reading", 1, 1)
+    report = backfill_frame(loaded.frame, store, calculator, progress=progress)
+    report.rejected = loaded.errors
+    return report
+
+
+def backfill_frame(
+    frame: pd.DataFrame,
+    store: StatsStore,
+    calculator: MetricsCalculator,
+    *,
+    progress: Progress = _no_progress,
+) -> BackfillReport:
+    """Merge a normalised frame of attempts into the stored state of its scopes."""
+    report = BackfillReport(rows=len(frame))
+    scopes = scope_keys(frame)
+    report.scopes = len(scopes)
+    base: dict[ScopeKey, StoredScope] = {}
+    for start in range(0, len(scopes), CHUNK_SCOPES):
+        chunk = scopes[start : start + CHUNK_SCOPES]
+        _remember(base, chunk, store)
+        progress("reading state", min(start + CHUNK_SCOPES, len(scopes)), len(scopes))
+
+    pending = frame
+    for _ in range(MAX_CONFLICT_ROUNDS):
+        refused = _write_all(pending, store, calculator, base, report, progress)
+        if not refused:
+            return report
+        logger.info("%d scopes changed during the backfill; merging them again", len(refused))
+        _remember(base, refused, store)
+        pending = _rows_of(frame, refused)
+    raise StateConflictError(
+        f"{len(refused)} scopes kept changing while being backfilled; run the backfill again"
+    )
+
+
+def _remember(base: dict[ScopeKey, StoredScope], scopes: list[ScopeKey], store: StatsStore) -> None:
+    for scope, stored in zip(scopes, store.read(scopes), strict=True):
+        if stored is not None:
+            base[scope] = stored
+
+
+def _write_all(
+    frame: pd.DataFrame,
+    store: StatsStore,
+    calculator: MetricsCalculator,
+    base: dict[ScopeKey, StoredScope],
+    report: BackfillReport,
+    progress: Progress,
+) -> list[ScopeKey]:
+    result = compute_states(frame, calculator, {s: stored.state for s, stored in base.items()})
+    refused: list[ScopeKey] = []
+    writes: list[ScopeWrite] = []
+    total = len(result)
+    for done, (scope, state) in enumerate(result.items(), start=1):
+        before = base.get(scope)
+        stats_json = calculator.stats(scope, state).to_json()
+        if before is not None and before.state == state and before.stats_json == stats_json:
+            report.unchanged += 1
+        else:
+            expected = before.state.version if before is not None else 0
+            writes.append(ScopeWrite(scope, expected, state, stats_json))
+        if len(writes) >= CHUNK_SCOPES or done == total:
+            refused.extend(_flush(store, writes, report))
+            writes = []
+            progress("writing", done, total)
+    return refused
+
+
+def _flush(store: StatsStore, writes: list[ScopeWrite], report: BackfillReport) -> list[ScopeKey]:
+    if not writes:
+        return []
+    refused = {w.scope for w in store.write(writes)}
+    for w in writes:
+        if w.scope not in refused:
+            report.written += 1
+            report.attempts_applied += w.state.version - w.expected_version
+    return list(refused)
+
+
+def _rows_of(frame: pd.DataFrame, scopes: list[ScopeKey]) -> pd.DataFrame:
+    wanted = pd.MultiIndex.from_tuples(
+        [(s.user_id, s.sub_topic_id, s.learning_mode) for s in scopes]
+    )
+    index = pd.MultiIndex.from_arrays(
+        [frame["user_id"], frame["sub_topic_id"], frame["learning_mode"]]
+    )
+    mask: np.ndarray[tuple[int], np.dtype[np.bool_]] = np.asarray(index.isin(wanted))
+    return frame[mask].reset_index(drop=True)

@@ -1,0 +1,72 @@
+"""Every error the engine raises on purpose.
+
+One root, so that a platform can catch everything the engine means to raise with a
+single ``except PerformanceEngineError``::
+
+    PerformanceEngineError
+    ├── ConfigurationError          a setting or learning-mode file is wrong
+    ├── InvalidAttemptError         an attempt event breaks the contract (SPEC 2)
+    │                               (also a ValueError)
+    ├── InputFileError              a backfill/emit file cannot be read, or a row is bad
+    ├── InvalidScopeError           a user id, sub-topic id or learning mode is malformed
+    │                               (also a ValueError)
+    ├── UserAttemptsNotFoundError   no stats stored for the scope (also a LookupError)
+    └── DatabaseQueryError          Redis failed; the cause is chained
+        └── StateConflictError      a scope changed under a compare-and-set write
+
+Every message says what went wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "DatabaseQueryError",
+    "InputFileError",
+    "InvalidAttemptError",
+    "InvalidScopeError",
+    "PerformanceEngineError",
+    "StateConflictError",
+    "UserAttemptsNotFoundError",
+]
+
+
+class PerformanceEngineError(Exception):
+    """The root of every error the engine raises on purpose."""
+
+
+class ConfigurationError(PerformanceEngineError):
+    """A setting, environment variable or learning-mode file is invalid."""
+
+
+class InvalidAttemptError(PerformanceEngineError, ValueError):
+    """An attempt event breaks the contract.
+
+    ``error_class`` is a short machine-readable name (it becomes the dead-letter
+    header), ``reason`` the human-readable explanation.
+    """
+
+    def __init__(self, error_class: str, reason: str) -> None:
+        super().__init__(f"{error_class}: {reason}")
+        self.error_class = error_class
+        self.reason = reason
+
+
+class InputFileError(PerformanceEngineError):
+    """An input file is missing, unreadable, of an unknown format, or has a bad row."""
+
+
+class InvalidScopeError(PerformanceEngineError, ValueError):
+    """A requested user id, sub-topic id or learning mode is malformed."""
+
+
+class UserAttemptsNotFoundError(PerformanceEngineError, LookupError):
+    """No stats are stored for the requested (user, sub-topic, learning mode)."""
+
+
+class DatabaseQueryError(PerformanceEngineError):
+    """Talking to Redis failed; the Redis exception is chained as ``__cause__``."""
+
+
+class StateConflictError(DatabaseQueryError):
+    """A scope was changed by someone else between reading and writing it."""

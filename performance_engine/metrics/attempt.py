@@ -1,0 +1,192 @@
+"""The attempt event (SPEC 2): its validated form and the one decoder of raw records.
+
+Every way in (a Kafka record, a producer call, a line of an emit file) goes through
+:func:`decode_attempt` or :func:`attempt_from_mapping`, so the rules live here once.
+Rejections raise :class:`InvalidAttemptError` with one of the ``error_class`` values in
+:data:`ERROR_CLASSES`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+from performance_engine.errors import InvalidAttemptError
+from performance_engine.metrics.modes import LearningModes
+from performance_engine.metrics.types import DifficultyEnum, ScopeKey
+
+__all__ = [
+    "ERROR_CLASSES",
+    "MAX_EPOCH_MS",
+    "MAX_VALUE_BYTES",
+    "Attempt",
+    "attempt_from_mapping",
+    "decode_attempt",
+    "parse_difficulty",
+    "parse_occurred_at",
+]
+
+MAX_VALUE_BYTES = 64 * 1024
+MAX_ID = 2**63 - 1
+#: 9999-12-31T23:59:59.999Z, the last instant RFC 3339 can write.
+MAX_EPOCH_MS = 253_402_300_799_999
+
+ERROR_CLASSES = (
+    "oversized",
+    "invalid_utf8",
+    "invalid_json",
+    "missing_field",
+    "invalid_field",
+    "unknown_learning_mode",
+    "unknown_difficulty",
+)
+
+_RFC3339_RE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_DIFFICULTY_BY_NAME = {d.value: d for d in DifficultyEnum}
+
+_Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
+
+
+class _Wire(msgspec.Struct):
+    """The JSON object as it arrives; unknown fields are ignored."""
+
+    attempt_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    user_id: _Id
+    sub_topic_id: _Id
+    learning_mode: str
+    question_id: _Id
+    difficulty: str
+    is_correct: bool
+    occurred_at: str | Annotated[int, msgspec.Meta(ge=0, le=MAX_EPOCH_MS)]
+    attempt_number: Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)] | None = None
+    time_spent_ms: Annotated[int, msgspec.Meta(ge=0, le=MAX_ID)] | None = None
+    schema_version: Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)] = 1
+
+
+class Attempt(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A validated attempt: names canonical, ``occurred_at`` in epoch milliseconds (UTC)."""
+
+    attempt_id: str
+    user_id: int
+    sub_topic_id: int
+    learning_mode: str
+    question_id: int
+    difficulty: DifficultyEnum
+    is_correct: bool
+    occurred_at: int
+    attempt_number: int | None = None
+    time_spent_ms: int | None = None
+    schema_version: int = 1
+
+    @property
+    def scope(self) -> ScopeKey:
+        return ScopeKey(self.user_id, self.sub_topic_id, self.learning_mode)
+
+    def to_json(self) -> bytes:
+        """The SPEC 2 JSON form (``occurred_at`` as epoch milliseconds)."""
+        return _ENCODER.encode(self)
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(_Wire)
+
+
+def parse_difficulty(value: str) -> DifficultyEnum:
+    found = _DIFFICULTY_BY_NAME.get(value.lower()) if isinstance(value, str) else None
+    if found is None:
+        raise InvalidAttemptError(
+            "unknown_difficulty", f"difficulty {value!r} is not one of easy, medium, hard"
+        )
+    return found
+
+
+def parse_occurred_at(value: str | int) -> int:
+    """An RFC 3339 timestamp with a zone, or epoch milliseconds, as epoch milliseconds."""
+    if isinstance(value, int):
+        if isinstance(value, bool) or not 0 <= value <= MAX_EPOCH_MS:
+            raise InvalidAttemptError(
+                "invalid_field", f"occurred_at {value!r} is not epoch milliseconds >= 0"
+            )
+        return value
+    if not _RFC3339_RE.match(value):
+        raise InvalidAttemptError(
+            "invalid_field",
+            f"occurred_at {value[:64]!r} is not an RFC 3339 timestamp with a time zone "
+            "(e.g. 2026-11-24T09:00:00Z) nor epoch milliseconds",
+        )
+    text = value.upper().replace(" ", "T")
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    fraction = ""
+    if "." in text:  # fromisoformat takes at most microseconds; keep milliseconds
+        head, _, rest = text.partition(".")
+        digits = rest[: len(rest) - 6]
+        fraction = digits[:3].ljust(3, "0")
+        text = head + rest[len(rest) - 6 :]
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidAttemptError(
+            "invalid_field", f"occurred_at {value!r} is not a valid date and time"
+        ) from None
+    millis = int(moment.timestamp()) * 1000 + int(fraction or "0")
+    if millis > MAX_EPOCH_MS:
+        raise InvalidAttemptError("invalid_field", f"occurred_at {value!r} is out of range")
+    return millis
+
+
+def _from_wire(wire: _Wire, modes: LearningModes) -> Attempt:
+    return Attempt(
+        attempt_id=wire.attempt_id,
+        user_id=wire.user_id,
+        sub_topic_id=wire.sub_topic_id,
+        learning_mode=modes.normalise(wire.learning_mode),
+        question_id=wire.question_id,
+        difficulty=parse_difficulty(wire.difficulty),
+        is_correct=wire.is_correct,
+        occurred_at=parse_occurred_at(wire.occurred_at),
+        attempt_number=wire.attempt_number,
+        time_spent_ms=wire.time_spent_ms,
+        schema_version=wire.schema_version,
+    )
+
+
+def _field_error(exc: msgspec.ValidationError) -> InvalidAttemptError:
+    message = str(exc)
+    if message.startswith("Object missing required field"):
+        return InvalidAttemptError("missing_field", message)
+    return InvalidAttemptError("invalid_field", message)
+
+
+def decode_attempt(value: bytes | None, modes: LearningModes) -> Attempt:
+    """Validate one raw Kafka record value; raise InvalidAttemptError if it breaks SPEC 2."""
+    if value is None:
+        raise InvalidAttemptError("invalid_json", "the record has no value (a tombstone)")
+    if len(value) > MAX_VALUE_BYTES:
+        raise InvalidAttemptError(
+            "oversized", f"value is {len(value)} bytes; the limit is {MAX_VALUE_BYTES}"
+        )
+    try:
+        wire = _DECODER.decode(value)
+    except msgspec.ValidationError as exc:
+        raise _field_error(exc) from None
+    except UnicodeDecodeError as exc:
+        raise InvalidAttemptError("invalid_utf8", f"value is not valid UTF-8: {exc}") from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise InvalidAttemptError("invalid_json", f"value is not valid JSON: {exc}") from None
+    return _from_wire(wire, modes)
+
+
+def attempt_from_mapping(data: Mapping[str, Any], modes: LearningModes) -> Attempt:
+    """Validate an attempt given as a mapping (the producer's and the file loaders' way in)."""
+    try:
+        wire = msgspec.convert(data, _Wire, strict=True)
+    except msgspec.ValidationError as exc:
+        raise _field_error(exc) from None
+    return _from_wire(wire, modes)

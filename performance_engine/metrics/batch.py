@@ -1,0 +1,275 @@
+"""The pandas batch engine: the state and stats of every scope of a frame of attempts.
+
+Vectorised over the whole frame (sorts, bincounts and segment reductions); the only
+Python loop runs once per *scope* to assemble its state. Duplicates of an ``attempt_id``
+within a scope count once (the first in frame order wins), exactly as in the stream,
+because both deduplicate by the same fingerprint. This is also the oracle the stream
+is tested against.
+
+Custom metrics cost more here: an incremental one is folded over the scope's attempts in
+Python, a frame-based one is called once per scope with a pandas groupby.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+import xxhash
+
+from performance_engine.metrics.base import attempt_from_row
+from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.state import ScopeState, log_entry
+from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData, ScopeKey
+
+__all__ = ["BatchResult", "compute_states", "compute_stats", "fingerprints", "scope_keys"]
+
+_U8 = np.dtype("<u8")
+_DIFFICULTY_NAMES = np.array([d.value for d in DIFFICULTIES], dtype=object)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """Scopes and their states, in the same order."""
+
+    scopes: list[ScopeKey]
+    states: list[ScopeState]
+
+    def __len__(self) -> int:
+        return len(self.scopes)
+
+    def items(self) -> Iterator[tuple[ScopeKey, ScopeState]]:
+        return zip(self.scopes, self.states, strict=True)
+
+    def stats(self, calculator: MetricsCalculator) -> dict[ScopeKey, PerformanceStatsData]:
+        return {scope: calculator.stats(scope, state) for scope, state in self.items()}
+
+
+def fingerprints(attempt_ids: Any) -> np.ndarray[Any, np.dtype[np.uint64]]:
+    """The dedup fingerprint of each attempt id (see ``metrics.state.fingerprint``)."""
+    digest = xxhash.xxh3_64_intdigest
+    ids = list(attempt_ids)
+    return np.fromiter(
+        (digest(s.encode("utf-8", "surrogatepass")) for s in ids), dtype=np.uint64, count=len(ids)
+    )
+
+
+def compute_stats(
+    frame: pd.DataFrame, calculator: MetricsCalculator
+) -> dict[ScopeKey, PerformanceStatsData]:
+    """The stats of every scope of a normalised frame (see ``metrics.loader``)."""
+    return compute_states(frame, calculator).stats(calculator)
+
+
+def compute_states(
+    frame: pd.DataFrame,
+    calculator: MetricsCalculator,
+    base: Mapping[ScopeKey, ScopeState] | None = None,
+) -> BatchResult:
+    """The state of every scope in ``frame`` after applying its attempts.
+
+    ``base`` holds states that already exist (e.g. in Redis): their attempts are merged
+    with the frame's, attempts already applied to them change nothing.
+    """
+    n = len(frame)
+    if n == 0:
+        return BatchResult([], [])
+    scope_codes, scopes = _scopes(frame)
+    fps = fingerprints(frame["attempt_id"])
+
+    # One row per distinct (scope, fingerprint), the first in frame order, sorted by both.
+    order = np.lexsort((fps, scope_codes))
+    sc_sorted, fp_sorted = scope_codes[order], fps[order]
+    keep = np.ones(n, dtype=bool)
+    keep[1:] = (sc_sorted[1:] != sc_sorted[:-1]) | (fp_sorted[1:] != fp_sorted[:-1])
+    rows = order[keep]  # positions into frame
+    sc = sc_sorted[keep]
+    fp = fp_sorted[keep]
+
+    if base:
+        return _merge_into_base(frame, calculator, base, scopes, sc, fp, rows)
+    return BatchResult(scopes, _build_states(frame, calculator, len(scopes), sc, fp, rows))
+
+
+def scope_keys(frame: pd.DataFrame) -> list[ScopeKey]:
+    """The distinct scopes of a normalised frame, in order of first appearance."""
+    return _scopes(frame)[1] if len(frame) else []
+
+
+def _scopes(frame: pd.DataFrame) -> tuple[np.ndarray[Any, np.dtype[np.int64]], list[ScopeKey]]:
+    """Each row's scope code, and the scope of each code."""
+    user = frame["user_id"].to_numpy(np.int64)
+    sub = frame["sub_topic_id"].to_numpy(np.int64)
+    mode_codes, mode_names = pd.factorize(frame["learning_mode"].to_numpy(object))
+    codes, first_rows = _scope_codes(user, sub, mode_codes)
+    users, subs, modes = user[first_rows].tolist(), sub[first_rows].tolist(), mode_codes[first_rows]
+    names = [str(m) for m in mode_names]
+    return codes, [
+        ScopeKey(u, s, names[m]) for u, s, m in zip(users, subs, modes.tolist(), strict=True)
+    ]
+
+
+def _scope_codes(
+    user: np.ndarray[Any, Any], sub: np.ndarray[Any, Any], mode_codes: np.ndarray[Any, Any]
+) -> tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.int64]]]:
+    """A dense code per scope (in order of first appearance) and each scope's first row."""
+    user_codes, user_uniques = pd.factorize(user)
+    sub_codes, sub_uniques = pd.factorize(sub)
+    n_modes = int(mode_codes.max()) + 1
+    width = len(sub_uniques) * n_modes
+    if len(user_uniques) * width < 2**62:
+        combined = (user_codes.astype(np.int64) * width + sub_codes * n_modes) + mode_codes
+        codes, uniques = pd.factorize(combined)
+    else:  # pragma: no cover - needs more than 2**31 distinct users and sub-topics
+        codes, uniques = pd.MultiIndex.from_arrays([user, sub, mode_codes]).factorize()
+    first = np.empty(len(uniques), dtype=np.int64)
+    first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
+    return codes.astype(np.int64), first
+
+
+def _segments(codes: np.ndarray[Any, Any], size: int) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """Offsets of each code's run in an array sorted by code (``size + 1`` entries)."""
+    offsets = np.zeros(size + 1, dtype=np.int64)
+    np.cumsum(np.bincount(codes, minlength=size), out=offsets[1:])
+    return offsets
+
+
+def _distinct_questions(
+    key: np.ndarray[Any, Any], question: np.ndarray[Any, Any], size: int
+) -> tuple[bytes, list[int]]:
+    """Per key, the sorted distinct question ids packed as uint64: one buffer + offsets."""
+    if len(key) == 0:
+        return b"", [0] * (size + 1)
+    order = np.lexsort((question, key))
+    k, q = key[order], question[order]
+    first = np.ones(len(k), dtype=bool)
+    first[1:] = (k[1:] != k[:-1]) | (q[1:] != q[:-1])
+    buffer = q[first].astype(_U8).tobytes()
+    return buffer, (_segments(k[first], size) * 8).tolist()
+
+
+def _build_states(
+    frame: pd.DataFrame,
+    calculator: MetricsCalculator,
+    n_scopes: int,
+    sc: np.ndarray[Any, Any],
+    fp: np.ndarray[Any, Any],
+    rows: np.ndarray[Any, Any],
+) -> list[ScopeState]:
+    if n_scopes == 0:
+        return []
+    difficulty = frame["difficulty"].to_numpy(np.int64)[rows]
+    correct = frame["is_correct"].to_numpy(bool)[rows]
+    question = frame["question_id"].to_numpy(np.int64)[rows]
+    occurred = frame["occurred_at"].to_numpy(np.int64)[rows]
+    key = sc * 3 + difficulty
+    size = n_scopes * 3
+    attempts = np.bincount(key, minlength=size).tolist()
+    corrects = np.bincount(key[correct], minlength=size).tolist()
+    q_buffer, q_offsets = _distinct_questions(key, question, size)
+    s_buffer, s_offsets = _distinct_questions(key[correct], question[correct], size)
+    seen_offsets = _segments(sc, n_scopes)  # rows are sorted by (scope, fingerprint)
+    seen_buffer = fp.astype(_U8).tobytes()
+    starts = seen_offsets[:-1]
+    firsts = np.minimum.reduceat(occurred, starts).tolist()
+    lasts = np.maximum.reduceat(occurred, starts).tolist()
+    seen_bytes = (seen_offsets * 8).tolist()
+
+    states: list[ScopeState] = []
+    for s in range(n_scopes):
+        k = 3 * s
+        states.append(
+            ScopeState(
+                version=(seen_bytes[s + 1] - seen_bytes[s]) >> 3,
+                first_at=firsts[s],
+                last_at=lasts[s],
+                attempts=attempts[k : k + 3],
+                correct=corrects[k : k + 3],
+                questions=[q_buffer[q_offsets[i] : q_offsets[i + 1]] for i in range(k, k + 3)],
+                solved=[s_buffer[s_offsets[i] : s_offsets[i + 1]] for i in range(k, k + 3)],
+                seen=seen_buffer[seen_bytes[s] : seen_bytes[s + 1]],
+                custom={},
+            )
+        )
+    if calculator.incremental_metrics or calculator.frame_metrics:
+        _custom_metrics(frame, calculator, states, sc, rows)
+    return states
+
+
+def _custom_metrics(
+    frame: pd.DataFrame,
+    calculator: MetricsCalculator,
+    states: list[ScopeState],
+    sc: np.ndarray[Any, Any],
+    rows: np.ndarray[Any, Any],
+) -> None:
+    """Fill the custom metrics' states and logs: the slow path, only when some are registered.
+
+    Incremental metrics are folded over each scope's attempts in (occurred_at, attempt_id)
+    order; frame-based ones get the scope's log of its latest attempts.
+    """
+    distinct = seed_frame(frame.iloc[rows]).assign(_scope=sc)
+    distinct = distinct.sort_values(["_scope", "occurred_at", "attempt_id"], kind="stable")
+    limit = calculator.attempt_log_limit
+    for code, group in distinct.groupby("_scope", sort=False):
+        state = states[cast(int, code)]
+        records = group.to_dict("records")
+        for metric in calculator.incremental_metrics:
+            value = metric.initial()
+            for row in records:
+                value = metric.update(value, attempt_from_row(row))
+            state.custom[metric.name] = value
+        if calculator.frame_metrics:
+            state.log = [log_entry(attempt_from_row(row)) for row in records[-limit:]]
+
+
+def seed_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A normalised frame as frame-based metrics see it (see ``metrics.base``)."""
+    return frame.assign(
+        difficulty=_DIFFICULTY_NAMES[frame["difficulty"].to_numpy(np.int64)],
+        occurred_at=pd.to_datetime(frame["occurred_at"].to_numpy(np.int64), unit="ms", utc=True),
+    )
+
+
+def _merge_into_base(
+    frame: pd.DataFrame,
+    calculator: MetricsCalculator,
+    base: Mapping[ScopeKey, ScopeState],
+    scopes: list[ScopeKey],
+    sc: np.ndarray[Any, Any],
+    fp: np.ndarray[Any, Any],
+    rows: np.ndarray[Any, Any],
+) -> BatchResult:
+    """Scopes with a base state take the incremental path; new scopes the vectorised one."""
+    has_base = np.array([scope in base for scope in scopes], dtype=bool)
+    fresh_rows = ~has_base[sc]
+    new_codes = np.cumsum(~has_base) - 1
+    fresh_scopes = [s for s, b in zip(scopes, has_base.tolist(), strict=True) if not b]
+    fresh = _build_states(
+        frame,
+        calculator,
+        len(fresh_scopes),
+        new_codes[sc[fresh_rows]],
+        fp[fresh_rows],
+        rows[fresh_rows],
+    )
+    merged_scopes = list(fresh_scopes)
+    states = fresh
+    offsets = _segments(sc, len(scopes))
+    for code in np.flatnonzero(has_base).tolist():
+        scope = scopes[code]
+        state = base[scope].copy()
+        lo, hi = offsets[code], offsets[code + 1]
+        known = np.frombuffer(state.seen, dtype=_U8)
+        new = ~np.isin(fp[lo:hi], known)
+        if new.any():
+            positions = np.sort(rows[lo:hi][new])  # file order
+            scope_rows = seed_frame(frame.iloc[positions])
+            for row in scope_rows.to_dict("records"):
+                calculator.apply(state, attempt_from_row(row))
+        merged_scopes.append(scope)
+        states.append(state)
+    return BatchResult(merged_scopes, states)

@@ -1,0 +1,426 @@
+"""Reading historical attempts (CSV, JSON Lines, Parquet) into one normalised frame.
+
+The normalised frame has one row per attempt with the columns of :data:`COLUMNS`:
+``learning_mode`` canonical, ``difficulty`` the code 0/1/2 (easy/medium/hard),
+``occurred_at`` epoch milliseconds, optional integers as nullable ``Int64``.
+
+Validation is vectorised; a row the fast path cannot prove valid is re-checked by the one
+record validator of :mod:`metrics.attempt`, which names the exact reason. So a file row
+is accepted exactly when the same attempt would be accepted as a Kafka event.
+
+CSV cells are text: integers are decimal, ``is_correct`` is ``true``/``false`` (any case)
+or ``1``/``0``, ``occurred_at`` is RFC 3339 or epoch milliseconds, and an empty optional
+cell means absent. Parquet columns keep their types: integers may also be floats with
+whole values (pandas writes integer columns with gaps that way; NaN means absent), and
+``occurred_at`` may be a time-zone-aware timestamp column.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from performance_engine.errors import InputFileError, InvalidAttemptError
+from performance_engine.metrics.attempt import (
+    MAX_EPOCH_MS,
+    Attempt,
+    attempt_from_mapping,
+    decode_attempt,
+)
+from performance_engine.metrics.modes import LearningModes
+from performance_engine.metrics.types import DIFFICULTIES
+
+__all__ = [
+    "COLUMNS",
+    "REQUIRED_COLUMNS",
+    "LoadResult",
+    "RowError",
+    "attempts_to_frame",
+    "load_attempts",
+    "normalise_frame",
+]
+
+REQUIRED_COLUMNS = (
+    "attempt_id",
+    "user_id",
+    "sub_topic_id",
+    "learning_mode",
+    "question_id",
+    "difficulty",
+    "is_correct",
+    "occurred_at",
+)
+OPTIONAL_COLUMNS = ("attempt_number", "time_spent_ms")
+COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+_ID_COLUMNS = ("user_id", "sub_topic_id", "question_id")
+_CODE = {d.value: i for i, d in enumerate(DIFFICULTIES)}
+_INT_RE = r"^[0-9]{1,18}$"  # always fits int64; longer numbers take the exact slow path
+_RFC3339_RE = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+_TRUE = {"true": True, "1": True, "false": False, "0": False}
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """One rejected row: its 1-based position among the file's records, and why."""
+
+    row: int
+    error_class: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}: {self.reason}"
+
+
+@dataclass(slots=True)
+class LoadResult:
+    frame: pd.DataFrame
+    errors: list[RowError] = field(default_factory=list)
+
+
+def load_attempts(
+    path: Path | str, modes: LearningModes, *, skip_invalid: bool = False
+) -> LoadResult:
+    """Read and validate a CSV, JSON Lines or Parquet file of attempts.
+
+    A bad row raises :class:`InputFileError` naming the row, unless ``skip_invalid``,
+    when it is dropped and listed in ``LoadResult.errors``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file; give the path of a CSV, JSONL or Parquet file")
+    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
+    if suffix in (".csv", ".csv.gz"):
+        return _load_csv(path, modes, skip_invalid)
+    if suffix in (".jsonl", ".ndjson", ".json", ".jsonl.gz"):
+        return _load_jsonl(path, modes, skip_invalid)
+    if suffix in (".parquet", ".pq"):
+        return _load_parquet(path, modes, skip_invalid)
+    raise InputFileError(
+        f"{path}: unknown file type {suffix!r}; use .csv, .jsonl (JSON Lines) or .parquet"
+    )
+
+
+def attempts_to_frame(attempts: list[Attempt]) -> pd.DataFrame:
+    """A normalised frame from validated attempts (tests and the stream use this)."""
+    return pd.DataFrame(
+        {
+            "attempt_id": pd.array([a.attempt_id for a in attempts], dtype=object),
+            "user_id": np.array([a.user_id for a in attempts], dtype=np.int64),
+            "sub_topic_id": np.array([a.sub_topic_id for a in attempts], dtype=np.int64),
+            "learning_mode": pd.array([a.learning_mode for a in attempts], dtype=object),
+            "question_id": np.array([a.question_id for a in attempts], dtype=np.int64),
+            "difficulty": np.array([_CODE[a.difficulty.value] for a in attempts], dtype=np.int8),
+            "is_correct": np.array([a.is_correct for a in attempts], dtype=bool),
+            "occurred_at": np.array([a.occurred_at for a in attempts], dtype=np.int64),
+            "attempt_number": pd.array([a.attempt_number for a in attempts], dtype="Int64"),
+            "time_spent_ms": pd.array([a.time_spent_ms for a in attempts], dtype="Int64"),
+        }
+    )
+
+
+# --- JSON Lines: every line through the Kafka decoder ---------------------------------
+
+
+def _load_jsonl(path: Path, modes: LearningModes, skip_invalid: bool) -> LoadResult:
+    opener: Callable[..., Any] = open
+    if path.suffix == ".gz":
+        import gzip
+
+        opener = gzip.open
+    attempts: list[Attempt] = []
+    errors: list[RowError] = []
+    row = 0
+    with opener(path, "rb") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            row += 1
+            try:
+                attempts.append(decode_attempt(line.rstrip(b"\r\n"), modes))
+            except InvalidAttemptError as exc:
+                error = RowError(row, exc.error_class, exc.reason)
+                if not skip_invalid:
+                    raise InputFileError(
+                        f"{path}: {error}; fix it or pass --skip-invalid"
+                    ) from None
+                errors.append(error)
+    return LoadResult(attempts_to_frame(attempts), errors)
+
+
+# --- CSV and Parquet: vectorised, with the record validator for suspect rows -----------
+
+
+def _load_csv(path: Path, modes: LearningModes, skip_invalid: bool) -> LoadResult:
+    try:
+        header = pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16)).schema
+        names = header.names
+        table = pacsv.read_csv(
+            path,
+            convert_options=pacsv.ConvertOptions(
+                column_types={name: pa.string() for name in names},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputFileError(f"{path}: not a readable CSV file: {exc}") from None
+    return _normalise_table(table, path, modes, skip_invalid)
+
+
+def _load_parquet(path: Path, modes: LearningModes, skip_invalid: bool) -> LoadResult:
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputFileError(f"{path}: not a readable Parquet file: {exc}") from None
+    return _normalise_table(table, path, modes, skip_invalid)
+
+
+def normalise_frame(
+    frame: pd.DataFrame, modes: LearningModes, *, skip_invalid: bool = False, source: str = "frame"
+) -> LoadResult:
+    """Validate and normalise a DataFrame of raw attempts (as read from a file)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    return _normalise_table(table, Path(source), modes, skip_invalid)
+
+
+def _normalise_table(
+    table: pa.Table, path: Path, modes: LearningModes, skip_invalid: bool
+) -> LoadResult:
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    if missing:
+        raise InputFileError(
+            f"{path}: missing column(s) {', '.join(missing)}; "
+            f"required: {', '.join(REQUIRED_COLUMNS)}"
+        )
+    n = table.num_rows
+    ok = np.ones(n, dtype=bool)
+    out: dict[str, Any] = {}
+
+    text = table.column("attempt_id")
+    if pa.types.is_string(text.type) or pa.types.is_large_string(text.type):
+        length = pc.utf8_length(text).to_numpy(zero_copy_only=False)
+        ok &= _filled(text) & (length >= 1) & (length <= 128)
+        out["attempt_id"] = text.to_numpy(zero_copy_only=False)
+    else:
+        ok[:] = False
+        out["attempt_id"] = np.array([None] * n, dtype=object)
+
+    for name in _ID_COLUMNS:
+        values, good = _int_column(table.column(name), minimum=1)
+        out[name] = values
+        ok &= good
+    for name, minimum in (("attempt_number", 1), ("time_spent_ms", 0)):
+        if name in table.column_names:
+            values, good, present = _optional_int_column(table.column(name), minimum)
+            out[name] = pd.arrays.IntegerArray(values, ~present)
+            ok &= good
+        else:
+            out[name] = pd.array([None] * n, dtype="Int64")
+
+    for name, allowed in (("learning_mode", modes.rules), ("difficulty", _CODE)):
+        column = table.column(name)
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            lowered = pc.utf8_lower(column)
+            good = pc.is_in(lowered, value_set=pa.array(list(allowed))).to_numpy(
+                zero_copy_only=False
+            )
+            ok &= _filled(column) & good
+            values = lowered.to_numpy(zero_copy_only=False)
+        else:
+            ok[:] = False
+            values = np.array([None] * n, dtype=object)
+        out[name] = values
+    codes = np.zeros(n, dtype=np.int8)
+    for key, code in _CODE.items():
+        codes[out["difficulty"] == key] = code
+    out["difficulty"] = codes
+
+    correct, good = _bool_column(table.column("is_correct"))
+    out["is_correct"] = correct
+    ok &= good
+    occurred, good = _timestamp_column(table.column("occurred_at"))
+    out["occurred_at"] = occurred
+    ok &= good
+
+    errors: list[RowError] = []
+    suspects = np.flatnonzero(~ok)
+    if len(suspects):
+        rows = table.take(pa.array(suspects)).to_pylist()
+        for position, row in zip(suspects.tolist(), rows, strict=True):
+            try:
+                attempt = attempt_from_mapping(_typed(row), modes)
+            except InvalidAttemptError as exc:
+                error = RowError(position + 1, exc.error_class, exc.reason)
+                if not skip_invalid:
+                    raise InputFileError(
+                        f"{path}: {error}; fix it or pass --skip-invalid"
+                    ) from None
+                errors.append(error)
+                continue
+            _store_row(out, position, attempt)
+            ok[position] = True
+    frame = pd.DataFrame({name: out[name] for name in COLUMNS})
+    if errors:
+        frame = frame[ok].reset_index(drop=True)
+    return LoadResult(frame, errors)
+
+
+def _store_row(out: dict[str, Any], position: int, attempt: Attempt) -> None:
+    """Put a row the slow path accepted into the vectorised columns."""
+    for name in ("attempt_id", "learning_mode"):
+        out[name][position] = getattr(attempt, name)
+    for name in (*_ID_COLUMNS, "occurred_at"):
+        out[name][position] = getattr(attempt, name)
+    out["difficulty"][position] = _CODE[attempt.difficulty.value]
+    out["is_correct"][position] = attempt.is_correct
+    out["attempt_number"][position] = attempt.attempt_number
+    out["time_spent_ms"][position] = attempt.time_spent_ms
+
+
+def _filled(column: pa.ChunkedArray) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    result: np.ndarray[Any, np.dtype[np.bool_]] = pc.is_valid(column).to_numpy(zero_copy_only=False)
+    return result
+
+
+def _int_column(
+    column: pa.ChunkedArray, minimum: int
+) -> tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.bool_]]]:
+    n = len(column)
+    kind = column.type
+    if pa.types.is_integer(kind) and not pa.types.is_uint64(kind):
+        values = np.array(pc.fill_null(column.cast(pa.int64()), 0), dtype=np.int64)
+        return values, _filled(column) & (values >= minimum)
+    if pa.types.is_floating(kind):  # pandas stores integers with gaps as floats
+        floats = np.array(pc.fill_null(column, np.nan), dtype=np.float64)
+        whole = np.isfinite(floats) & (np.abs(floats) < 2.0**53)
+        whole[whole] = floats[whole] == np.floor(floats[whole])
+        values = np.where(whole, floats, 0).astype(np.int64)
+        return values, whole & (values >= minimum)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        good = pc.fill_null(pc.match_substring_regex(column, _INT_RE), False)
+        digits = pc.if_else(good, column, "0")
+        values = digits.cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.int64)
+        good_np: np.ndarray[Any, np.dtype[np.bool_]] = good.to_numpy(zero_copy_only=False)
+        return values, good_np & (values >= minimum)
+    return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+
+
+def _optional_int_column(
+    column: pa.ChunkedArray, minimum: int
+) -> tuple[
+    np.ndarray[Any, np.dtype[np.int64]],
+    np.ndarray[Any, np.dtype[np.bool_]],
+    np.ndarray[Any, np.dtype[np.bool_]],
+]:
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        present = _filled(column) & (pc.utf8_length(column).to_numpy(zero_copy_only=False) > 0)
+    elif pa.types.is_floating(column.type):
+        present = ~np.isnan(np.array(pc.fill_null(column, np.nan), dtype=np.float64))
+    else:
+        present = _filled(column)
+    values, good = _int_column(column, minimum)
+    return values, good | ~present, present
+
+
+def _bool_column(
+    column: pa.ChunkedArray,
+) -> tuple[np.ndarray[Any, np.dtype[np.bool_]], np.ndarray[Any, np.dtype[np.bool_]]]:
+    n = len(column)
+    if pa.types.is_boolean(column.type):
+        values = pc.fill_null(column, False).to_numpy(zero_copy_only=False)
+        return values, _filled(column)
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        lowered = pc.utf8_lower(column)
+        good = pc.fill_null(pc.is_in(lowered, value_set=pa.array(list(_TRUE))), False)
+        truthy = pc.fill_null(pc.is_in(lowered, value_set=pa.array(["true", "1"])), False)
+        return truthy.to_numpy(zero_copy_only=False), good.to_numpy(zero_copy_only=False)
+    return np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+
+
+def _timestamp_column(
+    column: pa.ChunkedArray,
+) -> tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.bool_]]]:
+    n = len(column)
+    kind = column.type
+    if pa.types.is_timestamp(kind):
+        if kind.tz is None:  # a zone-less timestamp is rejected, as in the event
+            return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+        millis = pc.fill_null(column.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()), -1)
+        values = millis.to_numpy(zero_copy_only=False).astype(np.int64)
+        return values, _filled(column) & (values >= 0) & (values <= MAX_EPOCH_MS)
+    if pa.types.is_integer(kind):
+        values = np.array(pc.fill_null(column.cast(pa.int64()), -1), dtype=np.int64)
+        return values, (values >= 0) & (values <= MAX_EPOCH_MS)
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+    digits = pc.fill_null(pc.match_substring_regex(column, r"^[0-9]{1,15}$"), False)
+    stamped = pc.fill_null(pc.match_substring_regex(column, _RFC3339_RE), False)
+    values = np.zeros(n, dtype=np.int64)
+    digits_np = digits.to_numpy(zero_copy_only=False)
+    if digits_np.any():
+        values[digits_np] = (
+            pc.filter(column, digits).cast(pa.int64()).to_numpy(zero_copy_only=False)
+        )
+    stamped_np = stamped.to_numpy(zero_copy_only=False)
+    if stamped_np.any():
+        text = pd.Series(pc.filter(column, stamped).to_numpy(zero_copy_only=False)).str.upper()
+        parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+        parsed_ok = ~parsed.isna().to_numpy()
+        naive = parsed.dt.as_unit("ms").dt.tz_convert(None).to_numpy(dtype="datetime64[ms]")
+        millis = np.where(parsed_ok, naive.view(np.int64), -1)
+        values[stamped_np] = millis
+        stamped_np = stamped_np.copy()
+        stamped_np[stamped_np] = parsed_ok
+    good = (digits_np | stamped_np) & (values >= 0) & (values <= MAX_EPOCH_MS)
+    return values, good
+
+
+def _typed(row: dict[str, Any]) -> dict[str, Any]:
+    """A file row as the event's JSON types, for the record validator to judge."""
+    result: dict[str, Any] = {}
+    for name, value in row.items():
+        if name not in COLUMNS:
+            continue
+        if isinstance(value, str):
+            stripped = value.strip()
+            if name in OPTIONAL_COLUMNS and stripped == "":
+                continue
+            if name in (*_ID_COLUMNS, *OPTIONAL_COLUMNS) or (
+                name == "occurred_at" and stripped.isdigit()
+            ):
+                value = int(stripped) if _is_decimal(stripped) else value
+            elif name == "is_correct":
+                value = _TRUE.get(stripped.lower(), value)
+        elif name == "occurred_at" and hasattr(value, "isoformat"):
+            value = _datetime_text(value)
+        elif value is None and name in OPTIONAL_COLUMNS:
+            continue
+        elif isinstance(value, float) and name in (*_ID_COLUMNS, *OPTIONAL_COLUMNS):
+            if math.isnan(value) and name in OPTIONAL_COLUMNS:
+                continue
+            if value.is_integer():
+                value = int(value)
+        result[name] = value
+    return result
+
+
+def _is_decimal(text: str) -> bool:
+    body = text[1:] if text[:1] == "-" else text
+    return body.isdigit() and body.isascii()
+
+
+def _datetime_text(value: Any) -> str:
+    if getattr(value, "tzinfo", None) is None:
+        return str(value)  # zone-less: the validator rejects it with its reason
+    text: str = value.isoformat()
+    return text

@@ -1,0 +1,141 @@
+"""Learning-mode rules: how many correct questions complete each difficulty.
+
+Modes are configuration, not code. The built-in rules are ``standard`` 2, ``practice`` 1
+and ``mastery`` 3 correct questions per difficulty. A TOML file can override them or add
+modes, per difficulty::
+
+    [modes.standard]
+    hard = 3            # only hard changes; easy and medium keep 2
+
+    [modes.exam]        # a new mode
+    required = 4        # every difficulty ...
+    hard = 5            # ... except hard
+
+A new mode without ``required`` and without a value for some difficulty is an error.
+Mode names are lower-case: 1 to 32 of ``a-z 0-9 _ -``, starting with a letter.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from performance_engine.errors import ConfigurationError, InvalidAttemptError
+from performance_engine.metrics.types import DIFFICULTIES, DifficultyEnum, LearningModeType
+
+__all__ = ["DEFAULT_REQUIREMENTS", "LearningModes"]
+
+_MODE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+DEFAULT_REQUIREMENTS: Mapping[str, int] = {
+    LearningModeType.STANDARD.value: 2,
+    LearningModeType.PRACTICE.value: 1,
+    LearningModeType.MASTERY.value: 3,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LearningModes:
+    """The configured modes and their per-difficulty thresholds."""
+
+    rules: Mapping[str, tuple[int, int, int]]
+
+    @classmethod
+    def default(cls) -> LearningModes:
+        return cls({mode: (n, n, n) for mode, n in DEFAULT_REQUIREMENTS.items()})
+
+    @classmethod
+    def uniform(cls, required: int) -> LearningModes:
+        """Every built-in mode and difficulty needs ``required`` (the seed's single number)."""
+        _check_count(required, "required_correct_questions")
+        return cls(dict.fromkeys(DEFAULT_REQUIREMENTS, (required,) * 3))
+
+    @classmethod
+    def from_toml(cls, path: Path) -> LearningModes:
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigurationError(
+                f"learning-mode file {path} does not exist; fix PERF_ENGINE_LEARNING_MODES"
+            ) from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigurationError(f"learning-mode file {path} cannot be read: {exc}") from exc
+        return cls.default().merged(document, source=str(path))
+
+    @classmethod
+    def load(cls, path: Path | None) -> LearningModes:
+        return cls.default() if path is None else cls.from_toml(path)
+
+    def merged(self, document: Mapping[str, Any], *, source: str = "rules") -> LearningModes:
+        """These rules overridden and extended by a parsed TOML document."""
+        modes = document.get("modes")
+        unknown = set(document) - {"modes"}
+        if unknown or not isinstance(modes, dict):
+            raise ConfigurationError(
+                f"{source}: expected only [modes.<name>] tables, found {sorted(unknown) or 'none'}"
+            )
+        rules = dict(self.rules)
+        for name, table in modes.items():
+            if not isinstance(name, str) or not _MODE_RE.match(name):
+                raise ConfigurationError(
+                    f"{source}: mode name {name!r} is invalid; use 1 to 32 of a-z 0-9 _ -, "
+                    "starting with a letter"
+                )
+            if not isinstance(table, dict):
+                raise ConfigurationError(f"{source}: [modes.{name}] must be a table")
+            rules[name] = _mode_rule(name, table, rules.get(name), source)
+        return LearningModes(rules)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(sorted(self.rules))
+
+    def normalise(self, mode: str) -> str:
+        """The canonical (lower-case) name of a configured mode, or InvalidAttemptError."""
+        name = mode.lower() if isinstance(mode, str) else mode
+        if isinstance(name, str) and name in self.rules:
+            return name
+        raise InvalidAttemptError(
+            "unknown_learning_mode",
+            f"learning_mode {mode!r} is not configured; known modes: {', '.join(self.names)}",
+        )
+
+    def required(self, mode: str, difficulty: DifficultyEnum | int) -> int:
+        index = difficulty if isinstance(difficulty, int) else DIFFICULTIES.index(difficulty)
+        return self.rules[mode][index]
+
+
+def _check_count(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
+        raise ConfigurationError(f"{what} must be a whole number from 0 to 1000000, got {value!r}")
+    return value
+
+
+def _mode_rule(
+    name: str, table: Mapping[str, Any], base: tuple[int, int, int] | None, source: str
+) -> tuple[int, int, int]:
+    allowed = {"required", *(d.value for d in DIFFICULTIES)}
+    extra = set(table) - allowed
+    if extra:
+        raise ConfigurationError(
+            f"{source}: [modes.{name}] has unknown keys {sorted(extra)}; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+    default = table.get("required")
+    values: list[int] = []
+    for index, difficulty in enumerate(DIFFICULTIES):
+        raw = table.get(difficulty.value, default)
+        if raw is None:
+            if base is None:
+                raise ConfigurationError(
+                    f"{source}: new mode {name!r} needs 'required' or a value for "
+                    f"'{difficulty.value}'"
+                )
+            values.append(base[index])
+        else:
+            values.append(_check_count(raw, f"{source}: modes.{name}.{difficulty.value}"))
+    return values[0], values[1], values[2]

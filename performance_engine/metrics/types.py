@@ -1,0 +1,107 @@
+"""The domain vocabulary: difficulties, completion, learning modes and the stats record."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "DIFFICULTIES",
+    "CompletionStatusEnum",
+    "DifficultyEnum",
+    "LearningModeType",
+    "PerformanceStatsData",
+    "ScopeKey",
+    "format_timestamp",
+]
+
+
+class DifficultyEnum(str, Enum):
+    EASY = "easy"
+    MEDIUM = "medium"
+    HARD = "hard"
+
+
+#: Every difficulty in its canonical order (easy < medium < hard); index = difficulty code.
+DIFFICULTIES: tuple[DifficultyEnum, ...] = tuple(DifficultyEnum)
+
+
+class CompletionStatusEnum(str, Enum):
+    COMPLETE = "complete"
+    INCOMPLETE = "incomplete"
+
+
+class LearningModeType(str, Enum):
+    """The built-in learning modes. More can be configured (see ``metrics.modes``)."""
+
+    STANDARD = "standard"
+    PRACTICE = "practice"
+    MASTERY = "mastery"
+
+
+class ScopeKey(msgspec.Struct, frozen=True, order=True, array_like=True):
+    """What stats are kept per: one learner, one sub-topic, one learning mode."""
+
+    user_id: int
+    sub_topic_id: int
+    learning_mode: str
+
+    def __str__(self) -> str:
+        return f"{self.user_id}:{self.sub_topic_id}:{self.learning_mode}"
+
+
+def format_timestamp(epoch_ms: int | None) -> str | None:
+    """Epoch milliseconds as RFC 3339 UTC with millisecond precision (``...T09:00:00.000Z``)."""
+    if epoch_ms is None:
+        return None
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{epoch_ms % 1000:03d}Z"
+
+
+class PerformanceStatsData(msgspec.Struct, frozen=True, kw_only=True):
+    """The latest stats of one scope; its JSON form is SPEC section 4.
+
+    Per-difficulty fields are dicts keyed by :class:`DifficultyEnum` with every
+    difficulty present. Timestamps are RFC 3339 strings in UTC (millisecond precision).
+    """
+
+    user_id: int
+    sub_topic_id: int
+    learning_mode: str
+    version: int
+    total_attempts: int
+    total_correct_attempts: int
+    attempts: dict[DifficultyEnum, int]
+    correct_attempts: dict[DifficultyEnum, int]
+    difficulty_scores: dict[DifficultyEnum, int]
+    average_attempts: dict[DifficultyEnum, float | None]
+    accuracy: dict[DifficultyEnum, float | None]
+    difficulty_completion: dict[DifficultyEnum, CompletionStatusEnum]
+    passed_difficulties: list[DifficultyEnum]
+    failed_difficulties: list[DifficultyEnum]
+    difficulty_ranking: list[DifficultyEnum]
+    first_attempt_at: str | None
+    last_attempt_at: str | None
+    custom_metrics: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    @property
+    def scope(self) -> ScopeKey:
+        return ScopeKey(self.user_id, self.sub_topic_id, self.learning_mode)
+
+    def to_json(self) -> bytes:
+        return _ENCODER.encode(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = msgspec.to_builtins(self)
+        return result
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> PerformanceStatsData:
+        return _DECODER.decode(data)
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(PerformanceStatsData)

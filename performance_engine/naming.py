@@ -1,0 +1,42 @@
+"""Redis key names, built in one place.
+
+Layout (``{prefix}`` is ``PERF_ENGINE_KEY_PREFIX``, ``pe`` by default)::
+
+    {prefix}:{u<user_id>}:<sub_topic_id>:<learning_mode>    hash, one per scope
+        v    version: distinct attempts applied (decimal)
+        s    rolling state (msgpack, see metrics/state.py)
+        j    latest PerformanceStatsData as JSON (SPEC 4)
+
+The ``{u<user_id>}`` part is a Redis Cluster hash tag: every key of one learner hashes to
+the same slot, so a learner's scopes can be written together. ``user_id`` and
+``sub_topic_id`` are integers and learning modes are validated names, so no identifier can
+reach outside its own key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from performance_engine.metrics.types import ScopeKey
+
+__all__ = ["KeySpace"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    """Builds every Redis key the engine reads or writes."""
+
+    prefix: str
+
+    def user_tag(self, user_id: int) -> str:
+        return f"{self.prefix}:{{u{user_id}}}"
+
+    def scope(self, user_id: int, sub_topic_id: int, learning_mode: str) -> str:
+        return f"{self.prefix}:{{u{user_id}}}:{sub_topic_id}:{learning_mode}"
+
+    def for_scope(self, scope: ScopeKey) -> str:
+        return self.scope(scope.user_id, scope.sub_topic_id, scope.learning_mode)
+
+    def pattern(self) -> str:
+        """A SCAN pattern matching every scope key under the prefix."""
+        return f"{self.prefix}:{{u*}}:*"

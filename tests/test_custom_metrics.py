@@ -1,0 +1,115 @@
+"""Custom metrics registered the seed's way appear in custom_metrics in both paths."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+
+from performance_engine.errors import ConfigurationError
+from performance_engine.metrics.attempt import Attempt
+from performance_engine.metrics.base import BaseMetric, IncrementalMetric
+from performance_engine.metrics.batch import compute_stats
+from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.loader import attempts_to_frame
+from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
+from tests.helpers import attempt
+from tests.strategies import attempts
+
+
+class HardestQuestion(BaseMetric):
+    """Seed style: per difficulty, the question with the most attempts (lowest id on ties)."""
+
+    name = "most_tried_question"
+
+    def __call__(self, difficulty_groups: Any, *args: Any, **kwargs: Any) -> Any:
+        result = {}
+        for difficulty, group in difficulty_groups:
+            counts = group.groupby("question_id").size()
+            result[difficulty] = int(counts[counts == counts.max()].index.min())
+        return result
+
+
+class TimeSpent(IncrementalMetric):
+    """Incremental: total time spent, and how many attempts reported it."""
+
+    name = "time_spent"
+
+    def initial(self) -> Any:
+        return {"total_ms": 0, "reported": 0}
+
+    def update(self, state: Any, attempt: Attempt) -> Any:
+        if attempt.time_spent_ms is None:
+            return state
+        return {
+            "total_ms": state["total_ms"] + attempt.time_spent_ms,
+            "reported": state["reported"] + 1,
+        }
+
+
+def calculator(**options: Any) -> MetricsCalculator:
+    calc = MetricsCalculator(**options)
+    calc.register_metrics([HardestQuestion(), TimeSpent()])
+    return calc
+
+
+def stream(calc: MetricsCalculator, items: list[Attempt]) -> dict[ScopeKey, PerformanceStatsData]:
+    states: dict[ScopeKey, Any] = {}
+    for a in items:
+        calc.apply(states.setdefault(a.scope, calc.new_state()), a)
+    return {scope: calc.stats(scope, state) for scope, state in states.items()}
+
+
+def test_both_metrics_in_both_paths() -> None:
+    items = [
+        attempt(question_id=1, time_spent_ms=1000),
+        attempt(question_id=2, time_spent_ms=500),
+        attempt(question_id=2),
+        attempt(question_id=9, difficulty="hard", time_spent_ms=20),
+    ]
+    calc = calculator()
+    expected = {
+        "most_tried_question": {"easy": 2, "hard": 9},
+        "time_spent": {"total_ms": 1520, "reported": 3},
+    }
+    (incremental,) = stream(calc, items).values()
+    (batch,) = compute_stats(attempts_to_frame(items), calc).values()
+    assert incremental.custom_metrics == expected
+    assert batch == incremental
+
+
+@settings(max_examples=60, deadline=None)
+@given(attempts(max_size=30))
+def test_custom_metrics_agree_between_paths(items: list[Attempt]) -> None:
+    calc = calculator(attempt_log_limit=5)  # a small log: both paths keep the same 5 latest
+    assert compute_stats(attempts_to_frame(items), calc) == stream(calc, list(reversed(items)))
+
+
+def test_log_is_bounded_and_holds_the_latest() -> None:
+    calc = calculator(attempt_log_limit=3)
+    state = calc.new_state()
+    for second in (5, 1, 4, 2, 3):
+        calc.apply(state, attempt(occurred_at=1_000 * second))
+    assert [entry[0] for entry in state.log] == [3000, 4000, 5000]
+
+
+def test_log_is_kept_only_with_a_frame_metric() -> None:
+    calc = MetricsCalculator()
+    calc.register_metrics([TimeSpent()])
+    state = calc.new_state()
+    calc.apply(state, attempt())
+    assert state.log == []
+
+
+@pytest.mark.parametrize(
+    ("metrics", "message"),
+    [
+        ([object()], "not a BaseMetric"),
+        ([TimeSpent(), TimeSpent()], "already registered"),
+        ([type("Nameless", (TimeSpent,), {"name": ""})()], "non-empty"),
+    ],
+)
+def test_registration_errors(metrics: list[Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        MetricsCalculator().register_metrics(metrics)

@@ -1,0 +1,283 @@
+"""Backfill into the real Redis, read back through the API and the CLI, against the oracle."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import redis
+
+from performance_engine import (
+    AsyncPerformanceStats,
+    DatabaseQueryError,
+    PerformanceEngineError,
+    PerformanceStats,
+    UserAttemptsNotFoundError,
+)
+from performance_engine.backfill import backfill_file, backfill_frame
+from performance_engine.errors import InvalidScopeError
+from performance_engine.metrics.batch import compute_stats
+from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.loader import load_attempts
+from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
+from performance_engine.settings import Settings
+from performance_engine.store import AsyncStatsStore, ScopeWrite, StatsStore
+from performance_engine.synthetic import generate_attempts
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def store(settings: Settings) -> Any:
+    with StatsStore.from_settings(settings) as s:
+        yield s
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> Path:
+    rows = generate_attempts(3000, users=40, sub_topics=3, seed=7)
+    rows += rows[:150]  # redelivered duplicates
+    path = tmp_path / "history.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def oracle(path: Path) -> dict[ScopeKey, PerformanceStatsData]:
+    calculator = MetricsCalculator()
+    return compute_stats(load_attempts(path, calculator.learning_modes).frame, calculator)
+
+
+def dump(client: redis.Redis, prefix: str) -> dict[Any, Any]:
+    return {key: client.hgetall(key) for key in client.scan_iter(match=f"{prefix}:*")}
+
+
+def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PERF_ENGINE_REDIS_URL": settings.redis_url,
+        "PERF_ENGINE_KEY_PREFIX": settings.key_prefix,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "performance_engine.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_backfill_then_read_every_scope(
+    store: StatsStore, settings: Settings, history: Path
+) -> None:
+    expected = oracle(history)
+    report = backfill_file(history, store, MetricsCalculator())
+    assert (report.scopes, report.written, report.attempts_applied) == (
+        len(expected),
+        len(expected),
+        3000,
+    )
+    read = {
+        scope: PerformanceStats.create_performance_stats(
+            user_id=scope.user_id,
+            sub_topic_id=scope.sub_topic_id,
+            learning_mode=scope.learning_mode,
+            settings=settings,
+        )()
+        for scope in expected
+    }
+    assert read == expected
+
+    async def read_async() -> dict[ScopeKey, PerformanceStatsData]:
+        async with AsyncStatsStore.from_settings(settings) as shared:
+            return {
+                scope: await AsyncPerformanceStats.create_performance_stats(
+                    user_id=scope.user_id,
+                    sub_topic_id=scope.sub_topic_id,
+                    learning_mode=scope.learning_mode,
+                    store=shared,
+                )()
+                for scope in expected
+            }
+
+    assert asyncio.run(read_async()) == expected
+
+
+def test_cli_backfill_and_stats(settings: Settings, history: Path) -> None:
+    expected = oracle(history)
+    done = run_cli(settings, "backfill", str(history), "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert f"into {len(expected)} scopes" in done.stdout
+    for scope in sorted(expected)[:3]:
+        shown = run_cli(
+            settings,
+            "stats",
+            str(scope.user_id),
+            str(scope.sub_topic_id),
+            "--mode",
+            scope.learning_mode.upper(),
+            "--json",
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout) == json.loads(expected[scope].to_json())
+    table = run_cli(
+        settings,
+        "stats",
+        str(scope.user_id),
+        str(scope.sub_topic_id),
+        "--mode",
+        scope.learning_mode,
+    )
+    assert table.returncode == 0
+    assert f"version {expected[scope].version}" in table.stdout
+
+
+def test_backfill_twice_changes_nothing(
+    store: StatsStore, settings: Settings, redis_client: redis.Redis, history: Path
+) -> None:
+    backfill_file(history, store, MetricsCalculator())
+    before = dump(redis_client, settings.key_prefix)
+    again = backfill_file(history, store, MetricsCalculator())
+    assert (again.written, again.attempts_applied, again.unchanged) == (0, 0, len(before))
+    assert dump(redis_client, settings.key_prefix) == before
+
+
+def test_backfill_merges_with_existing_state(store: StatsStore, tmp_path: Path) -> None:
+    rows = generate_attempts(1200, users=10, sub_topics=2, seed=3)
+    calculator = MetricsCalculator()
+    first, second, everything = tmp_path / "1.jsonl", tmp_path / "2.csv", tmp_path / "all.csv"
+    pd.DataFrame(rows[:800]).to_json(first, orient="records", lines=True)
+    pd.DataFrame(rows[500:]).to_csv(second, index=False)  # overlaps 300 attempts
+    pd.DataFrame(rows).to_csv(everything, index=False)
+    backfill_file(first, store, calculator)
+    report = backfill_file(second, store, calculator)
+    assert report.attempts_applied == 400
+    expected = oracle(everything)
+    assert {scope: store.stats(scope) for scope in expected} == expected
+
+
+def test_compare_and_set_refuses_a_stale_write(store: StatsStore, history: Path) -> None:
+    calculator = MetricsCalculator()
+    frame = load_attempts(history, calculator.learning_modes).frame
+    backfill_frame(frame, store, calculator)
+    scope = ScopeKey(int(frame.user_id[0]), int(frame.sub_topic_id[0]), str(frame.learning_mode[0]))
+    (stored,) = store.read([scope])
+    assert stored is not None
+    stale = ScopeWrite(scope, stored.state.version - 1, calculator.new_state(), b"{}")
+    assert store.write([stale]) == [stale]
+    assert store.stats(scope) == PerformanceStatsData.from_json(stored.stats_json)
+
+
+def test_keys_live_under_the_prefix_with_a_user_hash_tag(
+    store: StatsStore, settings: Settings, redis_client: redis.Redis, history: Path
+) -> None:
+    report = backfill_file(history, store, MetricsCalculator())
+    keys = [k.decode() for k in redis_client.scan_iter(match=f"{settings.key_prefix}:*")]
+    assert len(keys) == report.scopes
+    for key in keys:
+        prefix, tag, sub, mode = key.split(":")
+        assert prefix == settings.key_prefix
+        assert (tag[:2], tag[-1], tag[2:-1].isdigit()) == ("{u", "}", True)
+        assert sub.isdigit()
+        assert mode in {"standard", "practice", "mastery"}
+
+
+def test_unknown_scope_raises_not_found(settings: Settings) -> None:
+    with pytest.raises(UserAttemptsNotFoundError, match="no stats for user 5"):
+        PerformanceStats.create_performance_stats(
+            user_id=5, sub_topic_id=6, learning_mode="standard", settings=settings
+        )()
+    with pytest.raises(UserAttemptsNotFoundError):
+        asyncio.run(
+            AsyncPerformanceStats.create_performance_stats(
+                user_id=5, sub_topic_id=6, learning_mode="standard", settings=settings
+            )()
+        )
+    shown = run_cli(settings, "stats", "5", "6")
+    assert shown.returncode == 1
+    assert shown.stderr.strip().splitlines() == [
+        "perf-engine stats: error: no stats for user 5, sub-topic 6, learning mode 'standard': "
+        "no attempt of that scope has been processed (check the ids and the mode, or backfill "
+        "the history)"
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_unreachable_redis_raises_database_query_error(tmp_path: Path) -> None:
+    down = Settings(redis_url=f"redis://:secret@127.0.0.1:{free_port()}/0", key_prefix="x")
+    with pytest.raises(DatabaseQueryError) as info:
+        PerformanceStats.create_performance_stats(
+            user_id=1, sub_topic_id=2, learning_mode="standard", settings=down
+        )()
+    assert isinstance(info.value.__cause__, redis.ConnectionError)
+    assert isinstance(info.value, PerformanceEngineError)
+    assert "secret" not in str(info.value)
+    with pytest.raises(DatabaseQueryError) as async_info:
+        asyncio.run(
+            AsyncPerformanceStats.create_performance_stats(
+                user_id=1, sub_topic_id=2, learning_mode="standard", settings=down
+            )()
+        )
+    assert isinstance(async_info.value.__cause__, redis.ConnectionError)
+    shown = run_cli(down, "stats", "1", "2")
+    assert shown.returncode == 1
+    assert len(shown.stderr.strip().splitlines()) == 1
+    assert "Redis at redis://:***@127.0.0.1" in shown.stderr
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"user_id": 0}, "user_id"),
+        ({"user_id": True}, "user_id"),
+        ({"sub_topic_id": "7"}, "sub_topic_id"),
+        ({"learning_mode": "std:*"}, "learning_mode"),
+        ({"learning_mode": "{u1}"}, "learning_mode"),
+    ],
+)
+def test_malformed_scope_is_refused_before_redis(kwargs: dict[str, Any], message: str) -> None:
+    args: dict[str, Any] = {"user_id": 1, "sub_topic_id": 2, "learning_mode": "standard"}
+    with pytest.raises(InvalidScopeError, match=message):
+        PerformanceStats.create_performance_stats(**(args | kwargs), settings=Settings())
+
+
+def test_cli_backfill_errors(settings: Settings, tmp_path: Path) -> None:
+    missing = run_cli(settings, "backfill", str(tmp_path / "absent.csv"), "--quiet")
+    assert (missing.returncode, missing.stderr.strip().splitlines()[-1]) == (
+        1,
+        f"perf-engine backfill: error: {tmp_path / 'absent.csv'}: no such file; "
+        "give the path of a CSV, JSONL or Parquet file",
+    )
+    rows = generate_attempts(20, users=3, seed=1)
+    rows[6]["difficulty"] = "impossible"
+    path = tmp_path / "bad.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    bad = run_cli(settings, "backfill", str(path), "--quiet")
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines() == [
+        f"perf-engine backfill: error: {path}: row 7: difficulty 'impossible' is not one of "
+        "easy, medium, hard; fix it or pass --skip-invalid"
+    ]
+    skipped = run_cli(settings, "backfill", str(path), "--quiet", "--skip-invalid")
+    assert skipped.returncode == 0, skipped.stderr
+    assert "1 invalid rows skipped" in skipped.stdout
+    assert "skipped row 7: difficulty 'impossible'" in skipped.stderr
+    down = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", key_prefix="x")
+    unreachable = run_cli(down, "backfill", str(path), "--quiet")
+    assert unreachable.returncode == 1
+    assert "Connection refused" in unreachable.stderr
+    assert len(unreachable.stderr.strip().splitlines()) == 1
