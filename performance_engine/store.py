@@ -1,6 +1,6 @@
 """The Redis stats store: each scope's state and latest stats, sync and asyncio.
 
-Every write is a compare-and-set on the scope's version (one Lua script per scope), so a
+Every write is a compare-and-set on the scope's version (a Lua script, many scopes a call), so a
 writer that read stale state (a zombie worker after a rebalance, a backfill racing the
 stream) cannot overwrite newer state: it gets a conflict and re-reads. Writing a state
 whose version is already stored, with the same content, changes nothing.
@@ -9,7 +9,7 @@ Key layout: see :mod:`performance_engine.naming`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -31,17 +31,32 @@ __all__ = [
     "redact_url",
 ]
 
-# KEYS[1] scope hash; ARGV expected version, new version, state, stats JSON.
-# Returns -1 when written, else the version found (the write is refused).
-WRITE_SCOPE_LUA = """
-local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-if current ~= tonumber(ARGV[1]) then
-  return current
+# KEYS: scope hashes; ARGV: four values per key: expected version, new version, state,
+# stats JSON. Each key is written only if its stored version is the expected one.
+# Returns the 1-based positions of the refused keys.
+WRITE_SCOPES_LUA = """
+local refused = {}
+for i, key in ipairs(KEYS) do
+  local at = (i - 1) * 4
+  local current = tonumber(redis.call('HGET', key, 'v') or '0')
+  if current == tonumber(ARGV[at + 1]) then
+    redis.call('HSET', key, 'v', ARGV[at + 2], 's', ARGV[at + 3], 'j', ARGV[at + 4])
+  else
+    refused[#refused + 1] = i
+  end
 end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', ARGV[3], 'j', ARGV[4])
-return -1
+return refused
 """
-_FIELDS = ("v", "s", "j")
+# KEYS: scope hashes. Returns, per key, {state, stats JSON} (false where absent).
+READ_SCOPES_LUA = """
+local found = {}
+for i, key in ipairs(KEYS) do
+  found[i] = redis.call('HMGET', key, 's', 'j')
+end
+return found
+"""
+#: Scopes per script call: bounds how long one call holds Redis (~1 ms).
+SCRIPT_BATCH = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +98,12 @@ def _failure(url: str, exc: Exception) -> DatabaseQueryError:
     return error
 
 
+def _batches(items: Sequence[Any]) -> list[Sequence[Any]]:
+    return [items[i : i + SCRIPT_BATCH] for i in range(0, len(items), SCRIPT_BATCH)]
+
+
 def _stored(values: Sequence[Any]) -> StoredScope | None:
-    _version, state, stats = values
+    state, stats = values
     if state is None:
         return None
     return StoredScope(decode_state(state), stats or b"")
@@ -98,8 +117,11 @@ def _not_found(scope: ScopeKey) -> UserAttemptsNotFoundError:
     )
 
 
-def _write_args(w: ScopeWrite) -> list[Any]:
-    return [w.expected_version, w.state.version, encode_state(w.state), w.stats_json]
+def _write_args(batch: Sequence[ScopeWrite]) -> list[Any]:
+    args: list[Any] = []
+    for w in batch:
+        args += (w.expected_version, w.state.version, encode_state(w.state), w.stats_json)
+    return args
 
 
 def _client_options() -> dict[str, Any]:
@@ -113,7 +135,8 @@ class StatsStore:
         self.client = client
         self.keys = keys
         self.url = url
-        self._write = client.register_script(WRITE_SCOPE_LUA)
+        self._write = client.register_script(WRITE_SCOPES_LUA)
+        self._read = client.register_script(READ_SCOPES_LUA)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StatsStore:
@@ -152,28 +175,27 @@ class StatsStore:
         """The stored state of each scope (None where there is none), one round trip."""
         try:
             with self.client.pipeline(transaction=False) as pipe:
-                for scope in scopes:
-                    pipe.hmget(self.keys.for_scope(scope), _FIELDS)
+                for batch in _batches(scopes):
+                    self._read(keys=[self.keys.for_scope(s) for s in batch], client=pipe)
                 replies = pipe.execute()
         except redis.RedisError as exc:
             raise _failure(self.url, exc) from exc
-        return [_stored(values) for values in replies]
+        return [_stored(values) for reply in replies for values in reply]
 
-    def write(self, writes: Iterable[ScopeWrite]) -> list[ScopeWrite]:
+    def write(self, writes: Sequence[ScopeWrite]) -> list[ScopeWrite]:
         """Apply compare-and-set writes in one round trip; returns the refused ones."""
-        batch = list(writes)
+        batches = _batches(writes)
         try:
             with self.client.pipeline(transaction=False) as pipe:
-                for w in batch:
-                    self._write(
-                        keys=[self.keys.for_scope(w.scope)],
-                        args=_write_args(w),
-                        client=pipe,
-                    )
+                for batch in batches:
+                    keys = [self.keys.for_scope(w.scope) for w in batch]
+                    self._write(keys=keys, args=_write_args(batch), client=pipe)
                 replies = pipe.execute()
         except redis.RedisError as exc:
             raise _failure(self.url, exc) from exc
-        return [w for w, reply in zip(batch, replies, strict=True) if reply != -1]
+        return [
+            batch[i - 1] for batch, refused in zip(batches, replies, strict=True) for i in refused
+        ]
 
 
 class AsyncStatsStore:
@@ -183,7 +205,8 @@ class AsyncStatsStore:
         self.client = client
         self.keys = keys
         self.url = url
-        self._write = client.register_script(WRITE_SCOPE_LUA)
+        self._write = client.register_script(WRITE_SCOPES_LUA)
+        self._read = client.register_script(READ_SCOPES_LUA)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AsyncStatsStore:
@@ -220,24 +243,23 @@ class AsyncStatsStore:
     async def read(self, scopes: Sequence[ScopeKey]) -> list[StoredScope | None]:
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                for scope in scopes:
-                    pipe.hmget(self.keys.for_scope(scope), _FIELDS)
+                for batch in _batches(scopes):
+                    await self._read(keys=[self.keys.for_scope(s) for s in batch], client=pipe)
                 replies = await pipe.execute()
         except redis.RedisError as exc:
             raise _failure(self.url, exc) from exc
-        return [_stored(values) for values in replies]
+        return [_stored(values) for reply in replies for values in reply]
 
-    async def write(self, writes: Iterable[ScopeWrite]) -> list[ScopeWrite]:
-        batch = list(writes)
+    async def write(self, writes: Sequence[ScopeWrite]) -> list[ScopeWrite]:
+        batches = _batches(writes)
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                for w in batch:
-                    await self._write(
-                        keys=[self.keys.for_scope(w.scope)],
-                        args=_write_args(w),
-                        client=pipe,
-                    )
+                for batch in batches:
+                    keys = [self.keys.for_scope(w.scope) for w in batch]
+                    await self._write(keys=keys, args=_write_args(batch), client=pipe)
                 replies = await pipe.execute()
         except redis.RedisError as exc:
             raise _failure(self.url, exc) from exc
-        return [w for w, reply in zip(batch, replies, strict=True) if reply != -1]
+        return [
+            batch[i - 1] for batch, refused in zip(batches, replies, strict=True) for i in refused
+        ]

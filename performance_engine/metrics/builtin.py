@@ -1,152 +1,122 @@
-"""The built-in metrics (SPEC 3). Each derives its fields from a :class:`ScopeState` in O(1)."""
+"""The built-in metrics (SPEC 3), derived from a :class:`ScopeState` in O(1).
+
+One function computes them all in one pass over the three difficulties, because it runs
+for every changed scope on the hot path of the stream and for every scope in a backfill.
+For each difficulty d (index 0, 1, 2 = easy, medium, hard):
+
+* ``attempts[d]``, ``correct_attempts[d]``: counters of the state.
+* ``difficulty_scores[d]`` (the seed's "Difficulty Score"): distinct questions answered
+  correctly at least once.
+* ``average_attempts[d]`` = attempts / distinct questions attempted; ``None`` if none.
+* ``accuracy[d]`` = correct attempts / attempts; ``None`` if none.
+* ``difficulty_completion[d]`` (the seed's "Difficulty Completion"): complete when the
+  difficulty score reaches the learning mode's requirement.
+* ``passed_difficulties``: the complete ones; ``failed_difficulties``: attempted and not
+  complete; both in the order easy, medium, hard.
+* ``difficulty_ranking`` (the seed's "Difficulty Ranking"): attempted difficulties by
+  exact average attempts (compared as fractions), ties easy < medium < hard.
+* totals, first and last ``occurred_at``, and ``version`` (distinct attempts applied).
+
+Floats are rounded to 4 decimals.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from datetime import date
+from functools import lru_cache
+from typing import Any
 
 from performance_engine.metrics.state import ScopeState
-from performance_engine.metrics.types import (
-    DIFFICULTIES,
-    CompletionStatusEnum,
-    DifficultyEnum,
-    format_timestamp,
+from performance_engine.metrics.types import DIFFICULTIES, CompletionStatusEnum
+
+__all__ = ["BUILTIN_FIELDS", "builtin_fields", "format_timestamp"]
+
+#: The PerformanceStatsData fields the built-in metrics fill.
+BUILTIN_FIELDS = (
+    "version",
+    "total_attempts",
+    "total_correct_attempts",
+    "attempts",
+    "correct_attempts",
+    "difficulty_scores",
+    "average_attempts",
+    "accuracy",
+    "difficulty_completion",
+    "passed_difficulties",
+    "failed_difficulties",
+    "difficulty_ranking",
+    "first_attempt_at",
+    "last_attempt_at",
 )
 
-__all__ = [
-    "BUILTIN_METRICS",
-    "AccuracyMetric",
-    "AverageAttemptsMetric",
-    "BuiltinMetric",
-    "DifficultyCompletionMetric",
-    "DifficultyRankingMetric",
-    "DifficultyScoreMetric",
-    "TotalsMetric",
-]
-
-Required = tuple[int, int, int]
+E, M, H = DIFFICULTIES
+_COMPLETE = CompletionStatusEnum.COMPLETE
+_INCOMPLETE = CompletionStatusEnum.INCOMPLETE
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
-def _ratio(numerator: int, denominator: int) -> float | None:
-    return round(numerator / denominator, 4) if denominator else None
+@lru_cache(maxsize=4096)
+def _day(days: int) -> str:
+    return date.fromordinal(_EPOCH_ORDINAL + days).isoformat()
 
 
-def _per_difficulty(values: Sequence[Any]) -> dict[DifficultyEnum, Any]:
-    return dict(zip(DIFFICULTIES, values, strict=True))
+def format_timestamp(epoch_ms: int | None) -> str | None:
+    """Epoch milliseconds as RFC 3339 UTC with millisecond precision (``...T09:00:00.000Z``)."""
+    if epoch_ms is None:
+        return None
+    seconds, millis = divmod(epoch_ms, 1000)
+    days, second_of_day = divmod(seconds, 86400)
+    hours, rest = divmod(second_of_day, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{_day(days)}T{hours:02d}:{minutes:02d}:{secs:02d}.{millis:03d}Z"
 
 
-class BuiltinMetric:
-    """A built-in metric: the stats fields it owns, derived from the scope state."""
-
-    name: ClassVar[str]
-
-    def fields(self, state: ScopeState, required: Required) -> dict[str, Any]:
-        raise NotImplementedError
-
-
-class TotalsMetric(BuiltinMetric):
-    name = "totals"
-
-    def fields(self, state: ScopeState, required: Required) -> dict[str, Any]:
-        return {
-            "version": state.version,
-            "total_attempts": sum(state.attempts),
-            "total_correct_attempts": sum(state.correct),
-            "attempts": _per_difficulty(state.attempts),
-            "correct_attempts": _per_difficulty(state.correct),
-            "first_attempt_at": format_timestamp(state.first_at),
-            "last_attempt_at": format_timestamp(state.last_at),
-        }
-
-
-class DifficultyScoreMetric(BuiltinMetric):
-    """The seed's "Difficulty Score": distinct questions answered correctly at least once."""
-
-    name = "difficulty_scores"
-
-    def fields(self, state: ScopeState, required: Required) -> dict[str, Any]:
-        return {"difficulty_scores": _per_difficulty([state.questions_solved(i) for i in range(3)])}
-
-
-class AverageAttemptsMetric(BuiltinMetric):
-    name = "average_attempts"
-
-    def fields(self, state: ScopeState, required: Required) -> dict[str, Any]:
-        values = [_ratio(state.attempts[i], state.questions_attempted(i)) for i in range(3)]
-        return {"average_attempts": _per_difficulty(values)}
-
-
-class AccuracyMetric(BuiltinMetric):
-    name = "accuracy"
-
-    def fields(self, state: ScopeState, required: Required) -> dict[str, Any]:
-        values = [_ratio(state.correct[i], state.attempts[i]) for i in range(3)]
-        return {"accuracy": _per_difficulty(values)}
-
-
-class DifficultyCompletionMetric(BuiltinMetric):
-    """The seed's "Difficulty Completion", with the passed and failed difficulties."""
-
-    name = "difficulty_completion"
-
-    def fields(self, state: ScopeState, required: Required) -> dict[str, Any]:
-        complete = [state.questions_solved(i) >= required[i] for i in range(3)]
-        return {
-            "difficulty_completion": _per_difficulty(
-                [
-                    CompletionStatusEnum.COMPLETE if done else CompletionStatusEnum.INCOMPLETE
-                    for done in complete
-                ]
-            ),
-            "passed_difficulties": [
-                d for d, done in zip(DIFFICULTIES, complete, strict=True) if done
-            ],
-            "failed_difficulties": [
-                d
-                for i, (d, done) in enumerate(zip(DIFFICULTIES, complete, strict=True))
-                if not done and state.attempts[i]
-            ],
-        }
-
-
-class DifficultyRankingMetric(BuiltinMetric):
-    """The seed's "Difficulty Ranking": attempted difficulties by average attempts."""
-
-    name = "difficulty_ranking"
-
-    def fields(self, state: ScopeState, required: Required) -> dict[str, Any]:
-        attempted = [i for i in range(3) if state.attempts[i]]
-        # Compare exact fractions a/q by cross-multiplying; ties keep easy < medium < hard.
-        attempted.sort(
-            key=lambda i: (_Fraction(state.attempts[i], state.questions_attempted(i)), i)
-        )
-        return {"difficulty_ranking": [DIFFICULTIES[i] for i in attempted]}
-
-
-class _Fraction:
-    """A non-negative fraction ordered exactly (no float rounding in the ranking)."""
-
-    __slots__ = ("den", "num")
-
-    def __init__(self, num: int, den: int) -> None:
-        self.num = num
-        self.den = den
-
-    def __lt__(self, other: _Fraction) -> bool:
-        return self.num * other.den < other.num * self.den
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Fraction) and self.num * other.den == other.num * self.den
-
-    def __hash__(self) -> int:
-        return hash(self.num / self.den)
-
-
-BUILTIN_METRICS: tuple[BuiltinMetric, ...] = (
-    TotalsMetric(),
-    DifficultyScoreMetric(),
-    AverageAttemptsMetric(),
-    AccuracyMetric(),
-    DifficultyCompletionMetric(),
-    DifficultyRankingMetric(),
-)
+def builtin_fields(state: ScopeState, required: tuple[int, int, int]) -> dict[str, Any]:
+    """Every built-in metric of one scope, as PerformanceStatsData fields."""
+    a0, a1, a2 = state.attempts
+    c0, c1, c2 = state.correct
+    q0, q1, q2 = (len(b) >> 3 for b in state.questions)
+    s0, s1, s2 = (len(b) >> 3 for b in state.solved)
+    r0, r1, r2 = required
+    done0, done1, done2 = s0 >= r0, s1 >= r1, s2 >= r2
+    passed = [d for d, done in ((E, done0), (M, done1), (H, done2)) if done]
+    failed = [
+        d
+        for d, done, tried in ((E, done0, a0), (M, done1, a1), (H, done2, a2))
+        if tried and not done
+    ]
+    # Exact ranking: compare a/q as fractions by cross-multiplying, via a stable sort.
+    tried = [(a, q, d) for a, q, d in ((a0, q0, E), (a1, q1, M), (a2, q2, H)) if a]
+    for i in range(1, len(tried)):  # insertion sort of at most three
+        j = i
+        while j and tried[j][0] * tried[j - 1][1] < tried[j - 1][0] * tried[j][1]:
+            tried[j - 1], tried[j] = tried[j], tried[j - 1]
+            j -= 1
+    return {
+        "version": state.version,
+        "total_attempts": a0 + a1 + a2,
+        "total_correct_attempts": c0 + c1 + c2,
+        "attempts": {E: a0, M: a1, H: a2},
+        "correct_attempts": {E: c0, M: c1, H: c2},
+        "difficulty_scores": {E: s0, M: s1, H: s2},
+        "average_attempts": {
+            E: round(a0 / q0, 4) if q0 else None,
+            M: round(a1 / q1, 4) if q1 else None,
+            H: round(a2 / q2, 4) if q2 else None,
+        },
+        "accuracy": {
+            E: round(c0 / a0, 4) if a0 else None,
+            M: round(c1 / a1, 4) if a1 else None,
+            H: round(c2 / a2, 4) if a2 else None,
+        },
+        "difficulty_completion": {
+            E: _COMPLETE if done0 else _INCOMPLETE,
+            M: _COMPLETE if done1 else _INCOMPLETE,
+            H: _COMPLETE if done2 else _INCOMPLETE,
+        },
+        "passed_difficulties": passed,
+        "failed_difficulties": failed,
+        "difficulty_ranking": [d for _, _, d in tried],
+        "first_attempt_at": format_timestamp(state.first_at),
+        "last_attempt_at": format_timestamp(state.last_at),
+    }

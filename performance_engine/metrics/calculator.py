@@ -12,7 +12,7 @@ from typing import Any
 from performance_engine.errors import ConfigurationError
 from performance_engine.metrics.attempt import Attempt
 from performance_engine.metrics.base import BaseMetric, IncrementalMetric, log_frame
-from performance_engine.metrics.builtin import BUILTIN_METRICS
+from performance_engine.metrics.builtin import builtin_fields
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.state import ScopeState, fingerprint
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
@@ -107,9 +107,7 @@ class MetricsCalculator:
                 f"learning mode {scope.learning_mode!r} of scope {scope} is not configured; "
                 "add it to the learning-mode file (PERF_ENGINE_LEARNING_MODES)"
             )
-        fields: dict[str, Any] = {}
-        for builtin in BUILTIN_METRICS:
-            fields.update(builtin.fields(state, required))
+        fields = builtin_fields(state, required)
         custom: dict[str, Any] = {}
         for name, metric in self._metrics.items():
             if isinstance(metric, IncrementalMetric):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -15,7 +14,6 @@ __all__ = [
     "LearningModeType",
     "PerformanceStatsData",
     "ScopeKey",
-    "format_timestamp",
 ]
 
 
@@ -51,14 +49,6 @@ class ScopeKey(msgspec.Struct, frozen=True, order=True, array_like=True):
 
     def __str__(self) -> str:
         return f"{self.user_id}:{self.sub_topic_id}:{self.learning_mode}"
-
-
-def format_timestamp(epoch_ms: int | None) -> str | None:
-    """Epoch milliseconds as RFC 3339 UTC with millisecond precision (``...T09:00:00.000Z``)."""
-    if epoch_ms is None:
-        return None
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{epoch_ms % 1000:03d}Z"
 
 
 class PerformanceStatsData(msgspec.Struct, frozen=True, kw_only=True):
