@@ -9,6 +9,7 @@ Importing this package connects to nothing, reads no environment and imports no 
 
 from performance_engine.client import AsyncPerformanceStats, PerformanceStats
 from performance_engine.errors import (
+    BrokerUnavailableError,
     ConfigurationError,
     DatabaseQueryError,
     InputFileError,
@@ -37,6 +38,7 @@ __all__ = [
     "AsyncPerformanceStats",
     "Attempt",
     "BaseMetric",
+    "BrokerUnavailableError",
     "CompletionStatusEnum",
     "ConfigurationError",
     "DatabaseQueryError",

@@ -69,6 +69,20 @@ def _cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import faust
+
+    from performance_engine.consumer.app import create_app
+    from performance_engine.preflight import require_broker, require_redis
+
+    require_redis(settings)
+    require_broker(settings)
+    app = create_app(settings, _calculator(settings))
+    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
+    worker.execute_from_commandline()  # returns when the worker stops (Ctrl-C, SIGTERM)
+    return 0
+
+
 def _cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     from performance_engine.client import PerformanceStats
     from performance_engine.store import StatsStore
@@ -146,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backfill.add_argument("--quiet", action="store_true", help="no progress bar")
     backfill.set_defaults(handler=_cmd_backfill)
+
+    worker = commands.add_parser(
+        "worker", help="run the streaming worker (attempts in, state in Redis, stats out)"
+    )
+    worker.add_argument(
+        "--loglevel", default="info", choices=["crit", "error", "warn", "info", "debug"]
+    )
+    worker.set_defaults(handler=_cmd_worker)
 
     stats = commands.add_parser("stats", help="show the latest stats of a scope from Redis")
     stats.add_argument("user_id", type=_positive_int)

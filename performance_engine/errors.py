@@ -11,6 +11,7 @@ single ``except PerformanceEngineError``::
     ├── InvalidScopeError           a user id, sub-topic id or learning mode is malformed
     │                               (also a ValueError)
     ├── UserAttemptsNotFoundError   no stats stored for the scope (also a LookupError)
+    ├── BrokerUnavailableError      no Kafka bootstrap server answers
     └── DatabaseQueryError          Redis failed; the cause is chained
         └── StateConflictError      a scope changed under a compare-and-set write
 
@@ -20,6 +21,7 @@ Every message says what went wrong and what to do about it.
 from __future__ import annotations
 
 __all__ = [
+    "BrokerUnavailableError",
     "ConfigurationError",
     "DatabaseQueryError",
     "InputFileError",
@@ -62,6 +64,10 @@ class InvalidScopeError(PerformanceEngineError, ValueError):
 
 class UserAttemptsNotFoundError(PerformanceEngineError, LookupError):
     """No stats are stored for the requested (user, sub-topic, learning mode)."""
+
+
+class BrokerUnavailableError(PerformanceEngineError):
+    """No Kafka bootstrap server answers."""
 
 
 class DatabaseQueryError(PerformanceEngineError):

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from performance_engine.errors import ConfigurationError
 
@@ -31,6 +32,17 @@ class Settings:
     app_id: str = "performance-engine"
     learning_modes_path: Path | None = None
     web_port: int = 6066
+    #: Partitions (and replication factor) of the topics the worker creates when missing.
+    partitions: int = 8
+    replication: int = 1
+    #: Most records one batch of the worker holds (one Redis round trip, one commit).
+    batch_size: int = 5000
+    #: Seconds the group waits for a silent worker before giving its partitions away.
+    session_timeout: float = 30.0
+    #: Scope states the worker keeps in memory (least recently used go first).
+    cache_size: int = 200_000
+    #: Faust's data directory (the engine keeps no local state; Faust wants one).
+    data_dir: Path = Path("/tmp/performance-engine")
 
     def __post_init__(self) -> None:
         if not _PREFIX_RE.match(self.key_prefix):
@@ -47,6 +59,18 @@ class Settings:
                 )
         if not 0 < self.web_port < 65536:
             raise ConfigurationError(f"{ENV_PREFIX}WEB_PORT={self.web_port} is not a TCP port")
+        for name, low in (
+            ("partitions", 1),
+            ("replication", 1),
+            ("batch_size", 1),
+            ("cache_size", 0),
+        ):
+            if getattr(self, name) < low:
+                raise ConfigurationError(
+                    f"{ENV_PREFIX}{name.upper()}={getattr(self, name)} must be at least {low}"
+                )
+        if self.session_timeout <= 0:
+            raise ConfigurationError(f"{ENV_PREFIX}SESSION_TIMEOUT must be positive")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigurationError(
                 f"{ENV_PREFIX}REDIS_URL={self.redis_url!r} must start with redis://, "
@@ -62,13 +86,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         value = env.get(ENV_PREFIX + name, "").strip()
         return value or default
 
-    port_text = get("WEB_PORT", "6066")
-    try:
-        web_port = int(port_text)
-    except ValueError:
-        raise ConfigurationError(
-            f"{ENV_PREFIX}WEB_PORT={port_text!r} is not a number; set it to a TCP port"
-        ) from None
+    def number(name: str, default: str, kind: type[int] | type[float] = int) -> Any:
+        text = get(name, default)
+        try:
+            return kind(text)
+        except ValueError:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}{name}={text!r} is not a number; unset it or give a number"
+            ) from None
+
     modes = get("LEARNING_MODES", "")
     return Settings(
         kafka_bootstrap=get("KAFKA_BOOTSTRAP", "localhost:9092"),
@@ -79,5 +105,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         dlq_topic=get("DLQ_TOPIC", "attempts.dlq"),
         app_id=get("APP_ID", "performance-engine"),
         learning_modes_path=Path(modes) if modes else None,
-        web_port=web_port,
+        web_port=number("WEB_PORT", "6066"),
+        partitions=number("PARTITIONS", "8"),
+        replication=number("REPLICATION", "1"),
+        batch_size=number("BATCH_SIZE", "5000"),
+        session_timeout=number("SESSION_TIMEOUT", "30", float),
+        cache_size=number("CACHE_SIZE", "200000"),
+        data_dir=Path(get("DATA_DIR", "/tmp/performance-engine")),
     )

@@ -21,6 +21,12 @@ def test_defaults_work_on_a_developer_machine() -> None:
         app_id="performance-engine",
         learning_modes_path=None,
         web_port=6066,
+        partitions=8,
+        replication=1,
+        batch_size=5000,
+        session_timeout=30.0,
+        cache_size=200_000,
+        data_dir=Path("/tmp/performance-engine"),
     )
 
 
@@ -35,6 +41,12 @@ def test_every_variable_is_read() -> None:
         "PERF_ENGINE_APP_ID": "app",
         "PERF_ENGINE_LEARNING_MODES": "/etc/modes.toml",
         "PERF_ENGINE_WEB_PORT": "7000",
+        "PERF_ENGINE_PARTITIONS": "16",
+        "PERF_ENGINE_REPLICATION": "3",
+        "PERF_ENGINE_BATCH_SIZE": "100",
+        "PERF_ENGINE_SESSION_TIMEOUT": "7.5",
+        "PERF_ENGINE_CACHE_SIZE": "0",
+        "PERF_ENGINE_DATA_DIR": "/var/lib/pe",
     }
     assert load_settings(env) == Settings(
         kafka_bootstrap="k1:9092,k2:9092",
@@ -46,6 +58,12 @@ def test_every_variable_is_read() -> None:
         app_id="app",
         learning_modes_path=Path("/etc/modes.toml"),
         web_port=7000,
+        partitions=16,
+        replication=3,
+        batch_size=100,
+        session_timeout=7.5,
+        cache_size=0,
+        data_dir=Path("/var/lib/pe"),
     )
 
 
@@ -54,6 +72,8 @@ def test_every_variable_is_read() -> None:
     [
         ("KEY_PREFIX", "p{x}", "braces"),
         ("WEB_PORT", "http", "not a number"),
+        ("BATCH_SIZE", "0", "at least 1"),
+        ("SESSION_TIMEOUT", "-1", "positive"),
         ("WEB_PORT", "70000", "not a TCP port"),
         ("STATS_TOPIC", "bad topic", "not a valid Kafka topic"),
         ("REDIS_URL", "localhost:6379", "must start with"),

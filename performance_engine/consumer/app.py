@@ -1,0 +1,202 @@
+"""The Faust app: built by :func:`create_app` from the settings, nothing at import time.
+
+Faust runs the worker: the process and its signals, the consumer group and its
+rebalances (partition assignment, pausing, seeking to committed offsets), the producer,
+the web server and the CLI. The attempts topic is subscribed through Faust's consumer,
+but its records skip Faust's per-event stream machinery (one task hop per event, the
+ceiling of a Faust agent): :class:`BatchConsumer` takes each fetched batch of raw records
+as a whole and hands it to the :class:`~performance_engine.consumer.processor.BatchProcessor`,
+then commits the batch's offsets through Faust once the batch is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
+
+import faust
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
+from faust.types import TP, ConsumerT
+from mode import Service
+
+from performance_engine.consumer.processor import BatchAbandoned, BatchProcessor, Record
+from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.modes import LearningModes
+from performance_engine.settings import Settings
+from performance_engine.store import AsyncStatsStore
+
+__all__ = ["BatchConsumer", "EngineApp", "EngineService", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+BatchHandler = Callable[[Sequence[Record]], Awaitable[None]]
+
+#: How long a rebalance lets the batch in flight finish before telling it to give up.
+REVOKE_GRACE_SECONDS = 10.0
+
+
+class BatchConsumer(AIOKafkaFaustConsumer):
+    """Faust's aiokafka consumer, delivering the attempts topic a batch at a time."""
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        app = cast(EngineApp, self.app)
+        topic = app.settings.attempts_topic
+        read_offset = self._read_offset
+        consumer_stopped = self._stopped.is_set
+        fetcher_stopped = fetcher._stopped.is_set
+        while not (consumer_stopped() or fetcher_stopped()):
+            records, active = await self._wait_next_records(1.0)
+            if not records or self.should_stop:
+                continue
+            batch: list[Record] = []
+            ends: dict[TP, int] = {}
+            for tp, fetched in records.items():
+                if active is not None and tp not in active and tp not in self._buffered_partitions:
+                    continue  # paused, e.g. while a rebalance is under way
+                start = read_offset[tp]
+                fresh = fetched if start is None else [r for r in fetched if r.offset >= start]
+                if not fresh:
+                    continue
+                if tp.topic != topic:  # Faust's own topics take Faust's usual path
+                    for record in fresh:
+                        await self.callback(self._to_message(tp, record))
+                    read_offset[tp] = fresh[-1].offset + 1
+                    continue
+                batch.extend(fresh)
+                ends[tp] = fresh[-1].offset + 1
+            if not batch:
+                continue
+            await app.engine_ready.wait()  # Faust starts services after the first assignment
+            handler = app.batch_handler
+            assert handler is not None
+            try:
+                await handler(batch)
+            except BatchAbandoned as exc:
+                logger.warning("batch abandoned, its records will be delivered again: %s", exc)
+                continue
+            for tp, end in ends.items():
+                read_offset[tp] = end
+            await self._commit_offsets(ends)
+
+
+class EngineApp(faust.App):
+    """A Faust app whose consumer hands the attempts topic over a batch at a time."""
+
+    settings: Settings
+    batch_handler: BatchHandler | None = None
+
+    @property
+    def engine_ready(self) -> asyncio.Event:
+        event: asyncio.Event | None = self.__dict__.get("_engine_ready")
+        if event is None:
+            event = self.__dict__["_engine_ready"] = asyncio.Event()
+        return event
+
+    def _new_consumer(self) -> ConsumerT:
+        return BatchConsumer(
+            self.transport,
+            callback=self.topics.on_message,
+            on_partitions_revoked=self._on_partitions_revoked,
+            on_partitions_assigned=self._on_partitions_assigned,
+            beacon=self.beacon,
+        )
+
+
+class EngineService(Service):
+    """Owns the Redis store and the batch processor for the app's lifetime."""
+
+    def __init__(self, app: EngineApp, calculator: MetricsCalculator, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.app = app
+        self.calculator = calculator
+        self.store: AsyncStatsStore | None = None
+        self.processor: BatchProcessor | None = None
+        self._in_flight = asyncio.Lock()
+
+    async def on_start(self) -> None:
+        app, settings = self.app, self.app.settings
+        for name in (settings.stats_topic, settings.dlq_topic):
+            await app.topic(name, partitions=settings.partitions).maybe_declare()
+        self.store = AsyncStatsStore.from_settings(settings)
+        producer = app.producer
+
+        async def publish(
+            topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+        ) -> Awaitable[Any]:
+            return cast(
+                Awaitable[Any],
+                await producer.send(topic, key, value, None, None, headers or None),
+            )
+
+        self.processor = BatchProcessor(settings, self.calculator, self.store, publish)
+        app.on_partitions_revoked.connect(self._on_revoked)
+        app.batch_handler = self.handle_batch
+        app.engine_ready.set()
+        logger.info("engine ready: %s -> Redis %s", settings.attempts_topic, self.store.url)
+
+    async def on_stop(self) -> None:
+        self.app.engine_ready.clear()
+        self.app.batch_handler = None
+        if self.store is not None:
+            await self.store.close()
+
+    async def handle_batch(self, records: Sequence[Record]) -> None:
+        assert self.processor is not None
+        async with self._in_flight:
+            await self.processor.process(records)
+
+    async def _on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """Let the batch in flight finish (or give up), then forget cached state."""
+        processor = self.processor
+        if processor is None:
+            return
+        try:
+            await asyncio.wait_for(self._wait_idle(), timeout=REVOKE_GRACE_SECONDS)
+        except TimeoutError:
+            logger.warning(
+                "batch still waiting after %ss of rebalance; abandoning it", REVOKE_GRACE_SECONDS
+            )
+            processor.abandon()
+            await self._wait_idle()
+        processor.forget()
+
+    async def _wait_idle(self) -> None:
+        async with self._in_flight:
+            return
+
+
+def create_app(settings: Settings, calculator: MetricsCalculator | None = None) -> EngineApp:
+    """The worker's Faust app for these settings (builds, connects to nothing)."""
+    if calculator is None:
+        calculator = MetricsCalculator(
+            learning_modes=LearningModes.load(settings.learning_modes_path)
+        )
+    brokers = [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")]
+    app = EngineApp(
+        settings.app_id,
+        broker=brokers,
+        autodiscover=False,
+        datadir=str(settings.data_dir),
+        web_port=settings.web_port,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication,
+        topic_allow_declare=True,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
+        broker_max_poll_records=settings.batch_size,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+    )
+    app.settings = settings
+    attempts = app.topic(
+        settings.attempts_topic,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    app.topics.add(attempts)
+
+    app.service(cast(Any, EngineService(app, calculator, beacon=app.beacon)))
+    return app

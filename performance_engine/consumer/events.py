@@ -1,0 +1,105 @@
+"""The records the worker writes to Kafka: ``stats-updated`` events and dead letters.
+
+A ``stats-updated`` event (SPEC 4): key ``"{user_id}:{sub_topic_id}:{learning_mode}"``,
+value ``{"event_id", "stats", "updated_at", "source": {"topic", "partition", "offset",
+"attempt_id"}}``. ``event_id`` is a UUID-5 of (scope, version): the same stats version
+always has the same id, so a subscriber can drop repeats.
+
+A dead letter keeps the rejected record's key and value unchanged and adds the headers
+of :data:`DLQ_HEADERS`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import msgspec
+
+from performance_engine.metrics.builtin import format_timestamp
+from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
+
+__all__ = [
+    "DLQ_HEADERS",
+    "EVENT_NAMESPACE",
+    "Source",
+    "StatsUpdated",
+    "dead_letter_headers",
+    "event_id",
+    "stats_event",
+]
+
+#: The UUID-5 namespace of stats event ids.
+EVENT_NAMESPACE = uuid.UUID("5d1c7e0a-4f7b-5c1e-9a51-3f1f0c2b7e11")
+
+DLQ_HEADERS = (
+    "pe-error-class",
+    "pe-error-reason",
+    "pe-source-topic",
+    "pe-source-partition",
+    "pe-source-offset",
+)
+MAX_REASON = 1000
+
+
+class Source(msgspec.Struct, frozen=True):
+    """Where the attempt that led to an event came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    attempt_id: str
+
+
+class StatsUpdated(msgspec.Struct, frozen=True):
+    """The value of a ``stats-updated`` event."""
+
+    event_id: str
+    stats: PerformanceStatsData
+    updated_at: str
+    source: Source
+
+
+class _StatsUpdatedWire(msgspec.Struct, frozen=True):
+    """The same shape with the stats already encoded (no second JSON encoding)."""
+
+    event_id: str
+    stats: msgspec.Raw
+    updated_at: str
+    source: Source
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(StatsUpdated)
+
+
+def event_id(scope: ScopeKey, version: int) -> str:
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"{scope}:{version}"))
+
+
+def stats_event(
+    scope: ScopeKey, version: int, stats_json: bytes, source: Source, now_ms: int | None = None
+) -> tuple[bytes, bytes]:
+    """The key and value of the ``stats-updated`` event of a scope at a version."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    value = _ENCODER.encode(
+        _StatsUpdatedWire(
+            event_id=event_id(scope, version),
+            stats=msgspec.Raw(stats_json),
+            updated_at=format_timestamp(now) or "",
+            source=source,
+        )
+    )
+    return str(scope).encode(), value
+
+
+def decode_stats_event(value: bytes) -> StatsUpdated:
+    return _DECODER.decode(value)
+
+
+def dead_letter_headers(
+    error_class: str, reason: str, topic: str, partition: int, offset: int
+) -> list[tuple[str, bytes]]:
+    """The headers of a dead letter (see :data:`DLQ_HEADERS`)."""
+    values = (error_class, reason[:MAX_REASON], topic, str(partition), str(offset))
+    return [(name, value.encode()) for name, value in zip(DLQ_HEADERS, values, strict=True)]

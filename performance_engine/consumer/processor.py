@@ -1,0 +1,279 @@
+"""The worker's hot path: one batch of attempt records in, durable state and events out.
+
+For a batch (records of the partitions this worker owns, in offset order per partition):
+
+1. decode every record; a rejected one becomes a dead letter (never an exception);
+2. group attempts by scope, load the scopes' states (memory cache, else Redis, one round
+   trip), apply the attempts through the metric code (duplicates change nothing);
+3. write every touched scope with the store's compare-and-set (one round trip); a
+   refused write (someone else wrote the scope) reloads that scope and applies again;
+4. publish one ``stats-updated`` event per touched scope, and the dead letters, and wait
+   for the broker's acknowledgement;
+5. only then is the batch done: the caller commits its offsets.
+
+Redis and broker errors are retried with back-off and block the batch; they never let
+it finish, so an offset is never committed before its state is durable. A batch that
+was redelivered (after a crash, a restart, a rebalance) finds its attempts already in the
+state, changes nothing, and publishes the scopes' current stats again, so the last event
+of every scope carries its final version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol, TypeVar
+
+from performance_engine.consumer.events import Source, dead_letter_headers, stats_event
+from performance_engine.errors import DatabaseQueryError, InvalidAttemptError
+from performance_engine.metrics.attempt import Attempt, decode_attempt
+from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.state import ScopeState, fingerprint
+from performance_engine.metrics.types import ScopeKey
+from performance_engine.settings import Settings
+from performance_engine.store import AsyncStatsStore, ScopeWrite
+
+__all__ = ["BatchAbandoned", "BatchProcessor", "Counters", "Publisher", "Record"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Record(Protocol):
+    """What the processor reads of a consumed Kafka record (aiokafka's ConsumerRecord)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class Publisher(Protocol):
+    """Sends one record; the returned awaitable completes when the broker has it."""
+
+    def __call__(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> Awaitable[Awaitable[Any]]: ...
+
+
+class BatchAbandoned(Exception):
+    """The batch gave up (its partitions were revoked while it waited); nothing was acked."""
+
+
+@dataclass(slots=True)
+class Counters:
+    """Running totals for the worker's metrics."""
+
+    batches: int = 0
+    records: int = 0
+    attempts_applied: int = 0
+    duplicates: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    stats_published: int = 0
+    write_conflicts: int = 0
+    redis_retries: int = 0
+    publish_retries: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+    batch_seconds: list[float] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Touched:
+    """A scope's attempts in this batch, and the record of the last one (the event source)."""
+
+    attempts: list[tuple[Attempt, int]] = field(default_factory=list)
+    source: Source | None = None
+
+
+class BatchProcessor:
+    """Applies batches of attempt records effectively once (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        calculator: MetricsCalculator,
+        store: AsyncStatsStore,
+        publish: Publisher,
+        *,
+        max_backoff: float = 5.0,
+        on_batch: Callable[[Counters], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.calculator = calculator
+        self.store = store
+        self.publish = publish
+        self.max_backoff = max_backoff
+        self.counters = Counters()
+        self._cache: OrderedDict[ScopeKey, ScopeState] = OrderedDict()
+        self._abandon = False
+        self._on_batch = on_batch
+
+    # -- control --------------------------------------------------------------------
+
+    def forget(self) -> None:
+        """Drop every cached state (partitions were revoked; the next owner may write)."""
+        self._cache.clear()
+
+    def abandon(self) -> None:
+        """Make a batch that is waiting on Redis or the broker give up, acking nothing."""
+        self._abandon = True
+
+    # -- the batch --------------------------------------------------------------------
+
+    async def process(self, records: Sequence[Record]) -> None:
+        """Apply, store and publish one batch; returns only when all of it is durable."""
+        self._abandon = False
+        started = time.perf_counter()
+        touched, dead = self._decode(records)
+        stats = await self._apply(touched)
+        await self._publish(stats, dead)
+        counters = self.counters
+        counters.batches += 1
+        counters.records += len(records)
+        counters.batch_sizes.append(len(records))
+        counters.batch_seconds.append(time.perf_counter() - started)
+        if self._on_batch is not None:
+            self._on_batch(counters)
+
+    def _decode(
+        self, records: Sequence[Record]
+    ) -> tuple[dict[ScopeKey, _Touched], list[tuple[Record, InvalidAttemptError]]]:
+        modes = self.calculator.learning_modes
+        touched: dict[ScopeKey, _Touched] = {}
+        dead: list[tuple[Record, InvalidAttemptError]] = []
+        for record in records:
+            try:
+                attempt = decode_attempt(record.value, modes)
+            except InvalidAttemptError as exc:
+                dead.append((record, exc))
+                continue
+            entry = touched.get(attempt.scope)
+            if entry is None:
+                entry = touched[attempt.scope] = _Touched()
+            entry.attempts.append((attempt, fingerprint(attempt.attempt_id)))
+            entry.source = Source(record.topic, record.partition, record.offset, attempt.attempt_id)
+        return touched, dead
+
+    async def _apply(self, touched: dict[ScopeKey, _Touched]) -> list[tuple[bytes, bytes]]:
+        """Make every touched scope durable; returns the stats events to publish."""
+        calculator = self.calculator
+        cache = self._cache
+        events: list[tuple[bytes, bytes]] = []
+        pending = touched
+        delay = 0.05
+        while pending:
+            missing = [scope for scope in pending if scope not in cache]
+            if missing:
+                stored = await self._retry("reading state", partial(self.store.read, missing))
+                for scope, found in zip(missing, stored, strict=True):
+                    cache[scope] = found.state if found is not None else calculator.new_state()
+            writes: list[ScopeWrite] = []
+            for scope, entry in pending.items():
+                state = cache[scope]
+                cache.move_to_end(scope)
+                expected = state.version
+                for attempt, fp in entry.attempts:
+                    if calculator.apply(state, attempt, fp):
+                        self.counters.attempts_applied += 1
+                    else:
+                        self.counters.duplicates += 1
+                stats_json = calculator.stats(scope, state).to_json()
+                # Unchanged scopes are written too: the compare-and-set then proves the
+                # cached version is current before its stats are published again.
+                writes.append(ScopeWrite(scope, expected, state, stats_json))
+            try:
+                refused = await self.store.write(writes)
+            except DatabaseQueryError as exc:
+                # Unknown which writes landed: forget them all and redo from Redis.
+                for w in writes:
+                    cache.pop(w.scope, None)
+                await self._backoff("writing state", exc, delay)
+                delay = min(delay * 2, self.max_backoff)
+                continue
+            refused_scopes = {w.scope for w in refused}
+            for w in writes:
+                if w.scope in refused_scopes:
+                    cache.pop(w.scope, None)
+                else:
+                    events.append(
+                        stats_event(w.scope, w.state.version, w.stats_json, _source(touched, w))
+                    )
+            if refused:
+                self.counters.write_conflicts += len(refused)
+                logger.info("%d scopes changed elsewhere; reloading them", len(refused))
+            pending = {scope: touched[scope] for scope in refused_scopes}
+        self._trim_cache()
+        return events
+
+    async def _publish(
+        self, events: list[tuple[bytes, bytes]], dead: list[tuple[Record, InvalidAttemptError]]
+    ) -> None:
+        settings = self.settings
+
+        async def send_all() -> None:
+            acks = [
+                await self.publish(settings.stats_topic, key, value, []) for key, value in events
+            ]
+            for record, error in dead:
+                headers = dead_letter_headers(
+                    error.error_class, error.reason, record.topic, record.partition, record.offset
+                )
+                acks.append(
+                    await self.publish(settings.dlq_topic, record.key, record.value, headers)
+                )
+            await asyncio.gather(*acks)
+
+        await self._retry("publishing", send_all, retry_on=Exception)
+        self.counters.stats_published += len(events)
+        for _record, error in dead:
+            rejected = self.counters.rejected
+            rejected[error.error_class] = rejected.get(error.error_class, 0) + 1
+
+    # -- helpers --------------------------------------------------------------------
+
+    async def _retry(
+        self,
+        what: str,
+        action: Callable[[], Awaitable[T]],
+        *,
+        retry_on: type[Exception] = DatabaseQueryError,
+    ) -> T:
+        delay = 0.05
+        while True:
+            self._check_abandon(what)
+            try:
+                return await action()
+            except retry_on as exc:
+                await self._backoff(what, exc, delay)
+                delay = min(delay * 2, self.max_backoff)
+
+    async def _backoff(self, what: str, exc: Exception, delay: float) -> None:
+        self._check_abandon(what)
+        if isinstance(exc, DatabaseQueryError):
+            self.counters.redis_retries += 1
+        else:
+            self.counters.publish_retries += 1
+        logger.warning("%s failed (%s); retrying in %.2fs", what, exc, delay)
+        await asyncio.sleep(delay)
+
+    def _check_abandon(self, what: str) -> None:
+        if self._abandon:
+            raise BatchAbandoned(f"gave up {what}: the partitions were revoked")
+
+    def _trim_cache(self) -> None:
+        cache, limit = self._cache, self.settings.cache_size
+        while len(cache) > limit:
+            cache.popitem(last=False)
+
+
+def _source(touched: dict[ScopeKey, _Touched], write: ScopeWrite) -> Source:
+    source = touched[write.scope].source
+    assert source is not None  # every touched scope has at least one attempt
+    return source
