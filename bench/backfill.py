@@ -63,9 +63,11 @@ def main() -> int:
         else:
             baseline_name = "pandas.read_parquet + groupby"
             baseline = timed(
-                lambda: pd.read_parquet(path)
-                .groupby(["user_id", "sub_topic_id", "learning_mode", "difficulty"])
-                .agg({"is_correct": "sum", "question_id": "nunique"})
+                lambda: (
+                    pd.read_parquet(path)
+                    .groupby(["user_id", "sub_topic_id", "learning_mode", "difficulty"])
+                    .agg({"is_correct": "sum", "question_id": "nunique"})
+                )
             )
         calculator = MetricsCalculator()
         with StatsStore.from_settings(settings) as store:

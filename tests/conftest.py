@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -59,3 +61,59 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Kafka-protocol broker (tansu, memory only) for the whole session."""
+    from tests.services import free_port, start_tansu
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("tansu") / "tansu.log"
+    process = start_tansu(port, log)
+    yield f"127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=20)
+
+
+@pytest.fixture
+def stream_settings(broker: str, redis_url: str, key_prefix: str) -> Settings:
+    """Settings with topics and a consumer group of this test's own."""
+    from tests.services import create_topics
+
+    tag = key_prefix.removeprefix("pe-test-")
+    settings = Settings(
+        kafka_bootstrap=broker,
+        redis_url=redis_url,
+        key_prefix=key_prefix,
+        attempts_topic=f"attempts-{tag}",
+        stats_topic=f"stats-{tag}",
+        dlq_topic=f"dlq-{tag}",
+        app_id=f"pe-test-{tag}",
+        partitions=4,
+        session_timeout=6.0,
+        batch_size=500,
+    )
+    create_topics(broker, [settings.attempts_topic, settings.stats_topic, settings.dlq_topic], 4)
+    return settings
+
+
+@pytest.fixture
+def workers(tmp_path: pytest.TempPathFactory) -> Iterator[Any]:
+    """Start workers with ``workers(settings, **env)``; all are stopped afterwards."""
+    from tests.services import Worker, worker_env
+
+    started: list[Worker] = []
+
+    def start(settings: Settings, **env: str) -> Worker:
+        n = len(started)
+        worker = Worker(
+            worker_env(settings, Path(str(tmp_path)) / f"w{n}", **env),
+            Path(str(tmp_path)) / f"worker{n}.log",
+        )
+        started.append(worker.start())
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()

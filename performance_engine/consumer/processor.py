@@ -48,19 +48,23 @@ T = TypeVar("T")
 class Record(Protocol):
     """What the processor reads of a consumed Kafka record (aiokafka's ConsumerRecord)."""
 
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
 
 
-class Publisher(Protocol):
-    """Sends one record; the returned awaitable completes when the broker has it."""
-
-    def __call__(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
-    ) -> Awaitable[Awaitable[Any]]: ...
+#: Sends one record (topic, key, value, headers); awaiting it queues the record, awaiting
+#: the result waits until the broker has it.
+Publisher = Callable[
+    [str, bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[Awaitable[Any]]
+]
 
 
 class BatchAbandoned(Exception):

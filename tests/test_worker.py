@@ -1,0 +1,269 @@
+"""The worker end to end: real tansu broker, real Redis, `perf-engine worker` subprocesses.
+
+Every test compares the stats in Redis with the pandas batch oracle over the distinct
+valid attempts that reached the topic: nothing lost, nothing counted twice.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from performance_engine.consumer.events import DLQ_HEADERS, decode_stats_event, event_id
+from performance_engine.errors import InvalidAttemptError
+from performance_engine.metrics.attempt import MAX_VALUE_BYTES, Attempt, decode_attempt
+from performance_engine.metrics.batch import compute_stats
+from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.loader import attempts_to_frame
+from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
+from performance_engine.settings import Settings
+from performance_engine.store import StatsStore
+from performance_engine.synthetic import generate_attempts
+from tests.services import RedisServer, attempt_records, produce, read_topic, wait_until
+
+pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
+
+Records = list[tuple[bytes | None, bytes | None]]
+
+
+def malformed_records() -> dict[str, tuple[bytes | None, bytes | None]]:
+    good = generate_attempts(1, users=1, seed=99)[0]
+
+    def variant(**changes: Any) -> bytes:
+        row = {**good, **changes}
+        return json.dumps({k: v for k, v in row.items() if v is not ...}).encode()
+
+    return {
+        "oversized": (b"1", b'{"pad": "' + b"x" * MAX_VALUE_BYTES + b'"}'),
+        "invalid_utf8": (b"1", b'{"attempt_id": "\xff\xfe"}'),
+        "invalid_json": (b"1", b'{"attempt_id": '),
+        "missing_field": (b"1", variant(question_id=...)),
+        "invalid_field": (b"1", variant(is_correct="yes")),
+        "unknown_learning_mode": (b"1", variant(learning_mode="cram")),
+        "unknown_difficulty": (b"1", variant(difficulty="legendary")),
+    }
+
+
+def dataset(count: int, users: int, seed: int) -> tuple[Records, dict[str, Any]]:
+    """Valid attempts, redelivered duplicates and one malformed record of each class."""
+    rng = random.Random(seed)
+    records: Records = list(attempt_records(generate_attempts(count, users=users, seed=seed)))
+    records += rng.sample(records, count // 20)  # the same attempt again, at a later offset
+    for key, value in rng.sample(records, 10):  # same attempt_id, other content: first wins
+        assert value is not None
+        changed = {**json.loads(value), "is_correct": True, "question_id": 1}
+        records.append((key, json.dumps(changed).encode()))
+    rng.shuffle(records)
+    malformed = malformed_records()
+    for item in malformed.values():
+        records.insert(rng.randrange(len(records)), item)
+    return records, malformed
+
+
+def oracle(records: Records) -> dict[ScopeKey, PerformanceStatsData]:
+    calculator = MetricsCalculator()
+    attempts: list[Attempt] = []
+    for _key, value in records:
+        try:
+            attempts.append(decode_attempt(value, calculator.learning_modes))
+        except InvalidAttemptError:
+            continue
+    return compute_stats(attempts_to_frame(attempts), calculator)
+
+
+def stored(settings: Settings, scopes: list[ScopeKey]) -> dict[ScopeKey, Any]:
+    with StatsStore.from_settings(settings) as store:
+        found = store.read(scopes)
+        calculator = MetricsCalculator()
+        return {
+            scope: None if item is None else calculator.stats(scope, item.state)
+            for scope, item in zip(scopes, found, strict=True)
+        }
+
+
+def wait_for_oracle(
+    settings: Settings, expected: dict[ScopeKey, PerformanceStatsData], timeout: float = 120
+) -> None:
+    scopes = sorted(expected)
+    last: dict[ScopeKey, Any] = {}
+
+    def done() -> bool:
+        nonlocal last
+        last = stored(settings, scopes)
+        return all(last[s] is not None and last[s].version >= expected[s].version for s in scopes)
+
+    try:
+        wait_until(done, timeout, "the worker to apply every attempt", every=0.5)
+    finally:
+        behind = [s for s in scopes if last.get(s) is None or last[s].version < expected[s].version]
+        print(f"{len(behind)} of {len(scopes)} scopes behind")
+    time.sleep(1.0)  # nothing more may arrive: versions must not overshoot
+    assert stored(settings, scopes) == expected
+    with StatsStore.from_settings(settings) as store:
+        assert {s: store.stats(s) for s in scopes} == expected  # the stored stats JSON too
+
+
+def assert_last_events_carry_final_versions(
+    settings: Settings, expected: dict[ScopeKey, PerformanceStatsData]
+) -> None:
+    def last_versions() -> dict[str, int]:
+        last: dict[str, int] = {}
+        for message in read_topic(settings.kafka_bootstrap, settings.stats_topic):
+            event = decode_stats_event(message.value)
+            assert event.event_id == event_id(event.stats.scope, event.stats.version)
+            assert message.key.decode() == str(event.stats.scope)
+            last[message.key.decode()] = event.stats.version
+        return last
+
+    want = {str(scope): stats.version for scope, stats in expected.items()}
+    wait_until(lambda: last_versions() == want, 60, "the final stats events", every=1.0)
+
+
+def assert_dead_letters(settings: Settings, malformed: dict[str, Any]) -> None:
+    letters = read_topic(settings.kafka_bootstrap, settings.dlq_topic)
+    by_class = {}
+    for message in letters:
+        headers = dict(message.headers)
+        assert [name for name, _ in message.headers] == list(DLQ_HEADERS)
+        assert headers["pe-source-topic"].decode() == settings.attempts_topic
+        assert int(headers["pe-source-offset"]) >= 0
+        assert headers["pe-error-reason"]
+        by_class[headers["pe-error-class"].decode()] = (message.key, message.value)
+    assert len(letters) == len(malformed)
+    assert by_class == malformed
+
+
+def test_end_to_end_exact_with_duplicates_and_dead_letters(
+    stream_settings: Settings, workers: Callable[..., Any]
+) -> None:
+    records, malformed = dataset(3000, users=60, seed=11)
+    expected = oracle(records)
+    workers(stream_settings)
+    produce(stream_settings.kafka_bootstrap, stream_settings.attempts_topic, records)
+    wait_for_oracle(stream_settings, expected)
+    assert_dead_letters(stream_settings, malformed)
+    assert_last_events_carry_final_versions(stream_settings, expected)
+
+
+def produce_slowly(
+    settings: Settings, records: Records, chunks: int, pause: float = 0.5
+) -> threading.Thread:
+    def run() -> None:
+        size = len(records) // chunks + 1
+        for start in range(0, len(records), size):
+            produce(
+                settings.kafka_bootstrap, settings.attempts_topic, records[start : start + size]
+            )
+            time.sleep(pause)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def applied(settings: Settings, scopes: list[ScopeKey]) -> int:
+    return sum(s.version for s in stored(settings, scopes).values() if s is not None)
+
+
+def test_kill_9_twice_mid_stream_loses_and_doubles_nothing(
+    stream_settings: Settings, workers: Callable[..., Any]
+) -> None:
+    records, _ = dataset(12000, users=200, seed=12)
+    expected = oracle(records)
+    scopes = sorted(expected)
+    total = sum(s.version for s in expected.values())
+    producer = produce_slowly(stream_settings, records, chunks=12)
+    worker = workers(stream_settings)
+    for round_ in range(2):
+        target = applied(stream_settings, scopes) + total // 10
+
+        def progressed(target: int = target) -> bool:
+            return applied(stream_settings, scopes) > target
+
+        wait_until(progressed, 90, f"progress before kill {round_ + 1}")
+        worker.kill()
+        worker = workers(stream_settings)
+    producer.join(timeout=120)
+    wait_for_oracle(stream_settings, expected, timeout=180)
+    assert_last_events_carry_final_versions(stream_settings, expected)
+
+
+def test_redis_away_for_seconds_mid_stream(
+    stream_settings: Settings, workers: Callable[..., Any], tmp_path: Path
+) -> None:
+    server = RedisServer(tmp_path)
+    server.start()
+    settings = Settings(**{**_fields(stream_settings), "redis_url": server.url})
+    try:
+        records, _ = dataset(6000, users=100, seed=13)
+        expected = oracle(records)
+        scopes = sorted(expected)
+        worker = workers(settings)
+        producer = produce_slowly(settings, records, chunks=30)
+        wait_until(lambda: applied(settings, scopes) > 500, 60, "the worker to start applying")
+        server.stop()
+        time.sleep(4)
+        assert worker.alive()
+        assert producer.is_alive()  # attempts kept arriving while Redis was away
+        server.start()
+        producer.join(timeout=120)
+        wait_for_oracle(settings, expected)
+        assert worker.alive()
+        assert "retrying" in worker.log.read_text()
+    finally:
+        server.stop()
+
+
+def test_two_workers_in_one_group(stream_settings: Settings, workers: Callable[..., Any]) -> None:
+    records, malformed = dataset(6000, users=150, seed=14)
+    expected = oracle(records)
+    first = workers(stream_settings)
+    second = workers(stream_settings)
+    produce(stream_settings.kafka_bootstrap, stream_settings.attempts_topic, records)
+    wait_for_oracle(stream_settings, expected)
+    assert_dead_letters(stream_settings, malformed)
+    for worker in (first, second):  # both took a share of the partitions
+        assert re.search(rf"\| {stream_settings.attempts_topic} +\| {{\d", worker.log.read_text())
+
+
+def _fields(settings: Settings) -> dict[str, Any]:
+    return {name: getattr(settings, name) for name in Settings.__dataclass_fields__}
+
+
+def test_runs_under_faust_own_cli(stream_settings: Settings, tmp_path: Path) -> None:
+    """`faust -A performance_engine.consumer.main worker` runs the same engine."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.services import worker_env
+
+    rows = generate_attempts(300, users=5, seed=15)
+    expected = oracle(attempt_records(rows))
+    env = worker_env(stream_settings, tmp_path / "data")
+    faust = Path(sys.executable).parent / "faust"
+    with (tmp_path / "faust.log").open("ab") as log:
+        process = subprocess.Popen(
+            [str(faust), "-A", "performance_engine.consumer.main", "worker", "-l", "info"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        produce(
+            stream_settings.kafka_bootstrap, stream_settings.attempts_topic, attempt_records(rows)
+        )
+        wait_for_oracle(stream_settings, expected)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
