@@ -18,7 +18,6 @@ from rich.table import Table
 
 from performance_engine.errors import PerformanceEngineError
 from performance_engine.metrics.calculator import MetricsCalculator
-from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData
 from performance_engine.settings import Settings, load_settings
 
@@ -31,7 +30,9 @@ EXIT_USAGE = 2
 
 
 def _calculator(settings: Settings) -> MetricsCalculator:
-    return MetricsCalculator(learning_modes=LearningModes.load(settings.learning_modes_path))
+    from performance_engine.plugins import build_calculator
+
+    return build_calculator(settings)
 
 
 def _cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:

@@ -32,6 +32,8 @@ class Settings:
     app_id: str = "performance-engine"
     learning_modes_path: Path | None = None
     web_port: int = 6066
+    #: Custom metrics to register, as ``package.module:ClassName`` import paths.
+    metrics: tuple[str, ...] = ()
     #: Partitions (and replication factor) of the topics the worker creates when missing.
     partitions: int = 8
     replication: int = 1
@@ -106,6 +108,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         app_id=get("APP_ID", "performance-engine"),
         learning_modes_path=Path(modes) if modes else None,
         web_port=number("WEB_PORT", "6066"),
+        metrics=tuple(item.strip() for item in get("METRICS", "").split(",") if item.strip()),
         partitions=number("PARTITIONS", "8"),
         replication=number("REPLICATION", "1"),
         batch_size=number("BATCH_SIZE", "5000"),

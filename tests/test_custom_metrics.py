@@ -9,48 +9,20 @@ from hypothesis import given, settings
 
 from performance_engine.errors import ConfigurationError
 from performance_engine.metrics.attempt import Attempt
-from performance_engine.metrics.base import BaseMetric, IncrementalMetric
 from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.loader import attempts_to_frame
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
+from performance_engine.plugins import build_calculator
+from performance_engine.settings import Settings
+from tests.example_metrics import MostTriedQuestion, TimeSpent
 from tests.helpers import attempt
 from tests.strategies import attempts
 
 
-class HardestQuestion(BaseMetric):
-    """Seed style: per difficulty, the question with the most attempts (lowest id on ties)."""
-
-    name = "most_tried_question"
-
-    def __call__(self, difficulty_groups: Any, *args: Any, **kwargs: Any) -> Any:
-        result = {}
-        for difficulty, group in difficulty_groups:
-            counts = group.groupby("question_id").size()
-            result[difficulty] = int(counts[counts == counts.max()].index.min())
-        return result
-
-
-class TimeSpent(IncrementalMetric):
-    """Incremental: total time spent, and how many attempts reported it."""
-
-    name = "time_spent"
-
-    def initial(self) -> Any:
-        return {"total_ms": 0, "reported": 0}
-
-    def update(self, state: Any, attempt: Attempt) -> Any:
-        if attempt.time_spent_ms is None:
-            return state
-        return {
-            "total_ms": state["total_ms"] + attempt.time_spent_ms,
-            "reported": state["reported"] + 1,
-        }
-
-
 def calculator(**options: Any) -> MetricsCalculator:
     calc = MetricsCalculator(**options)
-    calc.register_metrics([HardestQuestion(), TimeSpent()])
+    calc.register_metrics([MostTriedQuestion(), TimeSpent()])
     return calc
 
 
@@ -113,3 +85,27 @@ def test_log_is_kept_only_with_a_frame_metric() -> None:
 def test_registration_errors(metrics: list[Any], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         MetricsCalculator().register_metrics(metrics)
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("tests.example_metrics", "package.module:ClassName"),
+        ("tests.nowhere:Metric", "cannot import"),
+        ("tests.example_metrics:Missing", "has no Missing"),
+        ("tests.example_metrics:NeedsArguments", "failed to instantiate"),
+        ("tests.helpers:raw", "not a BaseMetric"),
+    ],
+)
+def test_metric_paths_are_checked(path: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        build_calculator(Settings(metrics=(path,)))
+
+
+def test_settings_name_the_metrics() -> None:
+    calc = build_calculator(
+        Settings(
+            metrics=("tests.example_metrics:TimeSpent", "tests.example_metrics:MostTriedQuestion")
+        )
+    )
+    assert sorted(calc.metrics) == ["most_tried_question", "time_spent"]

@@ -21,6 +21,7 @@ def test_defaults_work_on_a_developer_machine() -> None:
         app_id="performance-engine",
         learning_modes_path=None,
         web_port=6066,
+        metrics=(),
         partitions=8,
         replication=1,
         batch_size=5000,
@@ -47,6 +48,7 @@ def test_every_variable_is_read() -> None:
         "PERF_ENGINE_SESSION_TIMEOUT": "7.5",
         "PERF_ENGINE_CACHE_SIZE": "0",
         "PERF_ENGINE_DATA_DIR": "/var/lib/pe",
+        "PERF_ENGINE_METRICS": "a.b:C, d:E",
     }
     assert load_settings(env) == Settings(
         kafka_bootstrap="k1:9092,k2:9092",
@@ -64,6 +66,7 @@ def test_every_variable_is_read() -> None:
         session_timeout=7.5,
         cache_size=0,
         data_dir=Path("/var/lib/pe"),
+        metrics=("a.b:C", "d:E"),
     )
 
 

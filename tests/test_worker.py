@@ -24,6 +24,7 @@ from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.loader import attempts_to_frame
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
+from performance_engine.plugins import build_calculator
 from performance_engine.settings import Settings
 from performance_engine.store import StatsStore
 from performance_engine.synthetic import generate_attempts
@@ -68,8 +69,10 @@ def dataset(count: int, users: int, seed: int) -> tuple[Records, dict[str, Any]]
     return records, malformed
 
 
-def oracle(records: Records) -> dict[ScopeKey, PerformanceStatsData]:
-    calculator = MetricsCalculator()
+def oracle(
+    records: Records, calculator: MetricsCalculator | None = None
+) -> dict[ScopeKey, PerformanceStatsData]:
+    calculator = calculator or MetricsCalculator()
     attempts: list[Attempt] = []
     for _key, value in records:
         try:
@@ -82,7 +85,7 @@ def oracle(records: Records) -> dict[ScopeKey, PerformanceStatsData]:
 def stored(settings: Settings, scopes: list[ScopeKey]) -> dict[ScopeKey, Any]:
     with StatsStore.from_settings(settings) as store:
         found = store.read(scopes)
-        calculator = MetricsCalculator()
+        calculator = build_calculator(settings)
         return {
             scope: None if item is None else calculator.stats(scope, item.state)
             for scope, item in zip(scopes, found, strict=True)
@@ -267,3 +270,16 @@ def test_runs_under_faust_own_cli(stream_settings: Settings, tmp_path: Path) -> 
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def test_custom_metrics_in_the_stream(
+    stream_settings: Settings, workers: Callable[..., Any]
+) -> None:
+    metrics = ("tests.example_metrics:TimeSpent", "tests.example_metrics:MostTriedQuestion")
+    settings = Settings(**{**_fields(stream_settings), "metrics": metrics})
+    records = attempt_records(generate_attempts(1500, users=20, seed=16))
+    expected = oracle(records, build_calculator(settings))
+    assert all(s.custom_metrics["time_spent"]["reported"] for s in expected.values())
+    workers(settings, PERF_ENGINE_METRICS=",".join(metrics))
+    produce(settings.kafka_bootstrap, settings.attempts_topic, records)
+    wait_for_oracle(settings, expected)

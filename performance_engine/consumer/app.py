@@ -23,7 +23,7 @@ from mode import Service
 
 from performance_engine.consumer.processor import BatchAbandoned, BatchProcessor, Record
 from performance_engine.metrics.calculator import MetricsCalculator
-from performance_engine.metrics.modes import LearningModes
+from performance_engine.plugins import build_calculator
 from performance_engine.settings import Settings
 from performance_engine.store import AsyncStatsStore
 
@@ -170,9 +170,7 @@ class EngineService(Service):
 def create_app(settings: Settings, calculator: MetricsCalculator | None = None) -> EngineApp:
     """The worker's Faust app for these settings (builds, connects to nothing)."""
     if calculator is None:
-        calculator = MetricsCalculator(
-            learning_modes=LearningModes.load(settings.learning_modes_path)
-        )
+        calculator = build_calculator(settings)
     brokers = [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")]
     app = EngineApp(
         settings.app_id,
