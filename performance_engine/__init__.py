@@ -4,7 +4,8 @@ Attempt events arrive on Kafka; a Faust worker keeps each scope's rolling state 
 recomputes the registered metrics incrementally and publishes ``stats-updated`` events.
 The platform reads the latest stats through :class:`PerformanceStats`.
 
-Importing this package connects to nothing, reads no environment and imports no Faust.
+Importing this package connects to nothing, reads no environment and imports no Faust
+(the platform-side clients use kafka-python).
 """
 
 from performance_engine.client import AsyncPerformanceStats, PerformanceStats
@@ -19,6 +20,7 @@ from performance_engine.errors import (
     StateConflictError,
     UserAttemptsNotFoundError,
 )
+from performance_engine.events import StatsUpdated
 from performance_engine.metrics.attempt import Attempt
 from performance_engine.metrics.base import BaseMetric, IncrementalMetric
 from performance_engine.metrics.calculator import MetricsCalculator
@@ -30,13 +32,16 @@ from performance_engine.metrics.types import (
     PerformanceStatsData,
     ScopeKey,
 )
+from performance_engine.producer import AttemptProducer
 from performance_engine.settings import Settings, load_settings
+from performance_engine.subscriber import StatsSubscriber
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncPerformanceStats",
     "Attempt",
+    "AttemptProducer",
     "BaseMetric",
     "BrokerUnavailableError",
     "CompletionStatusEnum",
@@ -56,6 +61,8 @@ __all__ = [
     "ScopeKey",
     "Settings",
     "StateConflictError",
+    "StatsSubscriber",
+    "StatsUpdated",
     "UserAttemptsNotFoundError",
     "load_settings",
 ]

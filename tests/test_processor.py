@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from performance_engine.consumer.events import decode_stats_event
 from performance_engine.consumer.processor import BatchProcessor
+from performance_engine.events import decode_stats_event
 from performance_engine.metrics.attempt import attempt_from_mapping
 from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from performance_engine.consumer.events import DLQ_HEADERS, decode_stats_event, event_id
 from performance_engine.errors import InvalidAttemptError
+from performance_engine.events import DLQ_HEADERS, decode_stats_event, event_id
 from performance_engine.metrics.attempt import MAX_VALUE_BYTES, Attempt, decode_attempt
 from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator

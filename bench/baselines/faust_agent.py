@@ -11,8 +11,8 @@ import faust
 import redis.asyncio as aioredis
 from faust.types import StreamT
 
-from performance_engine.consumer.events import Source, stats_event
 from performance_engine.errors import InvalidAttemptError
+from performance_engine.events import Source, stats_event
 from performance_engine.metrics.attempt import decode_attempt
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.state import decode_state, encode_state

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
-from performance_engine.consumer.events import Source, dead_letter_headers, stats_event
 from performance_engine.errors import DatabaseQueryError, InvalidAttemptError
+from performance_engine.events import Source, dead_letter_headers, stats_event
 from performance_engine.metrics.attempt import Attempt, decode_attempt
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.state import ScopeState, fingerprint

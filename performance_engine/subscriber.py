@@ -1,0 +1,126 @@
+"""The platform's subscriber: ``stats-updated`` events as they happen (kafka-python).
+
+::
+
+    from performance_engine import StatsSubscriber
+
+    with StatsSubscriber(group_id="dashboard", start="latest") as updates:
+        for stats in updates:                       # PerformanceStatsData, forever
+            print(stats.user_id, stats.passed_difficulties)
+
+``events()`` yields the whole event (``event_id``, ``updated_at``, ``source``) and can stop
+after a timeout. With ``drop_duplicates`` (the default) an ``event_id`` seen before is
+skipped (the engine may publish a version again after a redelivery); with ``skip_stale``
+an event older than the newest version already seen for its scope is skipped too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from kafka import KafkaConsumer
+from kafka.errors import KafkaError
+
+from performance_engine.errors import BrokerUnavailableError
+from performance_engine.events import StatsUpdated, decode_stats_event
+from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
+from performance_engine.preflight import require_broker
+from performance_engine.settings import Settings, load_settings
+
+__all__ = ["StatsSubscriber"]
+
+#: Event ids remembered for duplicate detection (the oldest are forgotten first).
+SEEN_IDS = 100_000
+
+
+class StatsSubscriber:
+    """Iterates the ``stats-updated`` topic."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        group_id: str | None = None,
+        start: Literal["earliest", "latest"] = "latest",
+        drop_duplicates: bool = True,
+        skip_stale: bool = False,
+        poll_timeout: float = 0.5,
+        **kafka_options: Any,
+    ) -> None:
+        self.settings = settings or load_settings()
+        self.drop_duplicates = drop_duplicates
+        self.skip_stale = skip_stale
+        self.poll_timeout = poll_timeout
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._versions: dict[ScopeKey, int] = {}
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.settings.kafka_bootstrap.split(","),
+            "group_id": group_id,
+            "auto_offset_reset": start,
+            "enable_auto_commit": group_id is not None,
+            "bootstrap_timeout_ms": 10_000,
+        }
+        options.update(kafka_options)
+        require_broker(self.settings)  # a clear error, before kafka-python retries for long
+        try:
+            self._consumer = KafkaConsumer(self.settings.stats_topic, **options)
+        except KafkaError as exc:
+            error = BrokerUnavailableError(
+                f"Kafka at {self.settings.kafka_bootstrap} failed: {exc}; check that the "
+                "broker runs and that PERF_ENGINE_KAFKA_BOOTSTRAP points at it"
+            )
+            raise error from exc
+        self.skipped = 0
+
+    def events(self, timeout: float | None = None) -> Iterator[StatsUpdated]:
+        """Events as they arrive; ends after ``timeout`` seconds without one (None: never).
+
+        The idle clock starts once the subscriber has partitions (joining a group takes
+        a few seconds).
+        """
+        idle_since = time.monotonic()
+        while True:
+            batches = self._consumer.poll(timeout_ms=int(self.poll_timeout * 1000))
+            got = False
+            for records in batches.values():
+                for record in records:
+                    event = decode_stats_event(record.value)
+                    if self._wanted(event):
+                        got = True
+                        yield event
+                    else:
+                        self.skipped += 1
+            if got or not self._consumer.assignment():  # still joining the group: not idle
+                idle_since = time.monotonic()
+            elif timeout is not None and time.monotonic() - idle_since >= timeout:
+                return
+
+    def __iter__(self) -> Iterator[PerformanceStatsData]:
+        for event in self.events():
+            yield event.stats
+
+    def _wanted(self, event: StatsUpdated) -> bool:
+        if self.drop_duplicates:
+            if event.event_id in self._seen:
+                return False
+            self._seen[event.event_id] = None
+            if len(self._seen) > SEEN_IDS:
+                self._seen.popitem(last=False)
+        if self.skip_stale:
+            scope = event.stats.scope
+            if event.stats.version < self._versions.get(scope, 0):
+                return False
+            self._versions[scope] = event.stats.version
+        return True
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> StatsSubscriber:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
