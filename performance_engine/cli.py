@@ -7,11 +7,15 @@ service; ``--debug`` shows the traceback as well.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -20,6 +24,7 @@ from performance_engine.errors import PerformanceEngineError
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData
 from performance_engine.settings import Settings, load_settings
+from performance_engine.store import redact_url
 
 __all__ = ["main"]
 
@@ -70,18 +75,155 @@ def _cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _with_flags(args: argparse.Namespace, settings: Settings) -> Settings:
+    if getattr(args, "allow_eviction", False):
+        return dataclasses.replace(settings, allow_eviction=True)
+    return settings
+
+
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
     from performance_engine.consumer.app import create_app
-    from performance_engine.preflight import require_broker, require_redis
+    from performance_engine.preflight import require_broker, require_redis, require_safe_redis
 
+    settings = _with_flags(args, settings)
     require_redis(settings)
+    require_safe_redis(settings)
     require_broker(settings)
     app = create_app(settings, _calculator(settings))
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()  # returns when the worker stops (Ctrl-C, SIGTERM)
     return 0
+
+
+def _read_input(args: argparse.Namespace, settings: Settings) -> Any:
+    """Attempts from a file or stdin, validated (the loaders of the backfill)."""
+    from performance_engine.metrics.loader import frame_attempts, load_attempts
+
+    modes = _calculator(settings).learning_modes
+    if str(args.file) != "-":
+        loaded = load_attempts(args.file, modes, skip_invalid=args.skip_invalid)
+        return frame_attempts(loaded.frame), loaded.errors
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"stdin.{args.format}"
+        path.write_bytes(sys.stdin.buffer.read())
+        loaded = load_attempts(path, modes, skip_invalid=args.skip_invalid)
+        return frame_attempts(loaded.frame), loaded.errors
+
+
+def _cmd_emit(args: argparse.Namespace, settings: Settings) -> int:
+    from performance_engine.producer import AttemptProducer
+
+    attempts, errors = _read_input(args, settings)  # every row validated before any is sent
+    err = Console(stderr=True)
+    for error in errors[:10]:
+        err.print(f"skipped {error}", markup=False, highlight=False)
+    with AttemptProducer(settings) as producer:
+        sent = producer.emit_many(attempts)
+    skipped = f"; {len(errors)} invalid rows skipped" if errors else ""
+    print(f"emitted {sent} attempts to {settings.attempts_topic}{skipped}")
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from performance_engine.producer import AttemptProducer
+    from performance_engine.synthetic import LearnerModel, simulate
+
+    model = LearnerModel(users=args.users, sub_topics=args.sub_topics, seed=args.seed)
+    with AttemptProducer(settings) as producer:
+        report = simulate(
+            producer,
+            model,
+            rate=args.rate,
+            duration=args.duration,
+            count=args.count,
+            invalid_share=args.invalid,
+        )
+    print(report)
+    return 0
+
+
+def _cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
+    from performance_engine.subscriber import StatsSubscriber
+
+    shown = 0
+    with StatsSubscriber(
+        settings,
+        group_id=args.group,
+        start="earliest" if args.from_beginning else "latest",
+    ) as subscriber:
+        for event in subscriber.events(timeout=args.timeout):
+            if args.json:
+                sys.stdout.write(msgspec.json.encode(event).decode() + "\n")
+            else:
+                sys.stdout.write(_update_line(event.stats) + "\n")
+            sys.stdout.flush()
+            shown += 1
+            if args.count and shown >= args.count:
+                break
+    return 0
+
+
+def _update_line(stats: PerformanceStatsData) -> str:
+    scores = " ".join(f"{d.value[0]}{stats.difficulty_scores[d]}" for d in DIFFICULTIES)
+    passed = ",".join(d.value for d in stats.passed_difficulties) or "-"
+    return (
+        f"user {stats.user_id} sub-topic {stats.sub_topic_id} {stats.learning_mode} "
+        f"v{stats.version}: attempts {stats.total_attempts}, correct "
+        f"{stats.total_correct_attempts}, scores {scores}, passed {passed}"
+    )
+
+
+def _cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    from performance_engine.preflight import (
+        eviction_policy,
+        require_broker,
+        require_redis,
+        topic_names,
+    )
+
+    settings = _with_flags(args, settings)
+    failed = False
+
+    def report(ok: bool | None, what: str, detail: str) -> None:
+        nonlocal failed
+        failed = failed or ok is False
+        mark = {True: "ok  ", False: "FAIL", None: "warn"}[ok]
+        print(f"{mark}  {what:<8} {detail}")
+
+    try:
+        require_broker(settings)
+        report(True, "kafka", f"{settings.kafka_bootstrap} answers")
+        known = topic_names(settings)
+        wanted = [settings.attempts_topic, settings.stats_topic, settings.dlq_topic]
+        missing = [t for t in wanted if t not in known]
+        report(
+            not missing,
+            "topics",
+            f"missing: {', '.join(missing)} (the worker creates them at start)"
+            if missing
+            else f"{', '.join(wanted)} exist",
+        )
+    except PerformanceEngineError as exc:
+        report(False, "kafka", str(exc))
+    try:
+        require_redis(settings)
+        report(True, "redis", f"{redact_url(settings.redis_url)} answers")
+        policy = eviction_policy(settings)
+        if policy is None:
+            report(None, "memory", "maxmemory-policy unknown (this user may not read CONFIG)")
+        elif policy == "noeviction":
+            report(True, "memory", "maxmemory-policy is noeviction: state is safe")
+        else:
+            report(
+                None if settings.allow_eviction else False,
+                "memory",
+                f"maxmemory-policy is {policy}: Redis may evict state; set noeviction",
+            )
+    except PerformanceEngineError as exc:
+        report(False, "redis", str(exc))
+    return EXIT_FAILURE if failed else 0
 
 
 def _cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
@@ -169,6 +311,64 @@ def build_parser() -> argparse.ArgumentParser:
         "--loglevel", default="info", choices=["crit", "error", "warn", "info", "debug"]
     )
     worker.set_defaults(handler=_cmd_worker)
+
+    worker.add_argument(
+        "--allow-eviction",
+        action="store_true",
+        help="start even if Redis's maxmemory-policy may evict state",
+    )
+
+    emit = commands.add_parser("emit", help="publish attempts from a JSON Lines or CSV file")
+    emit.add_argument("file", type=Path, help="a .jsonl/.csv/.parquet file, or - for stdin")
+    emit.add_argument(
+        "--format",
+        choices=["jsonl", "csv"],
+        default="jsonl",
+        help="the format of stdin (default: jsonl)",
+    )
+    emit.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip bad rows (and count them) instead of sending nothing",
+    )
+    emit.set_defaults(handler=_cmd_emit)
+
+    simulate = commands.add_parser("simulate", help="publish synthetic attempts")
+    simulate.add_argument("--users", type=_positive_int, default=50)
+    simulate.add_argument("--sub-topics", type=_positive_int, default=3)
+    simulate.add_argument("--rate", type=float, default=100.0, help="attempts per second")
+    simulate.add_argument(
+        "--duration", type=float, default=None, help="seconds (default: until Ctrl-C)"
+    )
+    simulate.add_argument("--count", type=int, default=None, help="stop after this many")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument(
+        "--invalid",
+        type=float,
+        default=0.0,
+        help="share of malformed records, to exercise the dead-letter topic",
+    )
+    simulate.set_defaults(handler=_cmd_simulate)
+
+    watch = commands.add_parser("watch", help="follow stats-updated and print each update")
+    watch.add_argument("--from-beginning", action="store_true")
+    watch.add_argument("--group", default=None, help="consumer group (default: none)")
+    watch.add_argument("--json", action="store_true", help="print each event as JSON")
+    watch.add_argument("--count", type=int, default=None, help="stop after this many updates")
+    watch.add_argument(
+        "--timeout", type=float, default=None, help="stop after this many seconds without an update"
+    )
+    watch.set_defaults(handler=_cmd_watch)
+
+    check = commands.add_parser(
+        "check", help="are Kafka and Redis reachable, the topics there, Redis safe for state?"
+    )
+    check.add_argument(
+        "--allow-eviction",
+        action="store_true",
+        help="an evicting maxmemory-policy is a warning, not a failure",
+    )
+    check.set_defaults(handler=_cmd_check)
 
     stats = commands.add_parser("stats", help="show the latest stats of a scope from Redis")
     stats.add_argument("user_id", type=_positive_int)

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
 
-from performance_engine.errors import BrokerUnavailableError, ConfigurationError
+import redis
+
+from performance_engine.errors import (
+    BrokerUnavailableError,
+    ConfigurationError,
+    DatabaseQueryError,
+)
 from performance_engine.settings import Settings
 from performance_engine.store import StatsStore
 
-__all__ = ["bootstrap_hosts", "require_broker", "require_redis"]
+__all__ = [
+    "bootstrap_hosts",
+    "eviction_policy",
+    "require_broker",
+    "require_redis",
+    "require_safe_redis",
+    "topic_names",
+]
 
 
 def bootstrap_hosts(settings: Settings) -> list[tuple[str, int]]:
@@ -40,3 +54,49 @@ def require_redis(settings: Settings) -> None:
     """Raise DatabaseQueryError unless Redis answers a PING."""
     with StatsStore.from_settings(settings) as store:
         store.ping()
+
+
+def eviction_policy(settings: Settings) -> str | None:
+    """Redis's ``maxmemory-policy``, or None when this user may not read the config."""
+    with StatsStore.from_settings(settings) as store:
+        try:
+            found = store.client.config_get("maxmemory-policy")
+        except redis.ResponseError:  # e.g. an ACL user without CONFIG
+            return None
+        except redis.RedisError as exc:
+            store.ping()  # raises the engine's DatabaseQueryError with the reason
+            raise DatabaseQueryError(f"reading Redis's configuration failed: {exc}") from exc
+    values: dict[Any, Any] = dict(found)
+    value = values.get("maxmemory-policy") or values.get(b"maxmemory-policy")
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def require_safe_redis(settings: Settings) -> str | None:
+    """Refuse a Redis that may evict state, unless ``allow_eviction``; returns the policy."""
+    policy = eviction_policy(settings)
+    if policy not in (None, "noeviction") and not settings.allow_eviction:
+        raise ConfigurationError(
+            f"Redis's maxmemory-policy is {policy!r}: it may evict the engine's state and "
+            "lose attempts; set it to noeviction (CONFIG SET maxmemory-policy noeviction, or "
+            "in redis.conf), or accept the risk with --allow-eviction / "
+            "PERF_ENGINE_ALLOW_EVICTION=true"
+        )
+    return policy
+
+
+def topic_names(settings: Settings) -> set[str]:
+    """The topics the broker knows (kafka-python admin client)."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    require_broker(settings)
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=settings.kafka_bootstrap.split(","), bootstrap_timeout_ms=10_000
+        )
+    except KafkaError as exc:
+        raise BrokerUnavailableError(f"Kafka at {settings.kafka_bootstrap} failed: {exc}") from exc
+    try:
+        return set(admin.list_topics())
+    finally:
+        admin.close()

@@ -34,6 +34,8 @@ class Settings:
     web_port: int = 6066
     #: Custom metrics to register, as ``package.module:ClassName`` import paths.
     metrics: tuple[str, ...] = ()
+    #: Run against a Redis whose maxmemory-policy may evict keys (state could be lost).
+    allow_eviction: bool = False
     #: Partitions (and replication factor) of the topics the worker creates when missing.
     partitions: int = 8
     replication: int = 1
@@ -97,6 +99,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 f"{ENV_PREFIX}{name}={text!r} is not a number; unset it or give a number"
             ) from None
 
+    def flag(name: str) -> bool:
+        text = get(name, "false").lower()
+        if text not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise ConfigurationError(f"{ENV_PREFIX}{name}={text!r} is not true or false")
+        return text in ("1", "true", "yes", "on")
+
     modes = get("LEARNING_MODES", "")
     return Settings(
         kafka_bootstrap=get("KAFKA_BOOTSTRAP", "localhost:9092"),
@@ -109,6 +117,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         learning_modes_path=Path(modes) if modes else None,
         web_port=number("WEB_PORT", "6066"),
         metrics=tuple(item.strip() for item in get("METRICS", "").split(",") if item.strip()),
+        allow_eviction=flag("ALLOW_EVICTION"),
         partitions=number("PARTITIONS", "8"),
         replication=number("REPLICATION", "1"),
         batch_size=number("BATCH_SIZE", "5000"),

@@ -8,14 +8,21 @@ attempts. Used by ``perf-engine simulate``, the tests and the benchmarks.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["LearnerModel", "attempts_frame", "generate_attempts"]
+__all__ = [
+    "LearnerModel",
+    "SimulationReport",
+    "attempts_frame",
+    "generate_attempts",
+    "simulate",
+]
 
 _BASE_SKILL = {"easy": 0.65, "medium": 0.45, "hard": 0.25}
 _DIFFICULTY_WEIGHTS = (("easy", 0.45), ("medium", 0.35), ("hard", 0.20))
@@ -115,3 +122,73 @@ def attempts_frame(
         frame = pd.concat([frame, frame.iloc[source]], ignore_index=True)
         frame = frame.iloc[rng.permutation(len(frame))].reset_index(drop=True)
     return frame
+
+
+@dataclass(slots=True)
+class SimulationReport:
+    sent: int = 0
+    malformed: int = 0
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        rate = self.sent / self.seconds if self.seconds else 0.0
+        return (
+            f"sent {self.sent} attempts ({self.malformed} malformed) in {self.seconds:.1f}s, "
+            f"{rate:.0f}/s"
+        )
+
+
+class _Emitter(Protocol):
+    def emit(self, attempt: Mapping[str, Any]) -> Any: ...
+    def emit_raw(self, key: bytes | None, value: bytes | None) -> Any: ...
+    def flush(self, timeout: float | None = None) -> None: ...
+
+
+def simulate(
+    producer: _Emitter,
+    model: LearnerModel,
+    *,
+    rate: float,
+    duration: float | None = None,
+    count: int | None = None,
+    invalid_share: float = 0.0,
+    stop: Callable[[], bool] = lambda: False,
+) -> SimulationReport:
+    """Publish the model's attempts at ``rate`` per second until duration, count or stop()."""
+    report = SimulationReport()
+    rng = random.Random(model.seed + 1)
+    started = time.monotonic()
+    tick = 0.05
+    due = 0.0
+    try:
+        while not stop():
+            elapsed = time.monotonic() - started
+            if duration is not None and elapsed >= duration:
+                break
+            due = rate * elapsed - report.sent - report.malformed
+            for _ in range(int(due)):
+                if count is not None and report.sent + report.malformed >= count:
+                    return report
+                if invalid_share and rng.random() < invalid_share:
+                    producer.emit_raw(b"0", _MALFORMED[rng.randrange(len(_MALFORMED))])
+                    report.malformed += 1
+                else:
+                    producer.emit(model.next_attempt())
+                    report.sent += 1
+            if count is not None and report.sent + report.malformed >= count:
+                break
+            time.sleep(tick)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        producer.flush()
+        report.seconds = time.monotonic() - started
+    return report
+
+
+_MALFORMED = (
+    b"{not json",
+    b'{"attempt_id": "x", "user_id": "seven"}',
+    b'{"attempt_id": "x", "user_id": 1, "sub_topic_id": 1, "learning_mode": "cram", '
+    b'"question_id": 1, "difficulty": "easy", "is_correct": true, "occurred_at": 0}',
+)

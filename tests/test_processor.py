@@ -35,6 +35,7 @@ class Rec:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int = 0
 
 
 class Crash(BaseException):

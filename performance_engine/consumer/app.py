@@ -17,11 +17,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import faust
+from faust.exceptions import ConsumerNotStarted
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
 from faust.types import TP, ConsumerT
 from mode import Service
 
-from performance_engine.consumer.processor import BatchAbandoned, BatchProcessor, Record
+from performance_engine.consumer.metrics import EngineMetrics
+from performance_engine.consumer.processor import (
+    BatchAbandoned,
+    BatchProcessor,
+    Counters,
+    Record,
+)
+from performance_engine.consumer.web import install_views
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.plugins import build_calculator
 from performance_engine.settings import Settings
@@ -114,6 +122,34 @@ class EngineService(Service):
         self.store: AsyncStatsStore | None = None
         self.processor: BatchProcessor | None = None
         self._in_flight = asyncio.Lock()
+        self.metrics = EngineMetrics(self._counters, self.lag)
+
+    def _counters(self) -> Counters | None:
+        return self.processor.counters if self.processor is not None else None
+
+    def _assignment(self) -> set[TP]:
+        try:
+            return set(self.app.consumer.assignment())
+        except ConsumerNotStarted:
+            return set()
+
+    def assigned_partitions(self) -> set[int]:
+        topic = self.app.settings.attempts_topic
+        return {tp.partition for tp in self._assignment() if tp.topic == topic}
+
+    def lag(self) -> dict[int, int]:
+        """Per assigned partition: the high watermark minus the next offset to read."""
+        consumer = cast(BatchConsumer, self.app.consumer)
+        topic = self.app.settings.attempts_topic
+        lags: dict[int, int] = {}
+        for tp in self._assignment():
+            if tp.topic != topic:
+                continue
+            high = consumer.highwater(tp)
+            position = consumer._read_offset.get(tp)
+            if high is not None and position is not None:
+                lags[tp.partition] = max(high - position, 0)
+        return lags
 
     async def on_start(self) -> None:
         app, settings = self.app, self.app.settings
@@ -130,7 +166,9 @@ class EngineService(Service):
                 await producer.send(topic, key, value, None, None, headers or None),
             )
 
-        self.processor = BatchProcessor(settings, self.calculator, self.store, publish)
+        self.processor = BatchProcessor(
+            settings, self.calculator, self.store, publish, on_batch=self.metrics.observe_batch
+        )
         app.on_partitions_revoked.connect(self._on_revoked)
         app.batch_handler = self.handle_batch
         app.engine_ready.set()
@@ -196,5 +234,7 @@ def create_app(settings: Settings, calculator: MetricsCalculator | None = None) 
     )
     app.topics.add(attempts)
 
-    app.service(cast(Any, EngineService(app, calculator, beacon=app.beacon)))
+    service = EngineService(app, calculator, beacon=app.beacon)
+    app.service(cast(Any, service))
+    install_views(app, service)
     return app

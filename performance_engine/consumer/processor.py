@@ -58,6 +58,8 @@ class Record(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> int: ...
 
 
 #: Sends one record (topic, key, value, headers); awaiting it queues the record, awaiting
@@ -84,8 +86,6 @@ class Counters:
     write_conflicts: int = 0
     redis_retries: int = 0
     publish_retries: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
-    batch_seconds: list[float] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -107,7 +107,7 @@ class BatchProcessor:
         publish: Publisher,
         *,
         max_backoff: float = 5.0,
-        on_batch: Callable[[Counters], None] | None = None,
+        on_batch: Callable[[int, float, float], None] | None = None,
     ) -> None:
         self.settings = settings
         self.calculator = calculator
@@ -141,10 +141,18 @@ class BatchProcessor:
         counters = self.counters
         counters.batches += 1
         counters.records += len(records)
-        counters.batch_sizes.append(len(records))
-        counters.batch_seconds.append(time.perf_counter() - started)
-        if self._on_batch is not None:
-            self._on_batch(counters)
+        if self._on_batch is not None and records:
+            oldest = min(r.timestamp for r in records) / 1000
+            self._on_batch(len(records), time.perf_counter() - started, time.time() - oldest)
+
+    @property
+    def on_batch(self) -> Callable[[int, float, float], None] | None:
+        """Called after each batch with (records, seconds it took, age of its oldest record)."""
+        return self._on_batch
+
+    @on_batch.setter
+    def on_batch(self, callback: Callable[[int, float, float], None] | None) -> None:
+        self._on_batch = callback
 
     def _decode(
         self, records: Sequence[Record]

@@ -46,6 +46,7 @@ __all__ = [
     "LoadResult",
     "RowError",
     "attempts_to_frame",
+    "frame_attempts",
     "load_attempts",
     "normalise_frame",
 ]
@@ -108,6 +109,15 @@ def load_attempts(
     raise InputFileError(
         f"{path}: unknown file type {suffix!r}; use .csv, .jsonl (JSON Lines) or .parquet"
     )
+
+
+def frame_attempts(frame: pd.DataFrame) -> list[Attempt]:
+    """The attempts of a normalised frame, in order (one Python object per row)."""
+    from performance_engine.metrics.base import attempt_from_row
+
+    names = np.array([d.value for d in DIFFICULTIES], dtype=object)
+    rows = frame.assign(difficulty=names[frame["difficulty"].to_numpy(np.int64)])
+    return [attempt_from_row(row) for row in rows.to_dict("records")]
 
 
 def attempts_to_frame(attempts: list[Attempt]) -> pd.DataFrame:

@@ -1,0 +1,124 @@
+"""The worker's Prometheus metrics, served at ``GET /metrics``.
+
+Counters are read from the processor's running totals at scrape time (no second
+bookkeeping on the hot path); histograms are observed once per batch.
+
+=========================================  ===============================================
+``perf_engine_attempts_processed_total``   valid attempts handled, ``result`` = applied or
+                                           duplicate
+``perf_engine_attempts_rejected_total``    records sent to the dead-letter topic, by
+                                           ``reason`` (the error class)
+``perf_engine_stats_published_total``      ``stats-updated`` events published
+``perf_engine_batches_total``              batches completed
+``perf_engine_redis_retries_total``        Redis calls retried (Redis down or failing)
+``perf_engine_publish_retries_total``      publish rounds retried (broker failing)
+``perf_engine_write_conflicts_total``      compare-and-set writes refused (scope changed
+                                           elsewhere) and redone
+``perf_engine_batch_size``                 records per batch (histogram)
+``perf_engine_batch_duration_seconds``     processing time of a batch (histogram)
+``perf_engine_attempt_latency_seconds``    age of each batch's oldest record when the batch
+                                           became durable and published (histogram)
+``perf_engine_consumer_lag``               records not yet read, per ``partition`` (gauge)
+=========================================  ===============================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from performance_engine.consumer.processor import Counters
+
+__all__ = ["EngineMetrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _Totals(Collector):
+    def __init__(
+        self, counters: Callable[[], Counters | None], lag: Callable[[], Mapping[int, int]]
+    ) -> None:
+        self._counters = counters
+        self._lag = lag
+
+    def collect(self) -> Iterator[Metric]:
+        counters = self._counters() or Counters()
+        processed = CounterMetricFamily(
+            "perf_engine_attempts_processed", "Valid attempts handled.", labels=["result"]
+        )
+        processed.add_metric(["applied"], counters.attempts_applied)
+        processed.add_metric(["duplicate"], counters.duplicates)
+        yield processed
+        rejected = CounterMetricFamily(
+            "perf_engine_attempts_rejected",
+            "Records sent to the dead-letter topic.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(counters.rejected.items()):
+            rejected.add_metric([reason], count)
+        yield rejected
+        for name, help_text, value in (
+            (
+                "perf_engine_stats_published",
+                "stats-updated events published.",
+                counters.stats_published,
+            ),
+            ("perf_engine_batches", "Batches completed.", counters.batches),
+            ("perf_engine_redis_retries", "Redis calls retried.", counters.redis_retries),
+            ("perf_engine_publish_retries", "Publish rounds retried.", counters.publish_retries),
+            (
+                "perf_engine_write_conflicts",
+                "Compare-and-set writes refused and redone.",
+                counters.write_conflicts,
+            ),
+        ):
+            yield CounterMetricFamily(name, help_text, value=value)
+        lag = GaugeMetricFamily(
+            "perf_engine_consumer_lag",
+            "Records not yet read, per partition.",
+            labels=["partition"],
+        )
+        for partition, value in sorted(self._lag().items()):
+            lag.add_metric([str(partition)], value)
+        yield lag
+
+
+class EngineMetrics:
+    """A registry of the worker's metrics (one per app, never the global one)."""
+
+    def __init__(
+        self,
+        counters: Callable[[], Counters | None],
+        lag: Callable[[], Mapping[int, int]] = dict,
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Totals(counters, lag))
+        self.batch_size = Histogram(
+            "perf_engine_batch_size",
+            "Records per batch.",
+            registry=self.registry,
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 20000),
+        )
+        self.batch_duration = Histogram(
+            "perf_engine_batch_duration_seconds",
+            "Processing time of a batch.",
+            registry=self.registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.latency = Histogram(
+            "perf_engine_attempt_latency_seconds",
+            "Age of each batch's oldest record when the batch was durable and published.",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+
+    def observe_batch(self, records: int, seconds: float, oldest_age: float) -> None:
+        self.batch_size.observe(records)
+        self.batch_duration.observe(seconds)
+        self.latency.observe(max(oldest_age, 0.0))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,108 @@
+"""The worker's HTTP views (Faust's web server, port ``PERF_ENGINE_WEB_PORT``).
+
+* ``GET /stats/{user_id}/{sub_topic_id}/{learning_mode}``: the SPEC 4 JSON; 404 with a
+  JSON error when the scope has none, 400 for malformed ids, 503 when Redis fails.
+* ``GET /health``: ``{"status", "redis": {...}, "kafka": {...}}``; 200 when both answer,
+  else 503.
+* ``GET /metrics``: Prometheus text (see :mod:`performance_engine.consumer.metrics`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from faust.web import Request, Response, View
+
+from performance_engine.client import scope_key
+from performance_engine.consumer.metrics import CONTENT_TYPE
+from performance_engine.errors import (
+    DatabaseQueryError,
+    InvalidScopeError,
+    UserAttemptsNotFoundError,
+)
+from performance_engine.preflight import bootstrap_hosts
+
+if TYPE_CHECKING:
+    from performance_engine.consumer.app import EngineApp, EngineService
+
+__all__ = ["install_views"]
+
+
+def _int(text: str, name: str) -> int:
+    if not text.isdigit() or not text.isascii():
+        raise InvalidScopeError(f"{name} must be a positive whole number, got {text!r}")
+    return int(text)
+
+
+async def _broker_answers(app: EngineApp) -> tuple[bool, str]:
+    errors = []
+    for host, port in bootstrap_hosts(app.settings):
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
+        except (OSError, TimeoutError) as exc:
+            errors.append(f"{host}:{port}: {exc or 'timed out'}")
+            continue
+        writer.close()
+        return True, ""
+    return False, "; ".join(errors)
+
+
+def install_views(app: EngineApp, service: EngineService) -> None:
+    """Register the engine's views on the app's web server."""
+
+    @app.page("/stats/{user_id}/{sub_topic_id}/{learning_mode}")
+    class StatsView(View):
+        async def get(
+            self, request: Request, user_id: str, sub_topic_id: str, learning_mode: str
+        ) -> Response:
+            try:
+                scope = scope_key(
+                    _int(user_id, "user_id"), _int(sub_topic_id, "sub_topic_id"), learning_mode
+                )
+            except InvalidScopeError as exc:
+                return self.error(400, str(exc))
+            store = service.store
+            if store is None:
+                return self.error(503, "the worker is starting; try again shortly")
+            try:
+                body = await store.stats_json(scope)
+            except UserAttemptsNotFoundError as exc:
+                return self.error(404, str(exc))
+            except DatabaseQueryError as exc:
+                return self.error(503, str(exc))
+            return self.bytes(body, content_type="application/json")
+
+    @app.page("/health")
+    class HealthView(View):
+        async def get(self, request: Request) -> Response:
+            redis_state: dict[str, Any] = {"ok": False}
+            if service.store is None:
+                redis_state["error"] = "not connected yet"
+            else:
+                try:
+                    await service.store.ping()
+                    redis_state["ok"] = True
+                except DatabaseQueryError as exc:
+                    redis_state["error"] = str(exc)
+            broker_ok, broker_error = await _broker_answers(app)
+            kafka_state: dict[str, Any] = {
+                "ok": broker_ok,
+                "assigned_partitions": sorted(service.assigned_partitions()),
+            }
+            if broker_error:
+                kafka_state["error"] = broker_error
+            healthy = redis_state["ok"] and broker_ok
+            return self.json(
+                {
+                    "status": "ok" if healthy else "unavailable",
+                    "redis": redis_state,
+                    "kafka": kafka_state,
+                },
+                status=200 if healthy else 503,
+            )
+
+    @app.page("/metrics")
+    class MetricsView(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(service.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
