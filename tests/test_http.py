@@ -1,0 +1,97 @@
+"""The worker's HTTP endpoints against a running worker (real broker, real Redis)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from performance_engine.settings import Settings
+from performance_engine.synthetic import generate_attempts
+from tests.services import attempt_records, produce, wait_until
+from tests.test_worker import oracle, wait_for_oracle
+
+pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
+
+
+def get(url: str) -> tuple[int, str, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.headers["Content-Type"], response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.read()
+
+
+def samples(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    status, _, body = get(f"{base}/metrics")
+    assert status == 200
+    found = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            found[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+def test_endpoints(stream_settings: Settings, workers: Callable[..., Any]) -> None:
+    worker = workers(stream_settings)
+    base = f"http://127.0.0.1:{worker.env['PERF_ENGINE_WEB_PORT']}"
+
+    def health_ok() -> bool:
+        try:
+            return get(f"{base}/health")[0] == 200
+        except OSError:
+            return False
+
+    wait_until(health_ok, 60, "the worker's web server")
+    status, content_type, body = get(f"{base}/health")
+    health = json.loads(body)
+    assert (status, content_type.split(";")[0]) == (200, "application/json")
+    assert health["status"] == "ok"
+    assert health["redis"] == {"ok": True}
+    assert health["kafka"]["ok"] is True
+
+    before = samples(base)
+    rows = generate_attempts(600, users=6, seed=41)
+    records = [*attempt_records(rows), (b"1", b"{oops"), (b"1", b'{"user_id": "x"}')]
+    expected = oracle(records)
+    produce(stream_settings.kafka_bootstrap, stream_settings.attempts_topic, records)
+    wait_for_oracle(stream_settings, expected)
+
+    for scope, stats in expected.items():
+        status, content_type, body = get(
+            f"{base}/stats/{scope.user_id}/{scope.sub_topic_id}/{scope.learning_mode}"
+        )
+        assert (status, content_type.split(";")[0]) == (200, "application/json")
+        assert json.loads(body) == json.loads(stats.to_json())
+
+    status, content_type, body = get(f"{base}/stats/999999/1/standard")
+    assert (status, content_type.split(";")[0]) == (404, "application/json")
+    assert "no stats for user 999999" in json.loads(body)["error"]
+    for bad in ("abc/1/standard", "1/-2/standard", "1/2/std*"):
+        status, _, body = get(f"{base}/stats/{bad}")
+        assert status == 400, bad
+        assert json.loads(body)["error"]
+
+    def counters_moved() -> bool:
+        after = samples(base)
+        applied = ("perf_engine_attempts_processed_total", (("result", "applied"),))
+        published = ("perf_engine_stats_published_total", ())
+        return (
+            after[applied] - before.get(applied, 0) == 600
+            and after[published] > before.get(published, 0)
+            and after[("perf_engine_attempts_rejected_total", (("reason", "invalid_json"),))] == 1
+            and after[("perf_engine_attempts_rejected_total", (("reason", "invalid_field"),))] == 1
+            and after[("perf_engine_batch_size_count", ())] >= 1
+        )
+
+    wait_until(counters_moved, 20, "the counters to count the attempts")
+    after = samples(base)
+    lags = {k: v for k, v in after.items() if k[0] == "perf_engine_consumer_lag"}
+    assert lags
+    assert all(v == 0 for v in lags.values())
+    assert after[("perf_engine_attempt_latency_seconds_count", ())] >= 1
