@@ -13,9 +13,9 @@ $(BIN)/perf-engine: pyproject.toml
 
 install: $(BIN)/perf-engine
 
-## The main job, embedded: needs nothing but Python (it starts its own Redis if none runs).
+## The main job, embedded: starts its own broker and Redis, a worker and a simulated platform.
 demo: install
-	$(BIN)/python examples/batch_demo.py
+	$(BIN)/perf-engine demo $(DEMO_ARGS)
 
 ## Everything CI runs: fresh venv, Redis if needed, ruff, mypy --strict, pytest.
 test:

@@ -11,7 +11,7 @@ from typing import Any
 
 from performance_engine.errors import ConfigurationError
 
-__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+__all__ = ["ENV_NAMES", "ENV_PREFIX", "Settings", "load_settings"]
 
 ENV_PREFIX = "PERF_ENGINE_"
 
@@ -82,46 +82,77 @@ class Settings:
             )
 
 
+#: The environment variable of each setting.
+ENV_NAMES: dict[str, str] = {
+    "kafka_bootstrap": "PERF_ENGINE_KAFKA_BOOTSTRAP",
+    "redis_url": "PERF_ENGINE_REDIS_URL",
+    "key_prefix": "PERF_ENGINE_KEY_PREFIX",
+    "attempts_topic": "PERF_ENGINE_ATTEMPTS_TOPIC",
+    "stats_topic": "PERF_ENGINE_STATS_TOPIC",
+    "dlq_topic": "PERF_ENGINE_DLQ_TOPIC",
+    "app_id": "PERF_ENGINE_APP_ID",
+    "learning_modes_path": "PERF_ENGINE_LEARNING_MODES",
+    "web_port": "PERF_ENGINE_WEB_PORT",
+    "metrics": "PERF_ENGINE_METRICS",
+    "allow_eviction": "PERF_ENGINE_ALLOW_EVICTION",
+    "partitions": "PERF_ENGINE_PARTITIONS",
+    "replication": "PERF_ENGINE_REPLICATION",
+    "batch_size": "PERF_ENGINE_BATCH_SIZE",
+    "session_timeout": "PERF_ENGINE_SESSION_TIMEOUT",
+    "cache_size": "PERF_ENGINE_CACHE_SIZE",
+    "data_dir": "PERF_ENGINE_DATA_DIR",
+}
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Build :class:`Settings` from ``PERF_ENGINE_*`` variables (``os.environ`` by default)."""
+    """Build :class:`Settings` from the ``PERF_ENGINE_*`` variables (``os.environ`` by default)."""
     env = os.environ if environ is None else environ
+    defaults = Settings()
 
-    def get(name: str, default: str) -> str:
-        value = env.get(ENV_PREFIX + name, "").strip()
-        return value or default
+    def text(field: str) -> str | None:
+        value = env.get(ENV_NAMES[field], "").strip()
+        return value or None
 
-    def number(name: str, default: str, kind: type[int] | type[float] = int) -> Any:
-        text = get(name, default)
+    def number(field: str, kind: type[int] | type[float] = int) -> Any:
+        value = text(field)
+        if value is None:
+            return getattr(defaults, field)
         try:
-            return kind(text)
+            return kind(value)
         except ValueError:
             raise ConfigurationError(
-                f"{ENV_PREFIX}{name}={text!r} is not a number; unset it or give a number"
+                f"{ENV_NAMES[field]}={value!r} is not a number; unset it or give a number"
             ) from None
 
-    def flag(name: str) -> bool:
-        text = get(name, "false").lower()
-        if text not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-            raise ConfigurationError(f"{ENV_PREFIX}{name}={text!r} is not true or false")
-        return text in ("1", "true", "yes", "on")
+    def flag(field: str) -> bool:
+        value = (text(field) or "false").lower()
+        if value not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise ConfigurationError(f"{ENV_NAMES[field]}={value!r} is not true or false")
+        return value in ("1", "true", "yes", "on")
 
-    modes = get("LEARNING_MODES", "")
+    strings = {
+        field: text(field) or getattr(defaults, field)
+        for field in (
+            "kafka_bootstrap",
+            "redis_url",
+            "key_prefix",
+            "attempts_topic",
+            "stats_topic",
+            "dlq_topic",
+            "app_id",
+        )
+    }
+    modes = text("learning_modes_path")
     return Settings(
-        kafka_bootstrap=get("KAFKA_BOOTSTRAP", "localhost:9092"),
-        redis_url=get("REDIS_URL", "redis://localhost:6379/0"),
-        key_prefix=get("KEY_PREFIX", "pe"),
-        attempts_topic=get("ATTEMPTS_TOPIC", "attempts"),
-        stats_topic=get("STATS_TOPIC", "stats-updated"),
-        dlq_topic=get("DLQ_TOPIC", "attempts.dlq"),
-        app_id=get("APP_ID", "performance-engine"),
+        **strings,
         learning_modes_path=Path(modes) if modes else None,
-        web_port=number("WEB_PORT", "6066"),
-        metrics=tuple(item.strip() for item in get("METRICS", "").split(",") if item.strip()),
-        allow_eviction=flag("ALLOW_EVICTION"),
-        partitions=number("PARTITIONS", "8"),
-        replication=number("REPLICATION", "1"),
-        batch_size=number("BATCH_SIZE", "5000"),
-        session_timeout=number("SESSION_TIMEOUT", "30", float),
-        cache_size=number("CACHE_SIZE", "200000"),
-        data_dir=Path(get("DATA_DIR", "/tmp/performance-engine")),
+        web_port=number("web_port"),
+        metrics=tuple(item.strip() for item in (text("metrics") or "").split(",") if item.strip()),
+        allow_eviction=flag("allow_eviction"),
+        partitions=number("partitions"),
+        replication=number("replication"),
+        batch_size=number("batch_size"),
+        session_timeout=number("session_timeout", float),
+        cache_size=number("cache_size"),
+        data_dir=Path(text("data_dir") or defaults.data_dir),
     )

@@ -1,0 +1,16 @@
+# The performance-engine worker. Built by docker-compose.yml; settings come from PERF_ENGINE_*.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PERF_ENGINE_DATA_DIR=/tmp/performance-engine
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY performance_engine ./performance_engine
+RUN pip install . && useradd --create-home --uid 10001 engine
+
+USER engine
+EXPOSE 6066
+CMD ["perf-engine", "worker"]

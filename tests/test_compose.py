@@ -1,0 +1,76 @@
+"""docker-compose.yml and the Dockerfile, checked statically (no Docker engine here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from performance_engine.settings import ENV_NAMES, Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def compose() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return document
+
+
+def test_env_names_cover_every_setting() -> None:
+    assert set(ENV_NAMES) == set(Settings.__dataclass_fields__)
+
+
+def test_services_images_and_kraft() -> None:
+    services = compose()["services"]
+    assert set(services) == {"kafka", "redis", "topics", "worker"}
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert services["topics"]["image"] == services["kafka"]["image"]
+    kafka_env = services["kafka"]["environment"]
+    assert set(kafka_env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert "ZOOKEEPER" not in " ".join(kafka_env)
+    assert services["redis"]["image"].startswith("redis:")
+    command = services["redis"]["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+
+
+def test_health_checks_and_start_order() -> None:
+    services = compose()["services"]
+    for name in ("kafka", "redis", "worker"):
+        assert services[name]["healthcheck"]["test"], name
+    depends = services["worker"]["depends_on"]
+    assert depends == {
+        "kafka": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
+        "topics": {"condition": "service_completed_successfully"},
+    }
+    assert services["topics"]["restart"] == "no"
+
+
+def test_worker_env_matches_the_settings() -> None:
+    worker = compose()["services"]["worker"]
+    env = {k: str(v) for k, v in worker["environment"].items()}
+    assert set(env) <= set(ENV_NAMES.values())
+    settings = load_settings(env)  # every value parses
+    assert settings.kafka_bootstrap == "kafka:9092"
+    assert settings.redis_url == "redis://redis:6379/0"
+    assert worker["ports"] == [f"{settings.web_port}:{settings.web_port}"]
+    assert f":{settings.web_port}/health" in " ".join(worker["healthcheck"]["test"])
+    topics_command = " ".join(compose()["services"]["topics"]["command"])
+    for topic in (settings.attempts_topic, settings.stats_topic, settings.dlq_topic):
+        assert topic in topics_command
+    assert f"--partitions {settings.partitions}" in topics_command
+
+
+def test_dockerfile_builds_the_worker() -> None:
+    assert compose()["services"]["worker"]["build"] == "."
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    lines = [
+        line.split()[0] for line in dockerfile.splitlines() if line and not line.startswith("#")
+    ]
+    assert lines[0] == "FROM"
+    assert "COPY performance_engine ./performance_engine" in dockerfile
+    assert 'CMD ["perf-engine", "worker"]' in dockerfile
+    assert "USER engine" in dockerfile
+    assert "EXPOSE 6066" in dockerfile
