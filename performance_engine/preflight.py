@@ -17,6 +17,7 @@ from performance_engine.store import StatsStore
 
 __all__ = [
     "bootstrap_hosts",
+    "ensure_topics",
     "eviction_policy",
     "require_broker",
     "require_redis",
@@ -100,3 +101,36 @@ def topic_names(settings: Settings) -> set[str]:
         return set(admin.list_topics())
     finally:
         admin.close()
+
+
+def ensure_topics(settings: Settings) -> list[str]:
+    """Create the engine's topics that are missing; returns the names it created.
+
+    The worker calls this before it joins its group, so that its subscription sees the
+    attempts topic with the configured partitions (not one auto-created by a producer).
+    """
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    wanted = [settings.attempts_topic, settings.stats_topic, settings.dlq_topic]
+    missing = [name for name in wanted if name not in topic_names(settings)]
+    if not missing:
+        return []
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=settings.kafka_bootstrap.split(","), bootstrap_timeout_ms=10_000
+        )
+    except KafkaError as exc:
+        raise BrokerUnavailableError(f"Kafka at {settings.kafka_bootstrap} failed: {exc}") from exc
+    try:
+        for name in missing:
+            try:
+                admin.create_topics([NewTopic(name, settings.partitions, settings.replication)])
+            except TopicAlreadyExistsError:
+                continue  # created meanwhile by someone else
+    except KafkaError as exc:
+        raise BrokerUnavailableError(f"creating topics {missing} failed: {exc}") from exc
+    finally:
+        admin.close()
+    return missing

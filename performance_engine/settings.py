@@ -42,7 +42,7 @@ class Settings:
     #: Most records one batch of the worker holds (one Redis round trip, one commit).
     batch_size: int = 5000
     #: Seconds the group waits for a silent worker before giving its partitions away.
-    session_timeout: float = 30.0
+    session_timeout: float = 10.0
     #: Scope states the worker keeps in memory (least recently used go first).
     cache_size: int = 200_000
     #: Faust's data directory (the engine keeps no local state; Faust wants one).

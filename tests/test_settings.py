@@ -25,7 +25,7 @@ def test_defaults_work_on_a_developer_machine() -> None:
         partitions=8,
         replication=1,
         batch_size=5000,
-        session_timeout=30.0,
+        session_timeout=10.0,
         cache_size=200_000,
         data_dir=Path("/tmp/performance-engine"),
     )

@@ -32,6 +32,7 @@ from performance_engine.consumer.processor import (
 from performance_engine.consumer.web import install_views
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.plugins import build_calculator
+from performance_engine.preflight import ensure_topics
 from performance_engine.settings import Settings
 from performance_engine.store import AsyncStatsStore
 
@@ -95,6 +96,13 @@ class EngineApp(faust.App):
     settings: Settings
     batch_handler: BatchHandler | None = None
 
+    async def on_start(self) -> None:
+        """Create missing topics before the consumer subscribes (so it sees them)."""
+        created = await asyncio.to_thread(ensure_topics, self.settings)
+        if created:
+            logger.info("created topics %s", ", ".join(created))
+        await super().on_start()
+
     @property
     def engine_ready(self) -> asyncio.Event:
         event: asyncio.Event | None = self.__dict__.get("_engine_ready")
@@ -153,8 +161,6 @@ class EngineService(Service):
 
     async def on_start(self) -> None:
         app, settings = self.app, self.app.settings
-        for name in (settings.stats_topic, settings.dlq_topic):
-            await app.topic(name, partitions=settings.partitions).maybe_declare()
         self.store = AsyncStatsStore.from_settings(settings)
         producer = app.producer
 
