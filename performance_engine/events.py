@@ -11,6 +11,7 @@ of :data:`DLQ_HEADERS`.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 
@@ -73,8 +74,16 @@ _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(StatsUpdated)
 
 
+_NAMESPACE_BYTES = EVENT_NAMESPACE.bytes
+
+
 def event_id(scope: ScopeKey, version: int) -> str:
-    return str(uuid.uuid5(EVENT_NAMESPACE, f"{scope}:{version}"))
+    """``uuid.uuid5(EVENT_NAMESPACE, f"{scope}:{version}")``, without the UUID object."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{scope}:{version}".encode()).digest())
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest[:16].hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def stats_event(

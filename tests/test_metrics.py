@@ -258,3 +258,13 @@ def test_stats_json_round_trip_is_exact() -> None:
         "medium": "incomplete",
         "hard": "incomplete",
     }
+
+
+def test_timestamps_format_like_datetime() -> None:
+    from datetime import UTC, datetime
+
+    from performance_engine.metrics.builtin import format_timestamp
+
+    for millis in (0, 999, 1_795_510_800_123, 253_402_300_799_999, 951_782_400_000):
+        moment = datetime.fromtimestamp(millis / 1000, tz=UTC)
+        assert format_timestamp(millis) == f"{moment:%Y-%m-%dT%H:%M:%S}.{millis % 1000:03d}Z"

@@ -15,6 +15,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from performance_engine.consumer.processor import BatchProcessor
+from performance_engine.consumer.publisher import BatchPublisher
 from performance_engine.events import decode_stats_event
 from performance_engine.metrics.attempt import attempt_from_mapping
 from performance_engine.metrics.batch import compute_stats
@@ -70,11 +71,10 @@ def test_crash_after_the_write_then_redelivery(stream_settings: Settings) -> Non
         await producer.start()
         try:
 
-            async def dies(*args: Any) -> Any:
+            async def dies(topic: str, records: Any) -> None:
                 raise Crash
 
-            async def publish(topic: str, key: bytes | None, value: bytes | None, h: Any) -> Any:
-                return await producer.send(topic, value, key=key, headers=h or None)
+            publish = BatchPublisher(producer).publish
 
             calculator = MetricsCalculator()
             first = BatchProcessor(stream_settings, calculator, store, dies)
@@ -109,9 +109,7 @@ def test_two_writers_with_stale_caches_never_double_count(stream_settings: Setti
         producer = AIOKafkaProducer(bootstrap_servers=stream_settings.kafka_bootstrap)
         await producer.start()
         try:
-
-            async def publish(topic: str, key: bytes | None, value: bytes | None, h: Any) -> Any:
-                return await producer.send(topic, value, key=key, headers=h or None)
+            publish = BatchPublisher(producer).publish
 
             calculator = MetricsCalculator()
             a = BatchProcessor(stream_settings, calculator, store, publish)

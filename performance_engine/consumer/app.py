@@ -29,6 +29,7 @@ from performance_engine.consumer.processor import (
     Counters,
     Record,
 )
+from performance_engine.consumer.publisher import BatchPublisher
 from performance_engine.consumer.web import install_views
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.plugins import build_calculator
@@ -162,18 +163,13 @@ class EngineService(Service):
     async def on_start(self) -> None:
         app, settings = self.app, self.app.settings
         self.store = AsyncStatsStore.from_settings(settings)
-        producer = app.producer
-
-        async def publish(
-            topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
-        ) -> Awaitable[Any]:
-            return cast(
-                Awaitable[Any],
-                await producer.send(topic, key, value, None, None, headers or None),
-            )
-
+        publisher = BatchPublisher(cast(Any, app.producer)._ensure_producer())
         self.processor = BatchProcessor(
-            settings, self.calculator, self.store, publish, on_batch=self.metrics.observe_batch
+            settings,
+            self.calculator,
+            self.store,
+            publisher.publish,
+            on_batch=self.metrics.observe_batch,
         )
         app.on_partitions_revoked.connect(self._on_revoked)
         app.batch_handler = self.handle_batch
@@ -230,6 +226,7 @@ def create_app(settings: Settings, calculator: MetricsCalculator | None = None) 
         broker_max_poll_records=settings.batch_size,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_max_batch_size=1_000_000,
     )
     app.settings = settings
     attempts = app.topic(

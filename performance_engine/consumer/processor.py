@@ -27,8 +27,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
+from performance_engine.consumer.publisher import OutRecord
 from performance_engine.errors import DatabaseQueryError, InvalidAttemptError
 from performance_engine.events import Source, dead_letter_headers, stats_event
 from performance_engine.metrics.attempt import Attempt, decode_attempt
@@ -62,11 +63,8 @@ class Record(Protocol):
     def timestamp(self) -> int: ...
 
 
-#: Sends one record (topic, key, value, headers); awaiting it queues the record, awaiting
-#: the result waits until the broker has it.
-Publisher = Callable[
-    [str, bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[Awaitable[Any]]
-]
+#: Sends records (key, value, headers) to a topic; returns when the broker has them all.
+Publisher = Callable[[str, Sequence[OutRecord]], Awaitable[None]]
 
 
 class BatchAbandoned(Exception):
@@ -229,18 +227,23 @@ class BatchProcessor:
     ) -> None:
         settings = self.settings
 
-        async def send_all() -> None:
-            acks = [
-                await self.publish(settings.stats_topic, key, value, []) for key, value in events
-            ]
-            for record, error in dead:
-                headers = dead_letter_headers(
+        dead_letters: list[OutRecord] = [
+            (
+                record.key,
+                record.value,
+                dead_letter_headers(
                     error.error_class, error.reason, record.topic, record.partition, record.offset
-                )
-                acks.append(
-                    await self.publish(settings.dlq_topic, record.key, record.value, headers)
-                )
-            await asyncio.gather(*acks)
+                ),
+            )
+            for record, error in dead
+        ]
+        stats_records: list[OutRecord] = [(key, value, []) for key, value in events]
+
+        async def send_all() -> None:
+            await asyncio.gather(
+                self.publish(settings.stats_topic, stats_records),
+                self.publish(settings.dlq_topic, dead_letters),
+            )
 
         await self._retry("publishing", send_all, retry_on=Exception)
         self.counters.stats_published += len(events)

@@ -55,9 +55,13 @@ _INCOMPLETE = CompletionStatusEnum.INCOMPLETE
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
-@lru_cache(maxsize=4096)
-def _day(days: int) -> str:
-    return date.fromordinal(_EPOCH_ORDINAL + days).isoformat()
+@lru_cache(maxsize=65536)
+def _second(seconds: int) -> str:
+    days, second_of_day = divmod(seconds, 86400)
+    hours, rest = divmod(second_of_day, 3600)
+    minutes, secs = divmod(rest, 60)
+    day = date.fromordinal(_EPOCH_ORDINAL + days).isoformat()
+    return f"{day}T{hours:02d}:{minutes:02d}:{secs:02d}."
 
 
 def format_timestamp(epoch_ms: int | None) -> str | None:
@@ -65,10 +69,7 @@ def format_timestamp(epoch_ms: int | None) -> str | None:
     if epoch_ms is None:
         return None
     seconds, millis = divmod(epoch_ms, 1000)
-    days, second_of_day = divmod(seconds, 86400)
-    hours, rest = divmod(second_of_day, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{_day(days)}T{hours:02d}:{minutes:02d}:{secs:02d}.{millis:03d}Z"
+    return f"{_second(seconds)}{millis:03d}Z"
 
 
 def builtin_fields(state: ScopeState, required: tuple[int, int, int]) -> dict[str, Any]:

@@ -85,6 +85,8 @@ class MetricsCalculator:
         return self._frame
 
     def new_state(self) -> ScopeState:
+        if not self._incremental:
+            return ScopeState()
         return ScopeState(custom={m.name: m.initial() for m in self._incremental})
 
     def apply(self, state: ScopeState, attempt: Attempt, fp: int | None = None) -> bool:
