@@ -185,3 +185,11 @@ def test_watch(stream_settings: Settings) -> None:
     unreachable = cli(broker_down, "watch")
     assert unreachable.returncode == 1
     assert len(unreachable.stderr.strip().splitlines()) == 1
+
+
+def test_simulate_unreachable_broker(stream_settings: Settings) -> None:
+    broker_down = down(stream_settings, kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    done = cli(broker_down, "simulate", "--count", "5")
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("perf-engine simulate: error: Kafka at 127.0.0.1:")
