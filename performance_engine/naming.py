@@ -2,10 +2,14 @@
 
 Layout (``{prefix}`` is ``PERF_ENGINE_KEY_PREFIX``, ``pe`` by default)::
 
-    {prefix}:{u<user_id>}:<sub_topic_id>:<learning_mode>    hash, one per scope
-        v    version: distinct attempts applied (decimal)
-        s    rolling state (msgpack, see metrics/state.py)
-        j    latest PerformanceStatsData as JSON (SPEC 4)
+    {prefix}:{u<user_id>}:<sub_topic_id>:<learning_mode>    a string, one per scope:
+        bytes 0-7     version: distinct attempts applied (unsigned, big-endian)
+        bytes 8-11    n, the length of the state (unsigned, big-endian)
+        next n bytes  rolling state (msgpack, see metrics/state.py)
+        the rest      latest PerformanceStatsData as JSON (SPEC 4)
+
+One string rather than a hash: a hash whose values exceed ``hash-max-listpack-value``
+(64 bytes by default) becomes a hash table and costs about 300 bytes more per scope.
 
 The ``{u<user_id>}`` part is a Redis Cluster hash tag: every key of one learner hashes to
 the same slot, so a learner's scopes can be written together. ``user_id`` and

@@ -43,6 +43,8 @@ class Settings:
     batch_size: int = 5000
     #: Seconds the group waits for a silent worker before giving its partitions away.
     session_timeout: float = 10.0
+    #: Longest the broker may hold a fetch waiting for records (lower: less latency).
+    fetch_max_wait_ms: int = 10
     #: Scope states the worker keeps in memory (least recently used go first).
     cache_size: int = 200_000
     #: Faust's data directory (the engine keeps no local state; Faust wants one).
@@ -68,6 +70,7 @@ class Settings:
             ("replication", 1),
             ("batch_size", 1),
             ("cache_size", 0),
+            ("fetch_max_wait_ms", 0),
         ):
             if getattr(self, name) < low:
                 raise ConfigurationError(
@@ -100,6 +103,7 @@ ENV_NAMES: dict[str, str] = {
     "batch_size": "PERF_ENGINE_BATCH_SIZE",
     "session_timeout": "PERF_ENGINE_SESSION_TIMEOUT",
     "cache_size": "PERF_ENGINE_CACHE_SIZE",
+    "fetch_max_wait_ms": "PERF_ENGINE_FETCH_MAX_WAIT_MS",
     "data_dir": "PERF_ENGINE_DATA_DIR",
 }
 
@@ -154,5 +158,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         batch_size=number("batch_size"),
         session_timeout=number("session_timeout", float),
         cache_size=number("cache_size"),
+        fetch_max_wait_ms=number("fetch_max_wait_ms"),
         data_dir=Path(text("data_dir") or defaults.data_dir),
     )

@@ -9,6 +9,7 @@ Key layout: see :mod:`performance_engine.naming`.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,35 +29,52 @@ __all__ = [
     "ScopeWrite",
     "StatsStore",
     "StoredScope",
+    "pack_scope",
     "redact_url",
+    "stats_of",
+    "unpack_scope",
 ]
 
-# KEYS: scope hashes; ARGV: four values per key: expected version, new version, state,
-# stats JSON. Each key is written only if its stored version is the expected one.
-# Returns the 1-based positions of the refused keys.
+# KEYS: scope keys; ARGV: two values per key: the expected 8-byte version header ('' for
+# a scope not yet stored) and the new value. A key is written only if its stored header is
+# the expected one. Returns the 1-based positions of the refused keys.
 WRITE_SCOPES_LUA = """
 local refused = {}
 for i, key in ipairs(KEYS) do
-  local at = (i - 1) * 4
-  local current = tonumber(redis.call('HGET', key, 'v') or '0')
-  if current == tonumber(ARGV[at + 1]) then
-    redis.call('HSET', key, 'v', ARGV[at + 2], 's', ARGV[at + 3], 'j', ARGV[at + 4])
+  if redis.call('GETRANGE', key, 0, 7) == ARGV[2 * i - 1] then
+    redis.call('SET', key, ARGV[2 * i])
   else
     refused[#refused + 1] = i
   end
 end
 return refused
 """
-# KEYS: scope hashes. Returns, per key, {state, stats JSON} (false where absent).
-READ_SCOPES_LUA = """
-local found = {}
-for i, key in ipairs(KEYS) do
-  found[i] = redis.call('HMGET', key, 's', 'j')
-end
-return found
-"""
-#: Scopes per script call: bounds how long one call holds Redis (~1 ms).
+#: Scopes per script call or MGET: bounds how long one call holds Redis (~1 ms).
 SCRIPT_BATCH = 256
+_HEADER = struct.Struct(">QI")  # version, length of the state
+
+
+def pack_scope(state: ScopeState, stats_json: bytes) -> bytes:
+    """A scope's stored value: version and state length, the state, then the stats JSON."""
+    encoded = encode_state(state)
+    return _HEADER.pack(state.version, len(encoded)) + encoded + stats_json
+
+
+def unpack_scope(value: bytes) -> tuple[ScopeState, bytes]:
+    """The state and the stats JSON of a stored value."""
+    _version, length = _HEADER.unpack_from(value)
+    start = _HEADER.size
+    return decode_state(value[start : start + length]), value[start + length :]
+
+
+def stats_of(value: bytes) -> bytes:
+    """Only the stats JSON of a stored value (the state is not decoded)."""
+    _version, length = _HEADER.unpack_from(value)
+    return value[_HEADER.size + length :]
+
+
+def _expected_header(version: int) -> bytes:
+    return version.to_bytes(8, "big") if version else b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +120,11 @@ def _batches(items: Sequence[Any]) -> list[Sequence[Any]]:
     return [items[i : i + SCRIPT_BATCH] for i in range(0, len(items), SCRIPT_BATCH)]
 
 
-def _stored(values: Sequence[Any]) -> StoredScope | None:
-    state, stats = values
-    if state is None:
+def _stored(value: bytes | None) -> StoredScope | None:
+    if value is None:
         return None
-    return StoredScope(decode_state(state), stats or b"")
+    state, stats = unpack_scope(value)
+    return StoredScope(state, stats)
 
 
 def _not_found(scope: ScopeKey) -> UserAttemptsNotFoundError:
@@ -120,7 +138,7 @@ def _not_found(scope: ScopeKey) -> UserAttemptsNotFoundError:
 def _write_args(batch: Sequence[ScopeWrite]) -> list[Any]:
     args: list[Any] = []
     for w in batch:
-        args += (w.expected_version, w.state.version, encode_state(w.state), w.stats_json)
+        args += (_expected_header(w.expected_version), pack_scope(w.state, w.stats_json))
     return args
 
 
@@ -136,7 +154,6 @@ class StatsStore:
         self.keys = keys
         self.url = url
         self._write = client.register_script(WRITE_SCOPES_LUA)
-        self._read = client.register_script(READ_SCOPES_LUA)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StatsStore:
@@ -161,12 +178,12 @@ class StatsStore:
     def stats_json(self, scope: ScopeKey) -> bytes:
         """The stored stats JSON of a scope, or UserAttemptsNotFoundError."""
         try:
-            raw = self.client.hget(self.keys.for_scope(scope), "j")
+            raw = self.client.get(self.keys.for_scope(scope))
         except redis.RedisError as exc:
             raise _failure(self.url, exc) from exc
-        if raw is None:
+        if not isinstance(raw, bytes):
             raise _not_found(scope)
-        return raw if isinstance(raw, bytes) else raw.encode()
+        return stats_of(raw)
 
     def stats(self, scope: ScopeKey) -> PerformanceStatsData:
         return PerformanceStatsData.from_json(self.stats_json(scope))
@@ -176,7 +193,7 @@ class StatsStore:
         try:
             with self.client.pipeline(transaction=False) as pipe:
                 for batch in _batches(scopes):
-                    self._read(keys=[self.keys.for_scope(s) for s in batch], client=pipe)
+                    pipe.mget([self.keys.for_scope(s) for s in batch])
                 replies = pipe.execute()
         except redis.RedisError as exc:
             raise _failure(self.url, exc) from exc
@@ -206,7 +223,6 @@ class AsyncStatsStore:
         self.keys = keys
         self.url = url
         self._write = client.register_script(WRITE_SCOPES_LUA)
-        self._read = client.register_script(READ_SCOPES_LUA)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AsyncStatsStore:
@@ -230,12 +246,12 @@ class AsyncStatsStore:
 
     async def stats_json(self, scope: ScopeKey) -> bytes:
         try:
-            raw = await self.client.hget(self.keys.for_scope(scope), "j")
+            raw = await self.client.get(self.keys.for_scope(scope))
         except redis.RedisError as exc:
             raise _failure(self.url, exc) from exc
-        if raw is None:
+        if not isinstance(raw, bytes):
             raise _not_found(scope)
-        return raw if isinstance(raw, bytes) else raw.encode()
+        return stats_of(raw)
 
     async def stats(self, scope: ScopeKey) -> PerformanceStatsData:
         return PerformanceStatsData.from_json(await self.stats_json(scope))
@@ -244,7 +260,7 @@ class AsyncStatsStore:
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 for batch in _batches(scopes):
-                    await self._read(keys=[self.keys.for_scope(s) for s in batch], client=pipe)
+                    pipe.mget([self.keys.for_scope(s) for s in batch])
                 replies = await pipe.execute()
         except redis.RedisError as exc:
             raise _failure(self.url, exc) from exc

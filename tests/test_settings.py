@@ -27,6 +27,7 @@ def test_defaults_work_on_a_developer_machine() -> None:
         batch_size=5000,
         session_timeout=10.0,
         cache_size=200_000,
+        fetch_max_wait_ms=10,
         data_dir=Path("/tmp/performance-engine"),
     )
 
@@ -47,6 +48,7 @@ def test_every_variable_is_read() -> None:
         "PERF_ENGINE_BATCH_SIZE": "100",
         "PERF_ENGINE_SESSION_TIMEOUT": "7.5",
         "PERF_ENGINE_CACHE_SIZE": "0",
+        "PERF_ENGINE_FETCH_MAX_WAIT_MS": "100",
         "PERF_ENGINE_DATA_DIR": "/var/lib/pe",
         "PERF_ENGINE_METRICS": "a.b:C, d:E",
     }
@@ -65,6 +67,7 @@ def test_every_variable_is_read() -> None:
         batch_size=100,
         session_timeout=7.5,
         cache_size=0,
+        fetch_max_wait_ms=100,
         data_dir=Path("/var/lib/pe"),
         metrics=("a.b:C", "d:E"),
     )

@@ -29,7 +29,7 @@ from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.loader import load_attempts
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 from performance_engine.settings import Settings
-from performance_engine.store import AsyncStatsStore, ScopeWrite, StatsStore
+from performance_engine.store import AsyncStatsStore, ScopeWrite, StatsStore, unpack_scope
 from performance_engine.synthetic import generate_attempts
 
 pytestmark = pytest.mark.redis
@@ -56,7 +56,7 @@ def oracle(path: Path) -> dict[ScopeKey, PerformanceStatsData]:
 
 
 def dump(client: redis.Redis, prefix: str) -> dict[Any, Any]:
-    return {key: client.hgetall(key) for key in client.scan_iter(match=f"{prefix}:*")}
+    return {key: client.get(key) for key in client.scan_iter(match=f"{prefix}:*")}
 
 
 def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -183,6 +183,11 @@ def test_keys_live_under_the_prefix_with_a_user_hash_tag(
     keys = [k.decode() for k in redis_client.scan_iter(match=f"{settings.key_prefix}:*")]
     assert len(keys) == report.scopes
     for key in keys:
+        value = redis_client.get(key)
+        assert isinstance(value, bytes)
+        state, stats_json = unpack_scope(value)
+        assert value[:8] == state.version.to_bytes(8, "big")
+        assert json.loads(stats_json)["version"] == state.version
         prefix, tag, sub, mode = key.split(":")
         assert prefix == settings.key_prefix
         assert (tag[:2], tag[-1], tag[2:-1].isdigit()) == ("{u", "}", True)

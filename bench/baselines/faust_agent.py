@@ -15,9 +15,9 @@ from performance_engine.errors import InvalidAttemptError
 from performance_engine.events import Source, stats_event
 from performance_engine.metrics.attempt import decode_attempt
 from performance_engine.metrics.calculator import MetricsCalculator
-from performance_engine.metrics.state import decode_state, encode_state
 from performance_engine.naming import KeySpace
 from performance_engine.settings import load_settings
+from performance_engine.store import pack_scope, unpack_scope
 
 settings = load_settings()
 calculator = MetricsCalculator()
@@ -53,13 +53,11 @@ async def process(stream: StreamT[bytes]) -> None:
             continue
         scope = attempt.scope
         key = keys.for_scope(scope)
-        raw = await client.hget(key, "s")
-        state = decode_state(raw) if isinstance(raw, bytes) else calculator.new_state()
+        raw = await client.get(key)
+        state = unpack_scope(raw)[0] if isinstance(raw, bytes) else calculator.new_state()
         calculator.apply(state, attempt)
         stats_json = calculator.stats(scope, state).to_json()
-        await client.hset(
-            key, mapping={"v": state.version, "s": encode_state(state), "j": stats_json}
-        )
+        await client.set(key, pack_scope(state, stats_json))
         source = Source(message.topic, message.partition, message.offset, attempt.attempt_id)
         event_key, value = stats_event(scope, state.version, stats_json, source)
         await stats_topic.send(key=event_key, value=value)

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import faust
 from faust.exceptions import ConsumerNotStarted
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
 from faust.types import TP, ConsumerT
 from mode import Service
@@ -47,8 +48,25 @@ BatchHandler = Callable[[Sequence[Record]], Awaitable[None]]
 REVOKE_GRACE_SECONDS = 10.0
 
 
+class BatchConsumerThread(AIOKafkaConsumerThread):
+    """Faust's consumer thread, with a fetch wait the engine chooses.
+
+    Faust fixes aiokafka's ``fetch_max_wait_ms`` at 1.5 s; a broker that holds a fetch
+    that long before answering adds as much to every attempt's latency at low rates.
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        settings = cast(EngineApp, self.app).settings
+        consumer._fetch_max_wait_ms = settings.fetch_max_wait_ms  # read when it starts
+        return consumer
+
+
 class BatchConsumer(AIOKafkaFaustConsumer):
     """Faust's aiokafka consumer, delivering the attempts topic a batch at a time."""
+
+    def _new_consumer_thread(self) -> BatchConsumerThread:
+        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:
         app = cast(EngineApp, self.app)
