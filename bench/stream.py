@@ -456,7 +456,7 @@ def main() -> int:
             fmt(r.redis_bytes),
             r.exact,
         )
-    console.print(table)
+    Console(width=170).print(table)
     return 0 if all(r.exact in ("yes", "-") for r in rows) else 1
 
 

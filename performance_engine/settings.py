@@ -46,7 +46,7 @@ class Settings:
     #: Longest the broker may hold a fetch waiting for records (lower: less latency).
     fetch_max_wait_ms: int = 10
     #: Scope states the worker keeps in memory (least recently used go first).
-    cache_size: int = 200_000
+    cache_size: int = 50_000
     #: Faust's data directory (the engine keeps no local state; Faust wants one).
     data_dir: Path = Path("/tmp/performance-engine")
 
