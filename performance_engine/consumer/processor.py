@@ -178,6 +178,7 @@ class BatchProcessor:
         events: list[tuple[bytes, bytes]] = []
         pending = touched
         delay = 0.05
+        now_ms = int(time.time() * 1000)  # one updated_at for the batch
         while pending:
             missing = [scope for scope in pending if scope not in cache]
             if missing:
@@ -213,7 +214,9 @@ class BatchProcessor:
                     cache.pop(w.scope, None)
                 else:
                     events.append(
-                        stats_event(w.scope, w.state.version, w.stats_json, _source(touched, w))
+                        stats_event(
+                            w.scope, w.state.version, w.stats_json, _source(touched, w), now_ms
+                        )
                     )
             if refused:
                 self.counters.write_conflicts += len(refused)

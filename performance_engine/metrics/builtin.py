@@ -76,16 +76,18 @@ def builtin_fields(state: ScopeState, required: tuple[int, int, int]) -> dict[st
     """Every built-in metric of one scope, as PerformanceStatsData fields."""
     a0, a1, a2 = state.attempts
     c0, c1, c2 = state.correct
-    q0, q1, q2 = (len(b) >> 3 for b in state.questions)
-    s0, s1, s2 = (len(b) >> 3 for b in state.solved)
+    questions, solved = state.questions, state.solved
+    q0, q1, q2 = len(questions[0]) >> 3, len(questions[1]) >> 3, len(questions[2]) >> 3
+    s0, s1, s2 = len(solved[0]) >> 3, len(solved[1]) >> 3, len(solved[2]) >> 3
     r0, r1, r2 = required
     done0, done1, done2 = s0 >= r0, s1 >= r1, s2 >= r2
-    passed = [d for d, done in ((E, done0), (M, done1), (H, done2)) if done]
-    failed = [
-        d
-        for d, done, tried in ((E, done0, a0), (M, done1, a1), (H, done2, a2))
-        if tried and not done
-    ]
+    passed = []
+    failed = []
+    for d, done, tried in ((E, done0, a0), (M, done1, a1), (H, done2, a2)):
+        if done:
+            passed.append(d)
+        elif tried:
+            failed.append(d)
     # Exact ranking: compare a/q as fractions by cross-multiplying, via a stable sort.
     tried = [(a, q, d) for a, q, d in ((a0, q0, E), (a1, q1, M), (a2, q2, H)) if a]
     for i in range(1, len(tried)):  # insertion sort of at most three
