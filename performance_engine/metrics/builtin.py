@@ -83,10 +83,10 @@ def builtin_fields(state: ScopeState, required: tuple[int, int, int]) -> dict[st
     done0, done1, done2 = s0 >= r0, s1 >= r1, s2 >= r2
     passed = []
     failed = []
-    for d, done, tried in ((E, done0, a0), (M, done1, a1), (H, done2, a2)):
+    for d, done, count in ((E, done0, a0), (M, done1, a1), (H, done2, a2)):
         if done:
             passed.append(d)
-        elif tried:
+        elif count:
             failed.append(d)
     # Exact ranking: compare a/q as fractions by cross-multiplying, via a stable sort.
     tried = [(a, q, d) for a, q, d in ((a0, q0, E), (a1, q1, M), (a2, q2, H)) if a]
