@@ -70,7 +70,7 @@ class Settings:
             ("replication", 1),
             ("batch_size", 1),
             ("cache_size", 0),
-            ("fetch_max_wait_ms", 0),
+            ("fetch_max_wait_ms", 1),
         ):
             if getattr(self, name) < low:
                 raise ConfigurationError(
