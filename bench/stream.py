@@ -54,7 +54,13 @@ from performance_engine.metrics.loader import normalise_frame  # noqa: E402
 from performance_engine.settings import Settings  # noqa: E402
 from performance_engine.store import StatsStore  # noqa: E402
 from performance_engine.synthetic import attempts_frame  # noqa: E402
-from tests.services import free_port, redis_server_binary, start_tansu, wait_until  # noqa: E402
+from tests.services import (  # noqa: E402
+    free_port,
+    redis_server_binary,
+    start_tansu,
+    wait_until,
+    worker_env,
+)
 
 PYTHON = sys.executable
 ENGINE = [PYTHON, "-m", "performance_engine.cli", "worker", "--loglevel", "info"]
@@ -100,19 +106,7 @@ class Lab:
         )
 
     def env(self, settings: Settings, name: str) -> dict[str, str]:
-        return {
-            **os.environ,
-            "PERF_ENGINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-            "PERF_ENGINE_REDIS_URL": settings.redis_url,
-            "PERF_ENGINE_KEY_PREFIX": settings.key_prefix,
-            "PERF_ENGINE_ATTEMPTS_TOPIC": settings.attempts_topic,
-            "PERF_ENGINE_STATS_TOPIC": settings.stats_topic,
-            "PERF_ENGINE_DLQ_TOPIC": settings.dlq_topic,
-            "PERF_ENGINE_APP_ID": settings.app_id,
-            "PERF_ENGINE_PARTITIONS": str(settings.partitions),
-            "PERF_ENGINE_WEB_PORT": str(free_port()),
-            "PERF_ENGINE_DATA_DIR": str(self.workdir / name),
-        }
+        return worker_env(settings, self.workdir / name)
 
 
 def make_records(count: int, users: int, seed: int = 1) -> tuple[pd.DataFrame, list[Any]]:

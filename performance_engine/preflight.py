@@ -85,18 +85,23 @@ def require_safe_redis(settings: Settings) -> str | None:
     return policy
 
 
-def topic_names(settings: Settings) -> set[str]:
-    """The topics the broker knows (kafka-python admin client)."""
+def _admin(settings: Settings) -> Any:
+    """A kafka-python admin client (the caller closes it)."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
     require_broker(settings)
     try:
-        admin = KafkaAdminClient(
+        return KafkaAdminClient(
             bootstrap_servers=settings.kafka_bootstrap.split(","), bootstrap_timeout_ms=10_000
         )
     except KafkaError as exc:
         raise BrokerUnavailableError(f"Kafka at {settings.kafka_bootstrap} failed: {exc}") from exc
+
+
+def topic_names(settings: Settings) -> set[str]:
+    """The topics the broker knows (kafka-python admin client)."""
+    admin = _admin(settings)
     try:
         return set(admin.list_topics())
     finally:
@@ -109,7 +114,6 @@ def ensure_topics(settings: Settings) -> list[str]:
     The worker calls this before it joins its group, so that its subscription sees the
     attempts topic with the configured partitions (not one auto-created by a producer).
     """
-    from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -117,12 +121,7 @@ def ensure_topics(settings: Settings) -> list[str]:
     missing = [name for name in wanted if name not in topic_names(settings)]
     if not missing:
         return []
-    try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=settings.kafka_bootstrap.split(","), bootstrap_timeout_ms=10_000
-        )
-    except KafkaError as exc:
-        raise BrokerUnavailableError(f"Kafka at {settings.kafka_bootstrap} failed: {exc}") from exc
+    admin = _admin(settings)
     try:
         for name in missing:
             try:

@@ -11,7 +11,7 @@ from typing import Any
 
 from performance_engine.errors import ConfigurationError
 
-__all__ = ["ENV_NAMES", "ENV_PREFIX", "Settings", "load_settings"]
+__all__ = ["ENV_NAMES", "ENV_PREFIX", "Settings", "load_settings", "settings_env"]
 
 ENV_PREFIX = "PERF_ENGINE_"
 
@@ -106,6 +106,24 @@ ENV_NAMES: dict[str, str] = {
     "fetch_max_wait_ms": "PERF_ENGINE_FETCH_MAX_WAIT_MS",
     "data_dir": "PERF_ENGINE_DATA_DIR",
 }
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ``PERF_ENGINE_*`` variables that :func:`load_settings` reads back as ``settings``
+    (for starting another process with the same settings)."""
+    env: dict[str, str] = {}
+    for field, name in ENV_NAMES.items():
+        value = getattr(settings, field)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, tuple):
+            text = ",".join(value)
+        else:
+            text = str(value)
+        env[name] = text
+    return env
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

@@ -19,7 +19,7 @@ import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
-from performance_engine.settings import Settings
+from performance_engine.settings import Settings, settings_env
 
 
 def free_port() -> int:
@@ -167,21 +167,10 @@ class Worker:
 
 
 def worker_env(settings: Settings, data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "PERF_ENGINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "PERF_ENGINE_REDIS_URL": settings.redis_url,
-        "PERF_ENGINE_KEY_PREFIX": settings.key_prefix,
-        "PERF_ENGINE_ATTEMPTS_TOPIC": settings.attempts_topic,
-        "PERF_ENGINE_STATS_TOPIC": settings.stats_topic,
-        "PERF_ENGINE_DLQ_TOPIC": settings.dlq_topic,
-        "PERF_ENGINE_APP_ID": settings.app_id,
-        "PERF_ENGINE_PARTITIONS": str(settings.partitions),
-        "PERF_ENGINE_SESSION_TIMEOUT": str(settings.session_timeout),
-        "PERF_ENGINE_BATCH_SIZE": str(settings.batch_size),
-        "PERF_ENGINE_WEB_PORT": str(free_port()),
-        "PERF_ENGINE_DATA_DIR": str(data_dir),
-    }
+    """The environment of a process started with ``settings`` (own web port and data dir)."""
+    env = {**os.environ, **settings_env(settings)}
+    env["PERF_ENGINE_WEB_PORT"] = str(free_port())
+    env["PERF_ENGINE_DATA_DIR"] = str(data_dir)
     env.update(extra)
     return env
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from performance_engine.metrics.types import ScopeKey
-from performance_engine.settings import Settings
+from performance_engine.settings import Settings, settings_env
 from performance_engine.synthetic import generate_attempts
 from tests.services import RedisServer, free_port, read_topic
 from tests.test_clients import publish_events
@@ -23,15 +23,7 @@ pytestmark = [pytest.mark.kafka]
 def cli(
     settings: Settings, *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "PERF_ENGINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "PERF_ENGINE_REDIS_URL": settings.redis_url,
-        "PERF_ENGINE_KEY_PREFIX": settings.key_prefix,
-        "PERF_ENGINE_ATTEMPTS_TOPIC": settings.attempts_topic,
-        "PERF_ENGINE_STATS_TOPIC": settings.stats_topic,
-        "PERF_ENGINE_DLQ_TOPIC": settings.dlq_topic,
-    }
+    env = {**os.environ, **settings_env(settings)}
     return subprocess.run(
         [sys.executable, "-m", "performance_engine.cli", *args],
         input=stdin,

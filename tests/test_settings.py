@@ -88,3 +88,19 @@ def test_every_variable_is_read() -> None:
 def test_bad_values_are_named(name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         load_settings({f"PERF_ENGINE_{name}": value})
+
+
+def test_settings_env_round_trips() -> None:
+    from performance_engine.settings import settings_env
+
+    for settings in (
+        Settings(),
+        Settings(
+            metrics=("a:B", "c.d:E"),
+            allow_eviction=True,
+            learning_modes_path=Path("/m.toml"),
+            session_timeout=2.5,
+            cache_size=0,
+        ),
+    ):
+        assert load_settings(settings_env(settings)) == settings

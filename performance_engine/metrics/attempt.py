@@ -20,6 +20,7 @@ from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.types import DifficultyEnum, ScopeKey
 
 __all__ = [
+    "ATTEMPT_COLUMNS",
     "ERROR_CLASSES",
     "MAX_EPOCH_MS",
     "MAX_VALUE_BYTES",
@@ -34,6 +35,20 @@ MAX_VALUE_BYTES = 64 * 1024
 MAX_ID = 2**63 - 1
 #: 9999-12-31T23:59:59.999Z, the last instant RFC 3339 can write.
 MAX_EPOCH_MS = 253_402_300_799_999
+
+#: The fields of an attempt as the columns of a frame (files, batch engine, frame metrics).
+ATTEMPT_COLUMNS = (
+    "attempt_id",
+    "user_id",
+    "sub_topic_id",
+    "learning_mode",
+    "question_id",
+    "difficulty",
+    "is_correct",
+    "occurred_at",
+    "attempt_number",
+    "time_spent_ms",
+)
 
 ERROR_CLASSES = (
     "oversized",

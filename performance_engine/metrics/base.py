@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from performance_engine.metrics.attempt import Attempt
+from performance_engine.metrics.attempt import ATTEMPT_COLUMNS, Attempt
 from performance_engine.metrics.state import LogEntry
 from performance_engine.metrics.types import DIFFICULTIES, DifficultyEnum, ScopeKey
 
@@ -38,18 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["FRAME_COLUMNS", "BaseMetric", "IncrementalMetric", "attempt_from_row", "log_frame"]
 
 #: The columns of the frame a frame-based metric receives, in order.
-FRAME_COLUMNS = (
-    "attempt_id",
-    "user_id",
-    "sub_topic_id",
-    "learning_mode",
-    "question_id",
-    "difficulty",
-    "is_correct",
-    "occurred_at",
-    "attempt_number",
-    "time_spent_ms",
-)
+FRAME_COLUMNS = ATTEMPT_COLUMNS
 
 
 class BaseMetric(ABC):

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from performance_engine.errors import InputFileError, InvalidAttemptError
 from performance_engine.metrics.attempt import (
+    ATTEMPT_COLUMNS,
     MAX_EPOCH_MS,
     Attempt,
     attempt_from_mapping,
@@ -51,18 +52,9 @@ __all__ = [
     "normalise_frame",
 ]
 
-REQUIRED_COLUMNS = (
-    "attempt_id",
-    "user_id",
-    "sub_topic_id",
-    "learning_mode",
-    "question_id",
-    "difficulty",
-    "is_correct",
-    "occurred_at",
-)
 OPTIONAL_COLUMNS = ("attempt_number", "time_spent_ms")
-COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+REQUIRED_COLUMNS = tuple(c for c in ATTEMPT_COLUMNS if c not in OPTIONAL_COLUMNS)
+COLUMNS = ATTEMPT_COLUMNS
 _ID_COLUMNS = ("user_id", "sub_topic_id", "question_id")
 _CODE = {d.value: i for i, d in enumerate(DIFFICULTIES)}
 _INT_RE = r"^[0-9]{1,18}$"  # always fits int64; longer numbers take the exact slow path
