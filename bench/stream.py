@@ -334,6 +334,11 @@ def main() -> int:
         help="distinct scopes streamed through for the memory row (0: skip)",
     )
     parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument(
+        "--parts",
+        default="throughput,baselines,two-workers,latency,memory",
+        help="comma-separated parts to run (default: all)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI")
     args = parser.parse_args()
     if args.smoke:
@@ -365,13 +370,17 @@ def main() -> int:
             frame, records = make_records(args.attempts, args.users)
             console.print(f"{len(records):,} attempts over {args.users:,} learners")
 
-            engine, settings, rss = drain(lab, "engine", ENGINE, records, args.partitions)
-            engine.exact = check_exact(settings, frame)
-            engine.redis_bytes = redis_bytes_per_scope(settings)
-            engine.rss_mb = rss
-            rows.append(engine)
-            console.print(f"engine: {engine.rate:,.0f}/s, exact: {engine.exact}")
-            if not args.skip_baselines:
+            parts = set(args.parts.split(","))
+            if args.skip_baselines:
+                parts.discard("baselines")
+            if "throughput" in parts:
+                engine, settings, rss = drain(lab, "engine", ENGINE, records, args.partitions)
+                engine.exact = check_exact(settings, frame)
+                engine.redis_bytes = redis_bytes_per_scope(settings)
+                engine.rss_mb = rss
+                rows.append(engine)
+                console.print(f"engine: {engine.rate:,.0f}/s, exact: {engine.exact}")
+            if "baselines" in parts:
                 agent, _, _ = drain(
                     lab,
                     "faust agent (per event)",
@@ -387,17 +396,19 @@ def main() -> int:
                 rows.append(loop)
                 console.print(f"aiokafka loop: {loop.rate:,.0f}/s")
 
-            two, settings, _ = drain(
-                lab, "engine, 2 workers, 16 partitions", ENGINE, records, 16, workers=2
-            )
-            two.exact = check_exact(settings, frame)
-            rows.append(two)
-            console.print(f"two workers: {two.rate:,.0f}/s, exact: {two.exact}")
+            if "two-workers" in parts:
+                two, settings, _ = drain(
+                    lab, "engine, 2 workers, 16 partitions", ENGINE, records, 16, workers=2
+                )
+                two.exact = check_exact(settings, frame)
+                rows.append(two)
+                console.print(f"two workers: {two.rate:,.0f}/s, exact: {two.exact}")
 
-            rows.append(latency(lab, args.latency_rate, args.latency_seconds, args.users))
-            console.print(f"latency: p99 {rows[-1].p99_ms}")
+            if "latency" in parts:
+                rows.append(latency(lab, args.latency_rate, args.latency_seconds, args.users))
+                console.print(f"latency: p99 {rows[-1].p99_ms}")
 
-            if args.memory_scopes:
+            if "memory" in parts and args.memory_scopes:
                 _distinct_frame, distinct = make_records(
                     args.memory_scopes, args.memory_scopes * 50, seed=3
                 )
