@@ -55,3 +55,15 @@ def test_import_connects_to_nothing_and_skips_faust() -> None:
         env={"PATH": "", "PERF_ENGINE_REDIS_URL": "not-a-url"},
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_the_worker_and_the_client_do_not_load_pandas() -> None:
+    """pandas and pyarrow (about 100 MB) load only for the batch path and frame metrics."""
+    code = (
+        "import sys\n"
+        "import performance_engine, performance_engine.consumer.app, performance_engine.cli\n"
+        "loaded = sorted(m for m in ('pandas', 'pyarrow', 'numpy') if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr

@@ -21,18 +21,17 @@ A metric's value must be JSON-serialisable; it appears under ``custom_metrics[na
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
-
-import numpy as np
-import pandas as pd
 
 from performance_engine.metrics.attempt import ATTEMPT_COLUMNS, Attempt
 from performance_engine.metrics.state import LogEntry
 from performance_engine.metrics.types import DIFFICULTIES, DifficultyEnum, ScopeKey
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pandas.core.groupby import DataFrameGroupBy
 
 __all__ = ["FRAME_COLUMNS", "BaseMetric", "IncrementalMetric", "attempt_from_row", "log_frame"]
@@ -81,6 +80,9 @@ class IncrementalMetric(BaseMetric):
 
 def log_frame(scope: ScopeKey, log: Sequence[LogEntry]) -> pd.DataFrame:
     """A scope's attempt log as the frame a frame-based metric receives."""
+    import numpy as np
+    import pandas as pd
+
     occurred, ids, questions, codes, correct, numbers, spent = (
         zip(*log, strict=True) if log else ((),) * 7
     )
@@ -121,4 +123,8 @@ def attempt_from_row(row: Mapping[Hashable, Any]) -> Attempt:
 
 
 def _optional_int(value: Any) -> int | None:
-    return None if value is None or bool(pd.isna(value)) else int(value)
+    if value is None or type(value).__name__ == "NAType":  # pandas.NA, without pandas
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return int(value)
