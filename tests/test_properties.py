@@ -74,3 +74,20 @@ def test_stats_json_round_trips(stream: list[Attempt]) -> None:
     _, stats = incremental(MetricsCalculator(), stream)
     for record in stats.values():
         assert PerformanceStatsData.from_json(record.to_json()) == record
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=20), max_size=20), st.booleans())
+def test_vectorised_fingerprints_equal_the_streams(ids: list[str], surrogate: bool) -> None:
+    """Also for ids that are not valid UTF-8 (lone surrogates take the slow path)."""
+    import pandas as pd
+
+    from performance_engine.metrics.batch import fingerprints
+    from performance_engine.metrics.state import fingerprint
+
+    assert fingerprints(pd.Series(ids, dtype="str")).tolist() == [fingerprint(i) for i in ids]
+    if surrogate:
+        ids = [*ids, "a\ud800"]
+    want = [fingerprint(i) for i in ids]
+    assert fingerprints(ids).tolist() == want
+    assert fingerprints(pd.Series(ids, dtype=object)).tolist() == want

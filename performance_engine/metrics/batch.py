@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import xxhash
 
 from performance_engine.metrics.base import attempt_from_row
@@ -51,10 +52,12 @@ class BatchResult:
 def fingerprints(attempt_ids: Any) -> np.ndarray[Any, np.dtype[np.uint64]]:
     """The dedup fingerprint of each attempt id (see ``metrics.state.fingerprint``)."""
     digest = xxhash.xxh3_64_intdigest
-    ids = list(attempt_ids)
-    return np.fromiter(
-        (digest(s.encode("utf-8", "surrogatepass")) for s in ids), dtype=np.uint64, count=len(ids)
-    )
+    values = attempt_ids.array if isinstance(attempt_ids, pd.Series) else attempt_ids
+    try:  # Arrow hands out the UTF-8 bytes without a Python str per id
+        blobs = pa.array(values, type=pa.large_string()).cast(pa.large_binary()).to_pylist()
+    except (pa.ArrowException, UnicodeEncodeError):  # e.g. lone surrogates: not UTF-8
+        blobs = [s.encode("utf-8", "surrogatepass") for s in values]
+    return np.fromiter(map(digest, blobs), dtype=np.uint64, count=len(blobs))
 
 
 def compute_stats(
