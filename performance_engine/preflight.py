@@ -17,6 +17,7 @@ from performance_engine.store import StatsStore
 
 __all__ = [
     "bootstrap_hosts",
+    "broker_failed",
     "ensure_topics",
     "eviction_policy",
     "require_broker",
@@ -34,6 +35,14 @@ def bootstrap_hosts(settings: Settings) -> list[tuple[str, int]]:
             raise ConfigurationError(f"PERF_ENGINE_KAFKA_BOOTSTRAP entry {item!r} is not host:port")
         hosts.append((host.strip("[]"), int(port)))
     return hosts
+
+
+def broker_failed(settings: Settings, exc: Exception) -> BrokerUnavailableError:
+    """The error for a Kafka client that failed, saying what to check."""
+    return BrokerUnavailableError(
+        f"Kafka at {settings.kafka_bootstrap} failed: {exc}; check that the broker runs and "
+        "that PERF_ENGINE_KAFKA_BOOTSTRAP points at it"
+    )
 
 
 def require_broker(settings: Settings, timeout: float = 5.0) -> None:
@@ -96,7 +105,7 @@ def _admin(settings: Settings) -> Any:
             bootstrap_servers=settings.kafka_bootstrap.split(","), bootstrap_timeout_ms=10_000
         )
     except KafkaError as exc:
-        raise BrokerUnavailableError(f"Kafka at {settings.kafka_bootstrap} failed: {exc}") from exc
+        raise broker_failed(settings, exc) from exc
 
 
 def topic_names(settings: Settings) -> set[str]:

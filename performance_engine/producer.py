@@ -21,22 +21,12 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from performance_engine.errors import BrokerUnavailableError
 from performance_engine.metrics.attempt import Attempt, attempt_from_mapping
 from performance_engine.metrics.modes import LearningModes
-from performance_engine.preflight import require_broker
+from performance_engine.preflight import broker_failed, require_broker
 from performance_engine.settings import Settings, load_settings
 
 __all__ = ["AttemptProducer"]
-
-
-def _unavailable(settings: Settings, exc: Exception) -> BrokerUnavailableError:
-    error = BrokerUnavailableError(
-        f"Kafka at {settings.kafka_bootstrap} failed: {exc}; check that the broker runs and "
-        "that PERF_ENGINE_KAFKA_BOOTSTRAP points at it"
-    )
-    error.__cause__ = exc
-    return error
 
 
 class AttemptProducer:
@@ -65,7 +55,7 @@ class AttemptProducer:
         try:
             self._producer = KafkaProducer(**options)
         except KafkaError as exc:
-            raise _unavailable(self.settings, exc) from exc
+            raise broker_failed(self.settings, exc) from exc
         self.sent = 0
 
     def validate(self, attempt: Mapping[str, Any] | Attempt) -> Attempt:
@@ -90,14 +80,14 @@ class AttemptProducer:
         try:
             return self._producer.send(self.settings.attempts_topic, key=key, value=value)
         except KafkaError as exc:
-            raise _unavailable(self.settings, exc) from exc
+            raise broker_failed(self.settings, exc) from exc
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until every sent attempt is acknowledged by the broker."""
         try:
             self._producer.flush(timeout=timeout)
         except KafkaError as exc:
-            raise _unavailable(self.settings, exc) from exc
+            raise broker_failed(self.settings, exc) from exc
 
     def close(self, timeout: float | None = None) -> None:
         self._producer.close(timeout=timeout)
@@ -120,7 +110,7 @@ class AttemptProducer:
                 value=attempt.to_json(),
             )
         except KafkaError as exc:
-            raise _unavailable(self.settings, exc) from exc
+            raise broker_failed(self.settings, exc) from exc
         self.sent += 1
         return future
 

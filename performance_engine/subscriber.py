@@ -24,10 +24,9 @@ from typing import Any, Literal
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
-from performance_engine.errors import BrokerUnavailableError
 from performance_engine.events import StatsUpdated, decode_stats_event
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
-from performance_engine.preflight import require_broker
+from performance_engine.preflight import broker_failed, require_broker
 from performance_engine.settings import Settings, load_settings
 
 __all__ = ["StatsSubscriber"]
@@ -68,11 +67,7 @@ class StatsSubscriber:
         try:
             self._consumer = KafkaConsumer(self.settings.stats_topic, **options)
         except KafkaError as exc:
-            error = BrokerUnavailableError(
-                f"Kafka at {self.settings.kafka_bootstrap} failed: {exc}; check that the "
-                "broker runs and that PERF_ENGINE_KAFKA_BOOTSTRAP points at it"
-            )
-            raise error from exc
+            raise broker_failed(self.settings, exc) from exc
         self.skipped = 0
 
     def events(self, timeout: float | None = None) -> Iterator[StatsUpdated]:
