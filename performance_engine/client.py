@@ -16,18 +16,17 @@ asyncio twin. Importing this module imports neither Faust nor Kafka.
 
 from __future__ import annotations
 
-import re
 import threading
 
 from performance_engine.errors import InvalidScopeError
 from performance_engine.metrics.attempt import MAX_ID
+from performance_engine.metrics.modes import MODE_NAME_RE
 from performance_engine.metrics.types import LearningModeType, PerformanceStatsData, ScopeKey
 from performance_engine.settings import Settings, load_settings
 from performance_engine.store import AsyncStatsStore, StatsStore
 
 __all__ = ["AsyncPerformanceStats", "PerformanceStats", "scope_key"]
 
-_MODE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _stores: dict[Settings, StatsStore] = {}
 _stores_lock = threading.Lock()
 
@@ -39,7 +38,7 @@ def scope_key(user_id: int, sub_topic_id: int, learning_mode: LearningModeType |
             raise InvalidScopeError(f"{name} must be an integer from 1 to 2**63-1, got {value!r}")
     mode = learning_mode.value if isinstance(learning_mode, LearningModeType) else learning_mode
     mode = mode.lower() if isinstance(mode, str) else mode
-    if not isinstance(mode, str) or not _MODE_RE.match(mode):
+    if not isinstance(mode, str) or not MODE_NAME_RE.match(mode):
         raise InvalidScopeError(
             f"learning_mode {learning_mode!r} is not a valid mode name "
             "(1 to 32 of a-z 0-9 _ -, starting with a letter)"

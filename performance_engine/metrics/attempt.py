@@ -24,6 +24,7 @@ __all__ = [
     "ERROR_CLASSES",
     "MAX_EPOCH_MS",
     "MAX_VALUE_BYTES",
+    "RFC3339_PATTERN",
     "Attempt",
     "attempt_from_mapping",
     "decode_attempt",
@@ -60,9 +61,9 @@ ERROR_CLASSES = (
     "unknown_difficulty",
 )
 
-_RFC3339_RE = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
-)
+#: An RFC 3339 timestamp with a zone (the files' vectorised check uses the same pattern).
+RFC3339_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+_RFC3339_RE = re.compile(RFC3339_PATTERN)
 _DIFFICULTY_BY_NAME = {d.value: d for d in DifficultyEnum}
 
 _Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]

@@ -34,6 +34,7 @@ from performance_engine.errors import InputFileError, InvalidAttemptError
 from performance_engine.metrics.attempt import (
     ATTEMPT_COLUMNS,
     MAX_EPOCH_MS,
+    RFC3339_PATTERN,
     Attempt,
     attempt_from_mapping,
     decode_attempt,
@@ -58,7 +59,6 @@ COLUMNS = ATTEMPT_COLUMNS
 _ID_COLUMNS = ("user_id", "sub_topic_id", "question_id")
 _CODE = {d.value: i for i, d in enumerate(DIFFICULTIES)}
 _INT_RE = r"^[0-9]{1,18}$"  # always fits int64; longer numbers take the exact slow path
-_RFC3339_RE = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 _TRUE = {"true": True, "1": True, "false": False, "0": False}
 
 
@@ -366,7 +366,7 @@ def _timestamp_column(
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
     digits = pc.fill_null(pc.match_substring_regex(column, r"^[0-9]{1,15}$"), False)
-    stamped = pc.fill_null(pc.match_substring_regex(column, _RFC3339_RE), False)
+    stamped = pc.fill_null(pc.match_substring_regex(column, RFC3339_PATTERN), False)
     values = np.zeros(n, dtype=np.int64)
     digits_np = digits.to_numpy(zero_copy_only=False)
     if digits_np.any():

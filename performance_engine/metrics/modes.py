@@ -27,9 +27,10 @@ from typing import Any
 from performance_engine.errors import ConfigurationError, InvalidAttemptError
 from performance_engine.metrics.types import DIFFICULTIES, DifficultyEnum, LearningModeType
 
-__all__ = ["DEFAULT_REQUIREMENTS", "LearningModes"]
+__all__ = ["DEFAULT_REQUIREMENTS", "MODE_NAME_RE", "LearningModes"]
 
-_MODE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+#: What a learning-mode name may be (also what keeps it safe inside a Redis key).
+MODE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 DEFAULT_REQUIREMENTS: Mapping[str, int] = {
     LearningModeType.STANDARD.value: 2,
@@ -80,7 +81,7 @@ class LearningModes:
             )
         rules = dict(self.rules)
         for name, table in modes.items():
-            if not isinstance(name, str) or not _MODE_RE.match(name):
+            if not isinstance(name, str) or not MODE_NAME_RE.match(name):
                 raise ConfigurationError(
                     f"{source}: mode name {name!r} is invalid; use 1 to 32 of a-z 0-9 _ -, "
                     "starting with a letter"
