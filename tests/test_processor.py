@@ -7,14 +7,16 @@ anything is published or committed, and between two writers holding stale state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from performance_engine.consumer.processor import BatchProcessor
+from performance_engine.consumer.processor import BatchProcessor, Publisher
 from performance_engine.consumer.publisher import BatchPublisher
 from performance_engine.events import decode_stats_event
 from performance_engine.metrics.attempt import attempt_from_mapping
@@ -60,21 +62,31 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+@contextlib.asynccontextmanager
+async def real_store_and_broker(
+    settings: Settings,
+) -> AsyncIterator[tuple[AsyncStatsStore, Publisher]]:
+    """The real Redis store and a publisher on the real broker, closed afterwards."""
+    store = AsyncStatsStore.from_settings(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        yield store, BatchPublisher(producer).publish
+    finally:
+        await producer.stop()
+        await store.close()
+
+
 def test_crash_after_the_write_then_redelivery(stream_settings: Settings) -> None:
     rows = generate_attempts(400, users=8, seed=21)
     batch = records(stream_settings, rows)
     expected = oracle(rows)
 
     async def scenario() -> tuple[Any, Any]:
-        store = AsyncStatsStore.from_settings(stream_settings)
-        producer = AIOKafkaProducer(bootstrap_servers=stream_settings.kafka_bootstrap)
-        await producer.start()
-        try:
+        async with real_store_and_broker(stream_settings) as (store, publish):
 
             async def dies(topic: str, records: Any) -> None:
                 raise Crash
-
-            publish = BatchPublisher(producer).publish
 
             calculator = MetricsCalculator()
             first = BatchProcessor(stream_settings, calculator, store, dies)
@@ -84,9 +96,6 @@ def test_crash_after_the_write_then_redelivery(stream_settings: Settings) -> Non
             restarted = BatchProcessor(stream_settings, calculator, store, publish)
             await restarted.process(batch)  # the same records, delivered again
             return durable, restarted.counters
-        finally:
-            await producer.stop()
-            await store.close()
 
     durable, counters = run(scenario())
     assert durable == expected
@@ -105,12 +114,7 @@ def test_two_writers_with_stale_caches_never_double_count(stream_settings: Setti
     expected = oracle(rows)
 
     async def scenario() -> tuple[Any, int]:
-        store = AsyncStatsStore.from_settings(stream_settings)
-        producer = AIOKafkaProducer(bootstrap_servers=stream_settings.kafka_bootstrap)
-        await producer.start()
-        try:
-            publish = BatchPublisher(producer).publish
-
+        async with real_store_and_broker(stream_settings) as (store, publish):
             calculator = MetricsCalculator()
             a = BatchProcessor(stream_settings, calculator, store, publish)
             b = BatchProcessor(stream_settings, calculator, store, publish)
@@ -120,9 +124,6 @@ def test_two_writers_with_stale_caches_never_double_count(stream_settings: Setti
                 await (b if start % 100 == 0 else a).process(chunk[:10])  # a redelivery
             found = {s: await store.stats(s) for s in expected}
             return found, a.counters.write_conflicts + b.counters.write_conflicts
-        finally:
-            await producer.stop()
-            await store.close()
 
     found, conflicts = run(scenario())
     assert found == expected
