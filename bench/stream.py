@@ -47,6 +47,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from performance_engine.demo import free_port, redis_server_binary  # noqa: E402
 from performance_engine.events import decode_stats_event  # noqa: E402
 from performance_engine.metrics.batch import compute_stats  # noqa: E402
 from performance_engine.metrics.calculator import MetricsCalculator  # noqa: E402
@@ -54,13 +55,7 @@ from performance_engine.metrics.loader import normalise_frame  # noqa: E402
 from performance_engine.settings import Settings  # noqa: E402
 from performance_engine.store import StatsStore  # noqa: E402
 from performance_engine.synthetic import attempts_frame  # noqa: E402
-from tests.services import (  # noqa: E402
-    free_port,
-    redis_server_binary,
-    start_tansu,
-    wait_until,
-    worker_env,
-)
+from tests.services import start_tansu, wait_until, worker_env  # noqa: E402
 
 PYTHON = sys.executable
 ENGINE = [PYTHON, "-m", "performance_engine.cli", "worker", "--loglevel", "info"]

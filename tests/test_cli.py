@@ -11,10 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from performance_engine.demo import free_port
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings, settings_env
 from performance_engine.synthetic import generate_attempts
-from tests.services import RedisServer, free_port, read_topic
+from tests.services import RedisServer, read_topic
 from tests.test_clients import publish_events
 
 pytestmark = [pytest.mark.kafka]

@@ -14,6 +14,7 @@ from performance_engine import (
     InvalidAttemptError,
     StatsSubscriber,
 )
+from performance_engine.demo import free_port
 from performance_engine.events import Source, stats_event
 from performance_engine.metrics.attempt import attempt_from_mapping, decode_attempt
 from performance_engine.metrics.calculator import MetricsCalculator
@@ -21,7 +22,7 @@ from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings
 from performance_engine.synthetic import generate_attempts
 from tests.helpers import raw
-from tests.services import free_port, read_topic
+from tests.services import read_topic
 from tests.test_worker import oracle, wait_for_oracle
 
 pytestmark = [pytest.mark.kafka]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from performance_engine import (
     UserAttemptsNotFoundError,
 )
 from performance_engine.backfill import backfill_file, backfill_frame
+from performance_engine.demo import free_port
 from performance_engine.errors import InvalidScopeError
 from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
@@ -213,13 +213,6 @@ def test_unknown_scope_raises_not_found(settings: Settings) -> None:
         "no attempt of that scope has been processed (check the ids and the mode, or backfill "
         "the history)"
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_unreachable_redis_raises_database_query_error(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.services import free_port
+from performance_engine.demo import free_port
 
 
 def run_worker(**env: str) -> subprocess.CompletedProcess[str]:
