@@ -49,7 +49,7 @@ for i, key in ipairs(KEYS) do
 end
 return refused
 """
-#: Scopes per script call or MGET: bounds how long one call holds Redis (~1 ms).
+#: Scopes per script call, MSETNX or MGET: bounds how long one call holds Redis (~1 ms).
 SCRIPT_BATCH = 256
 _HEADER = struct.Struct(">QI")  # version, length of the state
 
@@ -142,6 +142,47 @@ def _write_args(batch: Sequence[ScopeWrite]) -> list[Any]:
     return args
 
 
+@dataclass(frozen=True, slots=True)
+class _WritePlan:
+    """How a list of writes goes to Redis in one pipeline.
+
+    Writes of scopes not yet stored go as ``MSETNX`` (no script: it sets all of its keys
+    only if none of them exists, the compare-and-set for "not stored yet"); the others go
+    through the compare-and-set script. An MSETNX that finds any of its keys already
+    there writes nothing; its writes are then retried through the script.
+    """
+
+    created: list[Sequence[ScopeWrite]]
+    scripted: list[Sequence[ScopeWrite]]
+
+    @classmethod
+    def of(cls, writes: Sequence[ScopeWrite], *, script_only: bool = False) -> _WritePlan:
+        if script_only:
+            return cls([], _batches(writes))
+        fresh = [w for w in writes if w.expected_version == 0]
+        if len(fresh) == len(writes):
+            return cls(_batches(writes), [])
+        return cls(_batches(fresh), _batches([w for w in writes if w.expected_version != 0]))
+
+    def queue_created(self, pipe: Any, keys: KeySpace) -> None:
+        for batch in self.created:
+            args: list[Any] = []
+            for w in batch:
+                args += (keys.for_scope(w.scope), pack_scope(w.state, w.stats_json))
+            pipe.execute_command("MSETNX", *args)
+
+    def outcome(self, replies: list[Any]) -> tuple[list[ScopeWrite], list[ScopeWrite]]:
+        """(refused by the script, to retry through the script) from the pipeline's replies."""
+        created, scripted = replies[: len(self.created)], replies[len(self.created) :]
+        retry = [
+            w for batch, ok in zip(self.created, created, strict=True) if not ok for w in batch
+        ]
+        refused = [
+            batch[i - 1] for batch, ids in zip(self.scripted, scripted, strict=True) for i in ids
+        ]
+        return refused, retry
+
+
 def _client_options() -> dict[str, Any]:
     return {"socket_timeout": 10.0, "socket_connect_timeout": 5.0, "health_check_interval": 30}
 
@@ -199,20 +240,21 @@ class StatsStore:
             raise _failure(self.url, exc) from exc
         return [_stored(values) for reply in replies for values in reply]
 
-    def write(self, writes: Sequence[ScopeWrite]) -> list[ScopeWrite]:
-        """Apply compare-and-set writes in one round trip; returns the refused ones."""
-        batches = _batches(writes)
+    def write(self, writes: Sequence[ScopeWrite], *, script_only: bool = False) -> list[ScopeWrite]:
+        """Apply compare-and-set writes (one round trip, rarely two); returns the refused ones."""
+        plan = _WritePlan.of(writes, script_only=script_only)
         try:
             with self.client.pipeline(transaction=False) as pipe:
-                for batch in batches:
+                plan.queue_created(pipe, self.keys)
+                for batch in plan.scripted:
                     keys = [self.keys.for_scope(w.scope) for w in batch]
                     self._write(keys=keys, args=_write_args(batch), client=pipe)
-                replies = pipe.execute()
+                refused, retry = plan.outcome(pipe.execute())
         except redis.RedisError as exc:
             raise _failure(self.url, exc) from exc
-        return [
-            batch[i - 1] for batch, refused in zip(batches, replies, strict=True) for i in refused
-        ]
+        if retry:
+            refused += self.write(retry, script_only=True)
+        return refused
 
 
 class AsyncStatsStore:
@@ -266,16 +308,19 @@ class AsyncStatsStore:
             raise _failure(self.url, exc) from exc
         return [_stored(values) for reply in replies for values in reply]
 
-    async def write(self, writes: Sequence[ScopeWrite]) -> list[ScopeWrite]:
-        batches = _batches(writes)
+    async def write(
+        self, writes: Sequence[ScopeWrite], *, script_only: bool = False
+    ) -> list[ScopeWrite]:
+        plan = _WritePlan.of(writes, script_only=script_only)
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                for batch in batches:
+                plan.queue_created(pipe, self.keys)
+                for batch in plan.scripted:
                     keys = [self.keys.for_scope(w.scope) for w in batch]
                     await self._write(keys=keys, args=_write_args(batch), client=pipe)
-                replies = await pipe.execute()
+                refused, retry = plan.outcome(await pipe.execute())
         except redis.RedisError as exc:
             raise _failure(self.url, exc) from exc
-        return [
-            batch[i - 1] for batch, refused in zip(batches, replies, strict=True) for i in refused
-        ]
+        if retry:
+            refused += await self.write(retry, script_only=True)
+        return refused

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -91,3 +94,90 @@ def test_vectorised_fingerprints_equal_the_streams(ids: list[str], surrogate: bo
     want = [fingerprint(i) for i in ids]
     assert fingerprints(ids).tolist() == want
     assert fingerprints(pd.Series(ids, dtype=object)).tolist() == want
+
+
+def _reference_distinct(codes: list[int], fps: list[int]) -> list[tuple[int, int, int]]:
+    """(scope, fingerprint, first row) of each distinct pair, sorted: the plain definition."""
+    first: dict[tuple[int, int], int] = {}
+    for row, pair in enumerate(zip(codes, fps, strict=True)):
+        first.setdefault(pair, row)
+    return sorted((c, f, row) for (c, f), row in first.items())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 5),
+            # Fingerprints that share their high bits and differ only in the low ones, so
+            # the packed sort key collides and the exact fallback has to decide.
+            st.sampled_from([0, 1, 2, 2**63, 2**63 + 1, 2**64 - 1, 12345 << 40]),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    st.integers(6, 2**20),
+)
+def test_distinct_attempts_matches_its_definition(
+    pairs: list[tuple[int, int]], n_scopes: int
+) -> None:
+    from performance_engine.metrics.batch import _distinct_attempts
+
+    codes = np.array([c for c, _ in pairs], dtype=np.int64)
+    fps = np.array([f for _, f in pairs], dtype=np.uint64)
+    rows, sc, fp = _distinct_attempts(codes, fps, n_scopes)
+    got = list(zip(sc.tolist(), fp.tolist(), rows.tolist(), strict=True))
+    assert got == _reference_distinct(codes.tolist(), fps.tolist())
+
+
+@settings(max_examples=300, deadline=None)
+@given(attempts())
+def test_columnar_stats_json_is_byte_equal_to_the_record(stream: list[Attempt]) -> None:
+    """The backfill's columnar stats writer and PerformanceStatsData.to_json agree exactly."""
+    calculator = MetricsCalculator()
+    result = compute_states(attempts_to_frame(stream), calculator)
+    expected = [calculator.stats(scope, state).to_json() for scope, state in result.items()]
+    assert result.stats_json(calculator) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.integers(0, 40), min_size=3, max_size=3),  # attempts per difficulty
+            st.lists(st.integers(0, 40), min_size=3, max_size=3),  # distinct questions
+            st.lists(st.integers(0, 40), min_size=3, max_size=3),  # correct, solved
+            st.sampled_from(["standard", "practice", "mastery"]),
+            st.one_of(st.none(), st.integers(0, 253_402_300_799_999)),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_columnar_stats_json_on_arbitrary_counts(rows: list[Any]) -> None:
+    """Ties, unattempted difficulties, every threshold and timestamp, byte for byte."""
+    from performance_engine.metrics.columnar import builtin_stats_json
+
+    calculator = MetricsCalculator()
+    scopes, states = [], []
+    for i, (tries, distinct, right, mode, at) in enumerate(rows):
+        questions = [min(q, a) if a else 0 for a, q in zip(tries, distinct, strict=True)]
+        questions = [max(q, 1) if a else 0 for a, q in zip(tries, questions, strict=True)]
+        correct = [min(c, a) for c, a in zip(right, tries, strict=True)]
+        solved = [min(c, q) for c, q in zip(correct, questions, strict=True)]
+        states.append(
+            ScopeState(
+                version=sum(tries),
+                first_at=at,
+                last_at=at,
+                attempts=list(tries),
+                correct=correct,
+                questions=[b"\0" * 8 * q for q in questions],
+                solved=[b"\0" * 8 * s for s in solved],
+            )
+        )
+        scopes.append(ScopeKey(i + 1, 7, mode))
+    expected = [
+        calculator.stats(s, state).to_json() for s, state in zip(scopes, states, strict=True)
+    ]
+    assert builtin_stats_json(scopes, states, calculator.learning_modes.rules) == expected

@@ -176,6 +176,40 @@ def test_compare_and_set_refuses_a_stale_write(store: StatsStore, history: Path)
     assert store.stats(scope) == PerformanceStatsData.from_json(stored.stats_json)
 
 
+@pytest.mark.parametrize("use_async", [False, True])
+def test_creating_a_scope_someone_else_created_is_refused_alone(
+    settings: Settings, use_async: bool
+) -> None:
+    """Writes of new scopes go as MSETNX; one already created sends its batch to the script,
+    which refuses just that one (sync and asyncio stores alike)."""
+    calculator = MetricsCalculator()
+    state = calculator.new_state()
+    scopes = [ScopeKey(u, 1, "practice") for u in range(1, 601)]  # three MSETNX batches
+    taken = scopes[300]
+    with StatsStore.from_settings(settings) as store:
+        first = ScopeWrite(taken, 0, state, b'{"first": true}')
+        assert store.write([first]) == []
+    writes = [ScopeWrite(s, 0, state, f'{{"u": {s.user_id}}}'.encode()) for s in scopes]
+
+    async def write_async() -> list[ScopeWrite]:
+        async with AsyncStatsStore.from_settings(settings) as store:
+            return await store.write(writes)
+
+    if use_async:
+        refused = asyncio.run(write_async())
+    else:
+        with StatsStore.from_settings(settings) as store:
+            refused = store.write(writes)
+    assert [w.scope for w in refused] == [taken]
+    with StatsStore.from_settings(settings) as store:
+        stored = store.read(scopes)
+    assert stored[300] is not None
+    assert stored[300].stats_json == b'{"first": true}'
+    assert [s.stats_json if s else None for s in stored[:300] + stored[301:]] == [
+        f'{{"u": {s.user_id}}}'.encode() for s in scopes[:300] + scopes[301:]
+    ]
+
+
 def test_keys_live_under_the_prefix_with_a_user_hash_tag(
     store: StatsStore, settings: Settings, redis_client: redis.Redis, history: Path
 ) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, cast
 
 import numpy as np
@@ -23,10 +24,19 @@ import xxhash
 
 from performance_engine.metrics.base import attempt_from_row
 from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.columnar import builtin_stats_json
 from performance_engine.metrics.state import ScopeState, log_entry
 from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData, ScopeKey
 
-__all__ = ["BatchResult", "compute_states", "compute_stats", "fingerprints", "scope_keys"]
+__all__ = [
+    "BatchResult",
+    "ScopeIndex",
+    "compute_states",
+    "compute_stats",
+    "fingerprints",
+    "scope_index",
+    "scope_keys",
+]
 
 _U8 = np.dtype("<u8")
 _DIFFICULTY_NAMES = np.array([d.value for d in DIFFICULTIES], dtype=object)
@@ -47,6 +57,23 @@ class BatchResult:
 
     def stats(self, calculator: MetricsCalculator) -> dict[ScopeKey, PerformanceStatsData]:
         return {scope: calculator.stats(scope, state) for scope, state in self.items()}
+
+    def stats_json(self, calculator: MetricsCalculator) -> list[bytes]:
+        """Each scope's stats JSON, as ``calculator.stats(scope, state).to_json()``.
+
+        Columnar (see ``metrics.columnar``) when no custom metric is registered.
+        """
+        rules = calculator.learning_modes.rules
+        if not calculator.metrics and {s.learning_mode for s in self.scopes} <= rules.keys():
+            columnar = builtin_stats_json(self.scopes, self.states, rules)
+            if columnar is not None:
+                return columnar
+        return [calculator.stats(scope, state).to_json() for scope, state in self.items()]
+
+    def chunks(self, size: int) -> Iterator[BatchResult]:
+        for start in range(0, len(self.scopes), size):
+            end = start + size
+            yield BatchResult(self.scopes[start:end], self.states[start:end])
 
 
 def fingerprints(attempt_ids: Any) -> np.ndarray[Any, np.dtype[np.uint64]]:
@@ -71,42 +98,42 @@ def compute_states(
     frame: pd.DataFrame,
     calculator: MetricsCalculator,
     base: Mapping[ScopeKey, ScopeState] | None = None,
+    *,
+    index: ScopeIndex | None = None,
 ) -> BatchResult:
     """The state of every scope in ``frame`` after applying its attempts.
 
     ``base`` holds states that already exist (e.g. in Redis): their attempts are merged
-    with the frame's, attempts already applied to them change nothing.
+    with the frame's, attempts already applied to them change nothing. ``index`` is the
+    frame's :func:`scope_index`, if the caller has it already.
     """
     n = len(frame)
     if n == 0:
         return BatchResult([], [])
-    scope_codes, scopes = _scopes(frame)
+    scope_codes, scopes = index if index is not None else scope_index(frame)
     fps = fingerprints(frame["attempt_id"])
-
     # One row per distinct (scope, fingerprint), the first in frame order, sorted by both.
-    order = np.lexsort((fps, scope_codes))
-    sc_sorted, fp_sorted = scope_codes[order], fps[order]
-    keep = np.ones(n, dtype=bool)
-    keep[1:] = (sc_sorted[1:] != sc_sorted[:-1]) | (fp_sorted[1:] != fp_sorted[:-1])
-    rows = order[keep]  # positions into frame
-    sc = sc_sorted[keep]
-    fp = fp_sorted[keep]
+    rows, sc, fp = _distinct_attempts(scope_codes, fps, len(scopes))
 
     if base:
         return _merge_into_base(frame, calculator, base, scopes, sc, fp, rows)
     return BatchResult(scopes, _build_states(frame, calculator, len(scopes), sc, fp, rows))
 
 
+#: Each row's scope code, and the scope of each code (codes in order of first appearance).
+ScopeIndex = tuple[np.ndarray[Any, np.dtype[np.int64]], list[ScopeKey]]
+
+
 def scope_keys(frame: pd.DataFrame) -> list[ScopeKey]:
     """The distinct scopes of a normalised frame, in order of first appearance."""
-    return _scopes(frame)[1] if len(frame) else []
+    return scope_index(frame)[1] if len(frame) else []
 
 
-def _scopes(frame: pd.DataFrame) -> tuple[np.ndarray[Any, np.dtype[np.int64]], list[ScopeKey]]:
+def scope_index(frame: pd.DataFrame) -> ScopeIndex:
     """Each row's scope code, and the scope of each code."""
     user = frame["user_id"].to_numpy(np.int64)
     sub = frame["sub_topic_id"].to_numpy(np.int64)
-    mode_codes, mode_names = pd.factorize(frame["learning_mode"].to_numpy(object))
+    mode_codes, mode_names = pd.factorize(frame["learning_mode"])
     codes, first_rows = _scope_codes(user, sub, mode_codes)
     users, subs, modes = user[first_rows].tolist(), sub[first_rows].tolist(), mode_codes[first_rows]
     names = [str(m) for m in mode_names]
@@ -115,19 +142,56 @@ def _scopes(frame: pd.DataFrame) -> tuple[np.ndarray[Any, np.dtype[np.int64]], l
     ]
 
 
+def _distinct_attempts(
+    scope_codes: np.ndarray[Any, Any], fps: np.ndarray[Any, Any], n_scopes: int
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Rows of the distinct (scope, fingerprint) pairs, sorted by both; for each pair the
+    first row in frame order. Returns (rows, their scope codes, their fingerprints).
+
+    Fast path: one 64-bit key per row, the scope code in the high bits and the top of the
+    fingerprint below, sorted with an unstable argsort (several times faster than a
+    two-key lexsort); runs of equal keys are duplicates and keep their smallest row. If
+    two different fingerprints of one scope share a key, the exact lexsort decides.
+    """
+    bits = max(1, (n_scopes - 1).bit_length())
+    if bits <= 40:
+        key = (scope_codes.astype(np.uint64) << np.uint64(64 - bits)) | (fps >> np.uint64(bits))
+        order = np.argsort(key)
+        k = key[order]
+        starts = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
+        if len(starts) == len(k):
+            return order, scope_codes[order], fps[order]
+        fp_sorted = fps[order]
+        lo = np.minimum.reduceat(fp_sorted, starts)
+        hi = np.maximum.reduceat(fp_sorted, starts)
+        if (lo == hi).all():
+            rows = np.minimum.reduceat(order, starts)
+            return rows, scope_codes[rows], fps[rows]
+    order = np.lexsort((fps, scope_codes))  # stable: equal pairs keep frame order
+    sc_sorted, fp_sorted = scope_codes[order], fps[order]
+    keep = np.ones(len(order), dtype=bool)
+    keep[1:] = (sc_sorted[1:] != sc_sorted[:-1]) | (fp_sorted[1:] != fp_sorted[:-1])
+    return order[keep], sc_sorted[keep], fp_sorted[keep]
+
+
 def _scope_codes(
     user: np.ndarray[Any, Any], sub: np.ndarray[Any, Any], mode_codes: np.ndarray[Any, Any]
 ) -> tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.int64]]]:
     """A dense code per scope (in order of first appearance) and each scope's first row."""
-    user_codes, user_uniques = pd.factorize(user)
-    sub_codes, sub_uniques = pd.factorize(sub)
     n_modes = int(mode_codes.max()) + 1
-    width = len(sub_uniques) * n_modes
-    if len(user_uniques) * width < 2**62:
-        combined = (user_codes.astype(np.int64) * width + sub_codes * n_modes) + mode_codes
+    low = min(int(user.min()), int(sub.min()))
+    if low >= 0 and (int(user.max()) + 1) * (int(sub.max()) + 1) * n_modes < 2**62:
+        combined = (user * (int(sub.max()) + 1) + sub) * n_modes + mode_codes
         codes, uniques = pd.factorize(combined)
-    else:  # pragma: no cover - needs more than 2**31 distinct users and sub-topics
-        codes, uniques = pd.MultiIndex.from_arrays([user, sub, mode_codes]).factorize()
+    else:  # ids too large to pack: pack their dense codes instead
+        user_codes, user_uniques = pd.factorize(user)
+        sub_codes, sub_uniques = pd.factorize(sub)
+        width = len(sub_uniques) * n_modes
+        if len(user_uniques) * width < 2**62:
+            combined = (user_codes.astype(np.int64) * width + sub_codes * n_modes) + mode_codes
+            codes, uniques = pd.factorize(combined)
+        else:  # pragma: no cover - needs more than 2**31 distinct users and sub-topics
+            codes, uniques = pd.MultiIndex.from_arrays([user, sub, mode_codes]).factorize()
     first = np.empty(len(uniques), dtype=np.int64)
     first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
     return codes.astype(np.int64), first
@@ -146,12 +210,27 @@ def _distinct_questions(
     """Per key, the sorted distinct question ids packed as uint64: one buffer + offsets."""
     if len(key) == 0:
         return b"", [0] * (size + 1)
+    bits = max(1, (size - 1).bit_length())
+    if bits <= 40 and int(question.max()) < 1 << (64 - bits):
+        # One sort of packed (key, question) values; no permutation needed.
+        shift = np.uint64(64 - bits)
+        packed = np.sort((key.astype(np.uint64) << shift) | question.astype(np.uint64))
+        first = np.ones(len(packed), dtype=bool)
+        first[1:] = packed[1:] != packed[:-1]
+        packed = packed[first]
+        k = (packed >> shift).astype(np.int64)
+        q = packed & np.uint64((1 << (64 - bits)) - 1)
+        return q.astype(_U8).tobytes(), (_segments(k, size) * 8).tolist()
     order = np.lexsort((question, key))
     k, q = key[order], question[order]
     first = np.ones(len(k), dtype=bool)
     first[1:] = (k[1:] != k[:-1]) | (q[1:] != q[:-1])
     buffer = q[first].astype(_U8).tobytes()
     return buffer, (_segments(k[first], size) * 8).tolist()
+
+
+def _slices(buffer: bytes, offsets: list[int]) -> list[bytes]:
+    return [buffer[lo:hi] for lo, hi in pairwise(offsets)]
 
 
 def _build_states(
@@ -181,22 +260,25 @@ def _build_states(
     lasts = np.maximum.reduceat(occurred, starts).tolist()
     seen_bytes = (seen_offsets * 8).tolist()
 
-    states: list[ScopeState] = []
-    for s in range(n_scopes):
-        k = 3 * s
-        states.append(
-            ScopeState(
-                version=(seen_bytes[s + 1] - seen_bytes[s]) >> 3,
-                first_at=firsts[s],
-                last_at=lasts[s],
-                attempts=attempts[k : k + 3],
-                correct=corrects[k : k + 3],
-                questions=[q_buffer[q_offsets[i] : q_offsets[i + 1]] for i in range(k, k + 3)],
-                solved=[s_buffer[s_offsets[i] : s_offsets[i + 1]] for i in range(k, k + 3)],
-                seen=seen_buffer[seen_bytes[s] : seen_bytes[s + 1]],
-                custom={},
-            )
+    questions = _slices(q_buffer, q_offsets)  # one blob per (scope, difficulty)
+    solved = _slices(s_buffer, s_offsets)
+    seen = _slices(seen_buffer, seen_bytes)
+    versions = np.diff(seen_offsets).tolist()
+    thirds = range(0, size, 3)
+    states = [
+        ScopeState(
+            version,
+            first,
+            last,
+            attempts[k : k + 3],
+            corrects[k : k + 3],
+            questions[k : k + 3],
+            solved[k : k + 3],
+            blob,
+            {},
         )
+        for version, first, last, k, blob in zip(versions, firsts, lasts, thirds, seen, strict=True)
+    ]
     if calculator.incremental_metrics or calculator.frame_metrics:
         _custom_metrics(frame, calculator, states, sc, rows)
     return states

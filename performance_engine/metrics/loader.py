@@ -208,14 +208,16 @@ def _normalise_table(
     ok = np.ones(n, dtype=bool)
     out: dict[str, Any] = {}
 
+    # Text columns stay Arrow strings (no Python str per row) unless a suspect row that
+    # the record validator accepts has to be written back (see _with_fixes).
     text = table.column("attempt_id")
-    if pa.types.is_string(text.type) or pa.types.is_large_string(text.type):
+    if _is_text(text):
         length = pc.utf8_length(text).to_numpy(zero_copy_only=False)
         ok &= _filled(text) & (length >= 1) & (length <= 128)
-        out["attempt_id"] = text.to_numpy(zero_copy_only=False)
+        out["attempt_id"] = text
     else:
         ok[:] = False
-        out["attempt_id"] = np.array([None] * n, dtype=object)
+        out["attempt_id"] = pa.nulls(n, pa.string())
 
     for name in _ID_COLUMNS:
         values, good = _int_column(table.column(name), minimum=1)
@@ -227,25 +229,20 @@ def _normalise_table(
             out[name] = pd.arrays.IntegerArray(values, ~present)
             ok &= good
         else:
-            out[name] = pd.array([None] * n, dtype="Int64")
+            out[name] = pd.arrays.IntegerArray(np.zeros(n, np.int64), np.ones(n, dtype=bool))
 
-    for name, allowed in (("learning_mode", modes.rules), ("difficulty", _CODE)):
+    for name, allowed in (("learning_mode", list(modes.rules)), ("difficulty", list(_CODE))):
         column = table.column(name)
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        if _is_text(column):
             lowered = pc.utf8_lower(column)
-            good = pc.is_in(lowered, value_set=pa.array(list(allowed))).to_numpy(
-                zero_copy_only=False
-            )
-            ok &= _filled(column) & good
-            values = lowered.to_numpy(zero_copy_only=False)
+            index = pc.index_in(lowered, value_set=pa.array(allowed))
+            ok &= _filled(index)
+            codes = pc.fill_null(index, 0).to_numpy(zero_copy_only=False).astype(np.int8)
         else:
             ok[:] = False
-            values = np.array([None] * n, dtype=object)
-        out[name] = values
-    codes = np.zeros(n, dtype=np.int8)
-    for key, code in _CODE.items():
-        codes[out["difficulty"] == key] = code
-    out["difficulty"] = codes
+            lowered = pa.nulls(n, pa.string())
+            codes = np.zeros(n, dtype=np.int8)
+        out[name] = lowered if name == "learning_mode" else codes
 
     correct, good = _bool_column(table.column("is_correct"))
     out["is_correct"] = correct
@@ -255,6 +252,7 @@ def _normalise_table(
     ok &= good
 
     errors: list[RowError] = []
+    fixes: dict[int, Attempt] = {}
     suspects = np.flatnonzero(~ok)
     if len(suspects):
         rows = table.take(pa.array(suspects)).to_pylist()
@@ -269,24 +267,28 @@ def _normalise_table(
                     ) from None
                 errors.append(error)
                 continue
-            _store_row(out, position, attempt)
+            fixes[position] = attempt
             ok[position] = True
-    frame = pd.DataFrame({name: out[name] for name in COLUMNS})
+    frame = pd.DataFrame({name: _with_fixes(name, out[name], fixes) for name in COLUMNS})
     if errors:
         frame = frame[ok].reset_index(drop=True)
     return LoadResult(frame, errors)
 
 
-def _store_row(out: dict[str, Any], position: int, attempt: Attempt) -> None:
-    """Put a row the slow path accepted into the vectorised columns."""
-    for name in ("attempt_id", "learning_mode"):
-        out[name][position] = getattr(attempt, name)
-    for name in (*_ID_COLUMNS, "occurred_at"):
-        out[name][position] = getattr(attempt, name)
-    out["difficulty"][position] = _CODE[attempt.difficulty.value]
-    out["is_correct"][position] = attempt.is_correct
-    out["attempt_number"][position] = attempt.attempt_number
-    out["time_spent_ms"][position] = attempt.time_spent_ms
+def _is_text(column: pa.ChunkedArray) -> bool:
+    return bool(pa.types.is_string(column.type) or pa.types.is_large_string(column.type))
+
+
+def _with_fixes(name: str, values: Any, fixes: dict[int, Attempt]) -> Any:
+    """A column with the rows the record validator accepted written back, as pandas."""
+    if isinstance(values, pa.ChunkedArray | pa.Array):
+        if not fixes:
+            return values.to_pandas()
+        values = values.to_numpy(zero_copy_only=False).astype(object)
+    for position, attempt in fixes.items():
+        value = getattr(attempt, name)
+        values[position] = _CODE[value.value] if name == "difficulty" else value
+    return values
 
 
 def _filled(column: pa.ChunkedArray) -> np.ndarray[Any, np.dtype[np.bool_]]:
