@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import msgspec
 import redis
 import redis.asyncio as aioredis
 
@@ -77,16 +78,14 @@ def _expected_header(version: int) -> bytes:
     return version.to_bytes(8, "big") if version else b""
 
 
-@dataclass(frozen=True, slots=True)
-class StoredScope:
+class StoredScope(msgspec.Struct, frozen=True, gc=False):
     """What Redis holds for a scope: its state (version inside) and latest stats JSON."""
 
     state: ScopeState
     stats_json: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class ScopeWrite:
+class ScopeWrite(msgspec.Struct, frozen=True, gc=False):
     """A compare-and-set write: applies only if the stored version is ``expected_version``."""
 
     scope: ScopeKey

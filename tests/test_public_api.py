@@ -58,7 +58,8 @@ def test_import_connects_to_nothing_and_skips_faust() -> None:
 
 
 def test_the_worker_and_the_client_do_not_load_pandas() -> None:
-    """pandas and pyarrow (about 100 MB) load only for the batch path and frame metrics."""
+    """pandas and pyarrow (about 100 MB) load only for the batch path and frame metrics;
+    numpy only when a batch of stats is computed column-wise (metrics.columnar)."""
     code = (
         "import sys\n"
         "import performance_engine, performance_engine.consumer.app, performance_engine.cli\n"

@@ -12,6 +12,7 @@ then commits the batch's offsets through Faust once the batch is durable.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
@@ -139,6 +140,26 @@ class EngineApp(faust.App):
         )
 
 
+#: Allocations between young-generation collections in the worker (CPython's default: 700).
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def _tune_collector() -> None:
+    """Fewer, cheaper cyclic collections for the worker's allocation pattern.
+
+    A batch allocates a few objects per record and per scope, almost none in a cycle, and
+    the state cache keeps tens of thousands of long-lived containers: with CPython's
+    defaults the collector ran every 700 allocations and regularly walked the whole cache
+    (measured: the stats of a 5,000-scope batch took twice as long). Everything allocated
+    at start-up is frozen out of collections, and the young generation is collected every
+    ``GC_YOUNG_THRESHOLD`` allocations; cycles are still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 class EngineService(Service):
     """Owns the Redis store and the batch processor for the app's lifetime."""
 
@@ -191,6 +212,7 @@ class EngineService(Service):
         )
         app.on_partitions_revoked.connect(self._on_revoked)
         app.batch_handler = self.handle_batch
+        _tune_collector()
         app.engine_ready.set()
         logger.info("engine ready: %s -> Redis %s", settings.attempts_topic, self.store.url)
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol, TypeVar
 
+import msgspec
+
 from performance_engine.consumer.publisher import OutRecord
 from performance_engine.errors import DatabaseQueryError, InvalidAttemptError
 from performance_engine.events import Source, dead_letter_headers, stats_event
@@ -86,12 +88,16 @@ class Counters:
     publish_retries: int = 0
 
 
-@dataclass(slots=True)
-class _Touched:
+class _Touched(msgspec.Struct, gc=False):
     """A scope's attempts in this batch, and the record of the last one (the event source)."""
 
-    attempts: list[tuple[Attempt, int]] = field(default_factory=list)
-    source: Source | None = None
+    attempts: list[tuple[Attempt, int]]
+    record: Record
+    attempt_id: str
+
+    def source(self) -> Source:
+        record = self.record
+        return Source(record.topic, record.partition, record.offset, self.attempt_id)
 
 
 class BatchProcessor:
@@ -164,11 +170,15 @@ class BatchProcessor:
             except InvalidAttemptError as exc:
                 dead.append((record, exc))
                 continue
-            entry = touched.get(attempt.scope)
+            scope = attempt.scope
+            entry = touched.get(scope)
+            pair = (attempt, fingerprint(attempt.attempt_id))
             if entry is None:
-                entry = touched[attempt.scope] = _Touched()
-            entry.attempts.append((attempt, fingerprint(attempt.attempt_id)))
-            entry.source = Source(record.topic, record.partition, record.offset, attempt.attempt_id)
+                touched[scope] = _Touched([pair], record, attempt.attempt_id)
+            else:
+                entry.attempts.append(pair)
+                entry.record = record
+                entry.attempt_id = attempt.attempt_id
         return touched, dead
 
     async def _apply(self, touched: dict[ScopeKey, _Touched]) -> list[tuple[bytes, bytes]]:
@@ -185,20 +195,32 @@ class BatchProcessor:
                 stored = await self._retry("reading state", partial(self.store.read, missing))
                 for scope, found in zip(missing, stored, strict=True):
                     cache[scope] = found.state if found is not None else calculator.new_state()
-            writes: list[ScopeWrite] = []
+            scopes = list(pending)
+            states: list[ScopeState] = []
+            expected: list[int] = []
+            applied = seen = 0
             for scope, entry in pending.items():
                 state = cache[scope]
                 cache.move_to_end(scope)
-                expected = state.version
+                states.append(state)
+                expected.append(state.version)
+                seen += len(entry.attempts)
                 for attempt, fp in entry.attempts:
-                    if calculator.apply(state, attempt, fp):
-                        self.counters.attempts_applied += 1
-                    else:
-                        self.counters.duplicates += 1
-                stats_json = calculator.stats(scope, state).to_json()
-                # Unchanged scopes are written too: the compare-and-set then proves the
-                # cached version is current before its stats are published again.
-                writes.append(ScopeWrite(scope, expected, state, stats_json))
+                    applied += calculator.apply(state, attempt, fp)
+            self.counters.attempts_applied += applied
+            self.counters.duplicates += seen - applied
+            # Unchanged scopes are written too: the compare-and-set then proves the
+            # cached version is current before its stats are published again.
+            writes = [
+                ScopeWrite(scope, version, state, stats_json)
+                for scope, version, state, stats_json in zip(
+                    scopes,
+                    expected,
+                    states,
+                    calculator.stats_json_many(scopes, states),
+                    strict=True,
+                )
+            ]
             try:
                 refused = await self.store.write(writes)
             except DatabaseQueryError as exc:
@@ -292,6 +314,4 @@ class BatchProcessor:
 
 
 def _source(touched: dict[ScopeKey, _Touched], write: ScopeWrite) -> Source:
-    source = touched[write.scope].source
-    assert source is not None  # every touched scope has at least one attempt
-    return source
+    return touched[write.scope].source()

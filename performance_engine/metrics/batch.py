@@ -24,7 +24,6 @@ import xxhash
 
 from performance_engine.metrics.base import attempt_from_row
 from performance_engine.metrics.calculator import MetricsCalculator
-from performance_engine.metrics.columnar import builtin_stats_json
 from performance_engine.metrics.state import ScopeState, log_entry
 from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData, ScopeKey
 
@@ -59,16 +58,8 @@ class BatchResult:
         return {scope: calculator.stats(scope, state) for scope, state in self.items()}
 
     def stats_json(self, calculator: MetricsCalculator) -> list[bytes]:
-        """Each scope's stats JSON, as ``calculator.stats(scope, state).to_json()``.
-
-        Columnar (see ``metrics.columnar``) when no custom metric is registered.
-        """
-        rules = calculator.learning_modes.rules
-        if not calculator.metrics and {s.learning_mode for s in self.scopes} <= rules.keys():
-            columnar = builtin_stats_json(self.scopes, self.states, rules)
-            if columnar is not None:
-                return columnar
-        return [calculator.stats(scope, state).to_json() for scope, state in self.items()]
+        """Each scope's stats JSON (see ``MetricsCalculator.stats_json_many``)."""
+        return calculator.stats_json_many(self.scopes, self.states)
 
     def chunks(self, size: int) -> Iterator[BatchResult]:
         for start in range(0, len(self.scopes), size):

@@ -74,33 +74,30 @@ def builtin_stats_json(
     firsts = _timestamps([s.first_at for s in states])
     lasts = _timestamps([s.last_at for s in states])
     modes = {mode: msgspec.json.encode(mode) for mode in {scope.learning_mode for scope in scopes}}
-    a, c, sv = attempts.tolist(), correct.tolist(), solved.tolist()
-    out: list[bytes] = []
-    for i, scope in enumerate(scopes):
-        k = 3 * i
-        out.append(
-            _TEMPLATE
-            % (
-                scope.user_id,
-                scope.sub_topic_id,
-                modes[scope.learning_mode],
-                states[i].version,
-                sum(a[i]),
-                sum(c[i]),
-                *a[i],
-                *c[i],
-                *sv[i],
-                *average[k : k + 3],
-                *accuracy[k : k + 3],
-                *completion[k : k + 3],
-                passed[i],
-                failed[i],
-                ranking[i],
-                firsts[i],
-                lasts[i],
-            )
-        )
-    return out
+    average_t, accuracy_t, completion_t = (
+        np.array(tokens, dtype=object).reshape(n, 3).T.tolist()
+        for tokens in (average, accuracy, completion)
+    )
+    columns = (
+        [scope.user_id for scope in scopes],
+        [scope.sub_topic_id for scope in scopes],
+        [modes[scope.learning_mode] for scope in scopes],
+        [state.version for state in states],
+        attempts.sum(axis=1).tolist(),
+        correct.sum(axis=1).tolist(),
+        *attempts.T.tolist(),
+        *correct.T.tolist(),
+        *solved.T.tolist(),
+        *average_t,
+        *accuracy_t,
+        *completion_t,
+        passed,
+        failed,
+        ranking,
+        firsts,
+        lasts,
+    )
+    return [_TEMPLATE % values for values in zip(*columns, strict=True)]
 
 
 def _counts(blobs: list[bytes], n: int) -> np.ndarray[Any, np.dtype[np.int64]]:
