@@ -212,7 +212,7 @@ def _cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         report(True, "redis", f"{redact_url(settings.redis_url)} answers")
         policy = eviction_policy(settings)
         if policy is None:
-            report(None, "memory", "maxmemory-policy unknown (this user may not read CONFIG)")
+            report(None, "memory", "maxmemory-policy unknown (this user may not run INFO)")
         elif policy == "noeviction":
             report(True, "memory", "maxmemory-policy is noeviction: state is safe")
         else:

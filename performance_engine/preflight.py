@@ -7,13 +7,14 @@ from typing import Any
 
 import redis
 
+from performance_engine.connections import kafka_python_options
 from performance_engine.errors import (
     BrokerUnavailableError,
     ConfigurationError,
     DatabaseQueryError,
 )
 from performance_engine.settings import Settings
-from performance_engine.store import StatsStore
+from performance_engine.store import REDIS_ERRORS, StatsStore
 
 __all__ = [
     "bootstrap_hosts",
@@ -67,18 +68,25 @@ def require_redis(settings: Settings) -> None:
 
 
 def eviction_policy(settings: Settings) -> str | None:
-    """Redis's ``maxmemory-policy``, or None when this user may not read the config."""
+    """Redis's ``maxmemory-policy`` (on a cluster: any node's that may evict, else
+    ``noeviction``), or None when this user may not read it.
+
+    Read from ``INFO memory``, which a restricted ACL user can be granted without CONFIG.
+    """
     with StatsStore.from_settings(settings) as store:
         try:
-            found = store.client.config_get("maxmemory-policy")
-        except redis.ResponseError:  # e.g. an ACL user without CONFIG
+            info = store.client.info("memory")
+        except redis.ResponseError:  # e.g. an ACL user without INFO
             return None
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             store.ping()  # raises the engine's DatabaseQueryError with the reason
-            raise DatabaseQueryError(f"reading Redis's configuration failed: {exc}") from exc
-    values: dict[Any, Any] = dict(found)
-    value = values.get("maxmemory-policy") or values.get(b"maxmemory-policy")
-    return value.decode() if isinstance(value, bytes) else value
+            raise DatabaseQueryError(f"reading Redis's memory settings failed: {exc}") from exc
+    nodes = [info] if "maxmemory_policy" in info else list(info.values())
+    policies = {str(node.get("maxmemory_policy")) for node in nodes if isinstance(node, dict)}
+    evicting = sorted(policies - {"noeviction"})
+    if evicting:
+        return evicting[0]
+    return "noeviction" if policies else None
 
 
 def require_safe_redis(settings: Settings) -> str | None:
@@ -102,7 +110,9 @@ def _admin(settings: Settings) -> Any:
     require_broker(settings)
     try:
         return KafkaAdminClient(
-            bootstrap_servers=settings.kafka_bootstrap.split(","), bootstrap_timeout_ms=10_000
+            bootstrap_servers=settings.kafka_bootstrap.split(","),
+            bootstrap_timeout_ms=10_000,
+            **kafka_python_options(settings),
         )
     except KafkaError as exc:
         raise broker_failed(settings, exc) from exc

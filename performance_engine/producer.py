@@ -21,6 +21,7 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from performance_engine.connections import kafka_python_options
 from performance_engine.metrics.attempt import Attempt, attempt_from_mapping
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.preflight import broker_failed, require_broker
@@ -49,6 +50,7 @@ class AttemptProducer:
             "linger_ms": 5,
             "retries": 5,
             "bootstrap_timeout_ms": 10_000,
+            **kafka_python_options(self.settings),
         }
         options.update(kafka_options)
         require_broker(self.settings)  # a clear error, before kafka-python retries for long

@@ -5,6 +5,11 @@ writer that read stale state (a zombie worker after a rebalance, a backfill raci
 stream) cannot overwrite newer state: it gets a conflict and re-reads. Writing a state
 whose version is already stored, with the same content, changes nothing.
 Key layout: see :mod:`performance_engine.naming`.
+
+Commands the store sends: GET, MGET, MSETNX, EVAL (the script runs GETRANGE and SET) and
+PING; nothing else (the README's ACL line grants exactly these). On a Redis Cluster
+(``PERF_ENGINE_REDIS_CLUSTER``) every multi-key command holds keys of one hash slot: a
+scope's key carries its learner's hash tag, so a learner's scopes travel together.
 """
 
 from __future__ import annotations
@@ -18,7 +23,12 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiocluster
+import redis.cluster
+from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
 
+from performance_engine.connections import redis_options
 from performance_engine.errors import DatabaseQueryError, UserAttemptsNotFoundError
 from performance_engine.metrics.state import ScopeState, decode_state, encode_state
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
@@ -26,6 +36,7 @@ from performance_engine.naming import KeySpace
 from performance_engine.settings import Settings
 
 __all__ = [
+    "REDIS_ERRORS",
     "AsyncStatsStore",
     "ScopeWrite",
     "StatsStore",
@@ -106,17 +117,37 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
 
+#: What a Redis client may raise (cluster routing errors are not RedisErrors).
+REDIS_ERRORS = (redis.RedisError, RedisClusterException)
+
+
 def _failure(url: str, exc: Exception) -> DatabaseQueryError:
-    error = DatabaseQueryError(
-        f"Redis at {redact_url(url)} failed: {exc}; check that it is running and that "
-        "PERF_ENGINE_REDIS_URL points at it"
-    )
+    hint = "check that it is running and that PERF_ENGINE_REDIS_URL points at it"
+    if any(sign in str(exc) for sign in ("MOVED", "CROSSSLOT", "hash to the same slot")):
+        hint = "it is a Redis Cluster: set PERF_ENGINE_REDIS_CLUSTER=true"
+    elif isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in str(exc):
+        hint = "the Redis user lacks a permission: see the ACL line in the README"
+    error = DatabaseQueryError(f"Redis at {redact_url(url)} failed: {exc}; {hint}")
     error.__cause__ = exc
     return error
 
 
-def _batches(items: Sequence[Any]) -> list[Sequence[Any]]:
-    return [items[i : i + SCRIPT_BATCH] for i in range(0, len(items), SCRIPT_BATCH)]
+def _groups(keys: Sequence[str], cluster: bool) -> list[list[int]]:
+    """Positions of ``keys`` in groups one command may take: at most SCRIPT_BATCH keys and,
+    on a cluster, keys of one hash slot only."""
+    if not cluster:
+        return [
+            list(range(i, min(i + SCRIPT_BATCH, len(keys))))
+            for i in range(0, len(keys), SCRIPT_BATCH)
+        ]
+    by_slot: dict[int, list[int]] = {}
+    for i, key in enumerate(keys):
+        by_slot.setdefault(key_slot(key.encode()), []).append(i)
+    return [
+        group[i : i + SCRIPT_BATCH]
+        for group in by_slot.values()
+        for i in range(0, len(group), SCRIPT_BATCH)
+    ]
 
 
 def _stored(value: bytes | None) -> StoredScope | None:
@@ -134,71 +165,123 @@ def _not_found(scope: ScopeKey) -> UserAttemptsNotFoundError:
     )
 
 
-def _write_args(batch: Sequence[ScopeWrite]) -> list[Any]:
-    args: list[Any] = []
-    for w in batch:
-        args += (_expected_header(w.expected_version), pack_scope(w.state, w.stats_json))
-    return args
+@dataclass(frozen=True, slots=True)
+class _ReadPlan:
+    """MGETs for many scopes in one pipeline, and their replies put back in order."""
+
+    keys: list[str]
+    groups: list[list[int]]
+
+    @classmethod
+    def of(cls, keyspace: KeySpace, scopes: Sequence[ScopeKey], cluster: bool) -> _ReadPlan:
+        keys = [keyspace.for_scope(s) for s in scopes]
+        return cls(keys, _groups(keys, cluster))
+
+    def queue(self, pipe: Any) -> None:
+        for group in self.groups:
+            pipe.execute_command("MGET", *[self.keys[i] for i in group])
+
+    def outcome(self, replies: list[Any]) -> list[StoredScope | None]:
+        found: list[StoredScope | None] = [None] * len(self.keys)
+        for group, values in zip(self.groups, replies, strict=True):
+            for i, value in zip(group, values, strict=True):
+                found[i] = _stored(value)
+        return found
 
 
 @dataclass(frozen=True, slots=True)
 class _WritePlan:
-    """How a list of writes goes to Redis in one pipeline.
+    """Compare-and-set writes for many scopes in one pipeline.
 
     Writes of scopes not yet stored go as ``MSETNX`` (no script: it sets all of its keys
-    only if none of them exists, the compare-and-set for "not stored yet"); the others go
+    only if none of them exists, the compare-and-set for "not stored yet"); the others
     through the compare-and-set script. An MSETNX that finds any of its keys already
     there writes nothing; its writes are then retried through the script.
     """
 
-    created: list[Sequence[ScopeWrite]]
-    scripted: list[Sequence[ScopeWrite]]
+    commands: list[tuple[bool, list[tuple[str, ScopeWrite]]]]  # (is MSETNX, writes)
 
     @classmethod
-    def of(cls, writes: Sequence[ScopeWrite], *, script_only: bool = False) -> _WritePlan:
-        if script_only:
-            return cls([], _batches(writes))
-        fresh = [w for w in writes if w.expected_version == 0]
-        if len(fresh) == len(writes):
-            return cls(_batches(writes), [])
-        return cls(_batches(fresh), _batches([w for w in writes if w.expected_version != 0]))
+    def of(
+        cls,
+        keyspace: KeySpace,
+        writes: Sequence[ScopeWrite],
+        cluster: bool,
+        *,
+        script_only: bool = False,
+    ) -> _WritePlan:
+        commands: list[tuple[bool, list[tuple[str, ScopeWrite]]]] = []
+        fresh = [] if script_only else [w for w in writes if w.expected_version == 0]
+        stored = writes if script_only else [w for w in writes if w.expected_version != 0]
+        for msetnx, part in ((True, fresh), (False, stored)):
+            keyed = [(keyspace.for_scope(w.scope), w) for w in part]
+            for group in _groups([key for key, _ in keyed], cluster):
+                commands.append((msetnx, [keyed[i] for i in group]))
+        return cls(commands)
 
-    def queue_created(self, pipe: Any, keys: KeySpace) -> None:
-        for batch in self.created:
-            args: list[Any] = []
-            for w in batch:
-                args += (keys.for_scope(w.scope), pack_scope(w.state, w.stats_json))
-            pipe.execute_command("MSETNX", *args)
+    def queue(self, pipe: Any) -> None:
+        for msetnx, batch in self.commands:
+            if msetnx:
+                args: list[Any] = []
+                for key, w in batch:
+                    args += (key, pack_scope(w.state, w.stats_json))
+                pipe.execute_command("MSETNX", *args)
+            else:
+                keys = [key for key, _ in batch]
+                values: list[Any] = []
+                for _key, w in batch:
+                    values += (
+                        _expected_header(w.expected_version),
+                        pack_scope(w.state, w.stats_json),
+                    )
+                pipe.execute_command("EVAL", WRITE_SCOPES_LUA, len(keys), *keys, *values)
 
     def outcome(self, replies: list[Any]) -> tuple[list[ScopeWrite], list[ScopeWrite]]:
         """(refused by the script, to retry through the script) from the pipeline's replies."""
-        created, scripted = replies[: len(self.created)], replies[len(self.created) :]
-        retry = [
-            w for batch, ok in zip(self.created, created, strict=True) if not ok for w in batch
-        ]
-        refused = [
-            batch[i - 1] for batch, ids in zip(self.scripted, scripted, strict=True) for i in ids
-        ]
+        refused: list[ScopeWrite] = []
+        retry: list[ScopeWrite] = []
+        for (msetnx, batch), reply in zip(self.commands, replies, strict=True):
+            if msetnx:
+                if not reply:
+                    retry += [w for _, w in batch]
+            else:
+                refused += [batch[i - 1][1] for i in reply]
         return refused, retry
 
 
-def _client_options() -> dict[str, Any]:
-    return {"socket_timeout": 10.0, "socket_connect_timeout": 5.0, "health_check_interval": 30}
+def _client(settings: Settings) -> Any:
+    options = redis_options(settings)
+    if settings.redis_cluster:
+        return redis.cluster.RedisCluster.from_url(settings.redis_url, **options)
+    return redis.Redis.from_url(settings.redis_url, **options)
+
+
+def _async_client(settings: Settings) -> Any:
+    options = redis_options(settings)
+    if settings.redis_cluster:
+        return aiocluster.RedisCluster.from_url(settings.redis_url, **options)
+    return aioredis.Redis.from_url(settings.redis_url, **options)
 
 
 class StatsStore:
     """Synchronous access to the stored scopes (the CLI, backfill and the read API)."""
 
-    def __init__(self, client: redis.Redis, keys: KeySpace, url: str = "redis") -> None:
+    def __init__(
+        self, client: Any, keys: KeySpace, url: str = "redis", *, cluster: bool = False
+    ) -> None:
         self.client = client
         self.keys = keys
         self.url = url
-        self._write = client.register_script(WRITE_SCOPES_LUA)
+        self.cluster = cluster
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StatsStore:
-        client = redis.Redis.from_url(settings.redis_url, **_client_options())
-        return cls(client, KeySpace(settings.key_prefix), settings.redis_url)
+        return cls(
+            _client(settings),
+            KeySpace(settings.key_prefix),
+            settings.redis_url,
+            cluster=settings.redis_cluster,
+        )
 
     def close(self) -> None:
         self.client.close()
@@ -212,14 +295,14 @@ class StatsStore:
     def ping(self) -> None:
         try:
             self.client.ping()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise _failure(self.url, exc) from exc
 
     def stats_json(self, scope: ScopeKey) -> bytes:
         """The stored stats JSON of a scope, or UserAttemptsNotFoundError."""
         try:
             raw = self.client.get(self.keys.for_scope(scope))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise _failure(self.url, exc) from exc
         if not isinstance(raw, bytes):
             raise _not_found(scope)
@@ -230,26 +313,23 @@ class StatsStore:
 
     def read(self, scopes: Sequence[ScopeKey]) -> list[StoredScope | None]:
         """The stored state of each scope (None where there is none), one round trip."""
+        plan = _ReadPlan.of(self.keys, scopes, self.cluster)
         try:
             with self.client.pipeline(transaction=False) as pipe:
-                for batch in _batches(scopes):
-                    pipe.mget([self.keys.for_scope(s) for s in batch])
+                plan.queue(pipe)
                 replies = pipe.execute()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise _failure(self.url, exc) from exc
-        return [_stored(values) for reply in replies for values in reply]
+        return plan.outcome(replies)
 
     def write(self, writes: Sequence[ScopeWrite], *, script_only: bool = False) -> list[ScopeWrite]:
         """Apply compare-and-set writes (one round trip, rarely two); returns the refused ones."""
-        plan = _WritePlan.of(writes, script_only=script_only)
+        plan = _WritePlan.of(self.keys, writes, self.cluster, script_only=script_only)
         try:
             with self.client.pipeline(transaction=False) as pipe:
-                plan.queue_created(pipe, self.keys)
-                for batch in plan.scripted:
-                    keys = [self.keys.for_scope(w.scope) for w in batch]
-                    self._write(keys=keys, args=_write_args(batch), client=pipe)
+                plan.queue(pipe)
                 refused, retry = plan.outcome(pipe.execute())
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise _failure(self.url, exc) from exc
         if retry:
             refused += self.write(retry, script_only=True)
@@ -259,16 +339,22 @@ class StatsStore:
 class AsyncStatsStore:
     """asyncio access to the stored scopes (async platforms and the worker)."""
 
-    def __init__(self, client: aioredis.Redis, keys: KeySpace, url: str = "redis") -> None:
+    def __init__(
+        self, client: Any, keys: KeySpace, url: str = "redis", *, cluster: bool = False
+    ) -> None:
         self.client = client
         self.keys = keys
         self.url = url
-        self._write = client.register_script(WRITE_SCOPES_LUA)
+        self.cluster = cluster
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AsyncStatsStore:
-        client = aioredis.Redis.from_url(settings.redis_url, **_client_options())
-        return cls(client, KeySpace(settings.key_prefix), settings.redis_url)
+        return cls(
+            _async_client(settings),
+            KeySpace(settings.key_prefix),
+            settings.redis_url,
+            cluster=settings.redis_cluster,
+        )
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -282,13 +368,13 @@ class AsyncStatsStore:
     async def ping(self) -> None:
         try:
             await self.client.ping()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise _failure(self.url, exc) from exc
 
     async def stats_json(self, scope: ScopeKey) -> bytes:
         try:
             raw = await self.client.get(self.keys.for_scope(scope))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise _failure(self.url, exc) from exc
         if not isinstance(raw, bytes):
             raise _not_found(scope)
@@ -298,27 +384,24 @@ class AsyncStatsStore:
         return PerformanceStatsData.from_json(await self.stats_json(scope))
 
     async def read(self, scopes: Sequence[ScopeKey]) -> list[StoredScope | None]:
+        plan = _ReadPlan.of(self.keys, scopes, self.cluster)
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                for batch in _batches(scopes):
-                    pipe.mget([self.keys.for_scope(s) for s in batch])
+                plan.queue(pipe)
                 replies = await pipe.execute()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise _failure(self.url, exc) from exc
-        return [_stored(values) for reply in replies for values in reply]
+        return plan.outcome(replies)
 
     async def write(
         self, writes: Sequence[ScopeWrite], *, script_only: bool = False
     ) -> list[ScopeWrite]:
-        plan = _WritePlan.of(writes, script_only=script_only)
+        plan = _WritePlan.of(self.keys, writes, self.cluster, script_only=script_only)
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                plan.queue_created(pipe, self.keys)
-                for batch in plan.scripted:
-                    keys = [self.keys.for_scope(w.scope) for w in batch]
-                    await self._write(keys=keys, args=_write_args(batch), client=pipe)
+                plan.queue(pipe)
                 refused, retry = plan.outcome(await pipe.execute())
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise _failure(self.url, exc) from exc
         if retry:
             refused += await self.write(retry, script_only=True)

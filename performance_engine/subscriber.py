@@ -24,6 +24,7 @@ from typing import Any, Literal
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
+from performance_engine.connections import kafka_python_options
 from performance_engine.events import StatsUpdated, decode_stats_event
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 from performance_engine.preflight import broker_failed, require_broker
@@ -61,6 +62,7 @@ class StatsSubscriber:
             "auto_offset_reset": start,
             "enable_auto_commit": group_id is not None,
             "bootstrap_timeout_ms": 10_000,
+            **kafka_python_options(self.settings),
         }
         options.update(kafka_options)
         require_broker(self.settings)  # a clear error, before kafka-python retries for long

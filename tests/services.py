@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +201,100 @@ def read_topic(bootstrap: str, topic: str, idle_ms: int = 3000) -> list[Any]:
         return sorted(consumer, key=lambda m: (m.partition, m.offset))
     finally:
         consumer.close()
+
+
+@dataclass
+class RedisClusterNodes:
+    """A three-master Redis Cluster of the test's own (slots split evenly, no replicas)."""
+
+    directory: Path
+    ports: list[int] = field(default_factory=lambda: [_cluster_port() for _ in range(3)])
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def start(self) -> None:
+        for port in self.ports:
+            node_dir = self.directory / str(port)
+            node_dir.mkdir(parents=True, exist_ok=True)
+            with (node_dir / "redis.log").open("ab") as log:
+                self.processes.append(
+                    subprocess.Popen(
+                        [
+                            redis_server_binary(),
+                            "--port",
+                            str(port),
+                            "--bind",
+                            "127.0.0.1",
+                            "--dir",
+                            str(node_dir),
+                            "--cluster-enabled",
+                            "yes",
+                            "--cluster-config-file",
+                            "nodes.conf",
+                            "--save",
+                            "",
+                            "--appendonly",
+                            "no",
+                            "--maxmemory-policy",
+                            "noeviction",
+                        ],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        try:
+            self._form()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _form(self) -> None:
+        clients: list[Any] = [redis.Redis(port=port, socket_timeout=5) for port in self.ports]
+        for port, client in zip(self.ports, clients, strict=True):
+            log = self.directory / str(port) / "redis.log"
+            try:
+                wait_until(partial(_pings, client), 20, f"cluster node on {port}")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; its log: {log.read_text()[-2000:]}") from None
+        bounds = [0, 5461, 10923, 16384]
+        for i, client in enumerate(clients):
+            client.execute_command("CLUSTER", "ADDSLOTS", *range(bounds[i], bounds[i + 1]))
+        for port in self.ports[1:]:
+            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", port)
+
+        def ready() -> bool:
+            return all(
+                b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO")
+                and len(c.execute_command("CLUSTER", "NODES").splitlines()) == 3
+                for c in clients
+            )
+
+        wait_until(ready, 30, "the cluster to form")
+        for client in clients:
+            client.close()
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=20)
+        self.processes.clear()
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(200):
+        port = random.randrange(20_000, 55_000)
+        if not port_open(port) and not port_open(port + 10_000):
+            return port
+    raise AssertionError("no free port pair for a cluster node")
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False

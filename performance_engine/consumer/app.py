@@ -24,6 +24,7 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
 from faust.types import TP, ConsumerT
 from mode import Service
 
+from performance_engine.connections import faust_credentials
 from performance_engine.consumer.metrics import EngineMetrics
 from performance_engine.consumer.processor import (
     BatchAbandoned,
@@ -267,6 +268,7 @@ def create_app(settings: Settings, calculator: MetricsCalculator | None = None) 
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_max_batch_size=1_000_000,
+        broker_credentials=faust_credentials(settings),
     )
     app.settings = settings
     attempts = app.topic(

@@ -1,0 +1,83 @@
+"""How every client connects: Redis (plain, TLS, cluster) and Kafka (TLS, SASL).
+
+One place turns :class:`Settings` into the options of each client library, so the worker
+(Faust, redis.asyncio), the commands (kafka-python, redis) and the platform clients
+connect the same way. See the README's Security section.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from performance_engine.settings import Settings
+
+__all__ = ["faust_credentials", "kafka_python_options", "kafka_ssl_context", "redis_options"]
+
+
+def redis_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for ``redis.Redis.from_url`` / ``RedisCluster.from_url``."""
+    options: dict[str, Any] = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0}
+    if not settings.redis_cluster:
+        options["health_check_interval"] = 30
+    if settings.redis_tls_ca_file is not None:
+        options["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
+    if settings.redis_tls_cert_file is not None:
+        options["ssl_certfile"] = str(settings.redis_tls_cert_file)
+    if settings.redis_tls_key_file is not None:
+        options["ssl_keyfile"] = str(settings.redis_tls_key_file)
+    return options
+
+
+def kafka_python_options(settings: Settings) -> dict[str, Any]:
+    """Security keyword arguments for kafka-python's producer, consumer and admin client."""
+    options: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        options.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password,
+        )
+    if settings.kafka_tls:
+        options.update(
+            ssl_check_hostname=True,
+            ssl_cafile=_text(settings.kafka_ssl_ca_file),
+            ssl_certfile=_text(settings.kafka_ssl_cert_file),
+            ssl_keyfile=_text(settings.kafka_ssl_key_file),
+        )
+    return options
+
+
+def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context for Kafka (None without TLS): the CA file, else the system's CAs."""
+    if not settings.kafka_tls:
+        return None
+    context = ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH, cafile=_text(settings.kafka_ssl_ca_file)
+    )
+    if settings.kafka_ssl_cert_file is not None:
+        context.load_cert_chain(
+            str(settings.kafka_ssl_cert_file), _text(settings.kafka_ssl_key_file)
+        )
+    return context
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """Faust's ``broker_credentials`` (None for PLAINTEXT)."""
+    import faust
+
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return faust.SSLCredentials(kafka_ssl_context(settings))
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=settings.kafka_sasl_password,
+        mechanism=settings.kafka_sasl_mechanism,
+        ssl_context=kafka_ssl_context(settings),
+    )
+
+
+def _text(path: object) -> str | None:
+    return None if path is None else str(path)

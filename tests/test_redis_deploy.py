@@ -1,0 +1,366 @@
+"""Redis as deployments run it: a three-master cluster, an ACL user, TLS; Kafka security options.
+
+Each Redis here is a server of the test's own (cluster nodes, an ACL-restricted server, a
+TLS server with certificates the test makes with openssl), driven through the real CLI
+and the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import redis
+
+from performance_engine import PerformanceStats
+from performance_engine.connections import faust_credentials, kafka_python_options
+from performance_engine.demo import free_port, redis_server_binary
+from performance_engine.errors import ConfigurationError
+from performance_engine.metrics.batch import compute_stats
+from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.loader import load_attempts
+from performance_engine.settings import Settings, load_settings, settings_env
+from performance_engine.store import StatsStore
+from performance_engine.synthetic import generate_attempts
+from tests.services import RedisClusterNodes, RedisServer, produce, wait_until
+from tests.test_worker import dataset, oracle, wait_for_oracle
+
+pytestmark = pytest.mark.redis
+
+
+def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "performance_engine.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **settings_env(settings)},
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> Path:
+    path = tmp_path / "history.csv"
+    pd.DataFrame(generate_attempts(2000, users=60, sub_topics=3, seed=21)).to_csv(path, index=False)
+    return path
+
+
+def assert_backfill_and_reads_match_the_oracle(settings: Settings, history: Path) -> None:
+    done = cli(settings, "backfill", str(history), "--quiet")
+    assert done.returncode == 0, done.stderr
+    calculator = MetricsCalculator()
+    expected = compute_stats(load_attempts(history, calculator.learning_modes).frame, calculator)
+    with StatsStore.from_settings(settings) as store:
+        assert {scope: store.stats(scope) for scope in expected} == expected
+    scope = min(expected)
+    reader = PerformanceStats.create_performance_stats(
+        user_id=scope.user_id,
+        sub_topic_id=scope.sub_topic_id,
+        learning_mode=scope.learning_mode,
+        settings=settings,
+    )
+    assert reader() == expected[scope]
+    shown = cli(settings, "stats", str(scope.user_id), str(scope.sub_topic_id), "--json")
+    assert shown.returncode == 0, shown.stderr
+
+
+# --- Redis Cluster --------------------------------------------------------------------
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[RedisClusterNodes]:
+    nodes = RedisClusterNodes(tmp_path / "cluster")
+    nodes.start()
+    yield nodes
+    nodes.stop()
+
+
+def test_cluster_backfill_and_reads(cluster: RedisClusterNodes, history: Path) -> None:
+    settings = Settings(redis_url=cluster.url, redis_cluster=True, key_prefix="pe-cluster")
+    assert_backfill_and_reads_match_the_oracle(settings, history)
+    again = cli(settings, "backfill", str(history), "--quiet")  # idempotent on a cluster too
+    assert "0 newly applied" in again.stdout
+    keys_per_node = [
+        redis.Redis(port=port).dbsize() for port in cluster.ports
+    ]  # the scopes really are spread over the three masters
+    assert all(count > 0 for count in keys_per_node), keys_per_node
+
+
+def test_cluster_without_the_cluster_setting_says_so(
+    cluster: RedisClusterNodes, history: Path
+) -> None:
+    done = cli(Settings(redis_url=cluster.url), "backfill", str(history), "--quiet")
+    assert done.returncode != 0
+    assert "set PERF_ENGINE_REDIS_CLUSTER=true" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_worker_on_a_cluster_is_exact(
+    cluster: RedisClusterNodes, stream_settings: Settings, workers: Callable[..., Any]
+) -> None:
+    settings = replace(stream_settings, redis_url=cluster.url, redis_cluster=True)
+    records, _malformed = dataset(5000, users=120, seed=22)
+    expected = oracle(records)
+    worker = workers(settings)
+    produce(settings.kafka_bootstrap, settings.attempts_topic, records)
+    wait_for_oracle(settings, expected)
+    log = worker.log.read_text()
+    assert "CROSSSLOT" not in log
+    assert "retrying" not in log
+
+
+# --- an ACL user restricted to the key prefix ------------------------------------------
+
+#: The README's ACL line, with the test's password and prefix.
+ACL_RULES = "on >{password} resetkeys ~{prefix}:* resetchannels -@all " + (
+    "+get +mget +msetnx +eval +getrange +set +ping +info"
+)
+
+
+@pytest.fixture
+def acl_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "acl")
+    server.directory.mkdir()
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_acl_user_limited_to_the_prefix_runs_the_engine(
+    acl_server: RedisServer, history: Path
+) -> None:
+    admin: Any = redis.Redis(port=acl_server.port)
+    admin.set("someone-else:key", b"theirs")
+    rules = ACL_RULES.format(password="s3cret", prefix="pe-acl").split()
+    admin.execute_command("ACL", "SETUSER", "perf-engine", *rules)
+    url = f"redis://perf-engine:s3cret@127.0.0.1:{acl_server.port}/0"
+    settings = Settings(redis_url=url, key_prefix="pe-acl")
+
+    assert_backfill_and_reads_match_the_oracle(settings, history)
+    checked = cli(settings, "check")
+    # read through INFO, no CONFIG needed
+    assert "maxmemory-policy is noeviction" in checked.stdout, checked.stdout
+
+    engine = redis.Redis.from_url(url)
+    for attempt in (
+        lambda: engine.get("someone-else:key"),
+        lambda: engine.set("someone-else:key", b"mine"),
+        lambda: engine.delete("someone-else:key"),
+        lambda: engine.eval("return redis.call('SET', KEYS[1], 'x')", 1, "someone-else:key"),
+        engine.flushall,
+        lambda: engine.config_get("*"),
+        lambda: engine.keys("*"),
+    ):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            attempt()
+    assert admin.get("someone-else:key") == b"theirs"
+    assert all(key.startswith(b"pe-acl:") for key in admin.keys("*") if key != b"someone-else:key")
+
+
+def test_a_missing_permission_is_named_in_one_line(acl_server: RedisServer, history: Path) -> None:
+    admin: Any = redis.Redis(port=acl_server.port)
+    rules = ["on", ">pw", "resetkeys", "~pe-ro:*", "-@all", "+get", "+mget", "+ping"]
+    admin.execute_command("ACL", "SETUSER", "reader", *rules)
+    settings = Settings(
+        redis_url=f"redis://reader:pw@127.0.0.1:{acl_server.port}/0", key_prefix="pe-ro"
+    )
+    done = cli(settings, "backfill", str(history), "--quiet")
+    assert done.returncode != 0
+    assert "lacks a permission" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+# --- TLS to Redis ------------------------------------------------------------------------
+
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def certificates(tmp_path: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by it."""
+    d = tmp_path / "tls"
+    d.mkdir()
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=perf-engine test CA",
+        "-keyout",
+        str(d / "ca.key"),
+        "-out",
+        str(d / "ca.crt"),
+    )
+    for name, extra in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "")):
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            str(d / f"{name}.key"),
+            "-out",
+            str(d / f"{name}.csr"),
+        )
+        ext = d / f"{name}.ext"
+        ext.write_text(extra + "\n" if extra else "basicConstraints=CA:FALSE\n")
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            str(d / f"{name}.csr"),
+            "-CA",
+            str(d / "ca.crt"),
+            "-CAkey",
+            str(d / "ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            str(ext),
+            "-out",
+            str(d / f"{name}.crt"),
+        )
+    return {p.stem + p.suffix: p for p in d.iterdir()}
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path, certificates: dict[str, Path]) -> Iterator[int]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            redis_server_binary(),
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            str(certificates["server.crt"]),
+            "--tls-key-file",
+            str(certificates["server.key"]),
+            "--tls-ca-cert-file",
+            str(certificates["ca.crt"]),
+            "--tls-auth-clients",
+            "yes",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory-policy",
+            "noeviction",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        ssl=True,
+        ssl_ca_certs=str(certificates["ca.crt"]),
+        ssl_certfile=str(certificates["client.crt"]),
+        ssl_keyfile=str(certificates["client.key"]),
+        socket_timeout=2,
+    )
+
+    def up() -> bool:
+        try:
+            return bool(client.ping())
+        except (redis.RedisError, OSError, ssl.SSLError):
+            return False
+
+    wait_until(up, 20, "the TLS redis-server")
+    yield port
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def test_tls_with_a_client_certificate(
+    tls_server: int, certificates: dict[str, Path], history: Path
+) -> None:
+    settings = load_settings(
+        {
+            "PERF_ENGINE_REDIS_URL": f"rediss://127.0.0.1:{tls_server}/0",
+            "PERF_ENGINE_REDIS_TLS_CA_FILE": str(certificates["ca.crt"]),
+            "PERF_ENGINE_REDIS_TLS_CERT_FILE": str(certificates["client.crt"]),
+            "PERF_ENGINE_REDIS_TLS_KEY_FILE": str(certificates["client.key"]),
+            "PERF_ENGINE_KEY_PREFIX": "pe-tls",
+        }
+    )
+    assert_backfill_and_reads_match_the_oracle(settings, history)
+    assert "maxmemory-policy is noeviction" in cli(settings, "check").stdout
+
+    no_client_cert = replace(settings, redis_tls_cert_file=None, redis_tls_key_file=None)
+    done = cli(no_client_cert, "stats", "1", "1")
+    assert done.returncode != 0
+    assert "Redis at rediss://" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_tls_files_need_a_rediss_url() -> None:
+    with pytest.raises(ConfigurationError, match="rediss://"):
+        Settings(redis_url="redis://h:1/0", redis_tls_ca_file=Path("ca.crt"))
+    with pytest.raises(ConfigurationError, match="go together"):
+        Settings(redis_url="rediss://h:1/0", redis_tls_cert_file=Path("c.crt"))
+
+
+# --- Kafka security settings --------------------------------------------------------------
+
+
+def test_kafka_sasl_ssl_reaches_every_client(certificates: dict[str, Path]) -> None:
+    settings = load_settings(
+        {
+            "PERF_ENGINE_KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+            "PERF_ENGINE_KAFKA_SASL_MECHANISM": "scram-sha-512",
+            "PERF_ENGINE_KAFKA_SASL_USERNAME": "engine",
+            "PERF_ENGINE_KAFKA_SASL_PASSWORD": "pw",
+            "PERF_ENGINE_KAFKA_SSL_CA_FILE": str(certificates["ca.crt"]),
+        }
+    )
+    assert "pw" not in repr(settings)  # the password stays out of logs
+    assert load_settings(settings_env(settings)) == settings  # survives a subprocess
+    options = kafka_python_options(settings)
+    assert options["security_protocol"] == "SASL_SSL"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (options["sasl_plain_username"], options["sasl_plain_password"]) == ("engine", "pw")
+    assert options["ssl_cafile"] == str(certificates["ca.crt"])
+    credentials = faust_credentials(settings)  # the worker's Faust app and its producer
+    assert credentials.protocol.value == "SASL_SSL"
+    assert credentials.mechanism.value == "SCRAM-SHA-512"
+    assert credentials.ssl_context.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_kafka_security_settings_are_checked() -> None:
+    with pytest.raises(ConfigurationError, match="SASL_USERNAME"):
+        Settings(kafka_security_protocol="SASL_PLAINTEXT")
+    with pytest.raises(ConfigurationError, match="must be one of"):
+        Settings(kafka_security_protocol="TLS")
+    with pytest.raises(ConfigurationError, match="KAFKA_SASL_MECHANISM"):
+        Settings(
+            kafka_security_protocol="SASL_SSL",
+            kafka_sasl_mechanism="GSSAPI",
+            kafka_sasl_username="u",
+            kafka_sasl_password="p",
+        )
+    assert faust_credentials(Settings()) is None
+    assert kafka_python_options(Settings()) == {"security_protocol": "PLAINTEXT"}
