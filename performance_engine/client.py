@@ -38,7 +38,7 @@ def scope_key(user_id: int, sub_topic_id: int, learning_mode: LearningModeType |
             raise InvalidScopeError(f"{name} must be an integer from 1 to 2**63-1, got {value!r}")
     mode = learning_mode.value if isinstance(learning_mode, LearningModeType) else learning_mode
     mode = mode.lower() if isinstance(mode, str) else mode
-    if not isinstance(mode, str) or not MODE_NAME_RE.match(mode):
+    if not isinstance(mode, str) or not MODE_NAME_RE.fullmatch(mode):
         raise InvalidScopeError(
             f"learning_mode {learning_mode!r} is not a valid mode name "
             "(1 to 32 of a-z 0-9 _ -, starting with a letter)"

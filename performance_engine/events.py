@@ -21,10 +21,13 @@ from performance_engine.metrics.builtin import format_timestamp
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 
 __all__ = [
+    "DEAD_LETTER_MAX_VALUE",
     "DLQ_HEADERS",
     "EVENT_NAMESPACE",
+    "TRUNCATED_HEADER",
     "Source",
     "StatsUpdated",
+    "dead_letter",
     "dead_letter_headers",
     "event_id",
     "stats_event",
@@ -41,6 +44,12 @@ DLQ_HEADERS = (
     "pe-source-offset",
 )
 MAX_REASON = 1000
+#: A dead letter keeps the original value up to this size. A longer one (the attempts topic
+#: let it in, but Kafka's default message limit of 1 MB would refuse it on the dead-letter
+#: topic and block the stream) keeps its first DEAD_LETTER_MAX_VALUE bytes, and the header
+#: ``pe-value-truncated`` gives the original size.
+DEAD_LETTER_MAX_VALUE = 512 * 1024
+TRUNCATED_HEADER = "pe-value-truncated"
 
 
 class Source(msgspec.Struct, frozen=True):
@@ -112,3 +121,20 @@ def dead_letter_headers(
     """The headers of a dead letter (see :data:`DLQ_HEADERS`)."""
     values = (error_class, reason[:MAX_REASON], topic, str(partition), str(offset))
     return [(name, value.encode()) for name, value in zip(DLQ_HEADERS, values, strict=True)]
+
+
+def dead_letter(
+    key: bytes | None,
+    value: bytes | None,
+    error_class: str,
+    reason: str,
+    topic: str,
+    partition: int,
+    offset: int,
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """The (key, value, headers) of a rejected record on the dead-letter topic."""
+    headers = dead_letter_headers(error_class, reason, topic, partition, offset)
+    if value is not None and len(value) > DEAD_LETTER_MAX_VALUE:
+        headers.append((TRUNCATED_HEADER, str(len(value)).encode()))
+        value = value[:DEAD_LETTER_MAX_VALUE]
+    return key, value, headers

@@ -78,14 +78,14 @@ class Settings:
     kafka_ssl_key_file: Path | None = None
 
     def __post_init__(self) -> None:
-        if not _PREFIX_RE.match(self.key_prefix):
+        if not _PREFIX_RE.fullmatch(self.key_prefix):
             raise ConfigurationError(
                 f"{ENV_PREFIX}KEY_PREFIX={self.key_prefix!r} is not allowed: use 1 to 64 of "
                 "letters, digits and _ . : - (no braces, they would break the hash tag)"
             )
         for name in ("attempts_topic", "stats_topic", "dlq_topic"):
             value = getattr(self, name)
-            if not _TOPIC_RE.match(value):
+            if not _TOPIC_RE.fullmatch(value):
                 raise ConfigurationError(
                     f"{ENV_PREFIX}{name.upper()}={value!r} is not a valid Kafka topic name: "
                     "use letters, digits, '.', '_' and '-'"

@@ -33,7 +33,7 @@ import msgspec
 
 from performance_engine.consumer.publisher import OutRecord
 from performance_engine.errors import DatabaseQueryError, InvalidAttemptError
-from performance_engine.events import Source, dead_letter_headers, stats_event
+from performance_engine.events import Source, dead_letter, stats_event
 from performance_engine.metrics.attempt import Attempt, decode_attempt
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.state import ScopeState, fingerprint
@@ -253,12 +253,14 @@ class BatchProcessor:
         settings = self.settings
 
         dead_letters: list[OutRecord] = [
-            (
+            dead_letter(
                 record.key,
                 record.value,
-                dead_letter_headers(
-                    error.error_class, error.reason, record.topic, record.partition, record.offset
-                ),
+                error.error_class,
+                error.reason,
+                record.topic,
+                record.partition,
+                record.offset,
             )
             for record, error in dead
         ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -65,6 +65,7 @@ ERROR_CLASSES = (
 RFC3339_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 _RFC3339_RE = re.compile(RFC3339_PATTERN)
 _DIFFICULTY_BY_NAME = {d.value: d for d in DifficultyEnum}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
 
@@ -130,7 +131,7 @@ def parse_occurred_at(value: str | int) -> int:
                 "invalid_field", f"occurred_at {value!r} is not epoch milliseconds >= 0"
             )
         return value
-    if not _RFC3339_RE.match(value):
+    if not _RFC3339_RE.fullmatch(value):
         raise InvalidAttemptError(
             "invalid_field",
             f"occurred_at {value[:64]!r} is not an RFC 3339 timestamp with a time zone "
@@ -151,7 +152,10 @@ def parse_occurred_at(value: str | int) -> int:
         raise InvalidAttemptError(
             "invalid_field", f"occurred_at {value!r} is not a valid date and time"
         ) from None
-    millis = int(moment.timestamp()) * 1000 + int(fraction or "0")
+    seconds = (moment - _EPOCH).total_seconds()
+    if seconds < 0:  # as for epoch milliseconds, and as the file loaders decide
+        raise InvalidAttemptError("invalid_field", f"occurred_at {value!r} is before 1970")
+    millis = int(seconds) * 1000 + int(fraction or "0")
     if millis > MAX_EPOCH_MS:
         raise InvalidAttemptError("invalid_field", f"occurred_at {value!r} is out of range")
     return millis

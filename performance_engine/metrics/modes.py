@@ -81,7 +81,7 @@ class LearningModes:
             )
         rules = dict(self.rules)
         for name, table in modes.items():
-            if not isinstance(name, str) or not MODE_NAME_RE.match(name):
+            if not isinstance(name, str) or not MODE_NAME_RE.fullmatch(name):
                 raise ConfigurationError(
                     f"{source}: mode name {name!r} is invalid; use 1 to 32 of a-z 0-9 _ -, "
                     "starting with a letter"
