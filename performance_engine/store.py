@@ -125,6 +125,8 @@ def _failure(url: str, exc: Exception) -> DatabaseQueryError:
     hint = "check that it is running and that PERF_ENGINE_REDIS_URL points at it"
     if any(sign in str(exc) for sign in ("MOVED", "CROSSSLOT", "hash to the same slot")):
         hint = "it is a Redis Cluster: set PERF_ENGINE_REDIS_CLUSTER=true"
+    elif "maxmemory" in str(exc):
+        hint = "Redis is out of memory (maxmemory with noeviction): raise maxmemory"
     elif isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in str(exc):
         hint = "the Redis user lacks a permission: see the ACL line in the README"
     error = DatabaseQueryError(f"Redis at {redact_url(url)} failed: {exc}; {hint}")

@@ -1,0 +1,267 @@
+"""Faults real deployments meet, against real processes; every test ends exact.
+
+Each test streams attempts (with redelivered duplicates and malformed records) through
+`perf-engine worker` subprocesses while something goes wrong, then compares every scope
+in Redis with the pandas oracle over the distinct valid attempts: nothing lost, nothing
+counted twice. See the README's Reliability section for what each one guarantees.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from kafka import KafkaConsumer, TopicPartition
+
+from performance_engine.demo import free_port
+from performance_engine.settings import Settings
+from performance_engine.synthetic import generate_attempts
+from tests.services import (
+    DelayProxy,
+    RedisServer,
+    attempt_records,
+    create_topics,
+    start_tansu,
+    wait_until,
+)
+from tests.test_worker import (
+    Records,
+    applied,
+    assert_last_events_carry_final_versions,
+    malformed_records,
+    oracle,
+    produce_slowly,
+    wait_for_oracle,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def storm_dataset(count: int, seed: int) -> Records:
+    """``count`` attempts, 5% redelivered duplicates, 1% malformed records of every class."""
+    rng = random.Random(seed)
+    records: Records = attempt_records(generate_attempts(count, users=count // 50, seed=seed))
+    records += rng.sample(records, count // 20)
+    kinds = list(malformed_records().values())
+    for i in range(count // 100):
+        key, value = kinds[i % len(kinds)]
+        assert value is not None
+        records.append((key, value + b" " * (i // len(kinds))))  # each one distinct
+    rng.shuffle(records)
+    return records
+
+
+def committed(settings: Settings) -> int:
+    """The worker group's committed offsets, summed over the attempts partitions."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.app_id,
+        enable_auto_commit=False,
+    )
+    try:
+        return sum(
+            consumer.committed(TopicPartition(settings.attempts_topic, p)) or 0
+            for p in range(settings.partitions)
+        )
+    finally:
+        consumer.close()
+
+
+def wait_for_progress(settings: Settings, scopes: list[Any], more_than: int, what: str) -> int:
+    wait_until(lambda: applied(settings, scopes) > more_than, 120, what)
+    return applied(settings, scopes)
+
+
+# 1. kill storm ------------------------------------------------------------------------------
+
+
+def test_kill_storm(stream_settings: Settings, workers: Callable[..., Any]) -> None:
+    """kill -9 at random moments, six times, while 100,000 attempts stream in."""
+    records = storm_dataset(100_000, seed=31)
+    expected = oracle(records)
+    scopes = sorted(expected)
+    total = sum(s.version for s in expected.values())
+    rng = random.Random(31)
+    producer = produce_slowly(stream_settings, records, chunks=40, pause=1.0)
+    worker = workers(stream_settings)
+    kills = 0
+    while kills < 6 and applied(stream_settings, scopes) < total * 0.9:
+        done = applied(stream_settings, scopes)
+        wait_for_progress(stream_settings, scopes, done + rng.randrange(500, 5000), "progress")
+        time.sleep(rng.uniform(0, 1.5))  # somewhere in a batch: fetch, write, publish, commit
+        worker.kill()
+        kills += 1
+        worker = workers(stream_settings)
+    assert kills >= 5, f"the stream finished after {kills} kills"
+    producer.join(timeout=300)
+    wait_for_oracle(stream_settings, expected, timeout=300)
+    assert_last_events_carry_final_versions(stream_settings, expected)
+
+
+# 2. Redis restart ---------------------------------------------------------------------------
+
+
+def test_redis_restart_acks_nothing_while_down(
+    stream_settings: Settings, workers: Callable[..., Any], tmp_path: Path
+) -> None:
+    server = RedisServer(tmp_path)
+    server.start()
+    settings = replace(stream_settings, redis_url=server.url)
+    try:
+        records = storm_dataset(20_000, seed=32)
+        expected = oracle(records)
+        scopes = sorted(expected)
+        worker = workers(settings)
+        producer = produce_slowly(settings, records, chunks=40, pause=0.5)
+        wait_for_progress(settings, scopes, 2000, "the worker to start applying")
+        server.stop()
+        time.sleep(1.0)  # a batch that was being written fails now, and is not committed
+        offsets = committed(settings)
+        time.sleep(5.0)
+        assert committed(settings) == offsets  # no record acked while Redis was down
+        assert worker.alive()
+        server.start()
+        producer.join(timeout=120)
+        wait_for_oracle(settings, expected)
+        assert worker.alive()
+        assert "retrying" in worker.log.read_text()
+    finally:
+        server.stop()
+
+
+# 3. broker pause ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A tansu of this test's own (the test stops it), and its bootstrap address."""
+    port = free_port()
+    process = start_tansu(port, tmp_path / "tansu.log")
+    yield process, f"127.0.0.1:{port}"
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGCONT)
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_broker_paused_for_20_seconds(
+    stream_settings: Settings,
+    workers: Callable[..., Any],
+    own_broker: tuple[subprocess.Popen[bytes], str],
+) -> None:
+    broker, bootstrap = own_broker
+    settings = replace(stream_settings, kafka_bootstrap=bootstrap)
+    create_topics(
+        settings.kafka_bootstrap,
+        [settings.attempts_topic, settings.stats_topic, settings.dlq_topic],
+        settings.partitions,
+    )
+    records = storm_dataset(20_000, seed=33)
+    expected = oracle(records)
+    scopes = sorted(expected)
+    head, tail = records[: len(records) // 2], records[len(records) // 2 :]
+    worker = workers(settings)
+    produce_slowly(settings, head, chunks=5, pause=0.2).join(timeout=120)
+    wait_for_progress(settings, scopes, 1000, "the worker to start applying")
+    os.kill(broker.pid, signal.SIGSTOP)
+    time.sleep(20)
+    os.kill(broker.pid, signal.SIGCONT)
+    assert worker.alive()
+    produce_slowly(settings, tail, chunks=5, pause=0.2).join(timeout=180)
+    wait_for_oracle(settings, expected, timeout=240)
+    assert worker.alive()  # recovered by itself: the same process, never restarted
+    assert_last_events_carry_final_versions(settings, expected)
+
+
+# 4. rebalance during load -------------------------------------------------------------------
+
+
+def test_a_second_worker_joins_then_leaves_mid_stream(
+    stream_settings: Settings, workers: Callable[..., Any]
+) -> None:
+    records = storm_dataset(40_000, seed=34)
+    expected = oracle(records)
+    scopes = sorted(expected)
+    total = sum(s.version for s in expected.values())
+    producer = produce_slowly(stream_settings, records, chunks=60, pause=0.5)
+    first = workers(stream_settings)
+    wait_for_progress(stream_settings, scopes, total // 10, "the first worker to apply")
+    second = workers(stream_settings)
+    wait_for_progress(stream_settings, scopes, total // 2, "both workers to apply")
+    assert second.stop() == 0  # leaves the group cleanly, mid-stream
+    producer.join(timeout=180)
+    wait_for_oracle(stream_settings, expected, timeout=240)
+    assert first.alive()
+    for worker in (first, second):  # both held partitions of the attempts topic
+        assert re.search(rf"\| {stream_settings.attempts_topic} +\| {{\d", worker.log.read_text())
+
+
+# 5. slow Redis ------------------------------------------------------------------------------
+
+
+def test_every_redis_call_slow(
+    stream_settings: Settings, workers: Callable[..., Any], redis_url: str
+) -> None:
+    """40 ms or more per Redis call (a proxy holds each chunk 20 ms each way)."""
+    target = int(redis_url.rsplit(":", 1)[1].split("/", maxsplit=1)[0])
+    with DelayProxy(target, 0.02) as proxy:
+        settings = replace(stream_settings, redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+        records = storm_dataset(10_000, seed=35)
+        expected = oracle(records)
+        worker = workers(settings)
+        produce_slowly(settings, records, chunks=10, pause=0.2).join(timeout=120)
+        wait_for_oracle(settings, expected, timeout=240)
+        assert worker.alive()
+        log = worker.log.read_text()
+        assert "Traceback" not in log
+        assert "retrying" not in log  # slow is not failing: no timeouts, no retries
+
+
+# 6. Redis out of memory ---------------------------------------------------------------------
+
+
+def test_redis_out_of_memory_pauses_then_resumes(
+    stream_settings: Settings, workers: Callable[..., Any], tmp_path: Path
+) -> None:
+    server = RedisServer(tmp_path)
+    server.start()
+    admin = redis.Redis.from_url(server.url)
+    used = int(admin.info("memory")["used_memory"])
+    admin.config_set("maxmemory", used + 512 * 1024)  # room for a few hundred scopes
+    settings = replace(stream_settings, redis_url=server.url)
+    try:
+        records = storm_dataset(20_000, seed=36)
+        expected = oracle(records)
+        scopes = sorted(expected)
+        worker = workers(settings)
+        producer = produce_slowly(settings, records, chunks=10, pause=0.2)
+        log = worker.log
+
+        def out_of_memory() -> bool:
+            text = log.read_text()
+            return "out of memory (maxmemory with noeviction): raise maxmemory" in text
+
+        wait_until(out_of_memory, 120, "the worker to hit maxmemory and retry")
+        stuck = applied(settings, scopes)
+        offsets = committed(settings)
+        time.sleep(3)
+        assert committed(settings) == offsets  # nothing acked that was not written
+        assert applied(settings, scopes) == stuck
+        assert worker.alive()
+        admin.config_set("maxmemory", 0)
+        producer.join(timeout=120)
+        wait_for_oracle(settings, expected)
+        assert worker.alive()
+    finally:
+        admin.close()
+        server.stop()
