@@ -10,8 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
+import subprocess
+import sys
 import time
 import tracemalloc
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -250,3 +254,20 @@ def test_hostile_attempt_ids_stay_inside_the_scope_keys(
     keys = [k.decode() for k in redis_client.scan_iter(match=f"{settings.key_prefix}*")]
     assert keys
     assert all(KEY_RE.fullmatch(key) for key in keys), keys
+
+
+def test_coverage_guided_fuzzing_with_atheris(tmp_path: Path) -> None:
+    """1,000,000 coverage-guided inputs from the seeds in tests/fuzz/seeds (atheris)."""
+    pytest.importorskip("atheris", reason="atheris has no wheel for this platform")
+    here = Path(__file__).parent / "fuzz"
+    corpus = tmp_path / "corpus"
+    shutil.copytree(here / "seeds", corpus)
+    done = subprocess.run(
+        [sys.executable, str(here / "decoder.py"), "-runs=1000000", "-max_len=4096", str(corpus)],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Done 1000000 runs" in done.stderr
