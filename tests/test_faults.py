@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 import redis
-from kafka import KafkaConsumer, TopicPartition
 
 from performance_engine.demo import free_port
 from performance_engine.settings import Settings
@@ -30,6 +29,7 @@ from tests.services import (
     DelayProxy,
     RedisServer,
     attempt_records,
+    committed,
     create_topics,
     start_tansu,
     wait_until,
@@ -59,22 +59,6 @@ def storm_dataset(count: int, seed: int) -> Records:
         records.append((key, value + b" " * (i // len(kinds))))  # each one distinct
     rng.shuffle(records)
     return records
-
-
-def committed(settings: Settings) -> int:
-    """The worker group's committed offsets, summed over the attempts partitions."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=settings.app_id,
-        enable_auto_commit=False,
-    )
-    try:
-        return sum(
-            consumer.committed(TopicPartition(settings.attempts_topic, p)) or 0
-            for p in range(settings.partitions)
-        )
-    finally:
-        consumer.close()
 
 
 def wait_for_progress(settings: Settings, scopes: list[Any], more_than: int, what: str) -> int:
@@ -111,32 +95,36 @@ def test_kill_storm(stream_settings: Settings, workers: Callable[..., Any]) -> N
 # 2. Redis restart ---------------------------------------------------------------------------
 
 
-def test_redis_restart_acks_nothing_while_down(
-    stream_settings: Settings, workers: Callable[..., Any], tmp_path: Path
-) -> None:
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which the test may stop, restart or starve."""
     server = RedisServer(tmp_path)
     server.start()
-    settings = replace(stream_settings, redis_url=server.url)
-    try:
-        records = storm_dataset(20_000, seed=32)
-        expected = oracle(records)
-        scopes = sorted(expected)
-        worker = workers(settings)
-        producer = produce_slowly(settings, records, chunks=40, pause=0.5)
-        wait_for_progress(settings, scopes, 2000, "the worker to start applying")
-        server.stop()
-        time.sleep(1.0)  # a batch that was being written fails now, and is not committed
-        offsets = committed(settings)
-        time.sleep(5.0)
-        assert committed(settings) == offsets  # no record acked while Redis was down
-        assert worker.alive()
-        server.start()
-        producer.join(timeout=120)
-        wait_for_oracle(settings, expected)
-        assert worker.alive()
-        assert "retrying" in worker.log.read_text()
-    finally:
-        server.stop()
+    yield server
+    server.stop()
+
+
+def test_redis_restart_acks_nothing_while_down(
+    stream_settings: Settings, workers: Callable[..., Any], own_redis: RedisServer
+) -> None:
+    settings = replace(stream_settings, redis_url=own_redis.url)
+    records = storm_dataset(20_000, seed=32)
+    expected = oracle(records)
+    scopes = sorted(expected)
+    worker = workers(settings)
+    producer = produce_slowly(settings, records, chunks=40, pause=0.5)
+    wait_for_progress(settings, scopes, 2000, "the worker to start applying")
+    own_redis.stop()
+    time.sleep(1.0)  # a batch that was being written fails now, and is not committed
+    offsets = committed(settings)
+    time.sleep(5.0)
+    assert committed(settings) == offsets  # no record acked while Redis was down
+    assert worker.alive()
+    own_redis.start()
+    producer.join(timeout=120)
+    wait_for_oracle(settings, expected)
+    assert worker.alive()
+    assert "retrying" in worker.log.read_text()
 
 
 # 3. broker pause ----------------------------------------------------------------------------
@@ -231,37 +219,32 @@ def test_every_redis_call_slow(
 
 
 def test_redis_out_of_memory_pauses_then_resumes(
-    stream_settings: Settings, workers: Callable[..., Any], tmp_path: Path
+    stream_settings: Settings, workers: Callable[..., Any], own_redis: RedisServer
 ) -> None:
-    server = RedisServer(tmp_path)
-    server.start()
-    admin = redis.Redis.from_url(server.url)
+    admin = redis.Redis.from_url(own_redis.url)
     used = int(admin.info("memory")["used_memory"])
     admin.config_set("maxmemory", used + 512 * 1024)  # room for a few hundred scopes
-    settings = replace(stream_settings, redis_url=server.url)
-    try:
-        records = storm_dataset(20_000, seed=36)
-        expected = oracle(records)
-        scopes = sorted(expected)
-        worker = workers(settings)
-        producer = produce_slowly(settings, records, chunks=10, pause=0.2)
-        log = worker.log
+    settings = replace(stream_settings, redis_url=own_redis.url)
+    records = storm_dataset(20_000, seed=36)
+    expected = oracle(records)
+    scopes = sorted(expected)
+    worker = workers(settings)
+    producer = produce_slowly(settings, records, chunks=10, pause=0.2)
+    log = worker.log
 
-        def out_of_memory() -> bool:
-            text = log.read_text()
-            return "out of memory (maxmemory with noeviction): raise maxmemory" in text
+    def out_of_memory() -> bool:
+        text = log.read_text()
+        return "out of memory (maxmemory with noeviction): raise maxmemory" in text
 
-        wait_until(out_of_memory, 120, "the worker to hit maxmemory and retry")
-        stuck = applied(settings, scopes)
-        offsets = committed(settings)
-        time.sleep(3)
-        assert committed(settings) == offsets  # nothing acked that was not written
-        assert applied(settings, scopes) == stuck
-        assert worker.alive()
-        admin.config_set("maxmemory", 0)
-        producer.join(timeout=120)
-        wait_for_oracle(settings, expected)
-        assert worker.alive()
-    finally:
-        admin.close()
-        server.stop()
+    wait_until(out_of_memory, 120, "the worker to hit maxmemory and retry")
+    stuck = applied(settings, scopes)
+    offsets = committed(settings)
+    time.sleep(3)
+    assert committed(settings) == offsets  # nothing acked that was not written
+    assert applied(settings, scopes) == stuck
+    assert worker.alive()
+    admin.config_set("maxmemory", 0)
+    producer.join(timeout=120)
+    wait_for_oracle(settings, expected)
+    assert worker.alive()
+    admin.close()

@@ -22,7 +22,7 @@ import redis
 
 from performance_engine import PerformanceStats
 from performance_engine.connections import faust_credentials, kafka_python_options
-from performance_engine.demo import free_port, redis_server_binary
+from performance_engine.demo import free_port, redis_server_command
 from performance_engine.errors import ConfigurationError
 from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
@@ -247,29 +247,13 @@ def certificates(tmp_path: Path) -> dict[str, Path]:
 def tls_server(tmp_path: Path, certificates: dict[str, Path]) -> Iterator[int]:
     port = free_port()
     process = subprocess.Popen(
-        [
-            redis_server_binary(),
-            "--port",
-            "0",
-            "--tls-port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--tls-cert-file",
-            str(certificates["server.crt"]),
-            "--tls-key-file",
-            str(certificates["server.key"]),
-            "--tls-ca-cert-file",
-            str(certificates["ca.crt"]),
-            "--tls-auth-clients",
-            "yes",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--maxmemory-policy",
-            "noeviction",
-        ],
+        redis_server_command(
+            0,
+            *("--tls-port", str(port), "--tls-auth-clients", "yes"),
+            *("--tls-cert-file", str(certificates["server.crt"])),
+            *("--tls-key-file", str(certificates["server.key"])),
+            *("--tls-ca-cert-file", str(certificates["ca.crt"])),
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
