@@ -82,7 +82,8 @@ def eviction_policy(settings: Settings) -> str | None:
             store.ping()  # raises the engine's DatabaseQueryError with the reason
             raise DatabaseQueryError(f"reading Redis's memory settings failed: {exc}") from exc
     nodes = [info] if "maxmemory_policy" in info else list(info.values())
-    policies = {str(node.get("maxmemory_policy")) for node in nodes if isinstance(node, dict)}
+    found = (node.get("maxmemory_policy") for node in nodes if isinstance(node, dict))
+    policies = {str(policy) for policy in found if policy is not None}
     evicting = sorted(policies - {"noeviction"})
     if evicting:
         return evicting[0]

@@ -7,7 +7,8 @@ whose version is already stored, with the same content, changes nothing.
 Key layout: see :mod:`performance_engine.naming`.
 
 Commands the store sends: GET, MGET, MSETNX, EVAL (the script runs GETRANGE and SET) and
-PING; nothing else (the README's ACL line grants exactly these). On a Redis Cluster
+PING; the eviction check (``preflight``) adds INFO through the same client. Nothing else:
+the README's ACL line grants exactly these. On a Redis Cluster
 (``PERF_ENGINE_REDIS_CLUSTER``) every multi-key command holds keys of one hash slot: a
 scope's key carries its learner's hash tag, so a learner's scopes travel together.
 """
