@@ -17,9 +17,11 @@ __all__ = ["faust_credentials", "kafka_python_options", "kafka_ssl_context", "re
 
 def redis_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for ``redis.Redis.from_url`` / ``RedisCluster.from_url``."""
-    options: dict[str, Any] = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0}
-    if not settings.redis_cluster:
-        options["health_check_interval"] = 30
+    options: dict[str, Any] = {
+        "socket_timeout": 10.0,
+        "socket_connect_timeout": 5.0,
+        "health_check_interval": 30,
+    }
     if settings.redis_tls_ca_file is not None:
         options["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
     if settings.redis_tls_cert_file is not None:
