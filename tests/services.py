@@ -85,7 +85,11 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until(self.ping, 20, f"redis-server on {self.port}")
+        try:
+            wait_until(self.ping, 20, f"redis-server on {self.port}")
+        except AssertionError:
+            self.stop()  # no server left behind
+            raise
 
     def ping(self) -> bool:
         try:

@@ -273,10 +273,13 @@ def tls_server(tmp_path: Path, certificates: dict[str, Path]) -> Iterator[int]:
         except (redis.RedisError, OSError, ssl.SSLError):
             return False
 
-    wait_until(up, 20, "the TLS redis-server")
-    yield port
-    process.terminate()
-    process.wait(timeout=20)
+    try:
+        wait_until(up, 20, "the TLS redis-server")
+        yield port
+    finally:  # also when it never came up: no server left behind
+        client.close()
+        process.terminate()
+        process.wait(timeout=20)
 
 
 def test_tls_with_a_client_certificate(
