@@ -264,12 +264,25 @@ class RedisClusterNodes:
 
 
 def _cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is free too."""
+    """A port that can be bound, whose cluster bus port (port + 10000) can be too.
+
+    Both stay below 32768, where Linux starts handing out ephemeral ports for outgoing
+    connections (a connect-based check misses those: nothing listens, yet bind fails).
+    """
     for _ in range(200):
-        port = random.randrange(20_000, 55_000)
-        if not port_open(port) and not port_open(port + 10_000):
+        port = random.randrange(10_000, 22_000)
+        if _bindable(port) and _bindable(port + 10_000):
             return port
     raise AssertionError("no free port pair for a cluster node")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _pings(client: redis.Redis) -> bool:
