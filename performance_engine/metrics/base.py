@@ -1,20 +1,28 @@
 """How a custom metric is written.
 
-Two kinds, both registered with :meth:`MetricsCalculator.register_metrics`:
+Three kinds, all registered with :meth:`MetricsCalculator.register_metrics`:
 
 * **Frame-based** (the seed's way): subclass :class:`BaseMetric`, set ``name`` and
   implement ``__call__(self, difficulty_groups, *args, **kwargs)``. ``difficulty_groups``
   is ``frame.groupby("difficulty")`` over the scope's distinct attempts, with the columns
   of :data:`FRAME_COLUMNS` (``difficulty`` holds ``"easy"``, ``"medium"``, ``"hard"``;
-  ``occurred_at`` is a UTC ``datetime64``). Simple to write, but it needs the scope's
-  attempts: while one is registered, every scope's state keeps a log of its latest
-  ``attempt_log_limit`` attempts (1,000 by default; by occurred_at, so the same whatever
-  the arrival order), about 60 bytes each in Redis, and the metric is called with a frame
-  built from that log each time the scope's stats are computed (about a millisecond).
+  ``occurred_at`` is a UTC ``datetime64``). Simple to write, but slow: it is called with a
+  frame of the scope's latest ``attempt_log_limit`` attempts (1,000 by default; in
+  learning order, so the same whatever the arrival order), built from the scope's history
+  each time the scope's stats are computed (about a millisecond, plus reading the history
+  from Redis).
 * **Incremental** (the fast path): subclass :class:`IncrementalMetric` and implement
-  ``initial``, ``update`` and optionally ``result``. State in, one attempt in, state out;
-  the state must be msgpack-serialisable (None, bool, int, float, str, bytes, lists and
-  dicts of them). For results independent of arrival order, make ``update`` commutative.
+  ``initial``, ``update`` and optionally ``result``. State in, one attempt in, state out,
+  in arrival order; the state must be msgpack-serialisable (None, bool, int, float, str,
+  bytes, lists and dicts of them). For results independent of arrival order, ``update``
+  must be commutative (counts, sums, sets).
+* **Sequential**: subclass :class:`SequentialMetric`, with the same three methods. The
+  engine calls ``update`` in learning order (``occurred_at``, then ``attempt_id``) however
+  the attempts arrive: an attempt later than all applied costs one ``update``; one that
+  arrives out of order makes the engine fold the scope's history again from ``initial``.
+  Use it for anything that depends on order (streaks, moving averages, knowledge
+  tracing). Bump the class's ``version`` when ``initial`` or ``update`` change meaning:
+  states folded with another version are folded again at their scope's next attempt.
 
 A metric's value must be JSON-serialisable; it appears under ``custom_metrics[name]``.
 """
@@ -27,14 +35,22 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from performance_engine.metrics.attempt import ATTEMPT_COLUMNS, Attempt
-from performance_engine.metrics.state import LogEntry
+from performance_engine.metrics.history import Entry
 from performance_engine.metrics.types import DIFFICULTIES, DifficultyEnum, ScopeKey
 
 if TYPE_CHECKING:
     import pandas as pd
     from pandas.core.groupby import DataFrameGroupBy
 
-__all__ = ["FRAME_COLUMNS", "BaseMetric", "IncrementalMetric", "attempt_from_row", "log_frame"]
+__all__ = [
+    "FRAME_COLUMNS",
+    "BaseMetric",
+    "FoldMetric",
+    "IncrementalMetric",
+    "SequentialMetric",
+    "attempt_from_row",
+    "log_frame",
+]
 
 #: The columns of the frame a frame-based metric receives, in order.
 FRAME_COLUMNS = ATTEMPT_COLUMNS
@@ -52,8 +68,8 @@ class BaseMetric(ABC):
         """The metric's value for one scope, from its attempts grouped by difficulty."""
 
 
-class IncrementalMetric(BaseMetric):
-    """A metric kept up to date one attempt at a time, from a small state of its own."""
+class FoldMetric(BaseMetric):
+    """A metric folded one attempt at a time over a small state of its own."""
 
     @abstractmethod
     def initial(self) -> Any:
@@ -78,7 +94,19 @@ class IncrementalMetric(BaseMetric):
         return self.result(state)
 
 
-def log_frame(scope: ScopeKey, log: Sequence[LogEntry]) -> pd.DataFrame:
+class IncrementalMetric(FoldMetric):
+    """Folded in arrival order: ``update`` must be commutative to be order-independent."""
+
+
+class SequentialMetric(FoldMetric):
+    """Folded in learning order (``occurred_at``, then ``attempt_id``), whatever the
+    arrival order."""
+
+    #: Bump when ``initial`` or ``update`` change meaning (see the module docstring).
+    version: ClassVar[int] = 1
+
+
+def log_frame(scope: ScopeKey, log: Sequence[Entry]) -> pd.DataFrame:
     """A scope's attempt log as the frame a frame-based metric receives."""
     import numpy as np
     import pandas as pd

@@ -6,13 +6,19 @@ within a scope count once (the first in frame order wins), exactly as in the str
 because both deduplicate by the same fingerprint. This is also the oracle the stream
 is tested against.
 
-Custom metrics cost more here: an incremental one is folded over the scope's attempts in
-Python, a frame-based one is called once per scope with a pandas groupby.
+New scopes are built column-wise, sequential metrics and histories included
+(:mod:`metrics.sequence`). Scopes that already have a state (``base``: a backfill into
+what the stream holds, older history included) go through the calculator's own
+plan/apply, with their histories, so a merge is exactly what the stream would do.
+
+Custom metrics cost more here: incremental and sequential ones are folded over each
+scope's attempts in Python, a frame-based one is called once per scope with a pandas
+groupby.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, cast
@@ -24,29 +30,43 @@ import xxhash
 
 from performance_engine.metrics.base import attempt_from_row
 from performance_engine.metrics.calculator import MetricsCalculator
-from performance_engine.metrics.state import ScopeState, log_entry
+from performance_engine.metrics.history import Entry, HistoryWrite, entry_of
+from performance_engine.metrics.sequence import (
+    encode_history_columns,
+    fold_learning_columns,
+    learning_order,
+)
+from performance_engine.metrics.state import ScopeState, fingerprint
 from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData, ScopeKey
 
 __all__ = [
     "BatchResult",
+    "HistoryLoader",
     "ScopeIndex",
     "compute_states",
     "compute_stats",
     "fingerprints",
     "scope_index",
-    "scope_keys",
 ]
 
 _U8 = np.dtype("<u8")
 _DIFFICULTY_NAMES = np.array([d.value for d in DIFFICULTIES], dtype=object)
 
+#: Reads the stored histories of some scopes (their entries, in learning order).
+HistoryLoader = Callable[[Sequence[ScopeKey]], Sequence[list[Entry]]]
+
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    """Scopes and their states, in the same order."""
+    """Scopes, their states and what to store in their histories, in the same order.
+
+    ``entries`` holds each scope's whole history, when frame-based metrics need it.
+    """
 
     scopes: list[ScopeKey]
     states: list[ScopeState]
+    histories: list[HistoryWrite | None]
+    entries: list[list[Entry]] | None = None
 
     def __len__(self) -> int:
         return len(self.scopes)
@@ -55,26 +75,47 @@ class BatchResult:
         return zip(self.scopes, self.states, strict=True)
 
     def stats(self, calculator: MetricsCalculator) -> dict[ScopeKey, PerformanceStatsData]:
-        return {scope: calculator.stats(scope, state) for scope, state in self.items()}
+        entries: Sequence[list[Entry] | None] = self.entries or [None] * len(self.scopes)
+        return {
+            scope: calculator.stats(scope, state, history)
+            for scope, state, history in zip(self.scopes, self.states, entries, strict=True)
+        }
 
     def stats_json(self, calculator: MetricsCalculator) -> list[bytes]:
         """Each scope's stats JSON (see ``MetricsCalculator.stats_json_many``)."""
-        return calculator.stats_json_many(self.scopes, self.states)
+        return calculator.stats_json_many(self.scopes, self.states, self.entries)
 
     def chunks(self, size: int) -> Iterator[BatchResult]:
         for start in range(0, len(self.scopes), size):
             end = start + size
-            yield BatchResult(self.scopes[start:end], self.states[start:end])
+            yield BatchResult(
+                self.scopes[start:end],
+                self.states[start:end],
+                self.histories[start:end],
+                None if self.entries is None else self.entries[start:end],
+            )
+
+
+def _id_bytes(attempt_ids: Any) -> pa.Array:
+    """The ids as an Arrow binary array of their UTF-8 bytes."""
+    values = attempt_ids.array if isinstance(attempt_ids, pd.Series) else attempt_ids
+    try:  # Arrow hands out the UTF-8 bytes without a Python str per id
+        array = pa.array(values, type=pa.large_string()).cast(pa.large_binary())
+    except (pa.ArrowException, UnicodeEncodeError):  # e.g. lone surrogates: not UTF-8
+        array = pa.array([s.encode("utf-8", "surrogatepass") for s in values], pa.large_binary())
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    return array
 
 
 def fingerprints(attempt_ids: Any) -> np.ndarray[Any, np.dtype[np.uint64]]:
     """The dedup fingerprint of each attempt id (see ``metrics.state.fingerprint``)."""
+    return _fingerprints(_id_bytes(attempt_ids))
+
+
+def _fingerprints(ids: pa.Array) -> np.ndarray[Any, np.dtype[np.uint64]]:
     digest = xxhash.xxh3_64_intdigest
-    values = attempt_ids.array if isinstance(attempt_ids, pd.Series) else attempt_ids
-    try:  # Arrow hands out the UTF-8 bytes without a Python str per id
-        blobs = pa.array(values, type=pa.large_string()).cast(pa.large_binary()).to_pylist()
-    except (pa.ArrowException, UnicodeEncodeError):  # e.g. lone surrogates: not UTF-8
-        blobs = [s.encode("utf-8", "surrogatepass") for s in values]
+    blobs = ids.to_pylist()
     return np.fromiter(map(digest, blobs), dtype=np.uint64, count=len(blobs))
 
 
@@ -91,33 +132,31 @@ def compute_states(
     base: Mapping[ScopeKey, ScopeState] | None = None,
     *,
     index: ScopeIndex | None = None,
+    load_history: HistoryLoader | None = None,
 ) -> BatchResult:
     """The state of every scope in ``frame`` after applying its attempts.
 
     ``base`` holds states that already exist (e.g. in Redis): their attempts are merged
-    with the frame's, attempts already applied to them change nothing. ``index`` is the
-    frame's :func:`scope_index`, if the caller has it already.
+    with the frame's, attempts already applied to them change nothing. Merging may need
+    some of their histories: ``load_history`` reads them. ``index`` is the frame's
+    :func:`scope_index`, if the caller has it already.
     """
     n = len(frame)
     if n == 0:
-        return BatchResult([], [])
+        return BatchResult([], [], [])
     scope_codes, scopes = index if index is not None else scope_index(frame)
-    fps = fingerprints(frame["attempt_id"])
+    ids = _id_bytes(frame["attempt_id"])
+    fps = _fingerprints(ids)
     # One row per distinct (scope, fingerprint), the first in frame order, sorted by both.
     rows, sc, fp = _distinct_attempts(scope_codes, fps, len(scopes))
 
     if base:
-        return _merge_into_base(frame, calculator, base, scopes, sc, fp, rows)
-    return BatchResult(scopes, _build_states(frame, calculator, len(scopes), sc, fp, rows))
+        return _merge_into_base(frame, ids, calculator, base, scopes, sc, fp, rows, load_history)
+    return _build_states(frame, ids, calculator, scopes, sc, fp, rows)
 
 
 #: Each row's scope code, and the scope of each code (codes in order of first appearance).
 ScopeIndex = tuple[np.ndarray[Any, np.dtype[np.int64]], list[ScopeKey]]
-
-
-def scope_keys(frame: pd.DataFrame) -> list[ScopeKey]:
-    """The distinct scopes of a normalised frame, in order of first appearance."""
-    return scope_index(frame)[1] if len(frame) else []
 
 
 def scope_index(frame: pd.DataFrame) -> ScopeIndex:
@@ -226,14 +265,18 @@ def _slices(buffer: bytes, offsets: list[int]) -> list[bytes]:
 
 def _build_states(
     frame: pd.DataFrame,
+    ids: pa.Array,
     calculator: MetricsCalculator,
-    n_scopes: int,
+    scopes: list[ScopeKey],
     sc: np.ndarray[Any, Any],
     fp: np.ndarray[Any, Any],
     rows: np.ndarray[Any, Any],
-) -> list[ScopeState]:
+) -> BatchResult:
+    """New scopes, column-wise: ``rows`` are their distinct attempts sorted by (scope,
+    fingerprint), ``sc`` their dense scope codes, ``fp`` their fingerprints."""
+    n_scopes = len(scopes)
     if n_scopes == 0:
-        return []
+        return BatchResult([], [], [])
     difficulty = frame["difficulty"].to_numpy(np.int64)[rows]
     correct = frame["is_correct"].to_numpy(bool)[rows]
     question = frame["question_id"].to_numpy(np.int64)[rows]
@@ -251,6 +294,39 @@ def _build_states(
     lasts = np.maximum.reduceat(occurred, starts).tolist()
     seen_bytes = (seen_offsets * 8).tolist()
 
+    # The same rows in learning order: the sequential metrics and the histories.
+    distinct_ids = ids.take(pa.array(rows))
+    order = learning_order(sc, occurred, distinct_ids)
+    modes = sorted({scope.learning_mode for scope in scopes})
+    mode_code = {mode: i for i, mode in enumerate(modes)}
+    scope_modes = np.array([mode_code[scope.learning_mode] for scope in scopes], dtype=np.int64)
+    learning = fold_learning_columns(
+        seen_offsets,
+        difficulty[order],
+        correct[order],
+        question[order],
+        [calculator.learning_modes.params(mode) for mode in modes],
+        scope_modes,
+    ).states()
+    ordered_rows = rows[order]
+    ordered_ids = distinct_ids.take(pa.array(order))
+    number, number_missing = _optional(frame["attempt_number"], ordered_rows)
+    spent, spent_missing = _optional(frame["time_spent_ms"], ordered_rows)
+    blobs = encode_history_columns(
+        seen_offsets,
+        occurred[order],
+        ordered_ids,
+        question[order],
+        difficulty[order],
+        correct[order],
+        number,
+        number_missing,
+        spent,
+        spent_missing,
+    )
+    tails = ordered_ids.take(pa.array(seen_offsets[1:] - 1)).cast(pa.large_string()).to_pylist()
+    signatures = [calculator.signature(mode) for mode in modes]
+
     questions = _slices(q_buffer, q_offsets)  # one blob per (scope, difficulty)
     solved = _slices(s_buffer, s_offsets)
     seen = _slices(seen_buffer, seen_bytes)
@@ -267,39 +343,73 @@ def _build_states(
             solved[k : k + 3],
             blob,
             {},
+            [],
+            version,
+            tail,
+            folded,
+            {},
+            signatures[mode],
         )
-        for version, first, last, k, blob in zip(versions, firsts, lasts, thirds, seen, strict=True)
+        for version, first, last, k, blob, tail, folded, mode in zip(
+            versions,
+            firsts,
+            lasts,
+            thirds,
+            seen,
+            tails,
+            learning,
+            scope_modes.tolist(),
+            strict=True,
+        )
     ]
-    if calculator.incremental_metrics or calculator.frame_metrics:
-        _custom_metrics(frame, calculator, states, sc, rows)
-    return states
+    histories: list[HistoryWrite | None] = [HistoryWrite(blob, True) for blob in blobs]
+    entries = None
+    if calculator.incremental_metrics or calculator.sequential_metrics or calculator.frame_metrics:
+        entries = _custom_metrics(frame, calculator, scopes, states, sc, rows)
+    return BatchResult(scopes, states, histories, entries)
+
+
+def _optional(
+    column: pd.Series, rows: np.ndarray[Any, Any]
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """An optional integer column at ``rows``: its values (0 where absent) and a mask."""
+    missing = column.isna().to_numpy(dtype=bool)[rows]
+    return column.to_numpy(dtype=np.int64, na_value=0)[rows], missing
 
 
 def _custom_metrics(
     frame: pd.DataFrame,
     calculator: MetricsCalculator,
+    scopes: list[ScopeKey],
     states: list[ScopeState],
     sc: np.ndarray[Any, Any],
     rows: np.ndarray[Any, Any],
-) -> None:
-    """Fill the custom metrics' states and logs: the slow path, only when some are registered.
+) -> list[list[Entry]] | None:
+    """Fill the custom metrics' states (the slow path, only when some are registered);
+    returns each scope's history entries when frame-based metrics need them.
 
-    Incremental metrics are folded over each scope's attempts in (occurred_at, attempt_id)
-    order; frame-based ones get the scope's log of its latest attempts.
+    Incremental and sequential metrics are folded over each scope's attempts in learning
+    order (occurred_at, then attempt_id).
     """
     distinct = seed_frame(frame.iloc[rows]).assign(_scope=sc)
     distinct = distinct.sort_values(["_scope", "occurred_at", "attempt_id"], kind="stable")
-    limit = calculator.attempt_log_limit
+    entries: list[list[Entry]] | None = [] if calculator.frame_metrics else None
     for code, group in distinct.groupby("_scope", sort=False):
         state = states[cast(int, code)]
-        records = group.to_dict("records")
+        attempts = [attempt_from_row(row) for row in group.to_dict("records")]
         for metric in calculator.incremental_metrics:
             value = metric.initial()
-            for row in records:
-                value = metric.update(value, attempt_from_row(row))
+            for attempt in attempts:
+                value = metric.update(value, attempt)
             state.custom[metric.name] = value
-        if calculator.frame_metrics:
-            state.log = [log_entry(attempt_from_row(row)) for row in records[-limit:]]
+        for seq in calculator.sequential_metrics:
+            folded = seq.initial()
+            for attempt in attempts:
+                folded = seq.update(folded, attempt)
+            state.sequential[seq.name] = folded
+        if entries is not None:
+            entries.append([entry_of(attempt) for attempt in attempts])
+    return entries
 
 
 def seed_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -312,40 +422,56 @@ def seed_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _merge_into_base(
     frame: pd.DataFrame,
+    ids: pa.Array,
     calculator: MetricsCalculator,
     base: Mapping[ScopeKey, ScopeState],
     scopes: list[ScopeKey],
     sc: np.ndarray[Any, Any],
     fp: np.ndarray[Any, Any],
     rows: np.ndarray[Any, Any],
+    load_history: HistoryLoader | None,
 ) -> BatchResult:
-    """Scopes with a base state take the incremental path; new scopes the vectorised one."""
+    """Scopes with a base state go through the calculator, as in the stream; new scopes
+    take the column-wise path."""
     has_base = np.array([scope in base for scope in scopes], dtype=bool)
     fresh_rows = ~has_base[sc]
     new_codes = np.cumsum(~has_base) - 1
     fresh_scopes = [s for s, b in zip(scopes, has_base.tolist(), strict=True) if not b]
     fresh = _build_states(
         frame,
+        ids,
         calculator,
-        len(fresh_scopes),
+        fresh_scopes,
         new_codes[sc[fresh_rows]],
         fp[fresh_rows],
         rows[fresh_rows],
     )
-    merged_scopes = list(fresh_scopes)
-    states = fresh
     offsets = _segments(sc, len(scopes))
+    merged: list[tuple[ScopeKey, ScopeState, Any]] = []
     for code in np.flatnonzero(has_base).tolist():
         scope = scopes[code]
         state = base[scope].copy()
         lo, hi = offsets[code], offsets[code + 1]
-        known = np.frombuffer(state.seen, dtype=_U8)
-        new = ~np.isin(fp[lo:hi], known)
-        if new.any():
-            positions = np.sort(rows[lo:hi][new])  # file order
-            scope_rows = seed_frame(frame.iloc[positions])
-            for row in scope_rows.to_dict("records"):
-                calculator.apply(state, attempt_from_row(row))
-        merged_scopes.append(scope)
-        states.append(state)
-    return BatchResult(merged_scopes, states)
+        positions = np.sort(rows[lo:hi])  # file order: the first of an attempt_id wins
+        records = seed_frame(frame.iloc[positions]).to_dict("records")
+        pairs = [
+            (attempt, fingerprint(attempt.attempt_id)) for attempt in map(attempt_from_row, records)
+        ]
+        merged.append((scope, state, calculator.plan(scope, state, pairs)))
+    wanted = [scope for scope, _, plan in merged if plan.needs_history]
+    if wanted and load_history is None:
+        raise ValueError("merging into these states needs their histories: give load_history")
+    loaded = dict(zip(wanted, load_history(wanted) if wanted and load_history else [], strict=True))
+    scopes_out = list(fresh.scopes)
+    states_out = list(fresh.states)
+    histories_out = list(fresh.histories)
+    entries_out = list(fresh.entries or []) if calculator.frame_metrics else None
+    for scope, state, plan in merged:
+        history = loaded.get(scope)
+        applied = calculator.apply_plan(scope, state, plan, history)
+        scopes_out.append(scope)
+        states_out.append(state)
+        histories_out.append(applied.history)
+        if entries_out is not None:
+            entries_out.append(history if history is not None else [])
+    return BatchResult(scopes_out, states_out, histories_out, entries_out)

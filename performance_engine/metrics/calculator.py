@@ -1,7 +1,28 @@
-"""MetricsCalculator: the built-in metrics plus registered custom ones, one definition for all.
+"""MetricsCalculator: the built-in metrics plus registered custom ones, for every path.
 
-The stream and the pandas batch path both call :meth:`MetricsCalculator.apply` /
-:meth:`MetricsCalculator.stats`, so a metric is defined once.
+The stream, the pandas batch path (for scopes that already have a state) and the tests
+all change a scope through :meth:`MetricsCalculator.plan` and
+:meth:`MetricsCalculator.apply_plan` (or :meth:`MetricsCalculator.apply`, both at once),
+and read it through :meth:`MetricsCalculator.stats`. The batch path builds the state of
+new scopes with numpy instead (``metrics.batch``, ``metrics.sequence``), and the
+property tests hold it equal to this.
+
+Applying attempts to a scope:
+
+1. attempts already applied change nothing (their fingerprints are in the state); the
+   first of several with one ``attempt_id`` wins;
+2. the new ones are sorted into learning order (``occurred_at``, then ``attempt_id``) and
+   counted (SPEC 3);
+3. if they all come after the scope's last attempt, the sequential metrics (the built-in
+   ``learning`` block and any :class:`SequentialMetric`) take one step each, and the
+   history gets them appended; otherwise, or if the parameters or the sequential metrics
+   changed since the scope was last folded, the history is needed: the new attempts are
+   put in their places and everything sequential is folded again from the start.
+
+A scope whose state predates the history (format 1) has no sequential values; they stay
+unknown (``learning`` is None) until its history is complete again: attempts already
+applied, met again with the history at hand (a backfill of the platform's history, or a
+replay of the topic), are put into it without being counted twice.
 """
 
 from __future__ import annotations
@@ -9,19 +30,78 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import msgspec
+import xxhash
+
 from performance_engine.errors import ConfigurationError
 from performance_engine.metrics.attempt import Attempt
-from performance_engine.metrics.base import BaseMetric, IncrementalMetric, log_frame
+from performance_engine.metrics.base import (
+    BaseMetric,
+    FoldMetric,
+    IncrementalMetric,
+    SequentialMetric,
+    log_frame,
+)
 from performance_engine.metrics.builtin import builtin_fields
+from performance_engine.metrics.history import (
+    DIFFICULTY_INDEX,
+    Entry,
+    HistoryWrite,
+    attempt_of,
+    encode_entries,
+    entry_of,
+    learning_key,
+)
+from performance_engine.metrics.learning import (
+    fold_learning,
+    initial_learning,
+    learning_stats,
+    learning_step,
+)
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.state import ScopeState, fingerprint
-from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
+from performance_engine.metrics.types import LearningStats, PerformanceStatsData, ScopeKey
 
-__all__ = ["COLUMNAR_MIN_SCOPES", "MetricsCalculator"]
+__all__ = ["COLUMNAR_MIN_SCOPES", "Applied", "MetricsCalculator", "Plan"]
 
 #: From this many scopes on, stats_json_many takes the columnar path (below it, numpy's
 #: fixed cost per call is more than the per-scope path's).
 COLUMNAR_MIN_SCOPES = 64
+
+
+class Plan(msgspec.Struct, gc=False):
+    """What applying some attempts to a scope will take, decided before anything changes."""
+
+    #: Attempts not applied yet, in learning order, with their fingerprints.
+    fresh: list[tuple[Attempt, int]]
+    #: Attempts applied before; kept only when the scope's history is incomplete.
+    known: list[Attempt]
+    #: How many attempts were given.
+    given: int
+    #: Whether :meth:`MetricsCalculator.apply_plan` needs the scope's history.
+    needs_history: bool
+    #: Whether the sequential metrics must be folded again over the whole history.
+    refold: bool
+
+
+class Applied(msgspec.Struct, gc=False):
+    """What applying attempts did: counts, and the change to store in the history."""
+
+    applied: int
+    duplicates: int
+    history: HistoryWrite | None
+
+
+def _fresh_key(pair: tuple[Attempt, int]) -> tuple[int, str]:
+    attempt = pair[0]
+    return attempt.occurred_at, attempt.attempt_id
+
+
+def _fold(metric: FoldMetric, attempts: Iterable[Attempt]) -> Any:
+    value = metric.initial()
+    for attempt in attempts:
+        value = metric.update(value, attempt)
+    return value
 
 
 class MetricsCalculator:
@@ -51,7 +131,9 @@ class MetricsCalculator:
         self.attempt_log_limit = attempt_log_limit
         self._metrics: dict[str, BaseMetric] = {}
         self._incremental: tuple[IncrementalMetric, ...] = ()
+        self._sequential: tuple[SequentialMetric, ...] = ()
         self._frame: tuple[BaseMetric, ...] = ()
+        self._signatures: dict[str, int] = {}
 
     def register_metrics(self, metrics: Iterable[BaseMetric]) -> None:
         """Add custom metrics; each needs a unique, non-empty ``name``."""
@@ -67,12 +149,11 @@ class MetricsCalculator:
             if name in self._metrics:
                 raise ConfigurationError(f"a metric named {name!r} is already registered")
             self._metrics[name] = metric
-        self._incremental = tuple(
-            m for m in self._metrics.values() if isinstance(m, IncrementalMetric)
-        )
-        self._frame = tuple(
-            m for m in self._metrics.values() if not isinstance(m, IncrementalMetric)
-        )
+        values = self._metrics.values()
+        self._incremental = tuple(m for m in values if isinstance(m, IncrementalMetric))
+        self._sequential = tuple(m for m in values if isinstance(m, SequentialMetric))
+        self._frame = tuple(m for m in values if not isinstance(m, FoldMetric))
+        self._signatures.clear()
 
     @property
     def metrics(self) -> Mapping[str, BaseMetric]:
@@ -84,52 +165,201 @@ class MetricsCalculator:
         return self._incremental
 
     @property
+    def sequential_metrics(self) -> tuple[SequentialMetric, ...]:
+        return self._sequential
+
+    @property
     def frame_metrics(self) -> tuple[BaseMetric, ...]:
         """Registered seed-style metrics, which need the scope's attempts as a frame."""
         return self._frame
+
+    def signature(self, mode: str) -> int:
+        """What a scope's sequential values were folded with: the mode's learning
+        parameters and the sequential metrics' names and versions (never 0)."""
+        found = self._signatures.get(mode)
+        if found is None:
+            params = self.learning_modes.params(mode).as_tuple()
+            metrics = [(m.name, m.version) for m in self._sequential]
+            digest = xxhash.xxh3_64_intdigest(msgspec.msgpack.encode((params, metrics)))
+            found = self._signatures[mode] = digest or 1
+        return found
 
     def new_state(self) -> ScopeState:
         custom = {m.name: m.initial() for m in self._incremental} if self._incremental else {}
         # Positional and literal: ScopeState() would call a Python factory per list.
         return ScopeState(
-            0, None, None, [0, 0, 0], [0, 0, 0], [b"", b"", b""], [b"", b"", b""], b"", custom, []
+            0,
+            None,
+            None,
+            [0, 0, 0],
+            [0, 0, 0],
+            [b"", b"", b""],
+            [b"", b"", b""],
+            b"",
+            custom,
+            [],
+            0,
+            "",
+            None,
+            {},
+            0,
         )
 
-    def apply(self, state: ScopeState, attempt: Attempt, fp: int | None = None) -> bool:
-        """Apply one attempt in place; False if its ``attempt_id`` was applied already."""
-        if not state.apply(attempt, fingerprint(attempt.attempt_id) if fp is None else fp):
-            return False
-        custom = state.custom
-        for metric in self._incremental:
-            name = metric.name
-            custom[name] = metric.update(custom.get(name, metric.initial()), attempt)
-        if self._frame:
-            state.record(attempt, self.attempt_log_limit)
-        return True
+    # -- applying attempts ----------------------------------------------------------
+
+    def plan(
+        self, scope: ScopeKey, state: ScopeState, attempts: Iterable[tuple[Attempt, int]]
+    ) -> Plan:
+        """Decide what applying ``attempts`` (with their fingerprints) to a scope takes."""
+        fresh: list[tuple[Attempt, int]] = []
+        known: list[Attempt] = []
+        batch: set[int] = set()
+        given = 0
+        complete = state.history == state.version
+        for pair in attempts:
+            given += 1
+            fp = pair[1]
+            if fp in batch:
+                continue
+            batch.add(fp)
+            if state.has_seen(fp):
+                if not complete:
+                    known.append(pair[0])
+                continue
+            fresh.append(pair)
+        if len(fresh) > 1:
+            fresh.sort(key=_fresh_key)
+        if complete:
+            refold = state.version > 0 and (
+                state.signature != self.signature(scope.learning_mode)
+                or (bool(fresh) and _fresh_key(fresh[0]) < (state.last_at or 0, state.tail_id))
+            )
+            needs = refold or bool(self._frame)
+        else:
+            refold = False
+            needs = bool(known) or bool(state.log) or bool(self._frame)
+        return Plan(fresh, known, given, needs, refold)
+
+    def apply_plan(
+        self,
+        scope: ScopeKey,
+        state: ScopeState,
+        plan: Plan,
+        history: list[Entry] | None = None,
+    ) -> Applied:
+        """Carry out a plan on ``state`` (and on ``history``, the scope's entries, when the
+        plan needs them), in place; returns what to store in the history."""
+        if plan.needs_history and history is None:
+            raise ValueError(f"applying these attempts to {scope} needs its history")
+        rebuilt = (
+            history is not None
+            and not state.history_complete
+            and _rebuild(state, history, plan.known)
+        )
+        complete = state.history_complete
+        refold = complete and (plan.refold or rebuilt)
+        step = complete and not refold
+        mode = scope.learning_mode
+        learning = state.learning
+        if step and state.version == 0:
+            learning = state.learning = initial_learning(self.learning_modes.params(mode))
+            state.sequential = {m.name: m.initial() for m in self._sequential}
+            state.signature = self.signature(mode)
+        coefficients = self.learning_modes.params(mode).coefficients
+        incremental, sequential = self._incremental, self._sequential
+        version_before = state.version
+        entries: list[Entry] = []
+        for attempt, fp in plan.fresh:
+            if step and learning is not None:
+                d = DIFFICULTY_INDEX[attempt.difficulty]
+                first = not state.has_question(d, attempt.question_id)
+                learning_step(learning, coefficients, d, attempt.is_correct, first)
+                values = state.sequential
+                for metric in sequential:
+                    values[metric.name] = metric.update(values[metric.name], attempt)
+            state.apply(attempt, fp)
+            if incremental:
+                custom = state.custom
+                for inc in incremental:
+                    custom[inc.name] = inc.update(custom.get(inc.name, inc.initial()), attempt)
+            entries.append(entry_of(attempt))
+        state.history += len(entries)
+        if step and entries:
+            state.tail_id = entries[-1][1]
+        write: HistoryWrite | None = None
+        if history is not None:
+            if entries:
+                history.extend(entries)
+                if not step:
+                    history.sort(key=learning_key)
+            if refold:
+                self._refold(scope, state, history)
+            if entries or rebuilt or refold:
+                write = HistoryWrite(encode_entries(history), True)
+        elif entries:
+            write = HistoryWrite(encode_entries(entries), version_before == 0)
+        fresh = len(plan.fresh)
+        return Applied(fresh, plan.given - fresh, write)
+
+    def apply(
+        self,
+        scope: ScopeKey,
+        state: ScopeState,
+        attempts: Iterable[Attempt],
+        history: list[Entry] | None = None,
+    ) -> Applied:
+        """:meth:`plan` and :meth:`apply_plan` at once (fingerprints computed here)."""
+        pairs = [(a, fingerprint(a.attempt_id)) for a in attempts]
+        return self.apply_plan(scope, state, self.plan(scope, state, pairs), history)
+
+    def _refold(self, scope: ScopeKey, state: ScopeState, history: Sequence[Entry]) -> None:
+        """Every sequential value folded again over the complete history."""
+        mode = scope.learning_mode
+        state.learning = fold_learning(history, self.learning_modes.params(mode))
+        if self._sequential:
+            attempts = [attempt_of(scope, entry) for entry in history]
+            state.sequential = {m.name: _fold(m, attempts) for m in self._sequential}
+        else:
+            state.sequential = {}
+        state.signature = self.signature(mode)
+        state.tail_id = history[-1][1] if history else ""
+
+    # -- stats ----------------------------------------------------------------------
 
     def stats_json_many(
-        self, scopes: Sequence[ScopeKey], states: Sequence[ScopeState]
+        self,
+        scopes: Sequence[ScopeKey],
+        states: Sequence[ScopeState],
+        histories: Sequence[Sequence[Entry] | None] | None = None,
     ) -> list[bytes]:
         """Each scope's stats JSON, byte-equal to ``self.stats(scope, state).to_json()``.
 
         Without custom metrics, many scopes at once take the columnar path
         (:mod:`metrics.columnar`, numpy: several times faster per scope).
         """
-        rules = self.learning_modes.rules
+        modes = self.learning_modes
         if (
             len(scopes) >= COLUMNAR_MIN_SCOPES
             and not self._metrics
-            and {scope.learning_mode for scope in scopes} <= rules.keys()
+            and {scope.learning_mode for scope in scopes} <= modes.rules.keys()
         ):
             from performance_engine.metrics.columnar import builtin_stats_json
 
-            columnar = builtin_stats_json(scopes, states, rules)
+            columnar = builtin_stats_json(scopes, states, modes)
             if columnar is not None:
                 return columnar
-        return [self.stats(s, state).to_json() for s, state in zip(scopes, states, strict=True)]
+        if histories is None:
+            return [self.stats(s, state).to_json() for s, state in zip(scopes, states, strict=True)]
+        return [
+            self.stats(s, state, history).to_json()
+            for s, state, history in zip(scopes, states, histories, strict=True)
+        ]
 
-    def stats(self, scope: ScopeKey, state: ScopeState) -> PerformanceStatsData:
-        """The stats of one scope, derived from its state."""
+    def stats(
+        self, scope: ScopeKey, state: ScopeState, history: Sequence[Entry] | None = None
+    ) -> PerformanceStatsData:
+        """The stats of one scope, derived from its state (and its history, which only
+        frame-based metrics need)."""
         required = self.learning_modes.rules.get(scope.learning_mode)
         if required is None:
             raise ConfigurationError(
@@ -138,18 +368,53 @@ class MetricsCalculator:
             )
         fields = builtin_fields(state, required)
         custom: dict[str, Any] = {}
+        complete = state.history_complete
         for name, metric in self._metrics.items():
             if isinstance(metric, IncrementalMetric):
                 value = state.custom.get(name)
                 custom[name] = metric.result(metric.initial() if value is None else value)
+            elif isinstance(metric, SequentialMetric):
+                folded = state.sequential.get(name) if state.version else metric.initial()
+                custom[name] = metric.result(folded) if complete and folded is not None else None
         if self._frame:
-            groups = log_frame(scope, state.log).groupby("difficulty")
-            for metric in self._frame:
-                custom[metric.name] = metric(groups)
+            if history is None:
+                raise ValueError(f"the stats of {scope} need its history (frame-based metrics)")
+            groups = log_frame(scope, history[-self.attempt_log_limit :]).groupby("difficulty")
+            for frame_metric in self._frame:
+                custom[frame_metric.name] = frame_metric(groups)
         return PerformanceStatsData(
             user_id=scope.user_id,
             sub_topic_id=scope.sub_topic_id,
             learning_mode=scope.learning_mode,
+            learning=self.learning(scope, state),
             custom_metrics=custom,
             **fields,
         )
+
+    def learning(self, scope: ScopeKey, state: ScopeState) -> LearningStats | None:
+        """The ``learning`` block of a scope, or None while its history is incomplete."""
+        if not state.history_complete:
+            return None
+        params = self.learning_modes.params(scope.learning_mode)
+        folded = state.learning if state.learning is not None else initial_learning(params)
+        questions = state.questions
+        counts = (len(questions[0]) >> 3, len(questions[1]) >> 3, len(questions[2]) >> 3)
+        return learning_stats(folded, params, counts)
+
+
+def _rebuild(state: ScopeState, history: list[Entry], known: Sequence[Attempt]) -> bool:
+    """Bring into an incomplete history the attempts it lacks that are at hand: a format-1
+    state's log, and attempts applied before and met again. True if anything changed."""
+    have = {entry[1] for entry in history}
+    added = False
+    for entry in [*state.log, *map(entry_of, known)]:
+        if entry[1] not in have:
+            have.add(entry[1])
+            history.append(entry)
+            added = True
+    changed = added or bool(state.log)
+    state.log = []
+    if added:
+        history.sort(key=learning_key)
+        state.history = len(history)
+    return changed

@@ -1,24 +1,27 @@
-"""The built-in stats JSON of many scopes at once: the backfill's path.
+"""The built-in stats JSON of many scopes at once: a numpy twin of the per-scope path.
 
-``builtin_stats_json(scopes, states, rules)`` returns, for every scope, the same bytes as
+``builtin_stats_json(scopes, states, modes)`` returns, for every scope, the same bytes as
 ``MetricsCalculator.stats(scope, state).to_json()`` when no custom metric is registered
-(``tests/test_properties.py`` holds the two together): the numbers of SPEC 3 are computed
-with numpy over all scopes (see :mod:`metrics.builtin` for the definitions), floats are
-rounded by Python's ``round`` and written by msgspec as one list, and each record is one
-``bytes`` template filled with ``%``. About four times faster than building a
-:class:`PerformanceStatsData` per scope, which is what a backfill of 300,000 scopes spends
-most of its per-scope time on.
+(``tests/test_properties.py`` holds the two together): the numbers of SPEC 3 and the
+``learning`` block of SPEC 3.1 (from the folded values in each state) are computed with
+numpy over all scopes (the reference definitions are :mod:`metrics.builtin` and
+:mod:`metrics.learning`), floats are rounded by Python's ``round`` and written by msgspec
+as one list, and each record is one ``bytes`` template filled with ``%``. About four times
+faster than building a :class:`PerformanceStatsData` per scope; the backfill uses it, and
+the worker for batches of 64 scopes or more.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
 import msgspec
 import numpy as np
 
+from performance_engine.metrics.learning import initial_learning
+from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.state import ScopeState
 from performance_engine.metrics.types import DIFFICULTIES, CompletionStatusEnum, ScopeKey
 
@@ -33,8 +36,15 @@ _TEMPLATE = (
     b'"difficulty_scores":' + _TRIPLE + b',"average_attempts":' + _TOKENS + b","
     b'"accuracy":' + _TOKENS + b',"difficulty_completion":' + _TOKENS + b","
     b'"passed_difficulties":%s,"failed_difficulties":%s,"difficulty_ranking":%s,'
-    b'"first_attempt_at":%s,"last_attempt_at":%s,"custom_metrics":{}}'
+    b'"first_attempt_at":%s,"last_attempt_at":%s,"learning":%s,"custom_metrics":{}}'
 )
+_LEARNING = (
+    b'{"mastery_probability":%s,"mastered":%s,"predicted_correct":' + _TOKENS + b","
+    b'"recommended_difficulty":%s,"recent_accuracy":%s,"current_streak":%d,'
+    b'"longest_streak":%d,"first_attempt_accuracy":' + _TOKENS + b"}"
+)
+_BOOLEANS = np.array([b"false", b"true"], dtype=object)
+_DIFFICULTY_TOKENS = np.array([msgspec.json.encode(d) for d in DIFFICULTIES], dtype=object)
 _COMPLETION = np.array(  # index: 1 if complete
     [
         msgspec.json.encode(s)
@@ -48,11 +58,10 @@ _PRODUCT_LIMIT = 1 << 62  # cross-multiplied counts must stay exact in int64
 
 
 def builtin_stats_json(
-    scopes: Sequence[ScopeKey],
-    states: Sequence[ScopeState],
-    rules: Mapping[str, tuple[int, int, int]],
+    scopes: Sequence[ScopeKey], states: Sequence[ScopeState], modes: LearningModes
 ) -> list[bytes] | None:
     """The stats JSON of each scope, or None if its counts are too large for this path."""
+    rules = modes.rules
     n = len(states)
     if n == 0:
         return []
@@ -73,7 +82,7 @@ def builtin_stats_json(
     completion = _COMPLETION[done.astype(np.int64)].reshape(-1).tolist()
     firsts = _timestamps([s.first_at for s in states])
     lasts = _timestamps([s.last_at for s in states])
-    modes = {mode: msgspec.json.encode(mode) for mode in {scope.learning_mode for scope in scopes}}
+    names = {mode: msgspec.json.encode(mode) for mode in {scope.learning_mode for scope in scopes}}
     average_t, accuracy_t, completion_t = (
         np.array(tokens, dtype=object).reshape(n, 3).T.tolist()
         for tokens in (average, accuracy, completion)
@@ -81,7 +90,7 @@ def builtin_stats_json(
     columns = (
         [scope.user_id for scope in scopes],
         [scope.sub_topic_id for scope in scopes],
-        [modes[scope.learning_mode] for scope in scopes],
+        [names[scope.learning_mode] for scope in scopes],
         [state.version for state in states],
         attempts.sum(axis=1).tolist(),
         correct.sum(axis=1).tolist(),
@@ -96,8 +105,54 @@ def builtin_stats_json(
         ranking,
         firsts,
         lasts,
+        _learning_blocks(scopes, states, modes, questions),
     )
     return [_TEMPLATE % values for values in zip(*columns, strict=True)]
+
+
+def _learning_blocks(
+    scopes: Sequence[ScopeKey],
+    states: Sequence[ScopeState],
+    modes: LearningModes,
+    questions: np.ndarray[Any, Any],
+) -> list[bytes]:
+    """Each scope's ``learning`` JSON (see ``metrics.learning.learning_stats``), or null."""
+    n = len(states)
+    complete = [s.history == s.version for s in states]
+    params = {mode: modes.params(mode) for mode in {scope.learning_mode for scope in scopes}}
+    folded = [
+        s.learning if s.learning is not None else initial_learning(params[scope.learning_mode])
+        for scope, s in zip(scopes, states, strict=True)
+    ]
+    p = np.array([f.p for f in folded], dtype=np.float64)
+    e = np.array([f.e for f in folded], dtype=np.float64)
+    first_correct = np.array([f.first_correct for f in folded], dtype=np.int64).reshape(n, 3)
+    by_scope = [params[scope.learning_mode] for scope in scopes]
+    k = [q.coefficients for q in by_scope]
+    one_minus_slip = np.array([c.one_minus_slip for c in k], dtype=np.float64).reshape(n, 3)
+    guess = np.array([c.guess for c in k], dtype=np.float64).reshape(n, 3)
+    threshold = np.array([q.mastery_threshold for q in by_scope], dtype=np.float64)
+    target = np.array([q.target_success for q in by_scope], dtype=np.float64)
+    predicted = p[:, None] * one_minus_slip + (1 - p)[:, None] * guess
+    reaches = predicted >= target[:, None]
+    recommended = np.where(reaches[:, 2], 2, np.where(reaches[:, 1], 1, 0))
+    rounded = _round_tokens(np.concatenate([p, e, predicted.reshape(-1)]))
+    mastery, recent, predicted_t = rounded[:n], rounded[n : 2 * n], rounded[2 * n :]
+    first = np.array(_float_tokens(first_correct, questions), dtype=object).reshape(n, 3)
+    columns = (
+        mastery,
+        _BOOLEANS[(p >= threshold).astype(np.int64)].tolist(),
+        *np.array(predicted_t, dtype=object).reshape(n, 3).T.tolist(),
+        _DIFFICULTY_TOKENS[recommended].tolist(),
+        recent,
+        [f.current for f in folded],
+        [f.longest for f in folded],
+        *first.T.tolist(),
+    )
+    return [
+        _LEARNING % values if ok else b"null"
+        for ok, values in zip(complete, zip(*columns, strict=True), strict=True)
+    ]
 
 
 def _counts(blobs: list[bytes], n: int) -> np.ndarray[Any, np.dtype[np.int64]]:
@@ -115,9 +170,19 @@ def _float_tokens(
     present = (denominator > 0).reshape(-1)
     ratios = (numerator / np.maximum(denominator, 1)).reshape(-1)
     distinct, inverse = np.unique(ratios, return_inverse=True)
-    written = msgspec.json.encode([round(r, 4) for r in distinct.tolist()])[1:-1].split(b",")
-    tokens = np.array([*written, b"null"], dtype=object)
-    return tokens[np.where(present, inverse.reshape(-1), len(written))].tolist()  # type: ignore[no-any-return]
+    tokens = np.array([*_written(distinct), b"null"], dtype=object)
+    return tokens[np.where(present, inverse.reshape(-1), len(distinct))].tolist()  # type: ignore[no-any-return]
+
+
+def _round_tokens(values: np.ndarray[Any, Any]) -> list[bytes]:
+    """``round(value, 4)`` of each value as msgspec writes it."""
+    distinct, inverse = np.unique(values, return_inverse=True)
+    tokens = np.array(_written(distinct), dtype=object)
+    return tokens[inverse.reshape(-1)].tolist()  # type: ignore[no-any-return]
+
+
+def _written(values: np.ndarray[Any, Any]) -> list[bytes]:
+    return msgspec.json.encode([round(v, 4) for v in values.tolist()])[1:-1].split(b",")
 
 
 def _names_by_mask(masks: np.ndarray[Any, Any]) -> list[bytes]:

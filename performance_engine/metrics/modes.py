@@ -1,17 +1,24 @@
-"""Learning-mode rules: how many correct questions complete each difficulty.
+"""Learning-mode rules: how many correct questions complete each difficulty, and the
+parameters of the learning metrics.
 
 Modes are configuration, not code. The built-in rules are ``standard`` 2, ``practice`` 1
-and ``mastery`` 3 correct questions per difficulty. A TOML file can override them or add
+and ``mastery`` 3 correct questions per difficulty, each with the learning parameters of
+SPEC 3.1 (:data:`metrics.learning.DEFAULT_LEARNING`). A TOML file can override them or add
 modes, per difficulty::
 
     [modes.standard]
     hard = 3            # only hard changes; easy and medium keep 2
+    prior = 0.3         # a learning parameter (see metrics.learning.LEARNING_KEYS)
+    slip = { hard = 0.2 }
 
     [modes.exam]        # a new mode
     required = 4        # every difficulty ...
     hard = 5            # ... except hard
+    mastery_threshold = 0.98
 
-A new mode without ``required`` and without a value for some difficulty is an error.
+A new mode without ``required`` and without a value for some difficulty is an error; its
+learning parameters start from the defaults. Every value is checked on load, and an error
+names the mode and the parameter.
 Mode names are lower-case: 1 to 32 of ``a-z 0-9 _ -``, starting with a letter.
 """
 
@@ -20,11 +27,12 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from performance_engine.errors import ConfigurationError, InvalidAttemptError
+from performance_engine.metrics.learning import DEFAULT_LEARNING, LEARNING_KEYS, LearningParams
 from performance_engine.metrics.types import DIFFICULTIES, DifficultyEnum, LearningModeType
 
 __all__ = ["DEFAULT_REQUIREMENTS", "MODE_NAME_RE", "LearningModes"]
@@ -41,9 +49,11 @@ DEFAULT_REQUIREMENTS: Mapping[str, int] = {
 
 @dataclass(frozen=True, slots=True)
 class LearningModes:
-    """The configured modes and their per-difficulty thresholds."""
+    """The configured modes: per-difficulty thresholds, and learning parameters (the
+    defaults for a mode ``learning`` does not name)."""
 
     rules: Mapping[str, tuple[int, int, int]]
+    learning: Mapping[str, LearningParams] = field(default_factory=dict)
 
     @classmethod
     def default(cls) -> LearningModes:
@@ -80,6 +90,7 @@ class LearningModes:
                 f"{source}: expected only [modes.<name>] tables, found {sorted(unknown) or 'none'}"
             )
         rules = dict(self.rules)
+        learning = dict(self.learning)
         for name, table in modes.items():
             if not isinstance(name, str) or not MODE_NAME_RE.fullmatch(name):
                 raise ConfigurationError(
@@ -89,7 +100,12 @@ class LearningModes:
             if not isinstance(table, dict):
                 raise ConfigurationError(f"{source}: [modes.{name}] must be a table")
             rules[name] = _mode_rule(name, table, rules.get(name), source)
-        return LearningModes(rules)
+            params = self.params(name).merged(table, f"{source}: modes.{name}")
+            if params == DEFAULT_LEARNING:
+                learning.pop(name, None)
+            else:
+                learning[name] = params
+        return LearningModes(rules, learning)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -105,6 +121,10 @@ class LearningModes:
             f"learning_mode {mode!r} is not configured; known modes: {', '.join(self.names)}",
         )
 
+    def params(self, mode: str) -> LearningParams:
+        """The learning parameters of a mode."""
+        return self.learning.get(mode, DEFAULT_LEARNING)
+
     def required(self, mode: str, difficulty: DifficultyEnum | int) -> int:
         index = difficulty if isinstance(difficulty, int) else DIFFICULTIES.index(difficulty)
         return self.rules[mode][index]
@@ -119,7 +139,7 @@ def _check_count(value: object, what: str) -> int:
 def _mode_rule(
     name: str, table: Mapping[str, Any], base: tuple[int, int, int] | None, source: str
 ) -> tuple[int, int, int]:
-    allowed = {"required", *(d.value for d in DIFFICULTIES)}
+    allowed = {"required", *(d.value for d in DIFFICULTIES), *LEARNING_KEYS}
     extra = set(table) - allowed
     if extra:
         raise ConfigurationError(

@@ -2,8 +2,16 @@
 
 The state is a mergeable aggregate: counters per difficulty, the distinct question ids
 attempted and answered correctly per difficulty, first/last timestamps, and the
-fingerprints of every attempt already applied. Every built-in metric derives from it in
-O(1); applying an attempt is O(log n) plus a memory copy.
+fingerprints of every attempt already applied. Every built-in metric of SPEC 3 derives
+from it in O(1); applying an attempt is O(log n) plus a memory copy. Beside it, the state
+carries the running values of the sequential metrics (SPEC 3.1) after the last attempt in
+learning order, and how many attempts the scope's history (``metrics.history``, stored
+apart) holds.
+
+Format 2 (this one) appended the fields from ``history`` on. A format-1 state (written
+before the history existed) decodes with ``history == 0`` while ``version > 0``: its
+sequential metrics cannot be known until its history is rebuilt (see
+``MetricsCalculator``), and they are reported as unknown meanwhile, never guessed.
 
 Sets are kept as sorted arrays of unsigned 64-bit little-endian integers packed into
 ``bytes``: compact in Redis, searchable with ``bisect`` without unpacking, and buildable
@@ -17,30 +25,26 @@ ids of one scope collide with probability about n²/2⁶⁵ (n = attempts of tha
 from __future__ import annotations
 
 import sys
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from typing import Any
 
 import msgspec
 import xxhash
 
 from performance_engine.metrics.attempt import Attempt
-from performance_engine.metrics.types import DIFFICULTIES
+from performance_engine.metrics.history import DIFFICULTY_INDEX, Entry
+from performance_engine.metrics.learning import LearningState
 
 __all__ = [
-    "DIFFICULTY_INDEX",
-    "LogEntry",
     "ScopeState",
     "decode_state",
     "encode_state",
     "fingerprint",
     "insert_sorted",
-    "log_entry",
 ]
 
 if sys.byteorder != "little":  # pragma: no cover - every supported platform is little-endian
     raise ImportError("performance_engine's packed state needs a little-endian platform")
-
-DIFFICULTY_INDEX = {d: i for i, d in enumerate(DIFFICULTIES)}
 
 
 def fingerprint(attempt_id: str) -> int:
@@ -58,24 +62,6 @@ def insert_sorted(blob: bytes, value: int) -> bytes | None:
     return blob[:cut] + value.to_bytes(8, "little") + blob[cut:]
 
 
-#: One attempt in a scope's log: (occurred_at, attempt_id, question_id, difficulty code,
-#: is_correct, attempt_number, time_spent_ms). Tuples sort by time, then attempt id, so the
-#: log holds the same attempts whatever order they arrived in.
-LogEntry = tuple[int, str, int, int, bool, int | None, int | None]
-
-
-def log_entry(attempt: Attempt) -> LogEntry:
-    return (
-        attempt.occurred_at,
-        attempt.attempt_id,
-        attempt.question_id,
-        DIFFICULTY_INDEX[attempt.difficulty],
-        attempt.is_correct,
-        attempt.attempt_number,
-        attempt.time_spent_ms,
-    )
-
-
 def _three_ints() -> list[int]:
     return [0, 0, 0]
 
@@ -84,8 +70,21 @@ def _three_blobs() -> list[bytes]:
     return [b"", b"", b""]
 
 
+def _contains(blob: bytes, value: int) -> bool:
+    view = memoryview(blob).cast("Q")
+    at = bisect_left(view, value)
+    return at < len(view) and view[at] == value
+
+
 class ScopeState(msgspec.Struct, array_like=True, gc=False):
-    """Everything the metrics of one scope are derived from."""
+    """Everything the metrics of one scope are derived from.
+
+    ``log`` is read from format-1 states only (the latest attempts, kept then for
+    frame-based metrics). ``history``: attempts in the stored history; ``tail_id``: the
+    ``attempt_id`` of the last attempt in learning order (its time is ``last_at``);
+    ``learning`` and ``sequential``: the built-in and custom sequential folds after it;
+    ``signature``: of the parameters and metrics they were folded with.
+    """
 
     version: int = 0
     first_at: int | None = None
@@ -96,12 +95,24 @@ class ScopeState(msgspec.Struct, array_like=True, gc=False):
     solved: list[bytes] = msgspec.field(default_factory=_three_blobs)
     seen: bytes = b""
     custom: dict[str, Any] = msgspec.field(default_factory=dict)
-    log: list[LogEntry] = msgspec.field(default_factory=list)
+    log: list[Entry] = msgspec.field(default_factory=list)
+    history: int = 0
+    tail_id: str = ""
+    learning: LearningState | None = None
+    sequential: dict[str, Any] = msgspec.field(default_factory=dict)
+    signature: int = 0
+
+    @property
+    def history_complete(self) -> bool:
+        """Whether the stored history holds every applied attempt (false for format 1)."""
+        return self.history == self.version
 
     def has_seen(self, fp: int) -> bool:
-        view = memoryview(self.seen).cast("Q")
-        at = bisect_left(view, fp)
-        return at < len(view) and view[at] == fp
+        return _contains(self.seen, fp)
+
+    def has_question(self, difficulty: int, question: int) -> bool:
+        """Whether ``question`` was attempted at the difficulty of index ``difficulty``."""
+        return _contains(self.questions[difficulty], question)
 
     def apply(self, attempt: Attempt, fp: int) -> bool:
         """Apply one attempt in place; False (and no change) if it was applied before."""
@@ -128,12 +139,6 @@ class ScopeState(msgspec.Struct, array_like=True, gc=False):
             self.last_at = at
         return True
 
-    def record(self, attempt: Attempt, limit: int) -> None:
-        """Keep ``attempt`` in the log of the ``limit`` latest attempts (see :data:`LogEntry`)."""
-        insort(self.log, log_entry(attempt))
-        if len(self.log) > limit:
-            del self.log[: len(self.log) - limit]
-
     def questions_attempted(self, index: int) -> int:
         return len(self.questions[index]) >> 3
 
@@ -150,9 +155,21 @@ class ScopeState(msgspec.Struct, array_like=True, gc=False):
             list(self.questions),
             list(self.solved),
             self.seen,
-            msgspec.msgpack.decode(msgspec.msgpack.encode(self.custom)),
+            _deep_copy(self.custom),
             list(self.log),
+            self.history,
+            self.tail_id,
+            None if self.learning is None else self.learning.copy(),
+            _deep_copy(self.sequential),
+            self.signature,
         )
+
+
+def _deep_copy(values: dict[str, Any]) -> dict[str, Any]:
+    if not values:
+        return {}
+    copied: dict[str, Any] = msgspec.msgpack.decode(msgspec.msgpack.encode(values))
+    return copied
 
 
 _ENCODER = msgspec.msgpack.Encoder()

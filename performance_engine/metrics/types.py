@@ -12,6 +12,7 @@ __all__ = [
     "CompletionStatusEnum",
     "DifficultyEnum",
     "LearningModeType",
+    "LearningStats",
     "PerformanceStatsData",
     "ScopeKey",
 ]
@@ -51,6 +52,19 @@ class ScopeKey(msgspec.Struct, frozen=True, order=True, array_like=True):
         return f"{self.user_id}:{self.sub_topic_id}:{self.learning_mode}"
 
 
+class LearningStats(msgspec.Struct, frozen=True, kw_only=True):
+    """The sequential metrics of one scope (SPEC 3.1), the ``learning`` block of its stats."""
+
+    mastery_probability: float
+    mastered: bool
+    predicted_correct: dict[DifficultyEnum, float]
+    recommended_difficulty: DifficultyEnum
+    recent_accuracy: float
+    current_streak: int
+    longest_streak: int
+    first_attempt_accuracy: dict[DifficultyEnum, float | None]
+
+
 class PerformanceStatsData(msgspec.Struct, frozen=True, kw_only=True):
     """The latest stats of one scope; its JSON form is SPEC section 4.
 
@@ -75,6 +89,7 @@ class PerformanceStatsData(msgspec.Struct, frozen=True, kw_only=True):
     difficulty_ranking: list[DifficultyEnum]
     first_attempt_at: str | None
     last_attempt_at: str | None
+    learning: LearningStats | None = None
     custom_metrics: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @property

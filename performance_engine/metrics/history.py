@@ -1,0 +1,105 @@
+"""A scope's attempt history: each distinct attempt once, in learning order, compactly.
+
+Sequential metrics are defined over the attempts in learning order (``occurred_at``, then
+``attempt_id``). The stream folds an attempt that comes after everything applied in O(1);
+one that arrives out of order is put in its place in the history and the sequential
+metrics are folded again over it, which gives exactly the in-order result.
+
+An entry is the tuple :data:`Entry`. The history is stored as the concatenation of each
+entry's msgpack encoding (an array of seven), so an attempt that comes last is added with
+one Redis ``APPEND`` and nothing is rewritten; it is read back by putting an array header
+with the entry count (kept in the scope's state) in front. About 25 bytes plus the
+length of the ``attempt_id`` per attempt.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable
+
+import msgspec
+
+from performance_engine.metrics.attempt import Attempt
+from performance_engine.metrics.types import DIFFICULTIES, ScopeKey
+
+__all__ = [
+    "DIFFICULTY_INDEX",
+    "Entry",
+    "HistoryError",
+    "HistoryWrite",
+    "attempt_of",
+    "decode_entries",
+    "encode_entries",
+    "entry_of",
+    "learning_key",
+]
+
+DIFFICULTY_INDEX = {d: i for i, d in enumerate(DIFFICULTIES)}
+
+#: One attempt of a history: (occurred_at, attempt_id, question_id, difficulty code,
+#: is_correct, attempt_number, time_spent_ms).
+Entry = tuple[int, str, int, int, bool, int | None, int | None]
+
+#: Learning order: occurred_at, then attempt_id (Python compares str by code point, which
+#: is the order of their UTF-8 bytes).
+learning_key = operator.itemgetter(0, 1)
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(list[Entry])
+
+
+class HistoryError(Exception):
+    """A stored history does not hold the number of entries its scope's state says."""
+
+
+class HistoryWrite(msgspec.Struct, frozen=True, gc=False):
+    """What to do to a scope's stored history: append ``data``, or replace it with it."""
+
+    data: bytes
+    replace: bool
+
+
+def entry_of(attempt: Attempt) -> Entry:
+    return (
+        attempt.occurred_at,
+        attempt.attempt_id,
+        attempt.question_id,
+        DIFFICULTY_INDEX[attempt.difficulty],
+        attempt.is_correct,
+        attempt.attempt_number,
+        attempt.time_spent_ms,
+    )
+
+
+def attempt_of(scope: ScopeKey, entry: Entry) -> Attempt:
+    occurred, attempt_id, question, difficulty, correct, number, spent = entry
+    return Attempt(
+        attempt_id=attempt_id,
+        user_id=scope.user_id,
+        sub_topic_id=scope.sub_topic_id,
+        learning_mode=scope.learning_mode,
+        question_id=question,
+        difficulty=DIFFICULTIES[difficulty],
+        is_correct=correct,
+        occurred_at=occurred,
+        attempt_number=number,
+        time_spent_ms=spent,
+    )
+
+
+def encode_entries(entries: Iterable[Entry]) -> bytes:
+    """The stored form of some entries; the form of a history is that of its entries joined."""
+    encode = _ENCODER.encode
+    return b"".join(map(encode, entries))
+
+
+def decode_entries(data: bytes, count: int) -> list[Entry]:
+    """The ``count`` entries of a stored history, in learning order."""
+    try:
+        entries = _DECODER.decode(b"\xdd" + count.to_bytes(4, "big") + data)
+    except (msgspec.DecodeError, OverflowError) as exc:
+        raise HistoryError(
+            f"the stored history ({len(data)} bytes) does not hold {count} attempts: {exc}"
+        ) from None
+    entries.sort(key=learning_key)  # a no-op for a history written in order
+    return entries

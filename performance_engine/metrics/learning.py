@@ -1,0 +1,261 @@
+"""The built-in learning metrics (SPEC 3.1): mastery, predictions, streaks, first tries.
+
+They are folded over a scope's distinct attempts in learning order (``occurred_at``, then
+``attempt_id``). :func:`learning_step` is the one definition of a step; the stream calls
+it for each attempt that comes after everything applied, :func:`fold_learning` calls it
+over a whole history (a refold, after an attempt arrived out of order), and the pandas
+batch path has a numpy twin (:mod:`metrics.sequence`) that the property tests hold equal
+to it, float for float.
+
+Per attempt of difficulty ``d`` (index 0, 1, 2), correct (``c`` = 1) or not (``c`` = 0):
+
+* mastery, Bayesian Knowledge Tracing with a guess ``G[d]`` and slip ``S[d]`` per
+  difficulty: the posterior ``q`` that the skill is known given the answer, then one
+  learn/forget transition, ``p = q(1 - F) + (1 - q)T``;
+* ``recent_accuracy``: ``e = a*c + (1 - a)*e``;
+* ``current_streak`` / ``longest_streak``: runs of correct answers across difficulties;
+* ``first_attempt_accuracy[d]``: of the distinct questions attempted at ``d``, the share
+  whose first attempt (in learning order) was correct.
+
+Floats are IEEE doubles computed in exactly the order written in :func:`learning_step`,
+so every path gives the same bits; the stats round them to 4 decimals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from performance_engine.errors import ConfigurationError
+from performance_engine.metrics.types import DIFFICULTIES, LearningStats
+
+if TYPE_CHECKING:  # metrics.history imports attempt, which imports modes, which imports this
+    from performance_engine.metrics.history import Entry
+
+__all__ = [
+    "DEFAULT_LEARNING",
+    "LEARNING_KEYS",
+    "Coefficients",
+    "LearningParams",
+    "LearningState",
+    "fold_learning",
+    "initial_learning",
+    "learning_stats",
+    "learning_step",
+]
+
+E, M, H = DIFFICULTIES
+_PER_DIFFICULTY = ("guess", "slip")
+_SCALARS = (
+    "prior",
+    "learn",
+    "forget",
+    "mastery_threshold",
+    "target_success",
+    "ewma_alpha",
+    "ewma_prior",
+)
+#: The parameters a mode's table in the learning-mode file may set.
+LEARNING_KEYS = (*_SCALARS, *_PER_DIFFICULTY)
+
+
+@dataclass(frozen=True)
+class LearningParams:
+    """The parameters of one learning mode's learning metrics (SPEC 3.1 defaults)."""
+
+    prior: float = 0.2
+    learn: float = 0.1
+    forget: float = 0.0
+    guess: tuple[float, float, float] = (0.25, 0.2, 0.15)
+    slip: tuple[float, float, float] = (0.05, 0.1, 0.15)
+    mastery_threshold: float = 0.95
+    target_success: float = 0.7
+    ewma_alpha: float = 0.3
+    ewma_prior: float = 0.5
+
+    def merged(self, table: Mapping[str, Any], where: str) -> LearningParams:
+        """These parameters with those of a mode's TOML table (``where`` names it in errors).
+
+        ``guess`` and ``slip`` take one number for every difficulty or a table of some
+        difficulties (``guess = { hard = 0.1 }``).
+        """
+        values: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in _SCALARS:
+            if name in table:
+                values[name] = _probability(table[name], f"{where}.{name}", open_interval=False)
+        for name in _PER_DIFFICULTY:
+            if name not in table:
+                continue
+            raw = table[name]
+            triple = list(values[name])
+            if isinstance(raw, dict):
+                unknown = set(raw) - {d.value for d in DIFFICULTIES}
+                if unknown:
+                    raise ConfigurationError(
+                        f"{where}.{name} has unknown difficulties {sorted(unknown)}; "
+                        "use easy, medium, hard"
+                    )
+                for i, d in enumerate(DIFFICULTIES):
+                    if d.value in raw:
+                        triple[i] = _probability(raw[d.value], f"{where}.{name}.{d.value}")
+            else:
+                triple = [_probability(raw, f"{where}.{name}")] * 3
+            values[name] = (triple[0], triple[1], triple[2])
+        for i, d in enumerate(DIFFICULTIES):
+            guess, slip = values["guess"][i], values["slip"][i]
+            if not guess + slip < 1:
+                raise ConfigurationError(
+                    f"{where}: guess.{d.value} + slip.{d.value} must be below 1, "
+                    f"got {guess} + {slip}"
+                )
+        return LearningParams(**values)
+
+    @cached_property
+    def coefficients(self) -> Coefficients:
+        return Coefficients.of(self)
+
+    def as_tuple(self) -> tuple[float, ...]:
+        """Every parameter as one flat tuple (what a state's signature is hashed from)."""
+        return (
+            self.prior,
+            self.learn,
+            self.forget,
+            *self.guess,
+            *self.slip,
+            self.mastery_threshold,
+            self.target_success,
+            self.ewma_alpha,
+            self.ewma_prior,
+        )
+
+
+DEFAULT_LEARNING = LearningParams()
+
+
+def _probability(value: object, where: str, *, open_interval: bool = True) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    number = float(value) if ok else math.nan  # type: ignore[arg-type]
+    inside = 0 < number < 1 if open_interval else 0 <= number <= 1
+    if not inside:
+        rule = "strictly between 0 and 1" if open_interval else "from 0 to 1"
+        raise ConfigurationError(f"{where} must be a number {rule}, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class Coefficients:
+    """A mode's parameters as the factors the step multiplies by (computed once)."""
+
+    guess: tuple[float, float, float]
+    slip: tuple[float, float, float]
+    one_minus_guess: tuple[float, float, float]
+    one_minus_slip: tuple[float, float, float]
+    learn: float
+    one_minus_forget: float
+    alpha: float
+    one_minus_alpha: float
+
+    @classmethod
+    def of(cls, params: LearningParams) -> Coefficients:
+        g, s = params.guess, params.slip
+        return cls(
+            guess=g,
+            slip=s,
+            one_minus_guess=(1 - g[0], 1 - g[1], 1 - g[2]),
+            one_minus_slip=(1 - s[0], 1 - s[1], 1 - s[2]),
+            learn=params.learn,
+            one_minus_forget=1 - params.forget,
+            alpha=params.ewma_alpha,
+            one_minus_alpha=1 - params.ewma_alpha,
+        )
+
+
+class LearningState(msgspec.Struct, array_like=True, gc=False):
+    """The fold's running values after the attempts so far (stored in the scope's state)."""
+
+    p: float
+    e: float
+    current: int = 0
+    longest: int = 0
+    first_correct: list[int] = msgspec.field(default_factory=lambda: [0, 0, 0])
+
+    def copy(self) -> LearningState:
+        return LearningState(self.p, self.e, self.current, self.longest, list(self.first_correct))
+
+
+def initial_learning(params: LearningParams) -> LearningState:
+    return LearningState(params.prior, params.ewma_prior, 0, 0, [0, 0, 0])
+
+
+def learning_step(
+    state: LearningState, k: Coefficients, difficulty: int, correct: bool, first: bool
+) -> None:
+    """Fold one attempt into ``state`` (in place). ``first``: its question's first try at
+    this difficulty."""
+    p = state.p
+    if correct:
+        num = p * k.one_minus_slip[difficulty]
+        q = num / (num + (1 - p) * k.guess[difficulty])
+        state.current += 1
+        state.longest = max(state.longest, state.current)
+        if first:
+            state.first_correct[difficulty] += 1
+    else:
+        num = p * k.slip[difficulty]
+        q = num / (num + (1 - p) * k.one_minus_guess[difficulty])
+        state.current = 0
+    state.p = q * k.one_minus_forget + (1 - q) * k.learn
+    state.e = k.alpha * correct + k.one_minus_alpha * state.e
+
+
+def fold_learning(entries: Iterable[Entry], params: LearningParams) -> LearningState:
+    """The learning state after a history's entries, given in learning order."""
+    state = initial_learning(params)
+    k = params.coefficients
+    tried: set[tuple[int, int]] = set()
+    for entry in entries:
+        question, difficulty, correct = entry[2], entry[3], entry[4]
+        key = (difficulty, question)
+        first = key not in tried
+        if first:
+            tried.add(key)
+        learning_step(state, k, difficulty, correct, first)
+    return state
+
+
+def learning_stats(
+    state: LearningState, params: LearningParams, questions: tuple[int, int, int]
+) -> LearningStats:
+    """The ``learning`` block from the fold's state; ``questions``: distinct questions
+    attempted per difficulty."""
+    p = state.p
+    k = params.coefficients
+    predicted = [p * k.one_minus_slip[i] + (1 - p) * k.guess[i] for i in range(3)]
+    recommended = E
+    for i in (2, 1):
+        if predicted[i] >= params.target_success:
+            recommended = DIFFICULTIES[i]
+            break
+    fc = state.first_correct
+    return LearningStats(
+        mastery_probability=round(p, 4),
+        mastered=p >= params.mastery_threshold,
+        predicted_correct={
+            E: round(predicted[0], 4),
+            M: round(predicted[1], 4),
+            H: round(predicted[2], 4),
+        },
+        recommended_difficulty=recommended,
+        recent_accuracy=round(state.e, 4),
+        current_streak=state.current,
+        longest_streak=state.longest,
+        first_attempt_accuracy={
+            d: round(fc[i] / questions[i], 4) if questions[i] else None
+            for i, d in enumerate(DIFFICULTIES)
+        },
+    )
