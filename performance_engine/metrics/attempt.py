@@ -196,9 +196,15 @@ def decode_attempt(value: bytes | None, modes: LearningModes) -> Attempt:
         wire = _DECODER.decode(value)
     except msgspec.ValidationError as exc:
         raise _field_error(exc) from None
-    except UnicodeDecodeError as exc:
+    except UnicodeDecodeError as exc:  # older msgspec releases
         raise InvalidAttemptError("invalid_utf8", f"value is not valid UTF-8: {exc}") from None
     except (msgspec.DecodeError, RecursionError) as exc:
+        # Newer msgspec reports bad UTF-8 as a DecodeError; tell it apart here, off the
+        # hot path, so that the class does not depend on the msgspec release.
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise InvalidAttemptError("invalid_utf8", f"value is not valid UTF-8: {bad}") from None
         raise InvalidAttemptError("invalid_json", f"value is not valid JSON: {exc}") from None
     return _from_wire(wire, modes)
 
