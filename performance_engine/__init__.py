@@ -22,13 +22,15 @@ from performance_engine.errors import (
 )
 from performance_engine.events import StatsUpdated
 from performance_engine.metrics.attempt import Attempt
-from performance_engine.metrics.base import BaseMetric, IncrementalMetric
+from performance_engine.metrics.base import BaseMetric, IncrementalMetric, SequentialMetric
 from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.learning import LearningParams
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.types import (
     CompletionStatusEnum,
     DifficultyEnum,
     LearningModeType,
+    LearningStats,
     PerformanceStatsData,
     ScopeKey,
 )
@@ -54,11 +56,14 @@ __all__ = [
     "InvalidScopeError",
     "LearningModeType",
     "LearningModes",
+    "LearningParams",
+    "LearningStats",
     "MetricsCalculator",
     "PerformanceEngineError",
     "PerformanceStats",
     "PerformanceStatsData",
     "ScopeKey",
+    "SequentialMetric",
     "Settings",
     "StateConflictError",
     "StatsSubscriber",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ import pandas as pd
 from performance_engine.errors import StateConflictError
 from performance_engine.metrics.batch import ScopeIndex, compute_states, scope_index
 from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.history import Entry
 from performance_engine.metrics.loader import RowError, load_attempts
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.store import ScopeWrite, StatsStore, StoredScope
@@ -147,20 +148,36 @@ def _write_all(
     progress: Progress,
 ) -> list[ScopeKey]:
     base_states = {s: stored.state for s, stored in base.items()}
-    result = compute_states(frame, calculator, base_states, index=index)
+
+    def load_history(scopes: Sequence[ScopeKey]) -> list[list[Entry] | None]:
+        wanted = [(scope, base_states[scope].history) for scope in scopes]
+        found: list[list[Entry] | None] = []
+        for start in range(0, len(wanted), CHUNK_SCOPES):
+            found += store.read_histories(wanted[start : start + CHUNK_SCOPES])
+        lost = sum(history is None for history in found)
+        if lost:
+            logger.warning(
+                "%d scopes' stored histories are missing or damaged; they are rebuilt from "
+                "this file's attempts (their learning metrics stay unknown unless it holds "
+                "every attempt they counted)",
+                lost,
+            )
+        return found
+
+    result = compute_states(frame, calculator, base_states, index=index, load_history=load_history)
     refused: list[ScopeKey] = []
     done = 0
     for chunk in result.chunks(CHUNK_SCOPES):
         writes: list[ScopeWrite] = []
-        for scope, state, stats_json in zip(
-            chunk.scopes, chunk.states, chunk.stats_json(calculator), strict=True
+        for scope, state, stats_json, history in zip(
+            chunk.scopes, chunk.states, chunk.stats_json(calculator), chunk.histories, strict=True
         ):
             before = base.get(scope)
             if before is not None and before.state == state and before.stats_json == stats_json:
                 report.unchanged += 1
             else:
                 expected = before.state.version if before is not None else 0
-                writes.append(ScopeWrite(scope, expected, state, stats_json))
+                writes.append(ScopeWrite(scope, expected, state, stats_json, history))
         refused.extend(_flush(store, writes, report))
         done += len(chunk)
         progress("writing", done, len(result))

@@ -168,10 +168,18 @@ def _cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
 def _update_line(stats: PerformanceStatsData) -> str:
     scores = " ".join(f"{d.value[0]}{stats.difficulty_scores[d]}" for d in DIFFICULTIES)
     passed = ",".join(d.value for d in stats.passed_difficulties) or "-"
+    learning = stats.learning
+    mastery = (
+        "mastery unknown"
+        if learning is None
+        else f"mastery {learning.mastery_probability:.0%}"
+        + (" (mastered)" if learning.mastered else "")
+        + f", next {learning.recommended_difficulty.value}"
+    )
     return (
         f"user {stats.user_id} sub-topic {stats.sub_topic_id} {stats.learning_mode} "
         f"v{stats.version}: attempts {stats.total_attempts}, correct "
-        f"{stats.total_correct_attempts}, scores {scores}, passed {passed}"
+        f"{stats.total_correct_attempts}, scores {scores}, passed {passed}, {mastery}"
     )
 
 
@@ -260,11 +268,15 @@ def _stats_table(stats: PerformanceStatsData) -> Table:
         )
     )
     table.add_column("difficulty")
-    for column in ("attempts", "correct", "score", "avg attempts", "accuracy", "completion"):
+    learning = stats.learning
+    columns = ["attempts", "correct", "score", "avg attempts", "accuracy", "completion"]
+    if learning is not None:
+        columns += ["predicted", "first try"]
+    for column in columns:
         table.add_column(column, justify="right")
     for d in DIFFICULTIES:
         average, accuracy = stats.average_attempts[d], stats.accuracy[d]
-        table.add_row(
+        cells = [
             d.value,
             str(stats.attempts[d]),
             str(stats.correct_attempts[d]),
@@ -272,14 +284,39 @@ def _stats_table(stats: PerformanceStatsData) -> Table:
             "-" if average is None else f"{average:.2f}",
             "-" if accuracy is None else f"{accuracy:.1%}",
             stats.difficulty_completion[d].value,
-        )
-    table.caption = (
+        ]
+        if learning is not None:
+            first = learning.first_attempt_accuracy[d]
+            cells += [
+                f"{learning.predicted_correct[d]:.1%}",
+                "-" if first is None else f"{first:.1%}",
+            ]
+        table.add_row(*cells)
+    lines = [
         f"passed: {', '.join(d.value for d in stats.passed_difficulties) or '-'} · "
         f"failed: {', '.join(d.value for d in stats.failed_difficulties) or '-'} · "
         f"ranking: {' < '.join(d.value for d in stats.difficulty_ranking) or '-'} · "
-        f"{stats.first_attempt_at} .. {stats.last_attempt_at}"
-    )
+        f"{stats.first_attempt_at} .. {stats.last_attempt_at}",
+        _learning_line(stats),
+    ]
+    table.caption = "\n".join(lines)
     return table
+
+
+def _learning_line(stats: PerformanceStatsData) -> str:
+    learning = stats.learning
+    if learning is None:
+        return (
+            "learning: unknown, this scope's state predates its attempt history; "
+            "backfill the platform's history to rebuild it"
+        )
+    return (
+        f"mastery {learning.mastery_probability:.1%} "
+        f"({'mastered' if learning.mastered else 'not mastered'}) · "
+        f"next: {learning.recommended_difficulty.value} · "
+        f"recent accuracy {learning.recent_accuracy:.1%} · "
+        f"streak {learning.current_streak} (longest {learning.longest_streak})"
+    )
 
 
 def _positive_int(text: str) -> int:

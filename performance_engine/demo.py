@@ -31,7 +31,7 @@ from rich.live import Live
 from rich.table import Table
 
 from performance_engine.errors import ConfigurationError, PerformanceEngineError
-from performance_engine.metrics.types import DIFFICULTIES, ScopeKey
+from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData, ScopeKey
 from performance_engine.settings import Settings
 from performance_engine.store import StatsStore
 
@@ -182,23 +182,27 @@ def _healthy(port: int) -> bool:
 
 
 def _learners_table(store: StatsStore, scopes: list[ScopeKey]) -> Table:
-    table = Table(title="learners (e/m/h = easy/medium/hard)", expand=False)
-    for column in ("learner", "mode", "version", "accuracy", "scores e/m/h", "passed", "ranking"):
-        table.add_column(column, justify="right" if column == "version" else "left", no_wrap=True)
-    found = store.read(scopes)
-    from performance_engine.plugins import build_calculator
-
-    calculator = build_calculator(Settings(key_prefix=store.keys.prefix))
-    for scope, item in zip(scopes, found, strict=True):
+    """A few learners' latest stats, as the worker stored them."""
+    table = Table(
+        title="learners (e/m/h: scores per difficulty; next: the recommended difficulty)",
+        expand=False,
+    )
+    columns = ("learner", "mode", "tries", "acc", "e/m/h", "pass", "mastery", "next", "streak")
+    for column in columns:
+        right = column in ("tries", "acc", "mastery", "streak")
+        table.add_column(column, justify="right" if right else "left", no_wrap=True)
+    for scope, item in zip(scopes, store.read(scopes), strict=True):
         if item is None:
-            table.add_row(f"{scope.user_id}/{scope.sub_topic_id}", scope.learning_mode, *["-"] * 5)
+            blank = ["-"] * (len(columns) - 2)
+            table.add_row(f"{scope.user_id}/{scope.sub_topic_id}", scope.learning_mode, *blank)
             continue
-        stats = calculator.stats(scope, item.state)
+        stats = PerformanceStatsData.from_json(item.stats_json)
         accuracy = (
             f"{stats.total_correct_attempts / stats.total_attempts:.0%}"
             if stats.total_attempts
             else "-"
         )
+        learning = stats.learning
         table.add_row(
             f"{scope.user_id}/{scope.sub_topic_id}",
             scope.learning_mode,
@@ -206,9 +210,16 @@ def _learners_table(store: StatsStore, scopes: list[ScopeKey]) -> Table:
             accuracy,
             "/".join(str(stats.difficulty_scores[d]) for d in DIFFICULTIES),
             "".join(d.value[0] for d in stats.passed_difficulties) or "-",
-            "<".join(d.value[0] for d in stats.difficulty_ranking) or "-",
+            "?" if learning is None else _mastery(learning.mastery_probability, learning.mastered),
+            "?" if learning is None else learning.recommended_difficulty.value,
+            "?" if learning is None else str(learning.current_streak),
         )
     return table
+
+
+def _mastery(probability: float, mastered: bool) -> str:
+    text = f"{probability:.0%}"
+    return f"[green]{text} ✓[/]" if mastered else text
 
 
 def _engine_line(totals: dict[str, float], rate: float) -> Table:

@@ -5,8 +5,18 @@ Layout (``{prefix}`` is ``PERF_ENGINE_KEY_PREFIX``, ``pe`` by default)::
     {prefix}:{u<user_id>}:<sub_topic_id>:<learning_mode>    a string, one per scope:
         bytes 0-7     version: distinct attempts applied (unsigned, big-endian)
         bytes 8-11    n, the length of the state (unsigned, big-endian)
-        next n bytes  rolling state (msgpack, see metrics/state.py)
+        next n bytes  rolling state (msgpack, format 2, see metrics/state.py)
         the rest      latest PerformanceStatsData as JSON (SPEC 4)
+
+    {prefix}:{u<user_id>}:<sub_topic_id>:<learning_mode>:history    a string per scope:
+        the scope's distinct attempts, each a msgpack array (see metrics/history.py);
+        the state holds how many. Written in the same compare-and-set as the scope's
+        string; an attempt that comes last in learning order is appended.
+
+State formats: format 1 (the first release) had no history key and ten state fields;
+format 2 appended five. A format-1 scope is read as it is, its sequential metrics
+unknown, until its history is rebuilt (``perf-engine backfill`` of the platform's
+history); see the README's "Upgrading".
 
 One string rather than a hash: a hash whose values exceed ``hash-max-listpack-value``
 (64 bytes by default) becomes a hash table and costs about 300 bytes more per scope.
@@ -40,6 +50,10 @@ class KeySpace:
 
     def for_scope(self, scope: ScopeKey) -> str:
         return self.scope(scope.user_id, scope.sub_topic_id, scope.learning_mode)
+
+    def history(self, scope: ScopeKey) -> str:
+        """The key of a scope's attempt history (same hash slot as the scope's key)."""
+        return f"{self.for_scope(scope)}:history"
 
     def pattern(self) -> str:
         """A SCAN pattern matching every scope key under the prefix."""

@@ -1,13 +1,16 @@
-"""The Redis stats store: each scope's state and latest stats, sync and asyncio.
+"""The Redis stats store: each scope's state, latest stats and history, sync and asyncio.
 
 Every write is a compare-and-set on the scope's version (a Lua script, many scopes a call), so a
 writer that read stale state (a zombie worker after a rebalance, a backfill racing the
 stream) cannot overwrite newer state: it gets a conflict and re-reads. Writing a state
-whose version is already stored, with the same content, changes nothing.
+whose version is already stored, with the same content, changes nothing. A scope's
+history key changes in the same script call as its state, and only when the
+compare-and-set succeeds, so the two never disagree.
 Key layout: see :mod:`performance_engine.naming`.
 
-Commands the store sends: GET, MGET, MSETNX, EVAL (the script runs GETRANGE and SET) and
-PING; the eviction check (``preflight``) adds INFO through the same client. Nothing else:
+Commands the store sends: GET, MGET, MSETNX, EVAL (the script runs GETRANGE, SET and
+APPEND) and PING; the eviction check (``preflight``) adds INFO through the same client.
+Nothing else:
 the README's ACL line grants exactly these. On a Redis Cluster
 (``PERF_ENGINE_REDIS_CLUSTER``) every multi-key command holds keys of one hash slot: a
 scope's key carries its learner's hash tag, so a learner's scopes travel together.
@@ -31,6 +34,7 @@ from redis.exceptions import RedisClusterException
 
 from performance_engine.connections import redis_options
 from performance_engine.errors import DatabaseQueryError, UserAttemptsNotFoundError
+from performance_engine.metrics.history import Entry, HistoryError, HistoryWrite, decode_entries
 from performance_engine.metrics.state import ScopeState, decode_state, encode_state
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 from performance_engine.naming import KeySpace
@@ -48,14 +52,23 @@ __all__ = [
     "unpack_scope",
 ]
 
-# KEYS: scope keys; ARGV: two values per key: the expected 8-byte version header ('' for
-# a scope not yet stored) and the new value. A key is written only if its stored header is
-# the expected one. Returns the 1-based positions of the refused keys.
+# KEYS: per scope, its key and its history key. ARGV: four values per scope: the expected
+# 8-byte version header ('' for a scope not yet stored), the new value, what to do to the
+# history ('' nothing, 'a' append, 'r' replace) and the history bytes. A scope is written
+# only if its stored header is the expected one. Returns the 1-based positions of the
+# refused scopes.
 WRITE_SCOPES_LUA = """
 local refused = {}
-for i, key in ipairs(KEYS) do
-  if redis.call('GETRANGE', key, 0, 7) == ARGV[2 * i - 1] then
-    redis.call('SET', key, ARGV[2 * i])
+for i = 1, #KEYS / 2 do
+  local key, at = KEYS[2 * i - 1], 4 * (i - 1)
+  if redis.call('GETRANGE', key, 0, 7) == ARGV[at + 1] then
+    redis.call('SET', key, ARGV[at + 2])
+    local op = ARGV[at + 3]
+    if op == 'a' then
+      redis.call('APPEND', KEYS[2 * i], ARGV[at + 4])
+    elseif op == 'r' then
+      redis.call('SET', KEYS[2 * i], ARGV[at + 4])
+    end
   else
     refused[#refused + 1] = i
   end
@@ -98,12 +111,21 @@ class StoredScope(msgspec.Struct, frozen=True, gc=False):
 
 
 class ScopeWrite(msgspec.Struct, frozen=True, gc=False):
-    """A compare-and-set write: applies only if the stored version is ``expected_version``."""
+    """A compare-and-set write: applies only if the stored version is ``expected_version``;
+    ``history`` is done to the scope's history with it."""
 
     scope: ScopeKey
     expected_version: int
     state: ScopeState
     stats_json: bytes
+    history: HistoryWrite | None = None
+
+    def history_args(self) -> tuple[bytes, bytes]:
+        """The script's (operation, bytes) for the history."""
+        history = self.history
+        if history is None:
+            return b"", b""
+        return (b"r" if history.replace else b"a"), history.data
 
 
 def redact_url(url: str) -> str:
@@ -168,27 +190,46 @@ def _not_found(scope: ScopeKey) -> UserAttemptsNotFoundError:
     )
 
 
+def _history(value: bytes | None, count: int) -> list[Entry] | None:
+    """A stored history's entries; None if it is lost (missing, or not ``count`` entries)."""
+    if value is None:
+        return None
+    try:
+        return decode_entries(value, count)
+    except HistoryError:
+        return None
+
+
+def _histories(
+    scopes: Sequence[tuple[ScopeKey, int]], stored: list[int], values: list[bytes | None]
+) -> list[list[Entry] | None]:
+    """Each scope's history: [] for a count of 0, else what its value decodes to."""
+    found: list[list[Entry] | None] = [[] for _ in scopes]
+    for i, value in zip(stored, values, strict=True):
+        found[i] = _history(value, scopes[i][1])
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class _ReadPlan:
-    """MGETs for many scopes in one pipeline, and their replies put back in order."""
+    """MGETs for many keys in one pipeline, and their replies put back in order."""
 
     keys: list[str]
     groups: list[list[int]]
 
     @classmethod
-    def of(cls, keyspace: KeySpace, scopes: Sequence[ScopeKey], cluster: bool) -> _ReadPlan:
-        keys = [keyspace.for_scope(s) for s in scopes]
+    def of(cls, keys: list[str], cluster: bool) -> _ReadPlan:
         return cls(keys, _groups(keys, cluster))
 
     def queue(self, pipe: Any) -> None:
         for group in self.groups:
             pipe.execute_command("MGET", *[self.keys[i] for i in group])
 
-    def outcome(self, replies: list[Any]) -> list[StoredScope | None]:
-        found: list[StoredScope | None] = [None] * len(self.keys)
+    def outcome(self, replies: list[Any]) -> list[bytes | None]:
+        found: list[bytes | None] = [None] * len(self.keys)
         for group, values in zip(self.groups, replies, strict=True):
             for i, value in zip(group, values, strict=True):
-                found[i] = _stored(value)
+                found[i] = value
         return found
 
 
@@ -222,20 +263,24 @@ class _WritePlan:
                 commands.append((msetnx, [keyed[i] for i in group]))
         return cls(commands)
 
-    def queue(self, pipe: Any) -> None:
+    def queue(self, pipe: Any, keyspace: KeySpace) -> None:
         for msetnx, batch in self.commands:
             if msetnx:
                 args: list[Any] = []
                 for key, w in batch:
                     args += (key, pack_scope(w.state, w.stats_json))
+                    if w.history is not None:
+                        args += (keyspace.history(w.scope), w.history.data)
                 pipe.execute_command("MSETNX", *args)
             else:
-                keys = [key for key, _ in batch]
+                keys: list[str] = []
                 values: list[Any] = []
-                for _key, w in batch:
+                for key, w in batch:
+                    keys += (key, keyspace.history(w.scope))
                     values += (
                         _expected_header(w.expected_version),
                         pack_scope(w.state, w.stats_json),
+                        *w.history_args(),
                     )
                 pipe.execute_command("EVAL", WRITE_SCOPES_LUA, len(keys), *keys, *values)
 
@@ -316,7 +361,18 @@ class StatsStore:
 
     def read(self, scopes: Sequence[ScopeKey]) -> list[StoredScope | None]:
         """The stored state of each scope (None where there is none), one round trip."""
-        plan = _ReadPlan.of(self.keys, scopes, self.cluster)
+        values = self._mget([self.keys.for_scope(s) for s in scopes])
+        return [_stored(value) for value in values]
+
+    def read_histories(self, scopes: Sequence[tuple[ScopeKey, int]]) -> list[list[Entry] | None]:
+        """The history of each (scope, entry count): its entries in learning order, or None
+        if it is lost (missing, or not that many entries)."""
+        stored = [i for i, (_, count) in enumerate(scopes) if count]  # the others are empty
+        values = self._mget([self.keys.history(scopes[i][0]) for i in stored]) if stored else []
+        return _histories(scopes, stored, values)
+
+    def _mget(self, keys: list[str]) -> list[bytes | None]:
+        plan = _ReadPlan.of(keys, self.cluster)
         try:
             with self.client.pipeline(transaction=False) as pipe:
                 plan.queue(pipe)
@@ -330,7 +386,7 @@ class StatsStore:
         plan = _WritePlan.of(self.keys, writes, self.cluster, script_only=script_only)
         try:
             with self.client.pipeline(transaction=False) as pipe:
-                plan.queue(pipe)
+                plan.queue(pipe, self.keys)
                 refused, retry = plan.outcome(pipe.execute())
         except REDIS_ERRORS as exc:
             raise _failure(self.url, exc) from exc
@@ -387,7 +443,20 @@ class AsyncStatsStore:
         return PerformanceStatsData.from_json(await self.stats_json(scope))
 
     async def read(self, scopes: Sequence[ScopeKey]) -> list[StoredScope | None]:
-        plan = _ReadPlan.of(self.keys, scopes, self.cluster)
+        values = await self._mget([self.keys.for_scope(s) for s in scopes])
+        return [_stored(value) for value in values]
+
+    async def read_histories(
+        self, scopes: Sequence[tuple[ScopeKey, int]]
+    ) -> list[list[Entry] | None]:
+        """See :meth:`StatsStore.read_histories`."""
+        stored = [i for i, (_, count) in enumerate(scopes) if count]
+        keys = [self.keys.history(scopes[i][0]) for i in stored]
+        values = await self._mget(keys) if stored else []
+        return _histories(scopes, stored, values)
+
+    async def _mget(self, keys: list[str]) -> list[bytes | None]:
+        plan = _ReadPlan.of(keys, self.cluster)
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 plan.queue(pipe)
@@ -402,7 +471,7 @@ class AsyncStatsStore:
         plan = _WritePlan.of(self.keys, writes, self.cluster, script_only=script_only)
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                plan.queue(pipe)
+                plan.queue(pipe, self.keys)
                 refused, retry = plan.outcome(await pipe.execute())
         except REDIS_ERRORS as exc:
             raise _failure(self.url, exc) from exc

@@ -20,6 +20,16 @@ class MostTriedQuestion(BaseMetric):
         return result
 
 
+class LatestTimes(BaseMetric):
+    """Seed style: the occurred_at (epoch ms) of the attempts the frame holds, in order."""
+
+    name = "latest_times"
+
+    def __call__(self, difficulty_groups: Any, *args: Any, **kwargs: Any) -> Any:
+        times = difficulty_groups.obj["occurred_at"].sort_values()
+        return [int(t.value // 1_000_000) for t in times]
+
+
 class TimeSpent(IncrementalMetric):
     """Incremental: total time spent, and how many attempts reported it."""
 

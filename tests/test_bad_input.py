@@ -217,7 +217,9 @@ def test_every_fuzzed_rejection_reaches_the_dead_letter_topic(
 
 HOSTILE = ["*", "{", "}", ":", "{u1}", "pe:{u1}:1:standard", "a\nb", "\r\n", " ", "x" * 5000,
            "../../etc", "\x00", "KEYS *", "'; FLUSHALL; --", "practice\n", "pe\n"]  # fmt: skip
-KEY_RE = re.compile(r"^pe-test-[0-9a-f]+:\{u[0-9]+\}:[0-9]+:(standard|practice|mastery)$")
+KEY_RE = re.compile(
+    r"^pe-test-[0-9a-f]+:\{u[0-9]+\}:[0-9]+:(standard|practice|mastery)(:history)?$"
+)
 
 
 @pytest.mark.parametrize("field", ["learning_mode", "difficulty"])

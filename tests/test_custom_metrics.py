@@ -15,8 +15,8 @@ from performance_engine.metrics.loader import attempts_to_frame
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 from performance_engine.plugins import build_calculator
 from performance_engine.settings import Settings
-from tests.example_metrics import MostTriedQuestion, TimeSpent
-from tests.helpers import attempt
+from tests.example_metrics import LatestTimes, MostTriedQuestion, TimeSpent
+from tests.helpers import StreamModel, attempt
 from tests.strategies import attempts
 
 
@@ -27,10 +27,7 @@ def calculator(**options: Any) -> MetricsCalculator:
 
 
 def stream(calc: MetricsCalculator, items: list[Attempt]) -> dict[ScopeKey, PerformanceStatsData]:
-    states: dict[ScopeKey, Any] = {}
-    for a in items:
-        calc.apply(states.setdefault(a.scope, calc.new_state()), a)
-    return {scope: calc.stats(scope, state) for scope, state in states.items()}
+    return StreamModel(calc).apply_each(items).stats()
 
 
 def test_both_metrics_in_both_paths() -> None:
@@ -58,20 +55,21 @@ def test_custom_metrics_agree_between_paths(items: list[Attempt]) -> None:
     assert compute_stats(attempts_to_frame(items), calc) == stream(calc, list(reversed(items)))
 
 
-def test_log_is_bounded_and_holds_the_latest() -> None:
-    calc = calculator(attempt_log_limit=3)
-    state = calc.new_state()
-    for second in (5, 1, 4, 2, 3):
-        calc.apply(state, attempt(occurred_at=1_000 * second))
-    assert [entry[0] for entry in state.log] == [3000, 4000, 5000]
+def test_frame_metrics_see_the_latest_attempts_in_learning_order() -> None:
+    calc = MetricsCalculator(attempt_log_limit=3)
+    calc.register_metrics([LatestTimes()])
+    items = [attempt(occurred_at=1_000 * second) for second in (5, 1, 4, 2, 3)]
+    (stats,) = stream(calc, items).values()
+    assert stats.custom_metrics == {"latest_times": [3000, 4000, 5000]}
 
 
-def test_log_is_kept_only_with_a_frame_metric() -> None:
-    calc = MetricsCalculator()
-    calc.register_metrics([TimeSpent()])
-    state = calc.new_state()
-    calc.apply(state, attempt())
-    assert state.log == []
+def test_only_frame_metrics_make_every_write_read_the_history() -> None:
+    items = [attempt(occurred_at=1_000 * second) for second in range(1, 6)]
+    incremental = calculator()  # a frame-based metric among them
+    plain = MetricsCalculator()
+    plain.register_metrics([TimeSpent()])
+    assert StreamModel(incremental).apply_each(items).history_reads == 4  # not for the first
+    assert StreamModel(plain).apply_each(items).history_reads == 0
 
 
 @pytest.mark.parametrize(

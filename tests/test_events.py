@@ -20,8 +20,8 @@ def test_stats_event_embeds_the_stored_json() -> None:
 
     calculator = MetricsCalculator()
     state = calculator.new_state()
-    calculator.apply(state, attempt())
     scope = attempt().scope
+    calculator.apply(scope, state, [attempt()])
     stats = calculator.stats(scope, state)
     key, value = stats_event(scope, 1, stats.to_json(), Source("t", 3, 9, "a1"), now_ms=0)
     assert key == b"123:456:standard"

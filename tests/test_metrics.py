@@ -1,9 +1,14 @@
-"""Every built-in metric on small hand-made cases, as whole stats records."""
+"""Every built-in counting metric (SPEC 3) on small hand-made cases, as whole stats records.
+
+The ``learning`` block (SPEC 3.1) is left out here (``run`` clears it) and tested whole in
+``test_learning.py``.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from performance_engine.metrics.attempt import Attempt, attempt_from_mapping
@@ -14,7 +19,7 @@ from performance_engine.metrics.types import (
     DifficultyEnum,
     PerformanceStatsData,
 )
-from tests.helpers import attempt, raw
+from tests.helpers import StreamModel, attempt, raw
 
 E, M, H = DifficultyEnum.EASY, DifficultyEnum.MEDIUM, DifficultyEnum.HARD
 DONE, TODO = CompletionStatusEnum.COMPLETE, CompletionStatusEnum.INCOMPLETE
@@ -23,11 +28,8 @@ DONE, TODO = CompletionStatusEnum.COMPLETE, CompletionStatusEnum.INCOMPLETE
 def run(
     attempts: list[Attempt], calculator: MetricsCalculator | None = None
 ) -> PerformanceStatsData:
-    calculator = calculator or MetricsCalculator()
-    state = calculator.new_state()
-    for a in attempts:
-        calculator.apply(state, a)
-    return calculator.stats(attempts[0].scope, state)
+    model = StreamModel(calculator or MetricsCalculator()).apply_each(attempts)
+    return msgspec.structs.replace(model.stats()[attempts[0].scope], learning=None)
 
 
 def expected(**fields: Any) -> PerformanceStatsData:
@@ -41,8 +43,8 @@ def expected(**fields: Any) -> PerformanceStatsData:
     return PerformanceStatsData(**base)
 
 
-def test_spec_example_scope() -> None:
-    """The SPEC 4 example: 3 easy (2 questions, both solved), 4 medium (2 questions, 1 solved)."""
+def test_two_difficulties() -> None:
+    """3 easy (2 questions, both solved), 4 medium (2 questions, 1 solved)."""
     attempts = [
         attempt(
             attempt_id="1",
@@ -137,8 +139,8 @@ def test_duplicate_attempt_ids_count_once_even_with_other_content() -> None:
     again = attempt(attempt_id="dup", question_id=2, is_correct=True, difficulty="hard")
     calculator = MetricsCalculator()
     state = calculator.new_state()
-    assert calculator.apply(state, first) is True
-    assert calculator.apply(state, again) is False
+    assert calculator.apply(first.scope, state, [first]).applied == 1
+    assert calculator.apply(first.scope, state, [again]).applied == 0
     assert run([first, again]) == run([first])
 
 

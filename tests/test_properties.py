@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -11,22 +12,19 @@ from hypothesis import strategies as st
 from performance_engine.metrics.attempt import Attempt
 from performance_engine.metrics.batch import compute_states, compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.history import Entry, decode_entries
 from performance_engine.metrics.loader import attempts_to_frame
 from performance_engine.metrics.state import ScopeState, decode_state, encode_state
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
+from tests.helpers import StreamModel
 from tests.strategies import attempts
 
 
 def incremental(
     calculator: MetricsCalculator, stream: list[Attempt]
 ) -> tuple[dict[ScopeKey, ScopeState], dict[ScopeKey, PerformanceStatsData]]:
-    states: dict[ScopeKey, ScopeState] = {}
-    for a in stream:
-        state = states.get(a.scope)
-        if state is None:
-            state = states[a.scope] = calculator.new_state()
-        calculator.apply(state, a)
-    return states, {scope: calculator.stats(scope, s) for scope, s in states.items()}
+    model = StreamModel(calculator).apply_each(stream)
+    return model.states, model.stats()
 
 
 @settings(max_examples=300, deadline=None)
@@ -35,10 +33,12 @@ def test_incremental_equals_batch_in_any_order(stream: list[Attempt], rng: objec
     calculator = MetricsCalculator()
     shuffled = list(stream)
     rng.shuffle(shuffled)  # type: ignore[attr-defined]
-    states, stats = incremental(calculator, shuffled)
+    model = StreamModel(calculator).apply_each(shuffled)
     batch = compute_states(attempts_to_frame(stream), calculator)
-    assert dict(batch.items()) == states  # the very same state, byte for byte
-    assert compute_stats(attempts_to_frame(shuffled), calculator) == stats
+    assert dict(batch.items()) == model.states  # the very same state, byte for byte
+    stored = {scope: h.data for scope, h in zip(batch.scopes, batch.histories, strict=True) if h}
+    assert stored == model.blobs  # and the very same stored history
+    assert compute_stats(attempts_to_frame(shuffled), calculator) == model.stats()
 
 
 @settings(max_examples=100, deadline=None)
@@ -50,17 +50,30 @@ def test_applying_everything_twice_changes_nothing(stream: list[Attempt]) -> Non
     assert (twice, stats_twice) == (once, stats_once)
 
 
-@settings(max_examples=100, deadline=None)
-@given(attempts(), st.integers(0, 60))
-def test_batch_merge_into_a_base_equals_one_pass(stream: list[Attempt], cut: int) -> None:
-    """Backfilling history onto state the stream already holds gives the one-pass result."""
+@settings(max_examples=150, deadline=None)
+@given(attempts(), st.integers(0, 60), st.randoms(use_true_random=False))
+def test_batch_merge_into_a_base_equals_one_pass(
+    stream: list[Attempt], cut: int, rng: object
+) -> None:
+    """Backfilling history onto state the stream already holds gives the one-pass result,
+    whichever part came first (older history after newer included)."""
     calculator = MetricsCalculator()
-    head = stream[: cut % (len(stream) + 1)]
-    base = dict(compute_states(attempts_to_frame(head), calculator).items()) if head else {}
-    merged = compute_states(attempts_to_frame(stream), calculator, base)
-    assert dict(merged.items()) == dict(
-        compute_states(attempts_to_frame(stream), calculator).items()
-    )
+    shuffled = list(stream)
+    rng.shuffle(shuffled)  # type: ignore[attr-defined]
+    head = shuffled[: cut % (len(shuffled) + 1)]
+    live = StreamModel(calculator).apply_each(head)
+
+    def load(scopes: Sequence[ScopeKey]) -> list[list[Entry] | None]:
+        return [live.history(scope) for scope in scopes]
+
+    merged = compute_states(attempts_to_frame(stream), calculator, live.states, load_history=load)
+    one_pass = compute_states(attempts_to_frame(stream), calculator)
+    assert dict(merged.items()) == dict(one_pass.items())
+    whole = {s: h.data for s, h in zip(one_pass.scopes, one_pass.histories, strict=True) if h}
+    for scope, state, write in zip(merged.scopes, merged.states, merged.histories, strict=True):
+        kept = live.blobs.get(scope, b"") if write is None or not write.replace else b""
+        history = kept + (write.data if write else b"")
+        assert decode_entries(history, state.history) == decode_entries(whole[scope], state.history)
 
 
 @settings(max_examples=100, deadline=None)
@@ -143,8 +156,7 @@ def test_columnar_stats_json_is_byte_equal_to_the_record(stream: list[Attempt]) 
     calculator = MetricsCalculator()
     result = compute_states(attempts_to_frame(stream), calculator)
     expected = [calculator.stats(scope, state).to_json() for scope, state in result.items()]
-    rules = calculator.learning_modes.rules
-    assert builtin_stats_json(result.scopes, result.states, rules) == expected
+    assert builtin_stats_json(result.scopes, result.states, calculator.learning_modes) == expected
     assert result.stats_json(calculator) == expected
 
 
@@ -155,24 +167,45 @@ def test_columnar_stats_json_is_byte_equal_to_the_record(stream: list[Attempt]) 
             st.lists(st.integers(0, 40), min_size=3, max_size=3),  # attempts per difficulty
             st.lists(st.integers(0, 40), min_size=3, max_size=3),  # distinct questions
             st.lists(st.integers(0, 40), min_size=3, max_size=3),  # correct, solved
-            st.sampled_from(["standard", "practice", "mastery"]),
+            st.sampled_from(["standard", "practice", "mastery", "tuned"]),
             st.one_of(st.none(), st.integers(0, 253_402_300_799_999)),
+            st.one_of(
+                st.none(),  # a format-1 state: no history, learning unknown
+                st.tuples(
+                    st.floats(0, 1),
+                    st.floats(0, 1),
+                    st.integers(0, 50),
+                    st.integers(0, 50),
+                    st.lists(st.integers(0, 40), min_size=3, max_size=3),
+                ),
+            ),
         ),
         min_size=1,
         max_size=30,
     )
 )
 def test_columnar_stats_json_on_arbitrary_counts(rows: list[Any]) -> None:
-    """Ties, unattempted difficulties, every threshold and timestamp, byte for byte."""
+    """Ties, unattempted difficulties, every threshold, timestamp and learning value (also
+    near the mastery and target thresholds, and unknown), byte for byte."""
     from performance_engine.metrics.columnar import builtin_stats_json
+    from performance_engine.metrics.learning import LearningState
+    from performance_engine.metrics.modes import LearningModes
 
-    calculator = MetricsCalculator()
+    modes = LearningModes.default().merged(
+        {"modes": {"tuned": {"required": 1, "guess": {"hard": 0.4}, "target_success": 0.5}}}
+    )
+    calculator = MetricsCalculator(learning_modes=modes)
     scopes, states = [], []
-    for i, (tries, distinct, right, mode, at) in enumerate(rows):
+    for i, (tries, distinct, right, mode, at, learning) in enumerate(rows):
         questions = [min(q, a) if a else 0 for a, q in zip(tries, distinct, strict=True)]
         questions = [max(q, 1) if a else 0 for a, q in zip(tries, questions, strict=True)]
         correct = [min(c, a) for c, a in zip(right, tries, strict=True)]
         solved = [min(c, q) for c, q in zip(correct, questions, strict=True)]
+        folded = None
+        if learning is not None:
+            p, e, current, longest, first = learning
+            first = [min(f, q) for f, q in zip(first, questions, strict=True)]
+            folded = LearningState(p, e, current, longest, first)
         states.append(
             ScopeState(
                 version=sum(tries),
@@ -182,10 +215,12 @@ def test_columnar_stats_json_on_arbitrary_counts(rows: list[Any]) -> None:
                 correct=correct,
                 questions=[b"\0" * 8 * q for q in questions],
                 solved=[b"\0" * 8 * s for s in solved],
+                history=sum(tries) if learning is not None else 0,
+                learning=folded,
             )
         )
         scopes.append(ScopeKey(i + 1, 7, mode))
     expected = [
         calculator.stats(s, state).to_json() for s, state in zip(scopes, states, strict=True)
     ]
-    assert builtin_stats_json(scopes, states, calculator.learning_modes.rules) == expected
+    assert builtin_stats_json(scopes, states, calculator.learning_modes) == expected

@@ -26,6 +26,7 @@ from performance_engine.demo import free_port
 from performance_engine.errors import InvalidScopeError
 from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.history import decode_entries
 from performance_engine.metrics.loader import load_attempts
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 from performance_engine.settings import Settings
@@ -146,7 +147,9 @@ def test_backfill_twice_changes_nothing(
     backfill_file(history, store, MetricsCalculator())
     before = dump(redis_client, settings.key_prefix)
     again = backfill_file(history, store, MetricsCalculator())
-    assert (again.written, again.attempts_applied, again.unchanged) == (0, 0, len(before))
+    scopes = [key for key in before if not key.endswith(b":history")]
+    assert len(before) == 2 * len(scopes)  # each scope's string and its history
+    assert (again.written, again.attempts_applied, again.unchanged) == (0, 0, len(scopes))
     assert dump(redis_client, settings.key_prefix) == before
 
 
@@ -214,9 +217,11 @@ def test_keys_live_under_the_prefix_with_a_user_hash_tag(
     store: StatsStore, settings: Settings, redis_client: redis.Redis, history: Path
 ) -> None:
     report = backfill_file(history, store, MetricsCalculator())
-    keys = [k.decode() for k in redis_client.scan_iter(match=f"{settings.key_prefix}:*")]
-    assert len(keys) == report.scopes
-    for key in keys:
+    keys = {k.decode() for k in redis_client.scan_iter(match=f"{settings.key_prefix}:*")}
+    scope_keys = {key for key in keys if not key.endswith(":history")}
+    assert len(scope_keys) == report.scopes
+    assert keys - scope_keys == {f"{key}:history" for key in scope_keys}
+    for key in scope_keys:
         value = redis_client.get(key)
         assert isinstance(value, bytes)
         state, stats_json = unpack_scope(value)
@@ -227,6 +232,9 @@ def test_keys_live_under_the_prefix_with_a_user_hash_tag(
         assert (tag[:2], tag[-1], tag[2:-1].isdigit()) == ("{u", "}", True)
         assert sub.isdigit()
         assert mode in {"standard", "practice", "mastery"}
+        history = redis_client.get(f"{key}:history")
+        assert isinstance(history, bytes)
+        assert len(decode_entries(history, state.history)) == state.version
 
 
 def test_unknown_scope_raises_not_found(settings: Settings) -> None:

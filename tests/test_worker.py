@@ -83,12 +83,22 @@ def oracle(
 
 
 def stored(settings: Settings, scopes: list[ScopeKey]) -> dict[ScopeKey, Any]:
+    """The stats recomputed from each scope's stored state (and history, for frame-based
+    metrics), or None where there is none."""
     with StatsStore.from_settings(settings) as store:
         found = store.read(scopes)
         calculator = build_calculator(settings)
+        histories: list[Any] = [None] * len(scopes)
+        if calculator.frame_metrics:
+            histories = store.read_histories(
+                [
+                    (scope, 0 if item is None else item.state.history)
+                    for scope, item in zip(scopes, found, strict=True)
+                ]
+            )
         return {
-            scope: None if item is None else calculator.stats(scope, item.state)
-            for scope, item in zip(scopes, found, strict=True)
+            scope: None if item is None else calculator.stats(scope, item.state, history)
+            for scope, item, history in zip(scopes, found, histories, strict=True)
         }
 
 

@@ -4,9 +4,13 @@ For a batch (records of the partitions this worker owns, in offset order per par
 
 1. decode every record; a rejected one becomes a dead letter (never an exception);
 2. group attempts by scope, load the scopes' states (memory cache, else Redis, one round
-   trip), apply the attempts through the metric code (duplicates change nothing);
-3. write every touched scope with the store's compare-and-set (one round trip); a
-   refused write (someone else wrote the scope) reloads that scope and applies again;
+   trip), apply the attempts through the metric code (duplicates change nothing); the
+   few scopes that need their attempt history (an attempt arrived out of learning order,
+   the learning parameters changed, frame-based metrics) read it in one more round trip
+   and fold their sequential metrics again;
+3. write every touched scope with the store's compare-and-set (one round trip), its
+   history with it; a refused write (someone else wrote the scope) reloads that scope and
+   applies again;
 4. publish one ``stats-updated`` event per touched scope, and the dead letters, and wait
    for the broker's acknowledgement;
 5. only then is the batch done: the caller commits its offsets.
@@ -35,7 +39,8 @@ from performance_engine.consumer.publisher import OutRecord
 from performance_engine.errors import DatabaseQueryError, InvalidAttemptError
 from performance_engine.events import Source, dead_letter, stats_event
 from performance_engine.metrics.attempt import Attempt, decode_attempt
-from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.calculator import MetricsCalculator, Plan
+from performance_engine.metrics.history import Entry, HistoryWrite
 from performance_engine.metrics.state import ScopeState, fingerprint
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings
@@ -84,6 +89,8 @@ class Counters:
     rejected: dict[str, int] = field(default_factory=dict)
     stats_published: int = 0
     write_conflicts: int = 0
+    refolds: int = 0
+    histories_lost: int = 0
     redis_retries: int = 0
     publish_retries: int = 0
 
@@ -196,31 +203,12 @@ class BatchProcessor:
                 for scope, found in zip(missing, stored, strict=True):
                     cache[scope] = found.state if found is not None else calculator.new_state()
             scopes = list(pending)
-            states: list[ScopeState] = []
-            expected: list[int] = []
-            applied = seen = 0
+            plans: list[Plan] = []
             for scope, entry in pending.items():
-                state = cache[scope]
                 cache.move_to_end(scope)
-                states.append(state)
-                expected.append(state.version)
-                seen += len(entry.attempts)
-                for attempt, fp in entry.attempts:
-                    applied += calculator.apply(state, attempt, fp)
-            self.counters.attempts_applied += applied
-            self.counters.duplicates += seen - applied
-            # Unchanged scopes are written too: the compare-and-set then proves the
-            # cached version is current before its stats are published again.
-            writes = [
-                ScopeWrite(scope, version, state, stats_json)
-                for scope, version, state, stats_json in zip(
-                    scopes,
-                    expected,
-                    states,
-                    calculator.stats_json_many(scopes, states),
-                    strict=True,
-                )
-            ]
+                plans.append(calculator.plan(scope, cache[scope], entry.attempts))
+            histories = await self._histories(scopes, plans)
+            writes = self._writes(scopes, plans, histories)
             try:
                 refused = await self.store.write(writes)
             except DatabaseQueryError as exc:
@@ -277,6 +265,72 @@ class BatchProcessor:
         for _record, error in dead:
             rejected = self.counters.rejected
             rejected[error.error_class] = rejected.get(error.error_class, 0) + 1
+
+    def _writes(
+        self,
+        scopes: list[ScopeKey],
+        plans: list[Plan],
+        histories: dict[ScopeKey, list[Entry] | None],
+    ) -> list[ScopeWrite]:
+        """Apply each scope's plan to its cached state; the compare-and-set writes."""
+        calculator = self.calculator
+        counters = self.counters
+        states: list[ScopeState] = []
+        expected: list[int] = []
+        entries: list[list[Entry] | None] = []
+        history_writes: list[HistoryWrite | None] = []
+        applied = given = 0
+        for scope, plan in zip(scopes, plans, strict=True):
+            state = self._cache[scope]
+            states.append(state)
+            expected.append(state.version)
+            history: list[Entry] | None = None
+            lost = False
+            if scope in histories:
+                loaded = histories[scope]
+                lost = loaded is None
+                history = [] if loaded is None else loaded
+                if lost:
+                    counters.histories_lost += 1
+                    logger.error(
+                        "the stored attempt history of %s is missing or damaged; its learning "
+                        "metrics are unknown until it is rebuilt (perf-engine backfill with "
+                        "the platform's history)",
+                        scope,
+                    )
+            outcome = calculator.apply_plan(scope, state, plan, history, lost=lost)
+            entries.append(history)
+            history_writes.append(outcome.history)
+            counters.refolds += plan.refold
+            given += plan.given
+            applied += outcome.applied
+        counters.attempts_applied += applied
+        counters.duplicates += given - applied
+        stats = calculator.stats_json_many(
+            scopes, states, entries if calculator.frame_metrics else None
+        )
+        # Unchanged scopes are written too: the compare-and-set then proves the cached
+        # version is current before its stats are published again.
+        return [
+            ScopeWrite(scope, version, state, stats_json, history_write)
+            for scope, version, state, stats_json, history_write in zip(
+                scopes, expected, states, stats, history_writes, strict=True
+            )
+        ]
+
+    async def _histories(
+        self, scopes: list[ScopeKey], plans: list[Plan]
+    ) -> dict[ScopeKey, list[Entry] | None]:
+        """The stored histories of the scopes whose plan needs one (None: lost)."""
+        wanted = [
+            (scope, self._cache[scope].history)
+            for scope, plan in zip(scopes, plans, strict=True)
+            if plan.needs_history
+        ]
+        if not wanted:
+            return {}
+        found = await self._retry("reading histories", partial(self.store.read_histories, wanted))
+        return {scope: history for (scope, _), history in zip(wanted, found, strict=True)}
 
     # -- helpers --------------------------------------------------------------------
 

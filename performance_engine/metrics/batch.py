@@ -52,8 +52,9 @@ __all__ = [
 _U8 = np.dtype("<u8")
 _DIFFICULTY_NAMES = np.array([d.value for d in DIFFICULTIES], dtype=object)
 
-#: Reads the stored histories of some scopes (their entries, in learning order).
-HistoryLoader = Callable[[Sequence[ScopeKey]], Sequence[list[Entry]]]
+#: Reads the stored histories of some scopes: their entries in learning order, or None for
+#: a history that is lost (see ``MetricsCalculator.apply_plan``).
+HistoryLoader = Callable[[Sequence[ScopeKey]], Sequence[list[Entry] | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,8 +468,9 @@ def _merge_into_base(
     histories_out = list(fresh.histories)
     entries_out = list(fresh.entries or []) if calculator.frame_metrics else None
     for scope, state, plan in merged:
-        history = loaded.get(scope)
-        applied = calculator.apply_plan(scope, state, plan, history)
+        lost = scope in loaded and loaded[scope] is None
+        history = [] if lost else loaded.get(scope)
+        applied = calculator.apply_plan(scope, state, plan, history, lost=lost)
         scopes_out.append(scope)
         states_out.append(state)
         histories_out.append(applied.history)

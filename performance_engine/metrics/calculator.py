@@ -246,11 +246,19 @@ class MetricsCalculator:
         state: ScopeState,
         plan: Plan,
         history: list[Entry] | None = None,
+        *,
+        lost: bool = False,
     ) -> Applied:
         """Carry out a plan on ``state`` (and on ``history``, the scope's entries, when the
-        plan needs them), in place; returns what to store in the history."""
+        plan needs them), in place; returns what to store in the history.
+
+        ``lost``: the stored history was not there or not whole (``history`` is then
+        empty): the scope counts as having no history, which is stored anew.
+        """
         if plan.needs_history and history is None:
             raise ValueError(f"applying these attempts to {scope} needs its history")
+        if lost:
+            state.history = 0
         rebuilt = (
             history is not None
             and not state.history_complete
@@ -294,7 +302,7 @@ class MetricsCalculator:
                     history.sort(key=learning_key)
             if refold:
                 self._refold(scope, state, history)
-            if entries or rebuilt or refold:
+            if entries or rebuilt or refold or lost:
                 write = HistoryWrite(encode_entries(history), True)
         elif entries:
             write = HistoryWrite(encode_entries(entries), version_before == 0)
