@@ -124,7 +124,7 @@ def test_worker_on_a_cluster_is_exact(
 
 #: The README's ACL line, with the test's password and prefix.
 ACL_RULES = "on >{password} resetkeys ~{prefix}:* resetchannels -@all " + (
-    "+get +mget +msetnx +eval +getrange +set +ping +info"
+    "+get +mget +msetnx +eval +getrange +set +append +ping +info"
 )
 
 

@@ -1,8 +1,9 @@
 """Baseline: a hand-written aiokafka consumer loop doing the engine's work, as for production.
 
 getmany batches; decode and validate; one Redis pipeline to read the touched scopes'
-states and one to write states and stats; one produce per changed scope (the producer's
-per-record send); commit after the batch. Settings from PERF_ENGINE_* variables.
+states (and a read of a scope's history when an attempt arrives out of learning order)
+and one to write states, stats and histories; one produce per changed scope (the
+producer's per-record send); commit after the batch. Settings from PERF_ENGINE_* variables.
 Run: python bench/baselines/aiokafka_loop.py
 """
 
@@ -19,7 +20,8 @@ from performance_engine.errors import InvalidAttemptError
 from performance_engine.events import Source, stats_event
 from performance_engine.metrics.attempt import Attempt, decode_attempt
 from performance_engine.metrics.calculator import MetricsCalculator
-from performance_engine.metrics.state import ScopeState
+from performance_engine.metrics.history import decode_entries
+from performance_engine.metrics.state import ScopeState, fingerprint
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.naming import KeySpace
 from performance_engine.settings import load_settings
@@ -74,10 +76,19 @@ async def main() -> None:
             async with client.pipeline(transaction=True) as pipe:
                 for scope, raw in zip(scopes, raw_states, strict=True):
                     state: ScopeState = unpack_scope(raw)[0] if raw else calculator.new_state()
-                    for attempt, _record in touched[scope]:
-                        calculator.apply(state, attempt)
+                    pairs = [(a, fingerprint(a.attempt_id)) for a, _ in touched[scope]]
+                    plan = calculator.plan(scope, state, pairs)
+                    history = None
+                    if plan.needs_history:  # an attempt out of learning order
+                        stored = await client.get(keys.history(scope))
+                        blob = stored if isinstance(stored, bytes) else b""
+                        history = decode_entries(blob, state.history)
+                    write = calculator.apply_plan(scope, state, plan, history).history
                     stats_json = calculator.stats(scope, state).to_json()
                     pipe.set(keys.for_scope(scope), pack_scope(state, stats_json))
+                    if write is not None:
+                        command = pipe.set if write.replace else pipe.append
+                        command(keys.history(scope), write.data)
                     attempt, record = touched[scope][-1]
                     source = Source(
                         record.topic,

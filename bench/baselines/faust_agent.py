@@ -15,6 +15,8 @@ from performance_engine.errors import InvalidAttemptError
 from performance_engine.events import Source, stats_event
 from performance_engine.metrics.attempt import decode_attempt
 from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.history import decode_entries
+from performance_engine.metrics.state import fingerprint
 from performance_engine.naming import KeySpace
 from performance_engine.settings import load_settings
 from performance_engine.store import pack_scope, unpack_scope
@@ -55,9 +57,17 @@ async def process(stream: StreamT[bytes]) -> None:
         key = keys.for_scope(scope)
         raw = await client.get(key)
         state = unpack_scope(raw)[0] if isinstance(raw, bytes) else calculator.new_state()
-        calculator.apply(state, attempt)
+        plan = calculator.plan(scope, state, [(attempt, fingerprint(attempt.attempt_id))])
+        history = None
+        if plan.needs_history:  # an attempt out of learning order
+            stored = await client.get(keys.history(scope))
+            history = decode_entries(stored if isinstance(stored, bytes) else b"", state.history)
+        write = calculator.apply_plan(scope, state, plan, history).history
         stats_json = calculator.stats(scope, state).to_json()
         await client.set(key, pack_scope(state, stats_json))
+        if write is not None:
+            command = client.set if write.replace else client.append
+            await command(keys.history(scope), write.data)
         source = Source(message.topic, message.partition, message.offset, attempt.attempt_id)
         event_key, value = stats_event(scope, state.version, stats_json, source)
         await stats_topic.send(key=event_key, value=value)
