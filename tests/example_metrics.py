@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from performance_engine import Attempt, BaseMetric, IncrementalMetric
+from performance_engine import Attempt, BaseMetric, IncrementalMetric, SequentialMetric
 
 
 class MostTriedQuestion(BaseMetric):
@@ -45,6 +45,22 @@ class TimeSpent(IncrementalMetric):
             "total_ms": state["total_ms"] + attempt.time_spent_ms,
             "reported": state["reported"] + 1,
         }
+
+
+class WrongInARow(SequentialMetric):
+    """Sequential: the longest run of wrong answers (depends on the order of attempts)."""
+
+    name = "wrong_in_a_row"
+
+    def initial(self) -> Any:
+        return [0, 0]  # the current run, the longest
+
+    def update(self, state: Any, attempt: Attempt) -> Any:
+        run = 0 if attempt.is_correct else state[0] + 1
+        return [run, max(run, state[1])]
+
+    def result(self, state: Any) -> Any:
+        return state[1]
 
 
 class NeedsArguments(IncrementalMetric):

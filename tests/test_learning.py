@@ -15,7 +15,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from performance_engine import SequentialMetric
 from performance_engine.errors import ConfigurationError
 from performance_engine.metrics.attempt import Attempt
 from performance_engine.metrics.batch import compute_states
@@ -26,6 +25,7 @@ from performance_engine.metrics.loader import attempts_to_frame
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.types import DifficultyEnum, LearningStats, ScopeKey
 from performance_engine.store import unpack_scope
+from tests.example_metrics import WrongInARow
 from tests.helpers import StreamModel, attempt
 from tests.strategies import attempts
 
@@ -277,22 +277,6 @@ def test_a_late_attempt_refolds_the_history_only_then() -> None:
     assert json.loads(stats.to_json()) == spec_json()
 
 
-class WrongInARow(SequentialMetric):
-    """Order matters: the longest run of wrong answers."""
-
-    name = "wrong_in_a_row"
-
-    def initial(self) -> Any:
-        return [0, 0]
-
-    def update(self, state: Any, attempt: Attempt) -> Any:
-        run = 0 if attempt.is_correct else state[0] + 1
-        return [run, max(run, state[1])]
-
-    def result(self, state: Any) -> Any:
-        return state[1]
-
-
 def test_a_custom_sequential_metric_is_exact_under_shuffled_arrival() -> None:
     answers = [False, False, True, False, False, False, True, False]
     items = [attempt(is_correct=c, occurred_at=START + i) for i, c in enumerate(answers)]
@@ -359,3 +343,12 @@ def test_an_incomplete_rebuild_leaves_learning_unknown() -> None:
     model.apply(spec_attempts()[:1])
     (stats,) = model.stats().values()
     assert json.loads(stats.to_json()) == spec_json()
+
+
+def test_the_watch_line_shows_mastery_and_the_next_difficulty() -> None:
+    from performance_engine.cli import _update_line
+
+    (stats,) = StreamModel(MetricsCalculator()).apply_each(spec_attempts()).stats().values()
+    assert _update_line(stats).endswith("passed easy, mastery 72%, next medium")
+    unknown = msgspec.structs.replace(stats, learning=None)
+    assert _update_line(unknown).endswith("passed easy, mastery unknown")

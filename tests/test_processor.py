@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -108,8 +110,10 @@ def test_crash_after_the_write_then_redelivery(stream_settings: Settings) -> Non
 
 
 def test_two_writers_with_stale_caches_never_double_count(stream_settings: Settings) -> None:
-    """A zombie and the new owner interleave batches of one user's attempts (CAS at work)."""
+    """A zombie and the new owner interleave batches of one user's attempts (CAS at work),
+    the attempts out of learning order (refolds and history rewrites race too)."""
     rows = generate_attempts(600, users=3, seed=22)
+    random.Random(22).shuffle(rows)
     batch = records(stream_settings, rows)
     expected = oracle(rows)
 
@@ -128,3 +132,102 @@ def test_two_writers_with_stale_caches_never_double_count(stream_settings: Setti
     found, conflicts = run(scenario())
     assert found == expected
     assert conflicts > 0  # the stale writer was refused and re-read, not trusted
+
+
+SPEC_ROWS = [  # the SPEC 4 example scope, in learning order, one second apart
+    ("a-1", "easy", 1, False),
+    ("a-2", "easy", 1, True),
+    ("a-3", "easy", 2, True),
+    ("a-4", "medium", 10, False),
+    ("a-5", "medium", 10, True),
+    ("a-6", "medium", 11, False),
+    ("a-7", "medium", 10, True),
+]
+
+
+def spec_rows() -> list[dict[str, Any]]:
+    return [
+        {
+            "attempt_id": attempt_id,
+            "user_id": 123,
+            "sub_topic_id": 456,
+            "learning_mode": "standard",
+            "question_id": question,
+            "difficulty": difficulty,
+            "is_correct": correct,
+            "occurred_at": 1_795_510_800_000 + 1000 * n,
+        }
+        for n, (attempt_id, difficulty, question, correct) in enumerate(SPEC_ROWS)
+    ]
+
+
+def test_a_scope_stored_by_the_first_release_and_its_rebuild(
+    stream_settings: Settings, redis_client: Any, tmp_path: Path
+) -> None:
+    """tests/data/state-format-1.bin holds a-1..a-5 as the first release stored them. The
+    worker counts a-6 and a-7 and says the learning block is unknown; a backfill of the
+    whole history rebuilds it exactly, and a later attempt goes on in order."""
+    from performance_engine.backfill import backfill_file
+    from performance_engine.metrics.types import ScopeKey
+    from performance_engine.store import StatsStore
+
+    scope = ScopeKey(123, 456, "standard")
+    key = f"{stream_settings.key_prefix}:{{u123}}:456:standard"
+    old = (Path(__file__).parent / "data" / "state-format-1.bin").read_bytes()
+    redis_client.set(key, old)
+    rows = spec_rows()
+
+    async def stream(batch: list[Rec]) -> Any:
+        async with real_store_and_broker(stream_settings) as (store, publish):
+            processor = BatchProcessor(stream_settings, MetricsCalculator(), store, publish)
+            await processor.process(batch)
+            return await store.stats(scope), processor.counters
+
+    stats, counters = run(stream(records(stream_settings, rows[5:])))
+    assert (stats.version, stats.learning, counters.attempts_applied) == (7, None, 2)
+    (event,) = [
+        decode_stats_event(m.value)
+        for m in read_topic(stream_settings.kafka_bootstrap, stream_settings.stats_topic)
+    ]
+    assert event.stats == stats  # the event says "unknown" too, never a guess
+
+    history = tmp_path / "history.jsonl"
+    history.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with StatsStore.from_settings(stream_settings) as store:
+        report = backfill_file(history, store, MetricsCalculator())
+        rebuilt = store.stats(scope)
+    assert (report.attempts_applied, report.written) == (0, 1)  # nothing counted twice
+    assert rebuilt == oracle(rows)[scope]
+    assert json.loads(rebuilt.to_json())["learning"]["mastery_probability"] == 0.7162
+
+    later = {**rows[-1], "attempt_id": "a-8", "occurred_at": rows[-1]["occurred_at"] + 1000}
+    stats, counters = run(stream(records(stream_settings, [later])))
+    assert stats == oracle([*rows, later])[scope]
+    assert counters.refolds == 0  # in order: one step, no history read
+
+
+def test_a_lost_history_is_reported_and_rebuilt(
+    stream_settings: Settings, redis_client: Any, tmp_path: Path
+) -> None:
+    from performance_engine.backfill import backfill_file
+    from performance_engine.metrics.types import ScopeKey
+    from performance_engine.store import StatsStore
+
+    scope = ScopeKey(123, 456, "standard")
+    rows = spec_rows()
+
+    async def stream(batch: list[Rec]) -> Any:
+        async with real_store_and_broker(stream_settings) as (store, publish):
+            processor = BatchProcessor(stream_settings, MetricsCalculator(), store, publish)
+            await processor.process(batch)
+            return await store.stats(scope), processor.counters
+
+    run(stream(records(stream_settings, rows[1:])))
+    redis_client.delete(f"{stream_settings.key_prefix}:{{u123}}:456:standard:history")
+    stats, counters = run(stream(records(stream_settings, rows[:1])))  # late: needs it
+    assert (stats.version, stats.learning, counters.histories_lost) == (7, None, 1)
+    history = tmp_path / "history.jsonl"
+    history.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with StatsStore.from_settings(stream_settings) as store:
+        backfill_file(history, store, MetricsCalculator())
+        assert store.stats(scope) == oracle(rows)[scope]

@@ -139,6 +139,51 @@ def test_cli_backfill_and_stats(settings: Settings, history: Path) -> None:
     )
     assert table.returncode == 0
     assert f"version {expected[scope].version}" in table.stdout
+    learning = expected[scope].learning
+    assert learning is not None
+    mastered = "mastered" if learning.mastered else "not mastered"
+    line = f"mastery {learning.mastery_probability:.1%} ({mastered})"
+    assert line in table.stdout
+    assert f"next: {learning.recommended_difficulty.value}" in table.stdout
+
+
+def test_cli_stats_of_a_first_release_scope_rebuilt_into_the_spec_example(
+    settings: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    rows = [
+        ("a-1", "easy", 1, False),
+        ("a-2", "easy", 1, True),
+        ("a-3", "easy", 2, True),
+        ("a-4", "medium", 10, False),
+        ("a-5", "medium", 10, True),
+        ("a-6", "medium", 11, False),
+        ("a-7", "medium", 10, True),
+    ]
+    history = tmp_path / "spec.csv"
+    history.write_text(
+        "attempt_id,user_id,sub_topic_id,learning_mode,question_id,difficulty,is_correct,"
+        "occurred_at\n"
+        + "".join(
+            f"{i},123,456,standard,{q},{d},{str(c).lower()},{1_795_510_800_000 + 1000 * n}\n"
+            for n, (i, d, q, c) in enumerate(rows)
+        )
+    )
+    redis_client.set(  # a-1 .. a-5 as the first release stored them
+        f"{settings.key_prefix}:{{u123}}:456:standard",
+        (Path(__file__).parent / "data" / "state-format-1.bin").read_bytes(),
+    )
+    old = run_cli(settings, "stats", "123", "456")
+    assert old.returncode == 0
+    assert "learning: unknown, this scope's state predates its attempt history" in old.stdout
+    assert json.loads(run_cli(settings, "stats", "123", "456", "--json").stdout)["version"] == 5
+    # the whole history rebuilds it: exactly the SPEC's example
+    assert run_cli(settings, "backfill", str(history), "--quiet").returncode == 0
+    shown = run_cli(settings, "stats", "123", "456", "--json")
+    spec = (Path(__file__).parent.parent / "docs" / "SPEC.md").read_text()
+    printed = spec[spec.index("## 4.") :].split("```json\n")[1].split("```")[0]
+    assert json.loads(shown.stdout) == json.loads(printed)
+    table = run_cli(settings, "stats", "123", "456").stdout
+    assert "mastery 71.6% (not mastered) · next: medium · recent accuracy 61.1%" in table
 
 
 def test_backfill_twice_changes_nothing(
@@ -232,9 +277,9 @@ def test_keys_live_under_the_prefix_with_a_user_hash_tag(
         assert (tag[:2], tag[-1], tag[2:-1].isdigit()) == ("{u", "}", True)
         assert sub.isdigit()
         assert mode in {"standard", "practice", "mastery"}
-        history = redis_client.get(f"{key}:history")
-        assert isinstance(history, bytes)
-        assert len(decode_entries(history, state.history)) == state.version
+        stored_history = redis_client.get(f"{key}:history")
+        assert isinstance(stored_history, bytes)
+        assert len(decode_entries(stored_history, state.history)) == state.version
 
 
 def test_unknown_scope_raises_not_found(settings: Settings) -> None:

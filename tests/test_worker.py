@@ -244,3 +244,44 @@ def test_custom_metrics_in_the_stream(
     workers(settings, PERF_ENGINE_METRICS=",".join(metrics))
     produce(settings.kafka_bootstrap, settings.attempts_topic, records)
     wait_for_oracle(settings, expected)
+
+
+def test_a_sequential_metric_in_the_stream_then_older_history_by_backfill(
+    stream_settings: Settings, workers: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A custom SequentialMetric from PERF_ENGINE_METRICS in a real worker (attempts
+    arriving shuffled) and in a backfill of the older history afterwards: the learning
+    block and the metric equal the in-order fold over everything."""
+    import os
+    import subprocess
+    import sys
+
+    from performance_engine.settings import settings_env
+
+    metrics = ("tests.example_metrics:WrongInARow",)
+    settings = Settings(**{**_fields(stream_settings), "metrics": metrics})
+    calculator = build_calculator(settings)
+    rows = generate_attempts(3000, users=25, seed=23)  # occurred_at ascends with the row
+    older, newer = rows[:1200], rows[1200:]
+    live = attempt_records(newer)
+    random.Random(23).shuffle(live)
+    expected = oracle(attempt_records(rows), calculator)
+    assert sum(s.custom_metrics["wrong_in_a_row"] > 1 for s in expected.values()) > 20
+    workers(settings)
+    produce(settings.kafka_bootstrap, settings.attempts_topic, live)
+    wait_for_oracle(settings, oracle(live, calculator))
+    history = tmp_path / "older.jsonl"
+    history.write_text("".join(json.dumps(row) + "\n" for row in reversed(older)))
+    done = subprocess.run(
+        [sys.executable, "-m", "performance_engine.cli", "backfill", str(history), "--quiet"],
+        env={**os.environ, **settings_env(settings)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    scopes = sorted(expected)
+    assert stored(settings, scopes) == expected
+    with StatsStore.from_settings(settings) as store:
+        assert {s: store.stats(s) for s in scopes} == expected

@@ -14,6 +14,11 @@ bookkeeping on the hot path); histograms are observed once per batch.
 ``perf_engine_publish_retries_total``      publish rounds retried (broker failing)
 ``perf_engine_write_conflicts_total``      compare-and-set writes refused (scope changed
                                            elsewhere) and redone
+``perf_engine_refolds_total``              scopes whose sequential metrics were folded
+                                           again over their history (a late attempt, or
+                                           changed parameters)
+``perf_engine_histories_lost_total``       stored histories found missing or damaged
+                                           (learning metrics unknown until rebuilt)
 ``perf_engine_batch_size``                 records per batch (histogram)
 ``perf_engine_batch_duration_seconds``     processing time of a batch (histogram)
 ``perf_engine_attempt_latency_seconds``    age of each batch's oldest record when the batch
@@ -73,6 +78,16 @@ class _Totals(Collector):
                 "perf_engine_write_conflicts",
                 "Compare-and-set writes refused and redone.",
                 counters.write_conflicts,
+            ),
+            (
+                "perf_engine_refolds",
+                "Scopes whose sequential metrics were folded again over their history.",
+                counters.refolds,
+            ),
+            (
+                "perf_engine_histories_lost",
+                "Stored attempt histories found missing or damaged.",
+                counters.histories_lost,
             ),
         ):
             yield CounterMetricFamily(name, help_text, value=value)
