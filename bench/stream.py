@@ -13,8 +13,13 @@ measures, in one run:
 * latency: attempts produced at a steady rate, each timed from its send to the moment
   its scope's ``stats-updated`` event is readable (p50, p99);
 * memory: the engine's peak RSS while a stream of distinct scopes flows through it, and
-  Redis's ``MEMORY USAGE`` per scope (state + latest stats);
-* two workers on a 16-partition topic: rate and exactness.
+  Redis's ``MEMORY USAGE`` per scope (state + latest stats + attempt history);
+* two workers on a 16-partition topic: rate and exactness;
+* the cost of the sequential (learning) metrics: the engine with 10% of the attempts
+  arriving out of learning order, and, with ``--previous DIR`` (a checkout of an earlier
+  release, e.g. ``git worktree add /tmp/prev <commit>``), that release's worker draining
+  the same topic; Redis bytes of one scope of 20, 200 and 2,000 attempts (both releases,
+  by ``perf-engine backfill``).
 
 Prints one table.
 """
@@ -51,10 +56,16 @@ from performance_engine.events import decode_stats_event  # noqa: E402
 from performance_engine.metrics.batch import compute_stats  # noqa: E402
 from performance_engine.metrics.calculator import MetricsCalculator  # noqa: E402
 from performance_engine.metrics.loader import normalise_frame  # noqa: E402
-from performance_engine.settings import Settings  # noqa: E402
+from performance_engine.settings import Settings, settings_env  # noqa: E402
 from performance_engine.store import StatsStore  # noqa: E402
 from performance_engine.synthetic import attempts_frame  # noqa: E402
-from tests.services import committed, start_tansu, wait_until, worker_env  # noqa: E402
+from tests.services import (  # noqa: E402
+    committed,
+    late_arrivals,
+    start_tansu,
+    wait_until,
+    worker_env,
+)
 
 PYTHON = sys.executable
 ENGINE = [PYTHON, "-m", "performance_engine.cli", "worker", "--loglevel", "info"]
@@ -101,6 +112,28 @@ class Lab:
 
     def env(self, settings: Settings, name: str) -> dict[str, str]:
         return worker_env(settings, self.workdir / name)
+
+
+def with_source(env: dict[str, str], source: Path | None) -> dict[str, str]:
+    """``env`` running the package from another source tree (an earlier release; the
+    process must also start in that tree, which ``python -m`` puts first on the path)."""
+    return env if source is None else {**env, "PYTHONPATH": str(source)}
+
+
+def arrive_late(records: list[Any], share: float, seed: int) -> list[Any]:
+    """The records with ``share`` of them (each one followed by a later attempt of its
+    scope) moved to the end, in random order: they arrive out of learning order."""
+    scope_of = [
+        (v["user_id"], v["sub_topic_id"], v["learning_mode"])
+        for v in (json.loads(value) for _, value in records)
+    ]
+    last = {scope: i for i, scope in enumerate(scope_of)}
+    candidates = [i for i, scope in enumerate(scope_of) if last[scope] != i]
+    rng = random.Random(seed)
+    moved = set(rng.sample(candidates, min(len(candidates), int(len(records) * share))))
+    tail = [records[i] for i in moved]
+    rng.shuffle(tail)
+    return [r for i, r in enumerate(records) if i not in moved] + tail
 
 
 def make_records(count: int, users: int, seed: int = 1) -> tuple[pd.DataFrame, list[Any]]:
@@ -152,12 +185,19 @@ class Processes:
         self.lab = lab
         self.running: list[tuple[subprocess.Popen[bytes], Path]] = []
 
-    def start(self, command: list[str], settings: Settings, name: str) -> tuple[Any, Path]:
+    def start(
+        self, command: list[str], settings: Settings, name: str, source: Path | None = None
+    ) -> tuple[Any, Path]:
         log = self.lab.workdir / f"{name}-{len(self.running)}.log"
-        env = self.lab.env(settings, f"{name}-{len(self.running)}")
+        env = with_source(self.lab.env(settings, f"{name}-{len(self.running)}"), source)
         with log.open("ab") as out:
             process = subprocess.Popen(
-                command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                env=env,
+                cwd=source,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.running.append((process, log))
         return process, log
@@ -188,7 +228,13 @@ class Processes:
 
 
 def drain(
-    lab: Lab, name: str, command: list[str], records: list[Any], partitions: int, workers: int = 1
+    lab: Lab,
+    name: str,
+    command: list[str],
+    records: list[Any],
+    partitions: int,
+    workers: int = 1,
+    source: Path | None = None,
 ) -> tuple[Row, Settings, float]:
     """Fill a topic, start the consumer(s), time them draining it; returns the row."""
     settings = lab.settings(partitions)
@@ -197,7 +243,7 @@ def drain(
     processes = Processes(lab)
     try:
         for _ in range(workers):
-            processes.start(command, settings, name.split(maxsplit=1)[0])
+            processes.start(command, settings, name.split(maxsplit=1)[0], source)
         started = processes.wait_ready()
         wait_until(
             lambda: committed(settings) >= len(records), 3600, f"{name} to finish", every=0.05
@@ -225,15 +271,42 @@ def check_exact(settings: Settings, frame: pd.DataFrame) -> str:
 
 
 def redis_bytes_per_scope(settings: Settings, sample: int = 2000) -> float:
+    """Redis's MEMORY USAGE of a scope's keys (its string and its history, if any)."""
     client = redis.Redis.from_url(settings.redis_url)
     keys = []
     for key in client.scan_iter(match=f"{settings.key_prefix}:*", count=10_000):
-        keys.append(key)
+        if not key.endswith(b":history"):
+            keys.append(key)
         if len(keys) >= sample:
             break
-    sizes = [client.memory_usage(key, samples=0) or 0 for key in keys]
+    sizes = [
+        (client.memory_usage(key, samples=0) or 0)
+        + (client.memory_usage(key + b":history", samples=0) or 0)
+        for key in keys
+    ]
     client.close()
     return sum(sizes) / len(sizes) if sizes else 0.0
+
+
+def scope_sizes(lab: Lab, lengths: list[int], source: Path | None, label: str) -> list[Row]:
+    """Redis bytes of one scope of each length, as ``perf-engine backfill`` stores it."""
+    rows = []
+    for n in lengths:
+        settings = lab.settings(1)
+        path = lab.workdir / f"sizes-{n}-{label}.parquet"
+        attempts_frame(n, 1, seed=n, sub_topics=1).to_parquet(path)  # one learner: one scope
+        env = with_source({**os.environ, **settings_env(settings)}, source)
+        subprocess.run(
+            [PYTHON, "-m", "performance_engine.cli", "backfill", str(path), "--quiet"],
+            env=env,
+            cwd=source,
+            check=True,
+            capture_output=True,
+        )
+        row = Row(f"{label}: one scope of {n:,} attempts", n)
+        row.redis_bytes = redis_bytes_per_scope(settings)
+        rows.append(row)
+    return rows
 
 
 def latency(lab: Lab, rate: float, seconds: float, users: int) -> Row:
@@ -314,8 +387,14 @@ def main() -> int:
     )
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument(
+        "--previous",
+        type=Path,
+        default=None,
+        help="source tree of an earlier release to compare with (its worker and backfill)",
+    )
+    parser.add_argument(
         "--parts",
-        default="throughput,baselines,two-workers,latency,memory",
+        default="throughput,previous,late,baselines,two-workers,latency,memory,sizes",
         help="comma-separated parts to run (default: all)",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI")
@@ -346,6 +425,29 @@ def main() -> int:
                 engine.rss_mb = rss
                 rows.append(engine)
                 console.print(f"engine: {engine.rate:,.0f}/s, exact: {engine.exact}")
+            if "previous" in parts and args.previous is not None:
+                previous, _, _ = drain(
+                    lab,
+                    "previous release, 1 worker, 8 partitions",
+                    ENGINE,
+                    records,
+                    args.partitions,
+                    source=args.previous,
+                )
+                rows.append(previous)
+                console.print(f"previous release: {previous.rate:,.0f}/s")
+            if "late" in parts:
+                shuffled = arrive_late(records, 0.10, seed=5)
+                late, settings, _ = drain(
+                    lab,
+                    f"engine, {late_arrivals(shuffled):,} attempts late",
+                    ENGINE,
+                    shuffled,
+                    args.partitions,
+                )
+                late.exact = check_exact(settings, frame)
+                rows.append(late)
+                console.print(f"{late.name}: {late.rate:,.0f}/s, exact: {late.exact}")
             if "baselines" in parts:
                 agent, _, _ = drain(
                     lab,
@@ -386,6 +488,12 @@ def main() -> int:
                 memory.redis_bytes = redis_bytes_per_scope(settings)
                 rows.append(memory)
                 console.print(f"memory: {rss:.0f} MB")
+
+            if "sizes" in parts:
+                lengths = [20, 200] if args.smoke else [20, 200, 2000]
+                rows += scope_sizes(lab, lengths, None, "engine")
+                if args.previous is not None:
+                    rows += scope_sizes(lab, lengths, args.previous, "previous release")
         finally:
             redis_proc.terminate()
             broker.terminate()
@@ -414,7 +522,7 @@ def main() -> int:
         return "-" if value is None else format(value, spec)
 
     for r in rows:
-        measured_rate = r.p99_ms is None
+        measured_rate = r.p99_ms is None and r.seconds > 0
         table.add_row(
             r.name,
             f"{r.attempts:,}",

@@ -23,6 +23,9 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from performance_engine.demo import free_port, redis_server_command
+from performance_engine.errors import InvalidAttemptError
+from performance_engine.metrics.attempt import decode_attempt
+from performance_engine.metrics.modes import LearningModes
 from performance_engine.settings import Settings, settings_env
 
 
@@ -179,6 +182,26 @@ def produce(
 
 def attempt_records(rows: Iterable[dict[str, Any]]) -> list[tuple[bytes | None, bytes | None]]:
     return [(str(r["user_id"]).encode(), json.dumps(r).encode()) for r in rows]
+
+
+def late_arrivals(records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+    """Valid attempts that arrive after an attempt of their scope that comes later in
+    learning order: each makes the worker fold the scope's history again."""
+    modes = LearningModes.default()
+    last: dict[Any, tuple[int, str]] = {}
+    late = 0
+    for _key, value in records:
+        try:
+            attempt = decode_attempt(value, modes)
+        except InvalidAttemptError:
+            continue
+        key = (attempt.occurred_at, attempt.attempt_id)
+        newest = last.get(attempt.scope)
+        if newest is not None and key < newest:
+            late += 1
+        else:
+            last[attempt.scope] = key
+    return late
 
 
 def read_topic(bootstrap: str, topic: str, idle_ms: int = 3000) -> list[Any]:
