@@ -44,8 +44,9 @@ class StreamModel:
         self.calculator = calculator
         self.states: dict[ScopeKey, ScopeState] = {}
         self.blobs: dict[ScopeKey, bytes] = {}
-        #: Plans that made the store read a history.
+        #: Plans that made the store read a history, and plans that refolded one.
         self.history_reads = 0
+        self.refolds = 0
 
     def apply(self, batch: Iterable[Attempt]) -> None:
         """One batch: per scope, its attempts in the batch's order."""
@@ -58,6 +59,7 @@ class StreamModel:
             if state is None:
                 state = self.states[scope] = calculator.new_state()
             plan = calculator.plan(scope, state, pairs)
+            self.refolds += plan.refold
             history = None
             if plan.needs_history:
                 self.history_reads += state.history > 0  # the store reads nothing for 0
@@ -73,7 +75,11 @@ class StreamModel:
         return self
 
     def history(self, scope: ScopeKey) -> list[Entry]:
-        return decode_entries(self.blobs.get(scope, b""), self.states[scope].history)
+        """The scope's history, wherever it is kept (its own key or its state)."""
+        state = self.states[scope]
+        if not state.spilled:
+            return state.inline_entries()
+        return decode_entries(self.blobs.get(scope, b""), state.history)
 
     def stats(self) -> dict[ScopeKey, PerformanceStatsData]:
         calculator = self.calculator
@@ -83,3 +89,8 @@ class StreamModel:
             )
             for scope, state in self.states.items()
         }
+
+
+#: History limits for calculators whose histories stay in the state, move to their own
+#: keys after an attempt or two (40 bytes), or are in their own keys from the first.
+SPILL_LIMITS = (512, 40, 0)

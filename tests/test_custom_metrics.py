@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from performance_engine.errors import ConfigurationError
 from performance_engine.metrics.attempt import Attempt
@@ -16,7 +17,7 @@ from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 from performance_engine.plugins import build_calculator
 from performance_engine.settings import Settings
 from tests.example_metrics import LatestTimes, MostTriedQuestion, TimeSpent
-from tests.helpers import StreamModel, attempt
+from tests.helpers import SPILL_LIMITS, StreamModel, attempt
 from tests.strategies import attempts
 
 
@@ -49,9 +50,10 @@ def test_both_metrics_in_both_paths() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(attempts(max_size=30))
-def test_custom_metrics_agree_between_paths(items: list[Attempt]) -> None:
-    calc = calculator(attempt_log_limit=5)  # a small log: both paths keep the same 5 latest
+@given(attempts(max_size=30), st.sampled_from(SPILL_LIMITS))
+def test_custom_metrics_agree_between_paths(items: list[Attempt], limit: int) -> None:
+    # a small log: both paths give frame metrics the same 5 latest
+    calc = calculator(attempt_log_limit=5, history_inline_limit=limit)
     assert compute_stats(attempts_to_frame(items), calc) == stream(calc, list(reversed(items)))
 
 
@@ -63,13 +65,15 @@ def test_frame_metrics_see_the_latest_attempts_in_learning_order() -> None:
     assert stats.custom_metrics == {"latest_times": [3000, 4000, 5000]}
 
 
-def test_only_frame_metrics_make_every_write_read_the_history() -> None:
+def test_only_frame_metrics_read_a_history_kept_in_its_own_key_at_every_write() -> None:
     items = [attempt(occurred_at=1_000 * second) for second in range(1, 6)]
-    incremental = calculator()  # a frame-based metric among them
-    plain = MetricsCalculator()
+    framed = calculator(history_inline_limit=0)  # a frame-based metric among them
+    plain = MetricsCalculator(history_inline_limit=0)
     plain.register_metrics([TimeSpent()])
-    assert StreamModel(incremental).apply_each(items).history_reads == 4  # not for the first
+    assert StreamModel(framed).apply_each(items).history_reads == 4  # not for the first
     assert StreamModel(plain).apply_each(items).history_reads == 0
+    inline = calculator()  # small histories are kept in the state: nothing to read
+    assert StreamModel(inline).apply_each(items).history_reads == 0
 
 
 @pytest.mark.parametrize(

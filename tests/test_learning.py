@@ -26,7 +26,7 @@ from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.types import DifficultyEnum, LearningStats, ScopeKey
 from performance_engine.store import unpack_scope
 from tests.example_metrics import WrongInARow
-from tests.helpers import StreamModel, attempt
+from tests.helpers import SPILL_LIMITS, StreamModel, attempt
 from tests.strategies import attempts
 
 E, M, H = DifficultyEnum.EASY, DifficultyEnum.MEDIUM, DifficultyEnum.HARD
@@ -249,11 +249,13 @@ def reference(items: list[Attempt], calculator: MetricsCalculator) -> dict[Scope
 
 
 @settings(max_examples=200, deadline=None)
-@given(attempts(), st.randoms(use_true_random=False), st.integers(1, 8))
+@given(
+    attempts(), st.randoms(use_true_random=False), st.integers(1, 8), st.sampled_from(SPILL_LIMITS)
+)
 def test_any_arrival_and_batching_gives_the_in_order_fold(
-    items: list[Attempt], rng: random.Random, batch: int
+    items: list[Attempt], rng: random.Random, batch: int, limit: int
 ) -> None:
-    calc = MetricsCalculator()
+    calc = MetricsCalculator(history_inline_limit=limit)
     shuffled = list(items)
     rng.shuffle(shuffled)
     model = StreamModel(calc)
@@ -266,13 +268,16 @@ def test_any_arrival_and_batching_gives_the_in_order_fold(
     assert compute_states(attempts_to_frame(shuffled), calc).stats(calc) == model.stats()
 
 
-def test_a_late_attempt_refolds_the_history_only_then() -> None:
-    calc = MetricsCalculator()
+@pytest.mark.parametrize("limit", SPILL_LIMITS)
+def test_a_late_attempt_refolds_the_history_only_then(limit: int) -> None:
+    calc = MetricsCalculator(history_inline_limit=limit)
     items = spec_attempts()
     model = StreamModel(calc).apply_each(items[1:])
-    assert model.history_reads == 0  # in order: one step each, nothing read
+    assert (model.refolds, model.history_reads) == (0, 0)  # in order: one step each
     model.apply([items[0]])  # the first answer arrives last (an offline client)
-    assert model.history_reads == 1
+    spilled = model.states[items[0].scope].spilled
+    assert spilled == (limit < 200)
+    assert (model.refolds, model.history_reads) == (1, int(spilled))  # read if in its own key
     (stats,) = model.stats().values()
     assert json.loads(stats.to_json()) == spec_json()
 
@@ -291,17 +296,19 @@ def test_a_custom_sequential_metric_is_exact_under_shuffled_arrival() -> None:
     assert batch.custom_metrics == {"wrong_in_a_row": 3}
 
 
-def test_changed_parameters_or_metrics_are_folded_again_at_the_next_attempt() -> None:
+@pytest.mark.parametrize("limit", SPILL_LIMITS)
+def test_changed_parameters_or_metrics_are_folded_again_at_the_next_attempt(limit: int) -> None:
     items = spec_attempts()
-    before = StreamModel(MetricsCalculator()).apply_each(items[:6])
-    for calc in (params(prior=0.4), MetricsCalculator()):
-        if not calc.learning_modes.learning:
-            calc.register_metrics([WrongInARow()])  # a sequential metric added later
+    before = StreamModel(MetricsCalculator(history_inline_limit=limit)).apply_each(items[:6])
+    tuned = LearningModes.default().merged({"modes": {"standard": {"prior": 0.4}}})
+    with_metric = MetricsCalculator(history_inline_limit=limit)
+    with_metric.register_metrics([WrongInARow()])  # a sequential metric added later
+    for calc in (MetricsCalculator(learning_modes=tuned, history_inline_limit=limit), with_metric):
         model = StreamModel(calc)
         model.states = {s: state.copy() for s, state in before.states.items()}
         model.blobs = dict(before.blobs)
         model.apply([items[6]])
-        assert model.history_reads == 1
+        assert model.refolds == 1
         fresh = StreamModel(calc).apply_each(items)
         assert model.states == fresh.states
         assert model.stats() == fresh.stats()
@@ -310,13 +317,16 @@ def test_changed_parameters_or_metrics_are_folded_again_at_the_next_attempt() ->
 # -- state written by the previous release (format 1) ----------------------------------
 
 
-def test_a_format_1_state_reports_learning_unknown_until_its_history_is_rebuilt() -> None:
+@pytest.mark.parametrize("limit", SPILL_LIMITS)
+def test_a_format_1_state_reports_learning_unknown_until_its_history_is_rebuilt(
+    limit: int,
+) -> None:
     """tests/data/state-format-1.bin: the SPEC example's first five attempts, as the first
     release stored them (no history)."""
     state, stats_json = unpack_scope((ROOT / "tests" / "data" / "state-format-1.bin").read_bytes())
     assert (state.version, state.history) == (5, 0)
     assert b'"learning"' not in stats_json  # the old stats JSON has no block at all
-    calc = MetricsCalculator()
+    calc = MetricsCalculator(history_inline_limit=limit)
     scope = ScopeKey(123, 456, "standard")
     model = StreamModel(calc)
     model.states[scope] = state

@@ -215,10 +215,11 @@ def test_a_lost_history_is_reported_and_rebuilt(
 
     scope = ScopeKey(123, 456, "standard")
     rows = spec_rows()
+    calculator = MetricsCalculator(history_inline_limit=0)  # every history in its own key
 
     async def stream(batch: list[Rec]) -> Any:
         async with real_store_and_broker(stream_settings) as (store, publish):
-            processor = BatchProcessor(stream_settings, MetricsCalculator(), store, publish)
+            processor = BatchProcessor(stream_settings, calculator, store, publish)
             await processor.process(batch)
             return await store.stats(scope), processor.counters
 
@@ -229,5 +230,5 @@ def test_a_lost_history_is_reported_and_rebuilt(
     history = tmp_path / "history.jsonl"
     history.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with StatsStore.from_settings(stream_settings) as store:
-        backfill_file(history, store, MetricsCalculator())
+        backfill_file(history, store, calculator)
         assert store.stats(scope) == oracle(rows)[scope]

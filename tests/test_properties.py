@@ -15,8 +15,8 @@ from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.history import Entry, decode_entries
 from performance_engine.metrics.loader import attempts_to_frame
 from performance_engine.metrics.state import ScopeState, decode_state, encode_state
-from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
-from tests.helpers import StreamModel
+from performance_engine.metrics.types import DifficultyEnum, PerformanceStatsData, ScopeKey
+from tests.helpers import SPILL_LIMITS, StreamModel
 from tests.strategies import attempts
 
 
@@ -28,9 +28,11 @@ def incremental(
 
 
 @settings(max_examples=300, deadline=None)
-@given(attempts(), st.randoms(use_true_random=False))
-def test_incremental_equals_batch_in_any_order(stream: list[Attempt], rng: object) -> None:
-    calculator = MetricsCalculator()
+@given(attempts(), st.randoms(use_true_random=False), st.sampled_from(SPILL_LIMITS))
+def test_incremental_equals_batch_in_any_order(
+    stream: list[Attempt], rng: object, limit: int
+) -> None:
+    calculator = MetricsCalculator(history_inline_limit=limit)
     shuffled = list(stream)
     rng.shuffle(shuffled)  # type: ignore[attr-defined]
     model = StreamModel(calculator).apply_each(shuffled)
@@ -51,13 +53,15 @@ def test_applying_everything_twice_changes_nothing(stream: list[Attempt]) -> Non
 
 
 @settings(max_examples=150, deadline=None)
-@given(attempts(), st.integers(0, 60), st.randoms(use_true_random=False))
+@given(
+    attempts(), st.integers(0, 60), st.randoms(use_true_random=False), st.sampled_from(SPILL_LIMITS)
+)
 def test_batch_merge_into_a_base_equals_one_pass(
-    stream: list[Attempt], cut: int, rng: object
+    stream: list[Attempt], cut: int, rng: object, limit: int
 ) -> None:
     """Backfilling history onto state the stream already holds gives the one-pass result,
     whichever part came first (older history after newer included)."""
-    calculator = MetricsCalculator()
+    calculator = MetricsCalculator(history_inline_limit=limit)
     shuffled = list(stream)
     rng.shuffle(shuffled)  # type: ignore[attr-defined]
     head = shuffled[: cut % (len(shuffled) + 1)]
@@ -71,6 +75,9 @@ def test_batch_merge_into_a_base_equals_one_pass(
     assert dict(merged.items()) == dict(one_pass.items())
     whole = {s: h.data for s, h in zip(one_pass.scopes, one_pass.histories, strict=True) if h}
     for scope, state, write in zip(merged.scopes, merged.states, merged.histories, strict=True):
+        if not state.spilled:
+            assert write is None
+            continue
         kept = live.blobs.get(scope, b"") if write is None or not write.replace else b""
         history = kept + (write.data if write else b"")
         assert decode_entries(history, state.history) == decode_entries(whole[scope], state.history)
@@ -205,7 +212,7 @@ def test_columnar_stats_json_on_arbitrary_counts(rows: list[Any]) -> None:
         if learning is not None:
             p, e, current, longest, first = learning
             first = [min(f, q) for f, q in zip(first, questions, strict=True)]
-            folded = LearningState(p, e, current, longest, first)
+            folded = LearningState(p, e, current, longest, (first[0], first[1], first[2]))
         states.append(
             ScopeState(
                 version=sum(tries),
@@ -224,3 +231,28 @@ def test_columnar_stats_json_on_arbitrary_counts(rows: list[Any]) -> None:
         calculator.stats(s, state).to_json() for s, state in zip(scopes, states, strict=True)
     ]
     assert builtin_stats_json(scopes, states, calculator.learning_modes) == expected
+
+
+def test_columnar_learning_blocks_on_a_hash_collision(monkeypatch: Any) -> None:
+    """Rows that share a hash but differ are told apart (every row stands alone)."""
+    from performance_engine.metrics import columnar
+
+    calculator = MetricsCalculator()
+    stream = [
+        Attempt(
+            attempt_id=f"a{i}",
+            user_id=1 + i % 7,
+            sub_topic_id=1,
+            learning_mode="standard",
+            question_id=1 + i % 3,
+            difficulty=DifficultyEnum.EASY,
+            is_correct=i % 2 == 0,
+            occurred_at=1_000 * i,
+        )
+        for i in range(60)
+    ]
+    result = compute_states(attempts_to_frame(stream), calculator)
+    expected = [calculator.stats(scope, state).to_json() for scope, state in result.items()]
+    monkeypatch.setattr(columnar, "_MIX", np.uint64(0))  # the hash: the last column only
+    got = columnar.builtin_stats_json(result.scopes, result.states, calculator.learning_modes)
+    assert got == expected

@@ -90,9 +90,9 @@ def stored(settings: Settings, scopes: list[ScopeKey]) -> dict[ScopeKey, Any]:
         calculator = build_calculator(settings)
         histories: list[Any] = [None] * len(scopes)
         if calculator.frame_metrics:
-            histories = store.read_histories(
+            histories = store.read_histories(  # those kept in their own keys
                 [
-                    (scope, 0 if item is None else item.state.history)
+                    (scope, item.state.history if item and item.state.spilled else 0)
                     for scope, item in zip(scopes, found, strict=True)
                 ]
             )

@@ -333,6 +333,7 @@ def _build_states(
     seen = _slices(seen_buffer, seen_bytes)
     versions = np.diff(seen_offsets).tolist()
     thirds = range(0, size, 3)
+    limit = calculator.history_inline_limit
     states = [
         ScopeState(
             version,
@@ -344,26 +345,32 @@ def _build_states(
             solved[k : k + 3],
             blob,
             {},
-            [],
+            (),
             version,
+            len(history) > limit,
+            b"" if len(history) > limit else history,
             tail,
             folded,
-            {},
+            None,
             signatures[mode],
         )
-        for version, first, last, k, blob, tail, folded, mode in zip(
+        for version, first, last, k, blob, history, tail, folded, mode in zip(
             versions,
             firsts,
             lasts,
             thirds,
             seen,
+            blobs,
             tails,
             learning,
             scope_modes.tolist(),
             strict=True,
         )
     ]
-    histories: list[HistoryWrite | None] = [HistoryWrite(blob, True) for blob in blobs]
+    # Small histories stay in the state; the others go to their own keys.
+    histories: list[HistoryWrite | None] = [
+        HistoryWrite(blob, True) if len(blob) > limit else None for blob in blobs
+    ]
     entries = None
     if calculator.incremental_metrics or calculator.sequential_metrics or calculator.frame_metrics:
         entries = _custom_metrics(frame, calculator, scopes, states, sc, rows)
@@ -403,11 +410,13 @@ def _custom_metrics(
             for attempt in attempts:
                 value = metric.update(value, attempt)
             state.custom[metric.name] = value
-        for seq in calculator.sequential_metrics:
-            folded = seq.initial()
-            for attempt in attempts:
-                folded = seq.update(folded, attempt)
-            state.sequential[seq.name] = folded
+        if calculator.sequential_metrics:
+            folds = state.sequential = {}
+            for seq in calculator.sequential_metrics:
+                folded = seq.initial()
+                for attempt in attempts:
+                    folded = seq.update(folded, attempt)
+                folds[seq.name] = folded
         if entries is not None:
             entries.append([entry_of(attempt) for attempt in attempts])
     return entries

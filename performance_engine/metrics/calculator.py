@@ -52,17 +52,24 @@ from performance_engine.metrics.history import (
     entry_of,
     learning_key,
 )
+from performance_engine.metrics.history import encode_entry as _encode_entry
 from performance_engine.metrics.learning import (
+    Coefficients,
+    LearningParams,
     fold_learning,
     initial_learning,
     learning_stats,
     learning_step,
 )
 from performance_engine.metrics.modes import LearningModes
-from performance_engine.metrics.state import ScopeState, fingerprint
+from performance_engine.metrics.state import DUPLICATE, NEW_QUESTION, ScopeState, fingerprint
 from performance_engine.metrics.types import LearningStats, PerformanceStatsData, ScopeKey
 
-__all__ = ["COLUMNAR_MIN_SCOPES", "Applied", "MetricsCalculator", "Plan"]
+__all__ = ["COLUMNAR_MIN_SCOPES", "HISTORY_INLINE_LIMIT", "Applied", "MetricsCalculator", "Plan"]
+
+#: A scope's history is kept in its state up to this many bytes (about 20 attempts), then
+#: in a key of its own (see ``metrics.history``).
+HISTORY_INLINE_LIMIT = 512
 
 #: From this many scopes on, stats_json_many takes the columnar path (below it, numpy's
 #: fixed cost per call is more than the per-scope path's).
@@ -118,6 +125,7 @@ class MetricsCalculator:
         *,
         learning_modes: LearningModes | None = None,
         attempt_log_limit: int = 1000,
+        history_inline_limit: int = HISTORY_INLINE_LIMIT,
     ) -> None:
         if required_correct_questions is not None and learning_modes is not None:
             raise ConfigurationError(
@@ -129,11 +137,14 @@ class MetricsCalculator:
         if attempt_log_limit < 1:
             raise ConfigurationError("attempt_log_limit must be at least 1")
         self.attempt_log_limit = attempt_log_limit
+        #: Bytes of history kept in the scope's own value before it moves to its own key.
+        self.history_inline_limit = history_inline_limit
         self._metrics: dict[str, BaseMetric] = {}
         self._incremental: tuple[IncrementalMetric, ...] = ()
         self._sequential: tuple[SequentialMetric, ...] = ()
         self._frame: tuple[BaseMetric, ...] = ()
         self._signatures: dict[str, int] = {}
+        self._modes: dict[str, tuple[LearningParams, Coefficients, int]] = {}
 
     def register_metrics(self, metrics: Iterable[BaseMetric]) -> None:
         """Add custom metrics; each needs a unique, non-empty ``name``."""
@@ -154,6 +165,7 @@ class MetricsCalculator:
         self._sequential = tuple(m for m in values if isinstance(m, SequentialMetric))
         self._frame = tuple(m for m in values if not isinstance(m, FoldMetric))
         self._signatures.clear()
+        self._modes.clear()
 
     @property
     def metrics(self) -> Mapping[str, BaseMetric]:
@@ -184,6 +196,14 @@ class MetricsCalculator:
             found = self._signatures[mode] = digest or 1
         return found
 
+    def _mode(self, mode: str) -> tuple[LearningParams, Coefficients, int]:
+        """A mode's learning parameters, their coefficients and the fold's signature."""
+        found = self._modes.get(mode)
+        if found is None:
+            params = self.learning_modes.params(mode)
+            found = self._modes[mode] = (params, params.coefficients, self.signature(mode))
+        return found
+
     def new_state(self) -> ScopeState:
         custom = {m.name: m.initial() for m in self._incremental} if self._incremental else {}
         # Positional and literal: ScopeState() would call a Python factory per list.
@@ -197,48 +217,54 @@ class MetricsCalculator:
             [b"", b"", b""],
             b"",
             custom,
-            [],
+            (),
             0,
+            False,
+            b"",
             "",
             None,
-            {},
+            None,
             0,
         )
 
     # -- applying attempts ----------------------------------------------------------
 
     def plan(
-        self, scope: ScopeKey, state: ScopeState, attempts: Iterable[tuple[Attempt, int]]
+        self, scope: ScopeKey, state: ScopeState, attempts: Sequence[tuple[Attempt, int]]
     ) -> Plan:
         """Decide what applying ``attempts`` (with their fingerprints) to a scope takes."""
+        version = state.version
+        complete = state.history == version
+        tail = (state.last_at or 0, state.tail_id)
         fresh: list[tuple[Attempt, int]] = []
         known: list[Attempt] = []
-        batch: set[int] = set()
-        given = 0
-        complete = state.history == state.version
+        late = False
+        batch: set[int] | None = set() if len(attempts) > 1 else None
         for pair in attempts:
-            given += 1
-            fp = pair[1]
-            if fp in batch:
-                continue
-            batch.add(fp)
-            if state.has_seen(fp):
+            attempt, fp = pair
+            if batch is not None:
+                if fp in batch:
+                    continue
+                batch.add(fp)
+            if version == 0 or (
+                complete and (attempt.occurred_at, attempt.attempt_id) > tail
+            ):  # later than every applied attempt: not one of them
+                fresh.append(pair)
+            elif state.has_seen(fp):
                 if not complete:
-                    known.append(pair[0])
-                continue
-            fresh.append(pair)
+                    known.append(attempt)
+            else:
+                fresh.append(pair)
+                late = True
         if len(fresh) > 1:
             fresh.sort(key=_fresh_key)
         if complete:
-            refold = state.version > 0 and (
-                state.signature != self.signature(scope.learning_mode)
-                or (bool(fresh) and _fresh_key(fresh[0]) < (state.last_at or 0, state.tail_id))
-            )
-            needs = refold or bool(self._frame)
+            refold = version > 0 and (late or state.signature != self._mode(scope.learning_mode)[2])
+            uses = refold or bool(self._frame)
         else:
             refold = False
-            needs = bool(known) or bool(state.log) or bool(self._frame)
-        return Plan(fresh, known, given, needs, refold)
+            uses = bool(known) or bool(state.log) or bool(self._frame)
+        return Plan(fresh, known, len(attempts), uses and state.spilled, refold)
 
     def apply_plan(
         self,
@@ -249,9 +275,11 @@ class MetricsCalculator:
         *,
         lost: bool = False,
     ) -> Applied:
-        """Carry out a plan on ``state`` (and on ``history``, the scope's entries, when the
-        plan needs them), in place; returns what to store in the history.
+        """Carry out a plan on ``state`` in place; returns what to store in the history key.
 
+        ``history`` is the scope's stored history (its entries, in learning order), which
+        the plan says when it needs (``needs_history``); a small history is kept in the
+        state itself and needs nothing. It is changed in place too.
         ``lost``: the stored history was not there or not whole (``history`` is then
         empty): the scope counts as having no history, which is stored anew.
         """
@@ -259,55 +287,81 @@ class MetricsCalculator:
             raise ValueError(f"applying these attempts to {scope} needs its history")
         if lost:
             state.history = 0
-        rebuilt = (
-            history is not None
-            and not state.history_complete
-            and _rebuild(state, history, plan.known)
-        )
-        complete = state.history_complete
-        refold = complete and (plan.refold or rebuilt)
-        step = complete and not refold
-        mode = scope.learning_mode
-        learning = state.learning
-        if step and state.version == 0:
-            learning = state.learning = initial_learning(self.learning_modes.params(mode))
-            state.sequential = {m.name: m.initial() for m in self._sequential}
-            state.signature = self.signature(mode)
-        coefficients = self.learning_modes.params(mode).coefficients
-        incremental, sequential = self._incremental, self._sequential
+        spilled = state.spilled
         version_before = state.version
+        if not spilled:  # the history is at hand, in the state
+            needed = plan.refold or bool(plan.known) or bool(state.log) or bool(self._frame)
+            history = state.inline_entries() if needed else None
+        rebuilt = False
+        if history is not None and state.history != version_before:
+            rebuilt = _rebuild(state, history, plan.known)
+        complete = state.history == version_before
+        refold = complete and (plan.refold or rebuilt)
+        params, coefficients, signature = self._mode(scope.learning_mode)
+        learning = state.learning if complete and not refold else None
+        sequential = self._sequential
+        if complete and not refold and version_before == 0:
+            learning = state.learning = initial_learning(params)
+            state.sequential = {m.name: m.initial() for m in sequential} if sequential else None
+            state.signature = signature
+        values = state.sequential
+        incremental = self._incremental
         entries: list[Entry] = []
+        collisions = 0
         for attempt, fp in plan.fresh:
-            if step and learning is not None:
+            outcome = state.apply(attempt, fp)
+            if outcome == DUPLICATE:  # another attempt_id with the same fingerprint
+                collisions += 1
+                continue
+            if learning is not None:
                 d = DIFFICULTY_INDEX[attempt.difficulty]
-                first = not state.has_question(d, attempt.question_id)
-                learning_step(learning, coefficients, d, attempt.is_correct, first)
-                values = state.sequential
-                for metric in sequential:
-                    values[metric.name] = metric.update(values[metric.name], attempt)
-            state.apply(attempt, fp)
+                learning_step(
+                    learning, coefficients, d, attempt.is_correct, outcome == NEW_QUESTION
+                )
+                if values is not None:
+                    for metric in sequential:
+                        values[metric.name] = metric.update(values[metric.name], attempt)
             if incremental:
                 custom = state.custom
                 for inc in incremental:
                     custom[inc.name] = inc.update(custom.get(inc.name, inc.initial()), attempt)
             entries.append(entry_of(attempt))
         state.history += len(entries)
-        if step and entries:
+        if learning is not None and entries:
             state.tail_id = entries[-1][1]
-        write: HistoryWrite | None = None
+        whole: bytes | None = None  # the history anew, or None if only ``entries`` were added
         if history is not None:
             if entries:
                 history.extend(entries)
-                if not step:
+                if learning is None:
                     history.sort(key=learning_key)
             if refold:
                 self._refold(scope, state, history)
             if entries or rebuilt or refold or lost:
-                write = HistoryWrite(encode_entries(history), True)
-        elif entries:
-            write = HistoryWrite(encode_entries(entries), version_before == 0)
-        fresh = len(plan.fresh)
-        return Applied(fresh, plan.given - fresh, write)
+                whole = encode_entries(history)
+        added = b""
+        if whole is None and entries:
+            added = _encode_entry(entries[0]) if len(entries) == 1 else encode_entries(entries)
+        write = self._store_history(state, version_before == 0 or lost, whole, added)
+        applied = len(plan.fresh) - collisions
+        return Applied(applied, plan.given - applied, write)
+
+    def _store_history(
+        self, state: ScopeState, fresh: bool, whole: bytes | None, added: bytes
+    ) -> HistoryWrite | None:
+        """Keep the history in the state while it is small; past ``history_inline_limit``
+        bytes move it to its own key, which is appended to from then on."""
+        if not state.spilled:
+            inline = whole if whole is not None else state.inline + added
+            if len(inline) <= self.history_inline_limit:
+                state.inline = inline
+                return None
+            state.inline = b""
+            state.spilled = True
+            return HistoryWrite(inline, True)
+        if whole is not None:
+            return HistoryWrite(whole, True)
+        return HistoryWrite(added, fresh) if added else None
 
     def apply(
         self,
@@ -322,14 +376,14 @@ class MetricsCalculator:
 
     def _refold(self, scope: ScopeKey, state: ScopeState, history: Sequence[Entry]) -> None:
         """Every sequential value folded again over the complete history."""
-        mode = scope.learning_mode
-        state.learning = fold_learning(history, self.learning_modes.params(mode))
+        params, _, signature = self._mode(scope.learning_mode)
+        state.learning = fold_learning(history, params)
         if self._sequential:
             attempts = [attempt_of(scope, entry) for entry in history]
             state.sequential = {m.name: _fold(m, attempts) for m in self._sequential}
         else:
-            state.sequential = {}
-        state.signature = self.signature(mode)
+            state.sequential = None
+        state.signature = signature
         state.tail_id = history[-1][1] if history else ""
 
     # -- stats ----------------------------------------------------------------------
@@ -367,7 +421,7 @@ class MetricsCalculator:
         self, scope: ScopeKey, state: ScopeState, history: Sequence[Entry] | None = None
     ) -> PerformanceStatsData:
         """The stats of one scope, derived from its state (and its history, which only
-        frame-based metrics need)."""
+        frame-based metrics need, and only when it is kept in its own key)."""
         required = self.learning_modes.rules.get(scope.learning_mode)
         if required is None:
             raise ConfigurationError(
@@ -382,9 +436,13 @@ class MetricsCalculator:
                 value = state.custom.get(name)
                 custom[name] = metric.result(metric.initial() if value is None else value)
             elif isinstance(metric, SequentialMetric):
-                folded = state.sequential.get(name) if state.version else metric.initial()
+                folded = metric.initial() if state.version == 0 else None
+                if state.version and state.sequential is not None:
+                    folded = state.sequential.get(name)
                 custom[name] = metric.result(folded) if complete and folded is not None else None
         if self._frame:
+            if history is None and not state.spilled:
+                history = state.inline_entries()
             if history is None:
                 raise ValueError(f"the stats of {scope} need its history (frame-based metrics)")
             groups = log_frame(scope, history[-self.attempt_log_limit :]).groupby("difficulty")
@@ -421,7 +479,7 @@ def _rebuild(state: ScopeState, history: list[Entry], known: Sequence[Attempt]) 
             history.append(entry)
             added = True
     changed = added or bool(state.log)
-    state.log = []
+    state.log = ()
     if added:
         history.sort(key=learning_key)
         state.history = len(history)

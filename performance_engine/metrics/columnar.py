@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from performance_engine.metrics.learning import initial_learning
+from performance_engine.metrics.learning import LearningParams
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.state import ScopeState
 from performance_engine.metrics.types import DIFFICULTIES, CompletionStatusEnum, ScopeKey
@@ -55,6 +55,7 @@ _COMPLETION = np.array(  # index: 1 if complete
 _BITS = np.array([1, 2, 4], dtype=np.int64)
 _NOT_RANKED = 3  # a difficulty's rank digit when it has no attempt
 _PRODUCT_LIMIT = 1 << 62  # cross-multiplied counts must stay exact in int64
+_MIX = np.uint64(0x100000001B3)  # the multiplier of the row hash of _distinct_rows
 
 
 def builtin_stats_json(
@@ -116,43 +117,87 @@ def _learning_blocks(
     modes: LearningModes,
     questions: np.ndarray[Any, Any],
 ) -> list[bytes]:
-    """Each scope's ``learning`` JSON (see ``metrics.learning.learning_stats``), or null."""
+    """Each scope's ``learning`` JSON (see ``metrics.learning.learning_stats``), or null.
+
+    Scopes with few attempts share their values often (every new learner who got one
+    easy question right has the same block): each distinct block is written once.
+    """
     n = len(states)
-    complete = [s.history == s.version for s in states]
-    params = {mode: modes.params(mode) for mode in {scope.learning_mode for scope in scopes}}
-    folded = [
-        s.learning if s.learning is not None else initial_learning(params[scope.learning_mode])
-        for scope, s in zip(scopes, states, strict=True)
+    names = sorted({scope.learning_mode for scope in scopes})
+    index = {name: i for i, name in enumerate(names)}
+    params = [modes.params(name) for name in names]
+    unknown = (-1.0, 0.0, 0, 0, 0, 0, 0)  # p = -1 marks a null block
+    rows = [
+        (f.p, f.e, f.current, f.longest, *f.first_correct)
+        if s.history == s.version and (f := s.learning) is not None
+        else _initial_row(params[index[scope.learning_mode]])
+        if s.version == 0
+        else unknown
+        for s, scope in zip(states, scopes, strict=True)
     ]
-    p = np.array([f.p for f in folded], dtype=np.float64)
-    e = np.array([f.e for f in folded], dtype=np.float64)
-    first_correct = np.array([f.first_correct for f in folded], dtype=np.int64).reshape(n, 3)
-    by_scope = [params[scope.learning_mode] for scope in scopes]
-    k = [q.coefficients for q in by_scope]
-    one_minus_slip = np.array([c.one_minus_slip for c in k], dtype=np.float64).reshape(n, 3)
-    guess = np.array([c.guess for c in k], dtype=np.float64).reshape(n, 3)
-    threshold = np.array([q.mastery_threshold for q in by_scope], dtype=np.float64)
-    target = np.array([q.target_success for q in by_scope], dtype=np.float64)
+    mode = np.fromiter((index[scope.learning_mode] for scope in scopes), np.int64, n)
+    keys = np.empty((n, 11), dtype=np.float64)
+    keys[:, :7] = np.array(rows, dtype=np.float64).reshape(n, 7)
+    keys[:, 7:10] = questions
+    keys[:, 10] = mode
+    distinct, inverse = _distinct_rows(keys)
+    blocks = _distinct_blocks(distinct, params)
+    return [blocks[i] for i in inverse.tolist()]
+
+
+def _distinct_rows(
+    keys: np.ndarray[Any, Any],
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """The distinct rows of ``keys`` and where each row is among them: grouped by a hash
+    of the row's bits (one sort of n numbers, not of n rows), then checked row for row;
+    on a hash collision every row stands alone."""
+    bits = keys.view(np.uint64)
+    digest = np.zeros(len(keys), dtype=np.uint64)
+    for column in range(keys.shape[1]):
+        digest = digest * _MIX ^ bits[:, column]
+    _, first, inverse = np.unique(digest, return_index=True, return_inverse=True)
+    distinct = keys[first]
+    if not (distinct[inverse] == keys).all():
+        return keys, np.arange(len(keys))
+    return distinct, inverse
+
+
+def _distinct_blocks(keys: np.ndarray[Any, Any], params: Sequence[LearningParams]) -> list[bytes]:
+    """The learning JSON of each row of (p, e, current, longest, first correct x3,
+    questions x3, mode); ``null`` where p is -1."""
+    u = len(keys)
+    p, e = keys[:, 0], keys[:, 1]
+    mode = keys[:, 10].astype(np.int64)
+    coefficients = [q.coefficients for q in params]
+    one_minus_slip = np.array([c.one_minus_slip for c in coefficients], dtype=np.float64)[mode]
+    guess = np.array([c.guess for c in coefficients], dtype=np.float64)[mode]
+    threshold = np.array([q.mastery_threshold for q in params], dtype=np.float64)[mode]
+    target = np.array([q.target_success for q in params], dtype=np.float64)[mode]
     predicted = p[:, None] * one_minus_slip + (1 - p)[:, None] * guess
     reaches = predicted >= target[:, None]
     recommended = np.where(reaches[:, 2], 2, np.where(reaches[:, 1], 1, 0))
     rounded = _round_tokens(np.concatenate([p, e, predicted.reshape(-1)]))
-    mastery, recent, predicted_t = rounded[:n], rounded[n : 2 * n], rounded[2 * n :]
-    first = np.array(_float_tokens(first_correct, questions), dtype=object).reshape(n, 3)
-    columns = (
-        mastery,
+    counts = keys[:, 2:10].astype(np.int64)
+    first = _float_tokens(counts[:, 2:5], counts[:, 5:8])
+    columns = zip(
+        rounded[:u],
         _BOOLEANS[(p >= threshold).astype(np.int64)].tolist(),
-        *np.array(predicted_t, dtype=object).reshape(n, 3).T.tolist(),
+        *(rounded[2 * u + d :: 3] for d in range(3)),
         _DIFFICULTY_TOKENS[recommended].tolist(),
-        recent,
-        [f.current for f in folded],
-        [f.longest for f in folded],
-        *first.T.tolist(),
+        rounded[u : 2 * u],
+        counts[:, 0].tolist(),
+        counts[:, 1].tolist(),
+        *(first[d::3] for d in range(3)),
+        strict=True,
     )
     return [
-        _LEARNING % values if ok else b"null"
-        for ok, values in zip(complete, zip(*columns, strict=True), strict=True)
+        b"null" if known < 0 else _LEARNING % values
+        for known, values in zip(p.tolist(), columns, strict=True)
     ]
+
+
+def _initial_row(params: LearningParams) -> tuple[float, float, int, int, int, int, int]:
+    return (params.prior, params.ewma_prior, 0, 0, 0, 0, 0)
 
 
 def _counts(blobs: list[bytes], n: int) -> np.ndarray[Any, np.dtype[np.int64]]:

@@ -30,6 +30,7 @@ __all__ = [
     "attempt_of",
     "decode_entries",
     "encode_entries",
+    "encode_entry",
     "entry_of",
     "learning_key",
 ]
@@ -87,10 +88,13 @@ def attempt_of(scope: ScopeKey, entry: Entry) -> Attempt:
     )
 
 
+#: The stored form of one entry.
+encode_entry = _ENCODER.encode
+
+
 def encode_entries(entries: Iterable[Entry]) -> bytes:
     """The stored form of some entries; the form of a history is that of its entries joined."""
-    encode = _ENCODER.encode
-    return b"".join(map(encode, entries))
+    return b"".join(map(encode_entry, entries))
 
 
 def decode_entries(data: bytes, count: int) -> list[Entry]:

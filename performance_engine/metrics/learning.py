@@ -149,7 +149,12 @@ def _probability(value: object, where: str, *, open_interval: bool = True) -> fl
 
 @dataclass(frozen=True, slots=True)
 class Coefficients:
-    """A mode's parameters as the factors the step multiplies by (computed once)."""
+    """A mode's parameters as the factors the step multiplies by (computed once).
+
+    ``posterior[d][c]`` is the pair (A, B) of the update ``q = pA / (pA + (1 - p)B)`` for
+    an answer at difficulty ``d`` that is correct (``c`` = 1) or not: (1 - S, G) or
+    (S, 1 - G). ``ewma[c]`` is ``a*c`` (exactly ``a`` or 0.0).
+    """
 
     guess: tuple[float, float, float]
     slip: tuple[float, float, float]
@@ -159,58 +164,79 @@ class Coefficients:
     one_minus_forget: float
     alpha: float
     one_minus_alpha: float
+    posterior: tuple[tuple[tuple[float, float], tuple[float, float]], ...]
+    ewma: tuple[float, float]
 
     @classmethod
     def of(cls, params: LearningParams) -> Coefficients:
         g, s = params.guess, params.slip
+        one_minus_guess = (1 - g[0], 1 - g[1], 1 - g[2])
+        one_minus_slip = (1 - s[0], 1 - s[1], 1 - s[2])
+        alpha = params.ewma_alpha
         return cls(
             guess=g,
             slip=s,
-            one_minus_guess=(1 - g[0], 1 - g[1], 1 - g[2]),
-            one_minus_slip=(1 - s[0], 1 - s[1], 1 - s[2]),
+            one_minus_guess=one_minus_guess,
+            one_minus_slip=one_minus_slip,
             learn=params.learn,
             one_minus_forget=1 - params.forget,
-            alpha=params.ewma_alpha,
-            one_minus_alpha=1 - params.ewma_alpha,
+            alpha=alpha,
+            one_minus_alpha=1 - alpha,
+            posterior=tuple(
+                ((s[d], one_minus_guess[d]), (one_minus_slip[d], g[d])) for d in range(3)
+            ),
+            ewma=(alpha * 0, alpha * 1),
         )
 
 
 class LearningState(msgspec.Struct, array_like=True, gc=False):
-    """The fold's running values after the attempts so far (stored in the scope's state)."""
+    """The fold's running values after the attempts so far (stored in the scope's state).
+
+    ``first_correct``: per difficulty, the questions whose first try was right.
+    """
 
     p: float
     e: float
     current: int = 0
     longest: int = 0
-    first_correct: list[int] = msgspec.field(default_factory=lambda: [0, 0, 0])
+    first_correct: tuple[int, int, int] = (0, 0, 0)
 
     def copy(self) -> LearningState:
-        return LearningState(self.p, self.e, self.current, self.longest, list(self.first_correct))
+        return LearningState(self.p, self.e, self.current, self.longest, self.first_correct)
 
 
 def initial_learning(params: LearningParams) -> LearningState:
-    return LearningState(params.prior, params.ewma_prior, 0, 0, [0, 0, 0])
+    return LearningState(params.prior, params.ewma_prior, 0, 0, (0, 0, 0))
 
 
 def learning_step(
     state: LearningState, k: Coefficients, difficulty: int, correct: bool, first: bool
 ) -> None:
     """Fold one attempt into ``state`` (in place). ``first``: its question's first try at
-    this difficulty."""
+    this difficulty.
+
+    Correct: ``q = p(1 - S) / (p(1 - S) + (1 - p)G)``; wrong: ``q = pS / (pS + (1 - p)(1 -
+    G))`` (``posterior`` holds the two factors); then ``p = q(1 - F) + (1 - q)T`` and
+    ``e = a*c + (1 - a)e``.
+    """
     p = state.p
-    if correct:
-        num = p * k.one_minus_slip[difficulty]
-        q = num / (num + (1 - p) * k.guess[difficulty])
-        state.current += 1
-        state.longest = max(state.longest, state.current)
-        if first:
-            state.first_correct[difficulty] += 1
-    else:
-        num = p * k.slip[difficulty]
-        q = num / (num + (1 - p) * k.one_minus_guess[difficulty])
-        state.current = 0
+    a, b = k.posterior[difficulty][correct]
+    num = p * a
+    q = num / (num + (1 - p) * b)
     state.p = q * k.one_minus_forget + (1 - q) * k.learn
-    state.e = k.alpha * correct + k.one_minus_alpha * state.e
+    state.e = k.ewma[correct] + k.one_minus_alpha * state.e
+    if correct:
+        current = state.current = state.current + 1
+        state.longest = max(state.longest, current)
+        if first:
+            e, m, h = state.first_correct
+            state.first_correct = (
+                e + (difficulty == 0),
+                m + (difficulty == 1),
+                h + (difficulty == 2),
+            )
+    else:
+        state.current = 0
 
 
 def fold_learning(entries: Iterable[Entry], params: LearningParams) -> LearningState:

@@ -86,7 +86,7 @@ class LearningColumns:
 
     def states(self) -> list[LearningState]:
         return [
-            LearningState(p, e, c, longest, first)
+            LearningState(p, e, c, longest, (first[0], first[1], first[2]))
             for p, e, c, longest, first in zip(
                 self.p.tolist(),
                 self.e.tolist(),

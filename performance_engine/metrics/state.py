@@ -24,6 +24,7 @@ ids of one scope collide with probability about n²/2⁶⁵ (n = attempts of tha
 
 from __future__ import annotations
 
+import struct
 import sys
 from bisect import bisect_left
 from typing import Any
@@ -32,10 +33,13 @@ import msgspec
 import xxhash
 
 from performance_engine.metrics.attempt import Attempt
-from performance_engine.metrics.history import DIFFICULTY_INDEX, Entry
+from performance_engine.metrics.history import DIFFICULTY_INDEX, Entry, decode_entries
 from performance_engine.metrics.learning import LearningState
 
 __all__ = [
+    "APPLIED",
+    "DUPLICATE",
+    "NEW_QUESTION",
     "ScopeState",
     "decode_state",
     "encode_state",
@@ -52,14 +56,19 @@ def fingerprint(attempt_id: str) -> int:
     return xxhash.xxh3_64_intdigest(attempt_id.encode("utf-8", "surrogatepass"))
 
 
+_PACK = struct.Struct("<Q").pack
+
+
 def insert_sorted(blob: bytes, value: int) -> bytes | None:
     """``blob`` (sorted packed uint64) with ``value`` inserted, or None if already there."""
+    if not blob:
+        return _PACK(value)
     view = memoryview(blob).cast("Q")
     at = bisect_left(view, value)
     if at < len(view) and view[at] == value:
         return None
     cut = at * 8
-    return blob[:cut] + value.to_bytes(8, "little") + blob[cut:]
+    return blob[:cut] + _PACK(value) + blob[cut:]
 
 
 def _three_ints() -> list[int]:
@@ -68,6 +77,10 @@ def _three_ints() -> list[int]:
 
 def _three_blobs() -> list[bytes]:
     return [b"", b"", b""]
+
+
+#: What :meth:`ScopeState.apply` did.
+DUPLICATE, APPLIED, NEW_QUESTION = 0, 1, 2
 
 
 def _contains(blob: bytes, value: int) -> bool:
@@ -80,9 +93,12 @@ class ScopeState(msgspec.Struct, array_like=True, gc=False):
     """Everything the metrics of one scope are derived from.
 
     ``log`` is read from format-1 states only (the latest attempts, kept then for
-    frame-based metrics). ``history``: attempts in the stored history; ``tail_id``: the
-    ``attempt_id`` of the last attempt in learning order (its time is ``last_at``);
-    ``learning`` and ``sequential``: the built-in and custom sequential folds after it;
+    frame-based metrics). ``history``: attempts in the scope's history, which is kept
+    here (``inline``, encoded as in ``metrics.history``) while it is small and in a key
+    of its own once it has grown (``spilled``); ``tail_id``: the ``attempt_id`` of the
+    last attempt in learning order (its time is ``last_at``);
+    ``learning`` and ``sequential``: the built-in and custom sequential folds after it
+    (``sequential`` is None while no custom sequential metric is registered);
     ``signature``: of the parameters and metrics they were folded with.
     """
 
@@ -95,17 +111,23 @@ class ScopeState(msgspec.Struct, array_like=True, gc=False):
     solved: list[bytes] = msgspec.field(default_factory=_three_blobs)
     seen: bytes = b""
     custom: dict[str, Any] = msgspec.field(default_factory=dict)
-    log: list[Entry] = msgspec.field(default_factory=list)
+    log: tuple[Entry, ...] = ()
     history: int = 0
+    spilled: bool = False
+    inline: bytes = b""
     tail_id: str = ""
     learning: LearningState | None = None
-    sequential: dict[str, Any] = msgspec.field(default_factory=dict)
+    sequential: dict[str, Any] | None = None
     signature: int = 0
 
     @property
     def history_complete(self) -> bool:
         """Whether the stored history holds every applied attempt (false for format 1)."""
         return self.history == self.version
+
+    def inline_entries(self) -> list[Entry]:
+        """The history kept in the state (empty once it has its own key)."""
+        return decode_entries(self.inline, self.history) if self.inline else []
 
     def has_seen(self, fp: int) -> bool:
         return _contains(self.seen, fp)
@@ -114,11 +136,13 @@ class ScopeState(msgspec.Struct, array_like=True, gc=False):
         """Whether ``question`` was attempted at the difficulty of index ``difficulty``."""
         return _contains(self.questions[difficulty], question)
 
-    def apply(self, attempt: Attempt, fp: int) -> bool:
-        """Apply one attempt in place; False (and no change) if it was applied before."""
+    def apply(self, attempt: Attempt, fp: int) -> int:
+        """Apply one attempt in place: :data:`DUPLICATE` (and no change) if it was applied
+        before, else :data:`APPLIED`, or :data:`NEW_QUESTION` if it is its question's
+        first attempt at its difficulty."""
         seen = insert_sorted(self.seen, fp)
         if seen is None:
-            return False
+            return DUPLICATE
         self.seen = seen
         index = DIFFICULTY_INDEX[attempt.difficulty]
         self.version += 1
@@ -137,7 +161,7 @@ class ScopeState(msgspec.Struct, array_like=True, gc=False):
             self.first_at = at
         if self.last_at is None or at > self.last_at:
             self.last_at = at
-        return True
+        return APPLIED if questions is None else NEW_QUESTION
 
     def questions_attempted(self, index: int) -> int:
         return len(self.questions[index]) >> 3
@@ -156,11 +180,13 @@ class ScopeState(msgspec.Struct, array_like=True, gc=False):
             list(self.solved),
             self.seen,
             _deep_copy(self.custom),
-            list(self.log),
+            self.log,
             self.history,
+            self.spilled,
+            self.inline,
             self.tail_id,
             None if self.learning is None else self.learning.copy(),
-            _deep_copy(self.sequential),
+            None if self.sequential is None else _deep_copy(self.sequential),
             self.signature,
         )
 
