@@ -8,10 +8,12 @@ Layout (``{prefix}`` is ``PERF_ENGINE_KEY_PREFIX``, ``pe`` by default)::
         next n bytes  rolling state (msgpack, format 2, see metrics/state.py)
         the rest      latest PerformanceStatsData as JSON (SPEC 4)
 
-    {prefix}:{u<user_id>}:<sub_topic_id>:<learning_mode>:history    a string per scope:
-        the scope's distinct attempts, each a msgpack array (see metrics/history.py);
-        the state holds how many. Written in the same compare-and-set as the scope's
-        string; an attempt that comes last in learning order is appended.
+    {prefix}:{u<user_id>}:<sub_topic_id>:<learning_mode>:history    a string, only for a
+        scope whose attempt history outgrew its state (512 bytes by default; smaller
+        ones live in the state): the scope's distinct attempts, each a msgpack array
+        (see metrics/history.py); the state holds how many. Written in the same
+        compare-and-set as the scope's string; an attempt that comes last in learning
+        order is appended.
 
 State formats: format 1 (the first release) had no history key and ten state fields;
 format 2 appended five. A format-1 scope is read as it is, its sequential metrics

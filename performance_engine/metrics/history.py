@@ -5,11 +5,12 @@ Sequential metrics are defined over the attempts in learning order (``occurred_a
 one that arrives out of order is put in its place in the history and the sequential
 metrics are folded again over it, which gives exactly the in-order result.
 
-An entry is the tuple :data:`Entry`. The history is stored as the concatenation of each
-entry's msgpack encoding (an array of seven), so an attempt that comes last is added with
-one Redis ``APPEND`` and nothing is rewritten; it is read back by putting an array header
-with the entry count (kept in the scope's state) in front. About 25 bytes plus the
-length of the ``attempt_id`` per attempt.
+An entry is the tuple :data:`Entry`. A history is the concatenation of each entry's
+msgpack encoding (an array of seven), read back by putting an array header with the entry
+count (kept in the scope's state) in front. About 20 bytes plus the length of the
+``attempt_id`` per attempt. A small history is kept inside the scope's state; a large one
+in a Redis key of its own, where an attempt that comes last is added with one ``APPEND``
+and nothing is rewritten.
 """
 
 from __future__ import annotations
