@@ -8,8 +8,9 @@ measures, in one run:
 
 * throughput: each contender (the engine; a plain per-event Faust agent; a hand-written
   aiokafka loop) drains a fresh topic filled with attempts spread uniformly over the
-  learners, timed from its "Worker ready" (group joined) to its last committed offset;
-  the engine's results are compared with the pandas oracle;
+  learners, timed from its "Worker ready" (group joined) to its last committed offset,
+  with the CPU time it used meanwhile (steadier than the rate on a shared box); the
+  engine's results are compared with the pandas oracle;
 * latency: attempts produced at a steady rate, each timed from its send to the moment
   its scope's ``stats-updated`` event is readable (p50, p99);
 * memory: the engine's peak RSS while a stream of distinct scopes flows through it, and
@@ -83,6 +84,7 @@ class Row:
     rss_mb: float | None = None
     redis_bytes: float | None = None
     exact: str = "-"
+    cpu_seconds: float | None = None  # the consumers' CPU time while draining
 
     @property
     def rate(self) -> float:
@@ -194,6 +196,21 @@ def peak_rss_mb(pid: int) -> float:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children (seconds)."""
+    total = 0.0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    for each in pids:
+        stat = Path(f"/proc/{each}/stat")
+        if stat.exists():
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 class Processes:
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
@@ -229,6 +246,10 @@ class Processes:
     def rss(self) -> float:
         return sum(peak_rss_mb(p.pid) for p, _ in self.running)
 
+    def cpu(self) -> float:
+        """CPU seconds (user + system) the consumers have used so far."""
+        return sum(cpu_seconds(p.pid) for p, _ in self.running)
+
     def stop(self) -> None:
         for process, _ in self.running:
             if process.poll() is None:
@@ -259,14 +280,16 @@ def drain(
         for _ in range(workers):
             processes.start(command, settings, name.split(maxsplit=1)[0], source)
         started = processes.wait_ready()
+        cpu_before = processes.cpu()
         wait_until(
             lambda: committed(settings) >= len(records), 3600, f"{name} to finish", every=0.05
         )
         done = time.monotonic()
+        cpu = processes.cpu() - cpu_before
         rss = processes.rss()
     finally:
         processes.stop()
-    return Row(name, len(records), done - started), settings, rss
+    return Row(name, len(records), done - started, cpu_seconds=cpu), settings, rss
 
 
 def check_exact(settings: Settings, frame: pd.DataFrame) -> str:
@@ -466,12 +489,17 @@ def main() -> int:
                             row.rss_mb = rss
                         lab.clean(settings)
                         runs.setdefault(name, []).append(row)
-                        console.print(f"{name}: {row.rate:,.0f}/s, exact: {row.exact}")
+                        console.print(
+                            f"{name}: {row.rate:,.0f}/s, worker CPU {row.cpu_seconds:.1f} s, "
+                            f"exact: {row.exact}"
+                        )
                 for name, *_ in contenders:
                     ordered = sorted(runs[name], key=lambda run: run.rate)
                     row = ordered[len(ordered) // 2]
                     if len(ordered) > 1:
                         row.name += f" (median of {len(ordered)})"
+                        cpus = sorted(r.cpu_seconds or 0.0 for r in ordered)
+                        row.cpu_seconds = cpus[len(cpus) // 2]
                         row.exact = "yes" if all(r.exact == "yes" for r in ordered) else row.exact
                     rows.append(row)
             if "baselines" in parts:
@@ -540,6 +568,7 @@ def main() -> int:
         "attempts/s",
         "x faust agent",
         "x aiokafka loop",
+        "CPU µs/attempt",
         "p50 ms",
         "p99 ms",
         "peak RSS MB",
@@ -559,6 +588,9 @@ def main() -> int:
             fmt(r.rate) if measured_rate else "-",
             fmt(r.rate / agent_rate, ".1f") if measured_rate and agent_rate else "-",
             fmt(r.rate / loop_rate, ".2f") if measured_rate and loop_rate else "-",
+            fmt(r.cpu_seconds / r.attempts * 1e6, ".1f")
+            if measured_rate and r.cpu_seconds
+            else "-",
             fmt(r.p50_ms, ".1f"),
             fmt(r.p99_ms, ".1f"),
             fmt(r.rss_mb),
