@@ -34,6 +34,9 @@ def test_demo_runs_shows_stats_and_leaves_nothing_behind() -> None:
     rows = re.findall(r"│ (\d+)/101 +│ (\w+) +│ +(\d+) │", out)
     assert len(rows) >= 3
     assert any(int(version) > 0 for _, _, version in rows)
+    # each learner's mastery and recommended difficulty, from the learning block
+    learning = re.findall(r"│ +(\d+)%(?: ✓)? │ (easy|medium|hard) +│ +(\d+) │", out)
+    assert len(learning) >= 3, out
     processed = re.search(r"demo done: ([\d,]+) attempts processed, ([\d,]+) rejected", out)
     assert processed is not None
     assert int(processed.group(1).replace(",", "")) > 100

@@ -68,6 +68,7 @@ def test_endpoints(stream_settings: Settings, workers: Callable[..., Any]) -> No
         )
         assert (status, content_type.split(";")[0]) == (200, "application/json")
         assert json.loads(body) == json.loads(stats.to_json())
+        assert json.loads(body)["learning"]["mastery_probability"] is not None
 
     status, content_type, body = get(f"{base}/stats/999999/1/standard")
     assert (status, content_type.split(";")[0]) == (404, "application/json")
@@ -95,3 +96,6 @@ def test_endpoints(stream_settings: Settings, workers: Callable[..., Any]) -> No
     assert lags
     assert all(v == 0 for v in lags.values())
     assert after[("perf_engine_attempt_latency_seconds_count", ())] >= 1
+    # attempts that came in learning order: no history was folded again, none was lost
+    assert after[("perf_engine_refolds_total", ())] == 0
+    assert after[("perf_engine_histories_lost_total", ())] == 0
