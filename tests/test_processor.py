@@ -25,6 +25,7 @@ from performance_engine.metrics.attempt import attempt_from_mapping
 from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.loader import attempts_to_frame
+from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings
 from performance_engine.store import AsyncStatsStore
 from performance_engine.synthetic import generate_attempts
@@ -232,3 +233,26 @@ def test_a_lost_history_is_reported_and_rebuilt(
     with StatsStore.from_settings(stream_settings) as store:
         backfill_file(history, store, calculator)
         assert store.stats(scope) == oracle(rows)[scope]
+
+
+def test_frame_metrics_while_a_history_moves_to_its_own_key(stream_settings: Settings) -> None:
+    """A frame-based metric needs the whole history at every write, also at the write
+    that moves it out of the scope's value (a small limit makes that the second)."""
+    from tests.example_metrics import MostTriedQuestion
+
+    rows = spec_rows()
+    calculator = MetricsCalculator(history_inline_limit=40)
+    calculator.register_metrics([MostTriedQuestion()])
+
+    async def scenario() -> Any:
+        async with real_store_and_broker(stream_settings) as (store, publish):
+            processor = BatchProcessor(stream_settings, calculator, store, publish)
+            for row in rows:  # one batch each: inline, moved out, then read back
+                await processor.process(records(stream_settings, [row]))
+            return await store.stats(ScopeKey(123, 456, "standard"))
+
+    stats = run(scenario())
+    attempts = [attempt_from_mapping(r, calculator.learning_modes) for r in rows]
+    (expected,) = compute_stats(attempts_to_frame(attempts), calculator).values()
+    assert stats == expected
+    assert stats.custom_metrics == {"most_tried_question": {"easy": 1, "medium": 10}}

@@ -88,14 +88,12 @@ def stored(settings: Settings, scopes: list[ScopeKey]) -> dict[ScopeKey, Any]:
     with StatsStore.from_settings(settings) as store:
         found = store.read(scopes)
         calculator = build_calculator(settings)
-        histories: list[Any] = [None] * len(scopes)
+        histories: list[Any] = [None] * len(scopes)  # None: kept in the state
         if calculator.frame_metrics:
-            histories = store.read_histories(  # those kept in their own keys
-                [
-                    (scope, item.state.history if item and item.state.spilled else 0)
-                    for scope, item in zip(scopes, found, strict=True)
-                ]
-            )
+            spilled = [i for i, item in enumerate(found) if item is not None and item.state.spilled]
+            wanted = [(scopes[i], found[i].state.history) for i in spilled]  # type: ignore[union-attr]
+            for i, history in zip(spilled, store.read_histories(wanted), strict=True):
+                histories[i] = history
         return {
             scope: None if item is None else calculator.stats(scope, item.state, history)
             for scope, item, history in zip(scopes, found, histories, strict=True)

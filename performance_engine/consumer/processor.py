@@ -299,7 +299,7 @@ class BatchProcessor:
                         scope,
                     )
             outcome = calculator.apply_plan(scope, state, plan, history, lost=lost)
-            entries.append(history)
+            entries.append(outcome.entries)
             history_writes.append(outcome.history)
             counters.refolds += plan.refold
             given += plan.given

@@ -67,7 +67,7 @@ class BatchResult:
     scopes: list[ScopeKey]
     states: list[ScopeState]
     histories: list[HistoryWrite | None]
-    entries: list[list[Entry]] | None = None
+    entries: list[list[Entry] | None] | None = None
 
     def __len__(self) -> int:
         return len(self.scopes)
@@ -371,7 +371,7 @@ def _build_states(
     histories: list[HistoryWrite | None] = [
         HistoryWrite(blob, True) if len(blob) > limit else None for blob in blobs
     ]
-    entries = None
+    entries: list[list[Entry] | None] | None = None
     if calculator.incremental_metrics or calculator.sequential_metrics or calculator.frame_metrics:
         entries = _custom_metrics(frame, calculator, scopes, states, sc, rows)
     return BatchResult(scopes, states, histories, entries)
@@ -392,7 +392,7 @@ def _custom_metrics(
     states: list[ScopeState],
     sc: np.ndarray[Any, Any],
     rows: np.ndarray[Any, Any],
-) -> list[list[Entry]] | None:
+) -> list[list[Entry] | None] | None:
     """Fill the custom metrics' states (the slow path, only when some are registered);
     returns each scope's history entries when frame-based metrics need them.
 
@@ -401,7 +401,7 @@ def _custom_metrics(
     """
     distinct = seed_frame(frame.iloc[rows]).assign(_scope=sc)
     distinct = distinct.sort_values(["_scope", "occurred_at", "attempt_id"], kind="stable")
-    entries: list[list[Entry]] | None = [] if calculator.frame_metrics else None
+    entries: list[list[Entry] | None] | None = [] if calculator.frame_metrics else None
     for code, group in distinct.groupby("_scope", sort=False):
         state = states[cast(int, code)]
         attempts = [attempt_from_row(row) for row in group.to_dict("records")]
@@ -484,5 +484,5 @@ def _merge_into_base(
         states_out.append(state)
         histories_out.append(applied.history)
         if entries_out is not None:
-            entries_out.append(history if history is not None else [])
+            entries_out.append(applied.entries)
     return BatchResult(scopes_out, states_out, histories_out, entries_out)

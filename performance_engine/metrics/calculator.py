@@ -92,11 +92,13 @@ class Plan(msgspec.Struct, gc=False):
 
 
 class Applied(msgspec.Struct, gc=False):
-    """What applying attempts did: counts, and the change to store in the history."""
+    """What applying attempts did: counts, the change to store in the history key, and
+    the scope's whole history when it was at hand (what frame-based metrics need)."""
 
     applied: int
     duplicates: int
     history: HistoryWrite | None
+    entries: list[Entry] | None = None
 
 
 def _fresh_key(pair: tuple[Attempt, int]) -> tuple[int, str]:
@@ -344,7 +346,7 @@ class MetricsCalculator:
             added = _encode_entry(entries[0]) if len(entries) == 1 else encode_entries(entries)
         write = self._store_history(state, version_before == 0 or lost, whole, added)
         applied = len(plan.fresh) - collisions
-        return Applied(applied, plan.given - applied, write)
+        return Applied(applied, plan.given - applied, write, history)
 
     def _store_history(
         self, state: ScopeState, fresh: bool, whole: bytes | None, added: bytes
