@@ -346,14 +346,14 @@ def scope_sizes(lab: Lab, lengths: list[int], source: Path | None, label: str) -
     return rows
 
 
-def latency(lab: Lab, rate: float, seconds: float, users: int) -> Row:
+def latency(lab: Lab, rate: float, seconds: float, users: int, source: Path | None = None) -> Row:
     """Attempts at a steady rate; each timed from its send to its stats event being read."""
     settings = lab.settings(8)
     create_topics(settings)
     processes = Processes(lab)
     sent_at: dict[str, float] = {}
     try:
-        processes.start(ENGINE, settings, "latency")
+        processes.start(ENGINE, settings, "latency", source)
         processes.wait_ready()
         consumer = KafkaConsumer(
             settings.stats_topic,
@@ -394,9 +394,11 @@ def latency(lab: Lab, rate: float, seconds: float, users: int) -> Row:
         producer.close()
     finally:
         processes.stop()
+        lab.clean(settings)
     observed.sort()
     warm = observed[len(observed) // 10 :]  # the first tenth warms caches and connections
-    row = Row(f"engine @ {rate:g}/s steady", len(records), seconds)
+    who = "engine" if source is None else "previous release"
+    row = Row(f"{who} @ {rate:g}/s steady", len(records), seconds)
     if warm:
         row.p50_ms = warm[len(warm) // 2] * 1000
         row.p99_ms = warm[min(len(warm) - 1, int(len(warm) * 0.99))] * 1000
@@ -530,8 +532,12 @@ def main() -> int:
                 console.print(f"two workers: {two.rate:,.0f}/s, exact: {two.exact}")
 
             if "latency" in parts:
-                rows.append(latency(lab, args.latency_rate, args.latency_seconds, args.users))
-                console.print(f"latency: p99 {rows[-1].p99_ms}")
+                sources = [None] if args.previous is None else [None, args.previous]
+                for source in sources:
+                    rows.append(
+                        latency(lab, args.latency_rate, args.latency_seconds, args.users, source)
+                    )
+                    console.print(f"{rows[-1].name}: p50 {rows[-1].p50_ms} p99 {rows[-1].p99_ms}")
 
             if "memory" in parts and args.memory_scopes:
                 _distinct_frame, distinct = make_records(
