@@ -458,11 +458,19 @@ def _merge_into_base(
     )
     offsets = _segments(sc, len(scopes))
     merged: list[tuple[ScopeKey, ScopeState, Any]] = []
+    unchanged: list[tuple[ScopeKey, ScopeState]] = []
     for code in np.flatnonzero(has_base).tolist():
         scope = scopes[code]
-        state = base[scope].copy()
         lo, hi = offsets[code], offsets[code + 1]
-        positions = np.sort(rows[lo:hi])  # file order: the first of an attempt_id wins
+        positions = rows[lo:hi]
+        if base[scope].history_complete and not calculator.frame_metrics:
+            # Attempts the state has seen change nothing: only the others are read.
+            positions = positions[~np.isin(fp[lo:hi], np.frombuffer(base[scope].seen, _U8))]
+            if not len(positions):
+                unchanged.append((scope, base[scope]))
+                continue
+        state = base[scope].copy()
+        positions = np.sort(positions)  # file order: the first of an attempt_id wins
         records = seed_frame(frame.iloc[positions]).to_dict("records")
         pairs = [
             (attempt, fingerprint(attempt.attempt_id)) for attempt in map(attempt_from_row, records)
@@ -476,6 +484,10 @@ def _merge_into_base(
     states_out = list(fresh.states)
     histories_out = list(fresh.histories)
     entries_out = list(fresh.entries or []) if calculator.frame_metrics else None
+    for scope, state in unchanged:
+        scopes_out.append(scope)
+        states_out.append(state)
+        histories_out.append(None)  # frame metrics never take this path: no entries
     for scope, state, plan in merged:
         lost = scope in loaded and loaded[scope] is None
         history = [] if lost else loaded.get(scope)
