@@ -32,7 +32,7 @@ Array = np.ndarray[Any, Any]
 
 #: Below this many scopes still stepping, the rest is folded one scope at a time.
 _FEW_SCOPES = 8
-_ROWS_PER_CHUNK = 1 << 20
+_ROWS_PER_CHUNK = 1 << 18
 
 
 def learning_order(scope: Array, occurred: Array, ids: pa.Array) -> Array:
@@ -277,41 +277,58 @@ def _encode_rows(
     number: tuple[Array, Array],
     spent: tuple[Array, Array],
 ) -> tuple[bytes, Array]:
-    """The rows' msgpack arrays joined, and the end of each row in the result."""
+    """The rows' msgpack arrays joined, and the end of each row in the result.
+
+    Each row is laid out at fixed columns of one byte matrix (every field at its widest),
+    with a mask of the bytes each field really uses; the masked bytes, read row by row,
+    are the encoding.
+    """
     n = len(occurred)
     id_lengths = np.diff(id_offsets)
+    longest = int(id_lengths.max())
+    ones = np.ones(n, dtype=np.int64)
     fields = [
-        (np.full((n, 1), 0x97, dtype=np.uint8), np.ones(n, dtype=np.int64)),  # array of 7
+        (np.full((n, 1), 0x97, dtype=np.uint8), ones),  # array of 7
         _unsigned(occurred.astype(np.uint64)),
         _str_header(id_lengths),
         None,  # the id's bytes go here
         _unsigned(question.astype(np.uint64)),
-        (difficulty.astype(np.uint8).reshape(n, 1), np.ones(n, dtype=np.int64)),
-        (np.where(correct, 0xC3, 0xC2).astype(np.uint8).reshape(n, 1), np.ones(n, dtype=np.int64)),
+        (difficulty.astype(np.uint8).reshape(n, 1), ones),
+        (np.where(correct, 0xC3, 0xC2).astype(np.uint8).reshape(n, 1), ones),
         _unsigned(number[0].astype(np.uint64), number[1]),
         _unsigned(spent[0].astype(np.uint64), spent[1]),
     ]
-    lengths = np.zeros(n, dtype=np.int64)
-    for item in fields:
-        lengths += id_lengths if item is None else item[1]
-    ends = np.cumsum(lengths)
-    out = np.zeros(int(ends[-1]), dtype=np.uint8)
-    at = ends - lengths  # where the next field of each row goes
+    width = sum(longest if item is None else item[0].shape[1] for item in fields)
+    matrix = np.zeros((n, width), dtype=np.uint8)
+    used = np.zeros((n, width), dtype=bool)
+    column = 0
     for item in fields:
         if item is None:
-            total = int(id_lengths.sum())
-            if total:
-                source = np.arange(int(id_offsets[0]), int(id_offsets[-1]), dtype=np.int64)
-                shift = np.repeat(at - id_offsets[:-1], id_lengths)
-                out[source + shift] = id_data[source]
-            at = at + id_lengths
+            _place_ids(matrix[:, column : column + longest], id_offsets, id_data, id_lengths)
+            used[:, column : column + longest] = np.arange(longest) < id_lengths[:, None]
+            column += longest
             continue
-        matrix, size = item
-        width = matrix.shape[1]
-        mask = np.arange(width) < size[:, None]
-        out[(at[:, None] + np.arange(width))[mask]] = matrix[mask]
-        at = at + size
-    return out.tobytes(), ends
+        values, size = item
+        w = values.shape[1]
+        matrix[:, column : column + w] = values
+        used[:, column : column + w] = np.arange(w) < size[:, None]
+        column += w
+    ends = np.cumsum(used.sum(axis=1, dtype=np.int64))
+    return matrix[used].tobytes(), ends
+
+
+def _place_ids(out: Array, id_offsets: Array, id_data: Array, id_lengths: Array) -> None:
+    """Each row's id bytes at the start of its row of ``out``."""
+    first, last = int(id_offsets[0]), int(id_offsets[-1])
+    if last == first:
+        return
+    width = out.shape[1]
+    if int(id_lengths.min()) == width:  # ids of one length (UUIDs, say): a plain reshape
+        out[:] = id_data[first:last].reshape(-1, width)
+        return
+    rows = np.repeat(np.arange(len(id_lengths), dtype=np.int64), id_lengths)
+    within = np.arange(first, last, dtype=np.int64) - np.repeat(id_offsets[:-1], id_lengths)
+    out[rows, within] = id_data[first:last]
 
 
 def _unsigned(values: Array, missing: Array | None = None) -> tuple[Array, Array]:
