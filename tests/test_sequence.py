@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from performance_engine.metrics.attempt import MAX_EPOCH_MS
+from performance_engine.metrics.columnar import _written
 from performance_engine.metrics.history import Entry, decode_entries, encode_entries
 from performance_engine.metrics.learning import LearningParams, fold_learning
 from performance_engine.metrics.sequence import (
@@ -139,3 +141,25 @@ def test_learning_order_sorts_by_scope_time_and_id_bytes(
     order = learning_order(scope, occurred, ids).tolist()
     want = sorted(range(len(rows)), key=lambda i: (rows[i][0], rows[i][1], rows[i][2].encode()))
     assert order == want
+
+
+_halves = st.integers(0, 10**6).map(lambda k: (k + 0.5) / 1e4)  # ties in decimal, near in binary
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(0, 1),
+            st.floats(allow_nan=False, allow_infinity=False),
+            _halves,
+            st.just(-0.0),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_vectorised_rounding_writes_what_round_writes(values: list[float]) -> None:
+    """The columnar stats round many floats at once; each must read as ``round(v, 4)``."""
+    got = _written(np.array(values, dtype=np.float64))
+    assert got == [msgspec.json.encode(round(v, 4)) for v in values]
