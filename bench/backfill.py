@@ -22,11 +22,11 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from performance_engine.backfill import backfill_file
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.settings import Settings, load_settings
-from performance_engine.store import StatsStore
-from performance_engine.synthetic import attempts_frame
+from performance_engine.tools.backfill import backfill_file
+from performance_engine.tools.simulator import attempts_frame
+from performance_engine.worker.store import StatsStore
 
 
 def timed(action: object) -> float:

@@ -52,14 +52,14 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from performance_engine.demo import free_port, redis_server_command  # noqa: E402
 from performance_engine.events import decode_stats_event  # noqa: E402
 from performance_engine.metrics.batch import compute_stats  # noqa: E402
 from performance_engine.metrics.calculator import MetricsCalculator  # noqa: E402
 from performance_engine.metrics.loader import normalise_frame  # noqa: E402
 from performance_engine.settings import Settings, settings_env  # noqa: E402
-from performance_engine.store import StatsStore  # noqa: E402
-from performance_engine.synthetic import attempts_frame  # noqa: E402
+from performance_engine.tools.demo import free_port, redis_server_command  # noqa: E402
+from performance_engine.tools.simulator import attempts_frame  # noqa: E402
+from performance_engine.worker.store import StatsStore  # noqa: E402
 from tests.services import (  # noqa: E402
     committed,
     late_arrivals,
@@ -69,7 +69,7 @@ from tests.services import (  # noqa: E402
 )
 
 PYTHON = sys.executable
-ENGINE = [PYTHON, "-m", "performance_engine.cli", "worker", "--loglevel", "info"]
+ENGINE = [PYTHON, "-m", "performance_engine.tools.cli", "worker", "--loglevel", "info"]
 FAUST_AGENT = [PYTHON, str(ROOT / "bench/baselines/faust_agent.py"), "worker", "-l", "info"]
 AIOKAFKA_LOOP = [PYTHON, str(ROOT / "bench/baselines/aiokafka_loop.py")]
 
@@ -334,7 +334,7 @@ def scope_sizes(lab: Lab, lengths: list[int], source: Path | None, label: str) -
         attempts_frame(n, 1, seed=n, sub_topics=1).to_parquet(path)  # one learner: one scope
         env = with_source({**os.environ, **settings_env(settings)}, source)
         subprocess.run(
-            [PYTHON, "-m", "performance_engine.cli", "backfill", str(path), "--quiet"],
+            [PYTHON, "-m", "performance_engine.tools.cli", "backfill", str(path), "--quiet"],
             env=env,
             cwd=source,
             check=True,

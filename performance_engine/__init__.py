@@ -8,7 +8,6 @@ Importing this package connects to nothing, reads no environment and imports no 
 (the platform-side clients use kafka-python).
 """
 
-from performance_engine.client import AsyncPerformanceStats, PerformanceStats
 from performance_engine.errors import (
     BrokerUnavailableError,
     ConfigurationError,
@@ -34,9 +33,10 @@ from performance_engine.metrics.types import (
     PerformanceStatsData,
     ScopeKey,
 )
-from performance_engine.producer import AttemptProducer
+from performance_engine.platform.producer import AttemptProducer
+from performance_engine.platform.read_api import AsyncPerformanceStats, PerformanceStats
+from performance_engine.platform.subscriber import StatsSubscriber
 from performance_engine.settings import Settings, load_settings
-from performance_engine.subscriber import StatsSubscriber
 
 __version__ = "0.1.0"
 

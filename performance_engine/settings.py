@@ -1,11 +1,17 @@
-"""The one settings object, read from the environment in one function."""
+"""The one settings object, and the table that reads it from the environment.
+
+Each field of :class:`Settings` says, in its metadata, the environment variable it is read
+from (``PERF_ENGINE_`` + the field's name in capitals unless it says otherwise), how the
+text is parsed and what a valid value is. :func:`load_settings`, :data:`ENV_NAMES`,
+:func:`settings_env` and the checks of ``Settings.__post_init__`` all follow that table.
+"""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,116 +36,177 @@ _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
+#: A parser turns the variable's text (stripped, never empty) into the field's value.
+Parser = Callable[[str, str], Any]
+#: A check returns what is wrong with a value ("" when nothing), for the variable's name.
+Check = Callable[[Any], str]
+
+
+def _text(raw: str, env_name: str) -> str:
+    return raw
+
+
+def _upper(raw: str, env_name: str) -> str:
+    return raw.upper()
+
+
+def _number(kind: type[int] | type[float]) -> Parser:
+    def parse(raw: str, env_name: str) -> Any:
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ConfigurationError(
+                f"{env_name}={raw!r} is not a number; unset it or give a number"
+            ) from None
+
+    return parse
+
+
+def _flag(raw: str, env_name: str) -> bool:
+    value = raw.lower()
+    if value not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise ConfigurationError(f"{env_name}={value!r} is not true or false")
+    return value in ("1", "true", "yes", "on")
+
+
+def _path(raw: str, env_name: str) -> Path:
+    return Path(raw)
+
+
+def _names(raw: str, env_name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _matches(pattern: re.Pattern[str], rule: str) -> Check:
+    return lambda value: "" if pattern.fullmatch(value) else rule
+
+
+def _at_least(low: float) -> Check:
+    return lambda value: "" if value >= low else f"must be at least {low}"
+
+
+def _one_of(choices: tuple[str, ...]) -> Check:
+    return lambda value: "" if value in choices else f"must be one of {', '.join(choices)}"
+
+
+_TOPIC_RULE = "is not a valid Kafka topic name: use letters, digits, '.', '_' and '-'"
+
+
+def setting(
+    default: Any,
+    parse: Parser = _text,
+    check: Check | None = None,
+    *,
+    env: str | None = None,
+    secret: bool = False,
+) -> Any:
+    """A field of :class:`Settings`: its default, how its variable is parsed, what it must
+    satisfy, and the variable's name when it is not the field's name in capitals."""
+    meta = {"parse": parse, "check": check, "env": env, "secret": secret}
+    return field(default=default, metadata=meta, repr=not secret)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the engine can be configured with; every value has a working default."""
 
-    kafka_bootstrap: str = "localhost:9092"
-    redis_url: str = "redis://localhost:6379/0"
-    key_prefix: str = "pe"
-    attempts_topic: str = "attempts"
-    stats_topic: str = "stats-updated"
-    dlq_topic: str = "attempts.dlq"
-    app_id: str = "performance-engine"
-    learning_modes_path: Path | None = None
-    web_port: int = 6066
+    kafka_bootstrap: str = setting("localhost:9092")
+    redis_url: str = setting(
+        "redis://localhost:6379/0",
+        check=lambda v: ""
+        if v.startswith(("redis://", "rediss://", "unix://"))
+        else "must start with redis://, rediss:// or unix://",
+    )
+    key_prefix: str = setting(
+        "pe",
+        check=_matches(
+            _PREFIX_RE,
+            "is not allowed: use 1 to 64 of letters, digits and _ . : - (no braces, they "
+            "would break the hash tag)",
+        ),
+    )
+    attempts_topic: str = setting("attempts", check=_matches(_TOPIC_RE, _TOPIC_RULE))
+    stats_topic: str = setting("stats-updated", check=_matches(_TOPIC_RE, _TOPIC_RULE))
+    dlq_topic: str = setting("attempts.dlq", check=_matches(_TOPIC_RE, _TOPIC_RULE))
+    app_id: str = setting("performance-engine")
+    learning_modes_path: Path | None = setting(None, _path, env="LEARNING_MODES")
+    web_port: int = setting(
+        6066, _number(int), lambda v: "" if 0 < v < 65536 else "is not a TCP port"
+    )
     #: Custom metrics to register, as ``package.module:ClassName`` import paths.
-    metrics: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = setting((), _names)
     #: Run against a Redis whose maxmemory-policy may evict keys (state could be lost).
-    allow_eviction: bool = False
+    allow_eviction: bool = setting(False, _flag)
     #: Partitions (and replication factor) of the topics the worker creates when missing.
-    partitions: int = 8
-    replication: int = 1
+    partitions: int = setting(8, _number(int), _at_least(1))
+    replication: int = setting(1, _number(int), _at_least(1))
     #: Most records one batch of the worker holds (one Redis round trip, one commit).
-    batch_size: int = 5000
+    batch_size: int = setting(5000, _number(int), _at_least(1))
     #: Seconds the group waits for a silent worker before giving its partitions away.
-    session_timeout: float = 10.0
+    session_timeout: float = setting(
+        10.0, _number(float), lambda v: "" if v > 0 else "must be positive"
+    )
     #: Longest the broker may hold a fetch waiting for records (lower: less latency).
-    fetch_max_wait_ms: int = 10
+    fetch_max_wait_ms: int = setting(10, _number(int), _at_least(1))
     #: Scope states the worker keeps in memory (least recently used go first).
-    cache_size: int = 50_000
+    cache_size: int = setting(50_000, _number(int), _at_least(0))
     #: Faust's data directory (the engine keeps no local state; Faust wants one).
-    data_dir: Path = Path("/tmp/performance-engine")
+    data_dir: Path = setting(Path("/tmp/performance-engine"), _path)
     #: Talk to a Redis Cluster (REDIS_URL names any one of its nodes).
-    redis_cluster: bool = False
+    redis_cluster: bool = setting(False, _flag)
     #: TLS to Redis (with a rediss:// URL): CA bundle, and a client certificate and key.
-    redis_tls_ca_file: Path | None = None
-    redis_tls_cert_file: Path | None = None
-    redis_tls_key_file: Path | None = None
+    redis_tls_ca_file: Path | None = setting(None, _path)
+    redis_tls_cert_file: Path | None = setting(None, _path)
+    redis_tls_key_file: Path | None = setting(None, _path)
     #: Kafka security: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
-    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_security_protocol: str = setting(
+        "PLAINTEXT", _upper, _one_of(KAFKA_SECURITY_PROTOCOLS)
+    )
     #: SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) and credentials.
-    kafka_sasl_mechanism: str = "PLAIN"
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: str | None = field(default=None, repr=False)
+    kafka_sasl_mechanism: str = setting("PLAIN", _upper)
+    kafka_sasl_username: str | None = setting(None)
+    kafka_sasl_password: str | None = setting(None, secret=True)
     #: TLS to Kafka: CA bundle, and a client certificate and key.
-    kafka_ssl_ca_file: Path | None = None
-    kafka_ssl_cert_file: Path | None = None
-    kafka_ssl_key_file: Path | None = None
+    kafka_ssl_ca_file: Path | None = setting(None, _path)
+    kafka_ssl_cert_file: Path | None = setting(None, _path)
+    kafka_ssl_key_file: Path | None = setting(None, _path)
 
     def __post_init__(self) -> None:
-        if not _PREFIX_RE.fullmatch(self.key_prefix):
-            raise ConfigurationError(
-                f"{ENV_PREFIX}KEY_PREFIX={self.key_prefix!r} is not allowed: use 1 to 64 of "
-                "letters, digits and _ . : - (no braces, they would break the hash tag)"
-            )
-        for name in ("attempts_topic", "stats_topic", "dlq_topic"):
-            value = getattr(self, name)
-            if not _TOPIC_RE.fullmatch(value):
-                raise ConfigurationError(
-                    f"{ENV_PREFIX}{name.upper()}={value!r} is not a valid Kafka topic name: "
-                    "use letters, digits, '.', '_' and '-'"
-                )
-        if not 0 < self.web_port < 65536:
-            raise ConfigurationError(f"{ENV_PREFIX}WEB_PORT={self.web_port} is not a TCP port")
-        for name, low in (
-            ("partitions", 1),
-            ("replication", 1),
-            ("batch_size", 1),
-            ("cache_size", 0),
-            ("fetch_max_wait_ms", 1),
-        ):
-            if getattr(self, name) < low:
-                raise ConfigurationError(
-                    f"{ENV_PREFIX}{name.upper()}={getattr(self, name)} must be at least {low}"
-                )
-        if self.session_timeout <= 0:
-            raise ConfigurationError(f"{ENV_PREFIX}SESSION_TIMEOUT must be positive")
-        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigurationError(
-                f"{ENV_PREFIX}REDIS_URL={self.redis_url!r} must start with redis://, "
-                "rediss:// or unix://"
-            )
+        for f in fields(self):
+            check = f.metadata["check"]
+            value = getattr(self, f.name)
+            problem = check(value) if check is not None and value is not None else ""
+            if problem:
+                shown = value if isinstance(value, (int, float)) else repr(value)
+                raise ConfigurationError(f"{ENV_NAMES[f.name]}={shown} {problem}")
+        self._check_together()
+
+    def _check_together(self) -> None:
+        """The rules that tie settings to each other."""
+        p = ENV_PREFIX
         tls_files = (self.redis_tls_ca_file, self.redis_tls_cert_file, self.redis_tls_key_file)
         if any(tls_files) and not self.redis_url.startswith("rediss://"):
             raise ConfigurationError(
-                f"{ENV_PREFIX}REDIS_TLS_* files are set but {ENV_PREFIX}REDIS_URL does not start "
-                "with rediss://; use rediss:// for TLS"
+                f"{p}REDIS_TLS_* files are set but {p}REDIS_URL does not start with "
+                "rediss://; use rediss:// for TLS"
             )
-        if (self.redis_tls_cert_file is None) != (self.redis_tls_key_file is None):
-            raise ConfigurationError(
-                f"{ENV_PREFIX}REDIS_TLS_CERT_FILE and {ENV_PREFIX}REDIS_TLS_KEY_FILE go together"
-            )
-        if self.kafka_security_protocol not in KAFKA_SECURITY_PROTOCOLS:
-            raise ConfigurationError(
-                f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol!r} must be "
-                f"one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}"
-            )
+        for cert, key in (
+            ("redis_tls_cert_file", "redis_tls_key_file"),
+            ("kafka_ssl_cert_file", "kafka_ssl_key_file"),
+        ):
+            if (getattr(self, cert) is None) != (getattr(self, key) is None):
+                raise ConfigurationError(f"{ENV_NAMES[cert]} and {ENV_NAMES[key]} go together")
         if self.kafka_security_protocol.startswith("SASL_"):
-            if self.kafka_sasl_mechanism not in KAFKA_SASL_MECHANISMS:
+            problem = _one_of(KAFKA_SASL_MECHANISMS)(self.kafka_sasl_mechanism)
+            if problem:
                 raise ConfigurationError(
-                    f"{ENV_PREFIX}KAFKA_SASL_MECHANISM={self.kafka_sasl_mechanism!r} must be "
-                    f"one of {', '.join(KAFKA_SASL_MECHANISMS)}"
+                    f"{p}KAFKA_SASL_MECHANISM={self.kafka_sasl_mechanism!r} {problem}"
                 )
             if not self.kafka_sasl_username or self.kafka_sasl_password is None:
                 raise ConfigurationError(
-                    f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
-                    f"{ENV_PREFIX}KAFKA_SASL_USERNAME and {ENV_PREFIX}KAFKA_SASL_PASSWORD"
+                    f"{p}KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                    f"{p}KAFKA_SASL_USERNAME and {p}KAFKA_SASL_PASSWORD"
                 )
-        if (self.kafka_ssl_cert_file is None) != (self.kafka_ssl_key_file is None):
-            raise ConfigurationError(
-                f"{ENV_PREFIX}KAFKA_SSL_CERT_FILE and {ENV_PREFIX}KAFKA_SSL_KEY_FILE go together"
-            )
 
     @property
     def kafka_tls(self) -> bool:
@@ -148,35 +215,7 @@ class Settings:
 
 #: The environment variable of each setting.
 ENV_NAMES: dict[str, str] = {
-    "kafka_bootstrap": "PERF_ENGINE_KAFKA_BOOTSTRAP",
-    "redis_url": "PERF_ENGINE_REDIS_URL",
-    "key_prefix": "PERF_ENGINE_KEY_PREFIX",
-    "attempts_topic": "PERF_ENGINE_ATTEMPTS_TOPIC",
-    "stats_topic": "PERF_ENGINE_STATS_TOPIC",
-    "dlq_topic": "PERF_ENGINE_DLQ_TOPIC",
-    "app_id": "PERF_ENGINE_APP_ID",
-    "learning_modes_path": "PERF_ENGINE_LEARNING_MODES",
-    "web_port": "PERF_ENGINE_WEB_PORT",
-    "metrics": "PERF_ENGINE_METRICS",
-    "allow_eviction": "PERF_ENGINE_ALLOW_EVICTION",
-    "partitions": "PERF_ENGINE_PARTITIONS",
-    "replication": "PERF_ENGINE_REPLICATION",
-    "batch_size": "PERF_ENGINE_BATCH_SIZE",
-    "session_timeout": "PERF_ENGINE_SESSION_TIMEOUT",
-    "cache_size": "PERF_ENGINE_CACHE_SIZE",
-    "fetch_max_wait_ms": "PERF_ENGINE_FETCH_MAX_WAIT_MS",
-    "data_dir": "PERF_ENGINE_DATA_DIR",
-    "redis_cluster": "PERF_ENGINE_REDIS_CLUSTER",
-    "redis_tls_ca_file": "PERF_ENGINE_REDIS_TLS_CA_FILE",
-    "redis_tls_cert_file": "PERF_ENGINE_REDIS_TLS_CERT_FILE",
-    "redis_tls_key_file": "PERF_ENGINE_REDIS_TLS_KEY_FILE",
-    "kafka_security_protocol": "PERF_ENGINE_KAFKA_SECURITY_PROTOCOL",
-    "kafka_sasl_mechanism": "PERF_ENGINE_KAFKA_SASL_MECHANISM",
-    "kafka_sasl_username": "PERF_ENGINE_KAFKA_SASL_USERNAME",
-    "kafka_sasl_password": "PERF_ENGINE_KAFKA_SASL_PASSWORD",
-    "kafka_ssl_ca_file": "PERF_ENGINE_KAFKA_SSL_CA_FILE",
-    "kafka_ssl_cert_file": "PERF_ENGINE_KAFKA_SSL_CERT_FILE",
-    "kafka_ssl_key_file": "PERF_ENGINE_KAFKA_SSL_KEY_FILE",
+    f.name: ENV_PREFIX + (f.metadata["env"] or f.name.upper()) for f in fields(Settings)
 }
 
 
@@ -199,71 +238,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Build :class:`Settings` from the ``PERF_ENGINE_*`` variables (``os.environ`` by default)."""
+    """Build :class:`Settings` from the ``PERF_ENGINE_*`` variables (``os.environ`` by
+    default); a variable that is unset or blank keeps the setting's default."""
     env = os.environ if environ is None else environ
-    defaults = Settings()
-
-    def text(attr: str) -> str | None:
-        value = env.get(ENV_NAMES[attr], "").strip()
-        return value or None
-
-    def number(attr: str, kind: type[int] | type[float] = int) -> Any:
-        value = text(attr)
-        if value is None:
-            return getattr(defaults, attr)
-        try:
-            return kind(value)
-        except ValueError:
-            raise ConfigurationError(
-                f"{ENV_NAMES[attr]}={value!r} is not a number; unset it or give a number"
-            ) from None
-
-    def flag(attr: str) -> bool:
-        value = (text(attr) or "false").lower()
-        if value not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-            raise ConfigurationError(f"{ENV_NAMES[attr]}={value!r} is not true or false")
-        return value in ("1", "true", "yes", "on")
-
-    strings = {
-        attr: text(attr) or getattr(defaults, attr)
-        for attr in (
-            "kafka_bootstrap",
-            "redis_url",
-            "key_prefix",
-            "attempts_topic",
-            "stats_topic",
-            "dlq_topic",
-            "app_id",
-        )
-    }
-    modes = text("learning_modes_path")
-
-    def path(attr: str) -> Path | None:
-        value = text(attr)
-        return Path(value) if value else None
-
-    return Settings(
-        redis_tls_ca_file=path("redis_tls_ca_file"),
-        redis_tls_cert_file=path("redis_tls_cert_file"),
-        redis_tls_key_file=path("redis_tls_key_file"),
-        kafka_ssl_ca_file=path("kafka_ssl_ca_file"),
-        kafka_ssl_cert_file=path("kafka_ssl_cert_file"),
-        kafka_ssl_key_file=path("kafka_ssl_key_file"),
-        redis_cluster=flag("redis_cluster"),
-        kafka_security_protocol=(text("kafka_security_protocol") or "PLAINTEXT").upper(),
-        kafka_sasl_mechanism=(text("kafka_sasl_mechanism") or "PLAIN").upper(),
-        kafka_sasl_username=text("kafka_sasl_username"),
-        kafka_sasl_password=env.get(ENV_NAMES["kafka_sasl_password"]) or None,
-        **strings,
-        learning_modes_path=Path(modes) if modes else None,
-        web_port=number("web_port"),
-        metrics=tuple(item.strip() for item in (text("metrics") or "").split(",") if item.strip()),
-        allow_eviction=flag("allow_eviction"),
-        partitions=number("partitions"),
-        replication=number("replication"),
-        batch_size=number("batch_size"),
-        session_timeout=number("session_timeout", float),
-        cache_size=number("cache_size"),
-        fetch_max_wait_ms=number("fetch_max_wait_ms"),
-        data_dir=Path(text("data_dir") or defaults.data_dir),
-    )
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        name = ENV_NAMES[f.name]
+        raw = env.get(name, "")
+        text = raw if f.metadata["secret"] else raw.strip()  # a password is taken as given
+        if text:
+            values[f.name] = f.metadata["parse"](text, name)
+    return Settings(**values)

@@ -22,11 +22,11 @@ import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
-from performance_engine.demo import free_port, redis_server_command
 from performance_engine.errors import InvalidAttemptError
 from performance_engine.metrics.attempt import decode_attempt
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.settings import Settings, settings_env
+from performance_engine.tools.demo import free_port, redis_server_command
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.2) -> None:
@@ -118,7 +118,14 @@ class Worker:
     def start(self) -> Worker:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "performance_engine.cli", "worker", "--loglevel", "info"],
+                [
+                    sys.executable,
+                    "-m",
+                    "performance_engine.tools.cli",
+                    "worker",
+                    "--loglevel",
+                    "info",
+                ],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -24,7 +24,6 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from performance_engine.backfill import backfill_frame
 from performance_engine.errors import ConfigurationError, InvalidAttemptError
 from performance_engine.events import DEAD_LETTER_MAX_VALUE, TRUNCATED_HEADER
 from performance_engine.metrics.attempt import (
@@ -39,8 +38,9 @@ from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.loader import normalise_frame
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.settings import Settings
-from performance_engine.store import StatsStore
-from performance_engine.synthetic import generate_attempts
+from performance_engine.tools.backfill import backfill_frame
+from performance_engine.tools.simulator import generate_attempts
+from performance_engine.worker.store import StatsStore
 
 MODES = LearningModes.default()
 VALID = generate_attempts(1, users=1, seed=5)[0]
@@ -189,7 +189,7 @@ def test_every_fuzzed_rejection_reaches_the_dead_letter_topic(
     recs = [Rec(stream_settings.attempts_topic, 0, i, b"k", v) for i, v in enumerate(values)]
 
     async def process() -> None:
-        from performance_engine.consumer.processor import BatchProcessor
+        from performance_engine.worker.processor import BatchProcessor
 
         async with real_store_and_broker(stream_settings) as (store, publish):
             processor = BatchProcessor(stream_settings, MetricsCalculator(), store, publish)

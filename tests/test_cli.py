@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from performance_engine.demo import free_port
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings, settings_env
-from performance_engine.synthetic import generate_attempts
+from performance_engine.tools.demo import free_port
+from performance_engine.tools.simulator import generate_attempts
 from tests.services import RedisServer, read_topic
 from tests.test_clients import publish_events
 
@@ -26,7 +26,7 @@ def cli(
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **settings_env(settings)}
     return subprocess.run(
-        [sys.executable, "-m", "performance_engine.cli", *args],
+        [sys.executable, "-m", "performance_engine.tools.cli", *args],
         input=stdin,
         env=env,
         capture_output=True,

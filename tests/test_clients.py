@@ -14,13 +14,13 @@ from performance_engine import (
     InvalidAttemptError,
     StatsSubscriber,
 )
-from performance_engine.demo import free_port
 from performance_engine.events import Source, stats_event
 from performance_engine.metrics.attempt import attempt_from_mapping, decode_attempt
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings
-from performance_engine.synthetic import generate_attempts
+from performance_engine.tools.demo import free_port
+from performance_engine.tools.simulator import generate_attempts
 from tests.helpers import raw
 from tests.services import read_topic
 from tests.test_worker import oracle, wait_for_oracle

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.slow]
 def test_demo_runs_shows_stats_and_leaves_nothing_behind() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERF_ENGINE_")}
     done = subprocess.run(
-        [sys.executable, "-m", "performance_engine.cli", "demo", "--duration", "20"],
+        [sys.executable, "-m", "performance_engine.tools.cli", "demo", "--duration", "20"],
         env=env,
         capture_output=True,
         text=True,

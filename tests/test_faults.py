@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import redis
 
-from performance_engine.demo import free_port
 from performance_engine.settings import Settings
-from performance_engine.synthetic import generate_attempts
+from performance_engine.tools.demo import free_port
+from performance_engine.tools.simulator import generate_attempts
 from tests.services import (
     DelayProxy,
     RedisServer,

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from performance_engine.settings import Settings
-from performance_engine.synthetic import generate_attempts
+from performance_engine.tools.simulator import generate_attempts
 from tests.services import attempt_records, produce, wait_until
 from tests.test_worker import oracle, wait_for_oracle
 

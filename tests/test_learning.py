@@ -24,7 +24,7 @@ from performance_engine.metrics.learning import fold_learning, learning_stats
 from performance_engine.metrics.loader import attempts_to_frame
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.types import DifficultyEnum, LearningStats, ScopeKey
-from performance_engine.store import unpack_scope
+from performance_engine.worker.store import unpack_scope
 from tests.example_metrics import WrongInARow
 from tests.helpers import SPILL_LIMITS, StreamModel, attempt
 from tests.strategies import attempts
@@ -356,7 +356,7 @@ def test_an_incomplete_rebuild_leaves_learning_unknown() -> None:
 
 
 def test_the_watch_line_shows_mastery_and_the_next_difficulty() -> None:
-    from performance_engine.cli import _update_line
+    from performance_engine.tools.cli import _update_line
 
     (stats,) = StreamModel(MetricsCalculator()).apply_each(spec_attempts()).stats().values()
     assert _update_line(stats).endswith("passed easy, mastery 72%, next medium")

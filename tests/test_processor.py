@@ -18,8 +18,6 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from performance_engine.consumer.processor import BatchProcessor, Publisher
-from performance_engine.consumer.publisher import BatchPublisher
 from performance_engine.events import decode_stats_event
 from performance_engine.metrics.attempt import attempt_from_mapping
 from performance_engine.metrics.batch import compute_stats
@@ -27,8 +25,10 @@ from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.loader import attempts_to_frame
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings
-from performance_engine.store import AsyncStatsStore
-from performance_engine.synthetic import generate_attempts
+from performance_engine.tools.simulator import generate_attempts
+from performance_engine.worker.processor import BatchProcessor, Publisher
+from performance_engine.worker.publisher import BatchPublisher
+from performance_engine.worker.store import AsyncStatsStore
 from tests.services import read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
@@ -110,7 +110,9 @@ def test_crash_after_the_write_then_redelivery(stream_settings: Settings) -> Non
     assert last == expected  # republished: the last event of every scope is final
 
 
-def test_two_writers_with_stale_caches_never_double_count(stream_settings: Settings) -> None:
+def test_two_writers_with_stale_caches_never_double_count_state_or_counters(
+    stream_settings: Settings,
+) -> None:
     """A zombie and the new owner interleave batches of one user's attempts (CAS at work),
     the attempts out of learning order (refolds and history rewrites race too)."""
     rows = generate_attempts(600, users=3, seed=22)
@@ -118,21 +120,27 @@ def test_two_writers_with_stale_caches_never_double_count(stream_settings: Setti
     batch = records(stream_settings, rows)
     expected = oracle(rows)
 
-    async def scenario() -> tuple[Any, int]:
+    async def scenario() -> tuple[Any, list[Any], int]:
         async with real_store_and_broker(stream_settings) as (store, publish):
             calculator = MetricsCalculator()
             a = BatchProcessor(stream_settings, calculator, store, publish)
             b = BatchProcessor(stream_settings, calculator, store, publish)
+            given = 0
             for start in range(0, len(batch), 50):  # alternate, each with its own cache
                 chunk = batch[start : start + 50]
                 await (a if start % 100 == 0 else b).process(chunk)
                 await (b if start % 100 == 0 else a).process(chunk[:10])  # a redelivery
+                given += len(chunk) + len(chunk[:10])
             found = {s: await store.stats(s) for s in expected}
-            return found, a.counters.write_conflicts + b.counters.write_conflicts
+            return found, [a.counters, b.counters], given
 
-    found, conflicts = run(scenario())
+    found, counters, given = run(scenario())
     assert found == expected
-    assert conflicts > 0  # the stale writer was refused and re-read, not trusted
+    assert sum(c.write_conflicts for c in counters) > 0  # the stale writer was refused
+    # Counters count attempts once, when their write lands, not once per write round.
+    distinct = len({r["attempt_id"] for r in rows})
+    assert sum(c.attempts_applied for c in counters) == distinct
+    assert sum(c.duplicates for c in counters) == given - distinct
 
 
 SPEC_ROWS = [  # the SPEC 4 example scope, in learning order, one second apart
@@ -168,9 +176,9 @@ def test_a_scope_stored_by_the_first_release_and_its_rebuild(
     """tests/data/state-format-1.bin holds a-1..a-5 as the first release stored them. The
     worker counts a-6 and a-7 and says the learning block is unknown; a backfill of the
     whole history rebuilds it exactly, and a later attempt goes on in order."""
-    from performance_engine.backfill import backfill_file
     from performance_engine.metrics.types import ScopeKey
-    from performance_engine.store import StatsStore
+    from performance_engine.tools.backfill import backfill_file
+    from performance_engine.worker.store import StatsStore
 
     scope = ScopeKey(123, 456, "standard")
     key = f"{stream_settings.key_prefix}:{{u123}}:456:standard"
@@ -210,9 +218,9 @@ def test_a_scope_stored_by_the_first_release_and_its_rebuild(
 def test_a_lost_history_is_reported_and_rebuilt(
     stream_settings: Settings, redis_client: Any, tmp_path: Path
 ) -> None:
-    from performance_engine.backfill import backfill_file
     from performance_engine.metrics.types import ScopeKey
-    from performance_engine.store import StatsStore
+    from performance_engine.tools.backfill import backfill_file
+    from performance_engine.worker.store import StatsStore
 
     scope = ScopeKey(123, 456, "standard")
     rows = spec_rows()

@@ -43,7 +43,8 @@ def test_import_connects_to_nothing_and_skips_faust() -> None:
         "import sys, socket\n"
         "def refuse(*a, **k): raise AssertionError('network at import time')\n"
         "socket.socket.connect = refuse\n"
-        "import performance_engine, performance_engine.client, performance_engine.metrics\n"
+        "import performance_engine, performance_engine.platform.read_api\n"
+        "import performance_engine.metrics\n"
         "assert 'faust' not in sys.modules, 'faust imported'\n"
         "assert 'aiokafka' not in sys.modules, 'aiokafka imported'\n"
     )
@@ -62,7 +63,7 @@ def test_the_worker_and_the_client_do_not_load_pandas() -> None:
     numpy only when a batch of stats is computed column-wise (metrics.columnar)."""
     code = (
         "import sys\n"
-        "import performance_engine, performance_engine.consumer.app, performance_engine.cli\n"
+        "import performance_engine, performance_engine.worker.app, performance_engine.tools.cli\n"
         "loaded = sorted(m for m in ('pandas', 'pyarrow', 'numpy') if m in sys.modules)\n"
         "assert not loaded, loaded\n"
     )

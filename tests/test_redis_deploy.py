@@ -1,4 +1,4 @@
-"""Redis as deployments run it: a three-master cluster, an ACL user, TLS; Kafka security options.
+"""Redis as deployments run it: a three-master cluster, an ACL user, TLS.
 
 Each Redis here is a server of the test's own (cluster nodes, an ACL-restricted server, a
 TLS server with certificates the test makes with openssl), driven through the real CLI
@@ -21,15 +21,14 @@ import pytest
 import redis
 
 from performance_engine import PerformanceStats
-from performance_engine.connections import faust_credentials, kafka_python_options
-from performance_engine.demo import free_port, redis_server_command
 from performance_engine.errors import ConfigurationError
 from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.loader import load_attempts
 from performance_engine.settings import Settings, load_settings, settings_env
-from performance_engine.store import StatsStore
-from performance_engine.synthetic import generate_attempts
+from performance_engine.tools.demo import free_port, redis_server_command
+from performance_engine.tools.simulator import generate_attempts
+from performance_engine.worker.store import StatsStore
 from tests.services import RedisClusterNodes, RedisServer, produce, wait_until
 from tests.test_worker import dataset, oracle, wait_for_oracle
 
@@ -38,7 +37,7 @@ pytestmark = pytest.mark.redis
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "performance_engine.cli", *args],
+        [sys.executable, "-m", "performance_engine.tools.cli", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **settings_env(settings)},
@@ -184,65 +183,6 @@ def test_a_missing_permission_is_named_in_one_line(acl_server: RedisServer, hist
 # --- TLS to Redis ------------------------------------------------------------------------
 
 
-def openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
-@pytest.fixture
-def certificates(tmp_path: Path) -> dict[str, Path]:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by it."""
-    d = tmp_path / "tls"
-    d.mkdir()
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=perf-engine test CA",
-        "-keyout",
-        str(d / "ca.key"),
-        "-out",
-        str(d / "ca.crt"),
-    )
-    for name, extra in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "")):
-        openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            f"/CN={name}",
-            "-keyout",
-            str(d / f"{name}.key"),
-            "-out",
-            str(d / f"{name}.csr"),
-        )
-        ext = d / f"{name}.ext"
-        ext.write_text(extra + "\n" if extra else "basicConstraints=CA:FALSE\n")
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            str(d / f"{name}.csr"),
-            "-CA",
-            str(d / "ca.crt"),
-            "-CAkey",
-            str(d / "ca.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            str(ext),
-            "-out",
-            str(d / f"{name}.crt"),
-        )
-    return {p.stem + p.suffix: p for p in d.iterdir()}
-
-
 @pytest.fixture
 def tls_server(tmp_path: Path, certificates: dict[str, Path]) -> Iterator[int]:
     port = free_port()
@@ -309,45 +249,3 @@ def test_tls_files_need_a_rediss_url() -> None:
         Settings(redis_url="redis://h:1/0", redis_tls_ca_file=Path("ca.crt"))
     with pytest.raises(ConfigurationError, match="go together"):
         Settings(redis_url="rediss://h:1/0", redis_tls_cert_file=Path("c.crt"))
-
-
-# --- Kafka security settings --------------------------------------------------------------
-
-
-def test_kafka_sasl_ssl_reaches_every_client(certificates: dict[str, Path]) -> None:
-    settings = load_settings(
-        {
-            "PERF_ENGINE_KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
-            "PERF_ENGINE_KAFKA_SASL_MECHANISM": "scram-sha-512",
-            "PERF_ENGINE_KAFKA_SASL_USERNAME": "engine",
-            "PERF_ENGINE_KAFKA_SASL_PASSWORD": "pw",
-            "PERF_ENGINE_KAFKA_SSL_CA_FILE": str(certificates["ca.crt"]),
-        }
-    )
-    assert "pw" not in repr(settings)  # the password stays out of logs
-    assert load_settings(settings_env(settings)) == settings  # survives a subprocess
-    options = kafka_python_options(settings)
-    assert options["security_protocol"] == "SASL_SSL"
-    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
-    assert (options["sasl_plain_username"], options["sasl_plain_password"]) == ("engine", "pw")
-    assert options["ssl_cafile"] == str(certificates["ca.crt"])
-    credentials = faust_credentials(settings)  # the worker's Faust app and its producer
-    assert credentials.protocol.value == "SASL_SSL"
-    assert credentials.mechanism.value == "SCRAM-SHA-512"
-    assert credentials.ssl_context.verify_mode == ssl.CERT_REQUIRED
-
-
-def test_kafka_security_settings_are_checked() -> None:
-    with pytest.raises(ConfigurationError, match="SASL_USERNAME"):
-        Settings(kafka_security_protocol="SASL_PLAINTEXT")
-    with pytest.raises(ConfigurationError, match="must be one of"):
-        Settings(kafka_security_protocol="TLS")
-    with pytest.raises(ConfigurationError, match="KAFKA_SASL_MECHANISM"):
-        Settings(
-            kafka_security_protocol="SASL_SSL",
-            kafka_sasl_mechanism="GSSAPI",
-            kafka_sasl_username="u",
-            kafka_sasl_password="p",
-        )
-    assert faust_credentials(Settings()) is None
-    assert kafka_python_options(Settings()) == {"security_protocol": "PLAINTEXT"}

@@ -1,4 +1,4 @@
-"""Settings: one object, read from the environment in one function."""
+"""Settings: one object, read from the environment through one table of fields."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from performance_engine.errors import ConfigurationError
-from performance_engine.settings import Settings, load_settings
+from performance_engine.settings import ENV_NAMES, Settings, load_settings
 
 
 def test_defaults_work_on_a_developer_machine() -> None:
@@ -32,45 +32,49 @@ def test_defaults_work_on_a_developer_machine() -> None:
     )
 
 
+#: Every variable, with a value other than its default, and the setting it must give.
+EVERY_VARIABLE: dict[str, tuple[str, object]] = {
+    "PERF_ENGINE_KAFKA_BOOTSTRAP": ("k1:9092,k2:9092", "k1:9092,k2:9092"),
+    "PERF_ENGINE_REDIS_URL": ("rediss://user:pw@r:6380/2", "rediss://user:pw@r:6380/2"),
+    "PERF_ENGINE_KEY_PREFIX": ("stats", "stats"),
+    "PERF_ENGINE_ATTEMPTS_TOPIC": ("a", "a"),
+    "PERF_ENGINE_STATS_TOPIC": ("s", "s"),
+    "PERF_ENGINE_DLQ_TOPIC": ("d", "d"),
+    "PERF_ENGINE_APP_ID": ("app", "app"),
+    "PERF_ENGINE_LEARNING_MODES": ("/etc/modes.toml", Path("/etc/modes.toml")),
+    "PERF_ENGINE_WEB_PORT": ("7000", 7000),
+    "PERF_ENGINE_METRICS": ("a.b:C, d:E", ("a.b:C", "d:E")),
+    "PERF_ENGINE_ALLOW_EVICTION": ("yes", True),
+    "PERF_ENGINE_PARTITIONS": ("16", 16),
+    "PERF_ENGINE_REPLICATION": ("3", 3),
+    "PERF_ENGINE_BATCH_SIZE": ("100", 100),
+    "PERF_ENGINE_SESSION_TIMEOUT": ("7.5", 7.5),
+    "PERF_ENGINE_FETCH_MAX_WAIT_MS": ("100", 100),
+    "PERF_ENGINE_CACHE_SIZE": ("0", 0),
+    "PERF_ENGINE_DATA_DIR": ("/var/lib/pe", Path("/var/lib/pe")),
+    "PERF_ENGINE_REDIS_CLUSTER": ("on", True),
+    "PERF_ENGINE_REDIS_TLS_CA_FILE": ("/tls/ca.pem", Path("/tls/ca.pem")),
+    "PERF_ENGINE_REDIS_TLS_CERT_FILE": ("/tls/c.pem", Path("/tls/c.pem")),
+    "PERF_ENGINE_REDIS_TLS_KEY_FILE": ("/tls/k.pem", Path("/tls/k.pem")),
+    "PERF_ENGINE_KAFKA_SECURITY_PROTOCOL": ("sasl_ssl", "SASL_SSL"),
+    "PERF_ENGINE_KAFKA_SASL_MECHANISM": ("scram-sha-512", "SCRAM-SHA-512"),
+    "PERF_ENGINE_KAFKA_SASL_USERNAME": ("engine", "engine"),
+    "PERF_ENGINE_KAFKA_SASL_PASSWORD": (" pass word ", " pass word "),  # kept as given
+    "PERF_ENGINE_KAFKA_SSL_CA_FILE": ("/k/ca.pem", Path("/k/ca.pem")),
+    "PERF_ENGINE_KAFKA_SSL_CERT_FILE": ("/k/c.pem", Path("/k/c.pem")),
+    "PERF_ENGINE_KAFKA_SSL_KEY_FILE": ("/k/k.pem", Path("/k/k.pem")),
+}
+
+
 def test_every_variable_is_read() -> None:
-    env = {
-        "PERF_ENGINE_KAFKA_BOOTSTRAP": "k1:9092,k2:9092",
-        "PERF_ENGINE_REDIS_URL": "rediss://user:pw@r:6380/2",
-        "PERF_ENGINE_KEY_PREFIX": "stats",
-        "PERF_ENGINE_ATTEMPTS_TOPIC": "a",
-        "PERF_ENGINE_STATS_TOPIC": "s",
-        "PERF_ENGINE_DLQ_TOPIC": "d",
-        "PERF_ENGINE_APP_ID": "app",
-        "PERF_ENGINE_LEARNING_MODES": "/etc/modes.toml",
-        "PERF_ENGINE_WEB_PORT": "7000",
-        "PERF_ENGINE_PARTITIONS": "16",
-        "PERF_ENGINE_REPLICATION": "3",
-        "PERF_ENGINE_BATCH_SIZE": "100",
-        "PERF_ENGINE_SESSION_TIMEOUT": "7.5",
-        "PERF_ENGINE_CACHE_SIZE": "0",
-        "PERF_ENGINE_FETCH_MAX_WAIT_MS": "100",
-        "PERF_ENGINE_DATA_DIR": "/var/lib/pe",
-        "PERF_ENGINE_METRICS": "a.b:C, d:E",
-    }
-    assert load_settings(env) == Settings(
-        kafka_bootstrap="k1:9092,k2:9092",
-        redis_url="rediss://user:pw@r:6380/2",
-        key_prefix="stats",
-        attempts_topic="a",
-        stats_topic="s",
-        dlq_topic="d",
-        app_id="app",
-        learning_modes_path=Path("/etc/modes.toml"),
-        web_port=7000,
-        partitions=16,
-        replication=3,
-        batch_size=100,
-        session_timeout=7.5,
-        cache_size=0,
-        fetch_max_wait_ms=100,
-        data_dir=Path("/var/lib/pe"),
-        metrics=("a.b:C", "d:E"),
-    )
+    """Each of the settings' variables, set at once, lands in its own field."""
+    assert set(EVERY_VARIABLE) == set(ENV_NAMES.values())  # a new setting must be listed
+    loaded = load_settings({name: text for name, (text, _) in EVERY_VARIABLE.items()})
+    defaults = Settings()
+    for attr, name in ENV_NAMES.items():
+        expected = EVERY_VARIABLE[name][1]
+        assert getattr(loaded, attr) == expected, name
+        assert getattr(defaults, attr) != expected, f"{name}: pick a value other than the default"
 
 
 @pytest.mark.parametrize(

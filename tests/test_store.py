@@ -21,8 +21,6 @@ from performance_engine import (
     PerformanceStats,
     UserAttemptsNotFoundError,
 )
-from performance_engine.backfill import backfill_file, backfill_frame
-from performance_engine.demo import free_port
 from performance_engine.errors import InvalidScopeError
 from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
@@ -30,8 +28,10 @@ from performance_engine.metrics.history import decode_entries
 from performance_engine.metrics.loader import load_attempts
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 from performance_engine.settings import Settings
-from performance_engine.store import AsyncStatsStore, ScopeWrite, StatsStore, unpack_scope
-from performance_engine.synthetic import generate_attempts
+from performance_engine.tools.backfill import backfill_file, backfill_frame
+from performance_engine.tools.demo import free_port
+from performance_engine.tools.simulator import generate_attempts
+from performance_engine.worker.store import AsyncStatsStore, ScopeWrite, StatsStore, unpack_scope
 
 pytestmark = pytest.mark.redis
 
@@ -67,7 +67,7 @@ def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
         "PERF_ENGINE_KEY_PREFIX": settings.key_prefix,
     }
     return subprocess.run(
-        [sys.executable, "-m", "performance_engine.cli", *args],
+        [sys.executable, "-m", "performance_engine.tools.cli", *args],
         capture_output=True,
         text=True,
         env=env,

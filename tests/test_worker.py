@@ -26,8 +26,8 @@ from performance_engine.metrics.loader import attempts_to_frame
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 from performance_engine.plugins import build_calculator
 from performance_engine.settings import Settings
-from performance_engine.store import StatsStore
-from performance_engine.synthetic import generate_attempts
+from performance_engine.tools.simulator import generate_attempts
+from performance_engine.worker.store import StatsStore
 from tests.services import attempt_records, produce, read_topic, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
@@ -201,7 +201,7 @@ def _fields(settings: Settings) -> dict[str, Any]:
 
 
 def test_runs_under_faust_own_cli(stream_settings: Settings, tmp_path: Path) -> None:
-    """`faust -A performance_engine.consumer.main worker` runs the same engine."""
+    """`faust -A performance_engine.worker.main worker` runs the same engine."""
     import os
     import signal
     import subprocess
@@ -215,7 +215,7 @@ def test_runs_under_faust_own_cli(stream_settings: Settings, tmp_path: Path) -> 
     faust = Path(sys.executable).parent / "faust"
     with (tmp_path / "faust.log").open("ab") as log:
         process = subprocess.Popen(
-            [str(faust), "-A", "performance_engine.consumer.main", "worker", "-l", "info"],
+            [str(faust), "-A", "performance_engine.worker.main", "worker", "-l", "info"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -271,7 +271,7 @@ def test_a_sequential_metric_in_the_stream_then_older_history_by_backfill(
     history = tmp_path / "older.jsonl"
     history.write_text("".join(json.dumps(row) + "\n" for row in reversed(older)))
     done = subprocess.run(
-        [sys.executable, "-m", "performance_engine.cli", "backfill", str(history), "--quiet"],
+        [sys.executable, "-m", "performance_engine.tools.cli", "backfill", str(history), "--quiet"],
         env={**os.environ, **settings_env(settings)},
         capture_output=True,
         text=True,

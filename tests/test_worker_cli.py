@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from performance_engine.demo import free_port
+from performance_engine.tools.demo import free_port
 
 
 def run_worker(**env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "performance_engine.cli", "worker"],
+        [sys.executable, "-m", "performance_engine.tools.cli", "worker"],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

@@ -163,12 +163,6 @@ class ScopeState(msgspec.Struct, array_like=True, gc=False):
             self.last_at = at
         return APPLIED if questions is None else NEW_QUESTION
 
-    def questions_attempted(self, index: int) -> int:
-        return len(self.questions[index]) >> 3
-
-    def questions_solved(self, index: int) -> int:
-        return len(self.solved[index]) >> 3
-
     def copy(self) -> ScopeState:
         return ScopeState(
             self.version,

@@ -24,7 +24,7 @@ from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.history import Entry
 from performance_engine.metrics.loader import RowError, load_attempts
 from performance_engine.metrics.types import ScopeKey
-from performance_engine.store import ScopeWrite, StatsStore, StoredScope
+from performance_engine.worker.store import ScopeWrite, StatsStore, StoredScope
 
 __all__ = ["BackfillReport", "backfill_file", "backfill_frame"]
 

@@ -44,9 +44,6 @@ class KeySpace:
 
     prefix: str
 
-    def user_tag(self, user_id: int) -> str:
-        return f"{self.prefix}:{{u{user_id}}}"
-
     def scope(self, user_id: int, sub_topic_id: int, learning_mode: str) -> str:
         return f"{self.prefix}:{{u{user_id}}}:{sub_topic_id}:{learning_mode}"
 
@@ -56,7 +53,3 @@ class KeySpace:
     def history(self, scope: ScopeKey) -> str:
         """The key of a scope's attempt history (same hash slot as the scope's key)."""
         return f"{self.for_scope(scope)}:history"
-
-    def pattern(self) -> str:
-        """A SCAN pattern matching every scope key under the prefix."""
-        return f"{self.prefix}:{{u*}}:*"

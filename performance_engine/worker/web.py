@@ -4,7 +4,7 @@
   JSON error when the scope has none, 400 for malformed ids, 503 when Redis fails.
 * ``GET /health``: ``{"status", "redis": {...}, "kafka": {...}}``; 200 when both answer,
   else 503.
-* ``GET /metrics``: Prometheus text (see :mod:`performance_engine.consumer.metrics`).
+* ``GET /metrics``: Prometheus text (see :mod:`performance_engine.worker.instrumentation`).
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 from faust.web import Request, Response, View
 
-from performance_engine.client import scope_key
-from performance_engine.consumer.metrics import CONTENT_TYPE
+from performance_engine.broker import bootstrap_hosts
 from performance_engine.errors import (
     DatabaseQueryError,
     InvalidScopeError,
     UserAttemptsNotFoundError,
 )
-from performance_engine.preflight import bootstrap_hosts
+from performance_engine.platform.read_api import scope_key
+from performance_engine.worker.instrumentation import CONTENT_TYPE
 
 if TYPE_CHECKING:
-    from performance_engine.consumer.app import EngineApp, EngineService
+    from performance_engine.worker.app import EngineApp, EngineService
 
 __all__ = ["install_views"]
 

@@ -21,10 +21,10 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from performance_engine.broker import broker_failed, require_broker
 from performance_engine.connections import kafka_python_options
 from performance_engine.metrics.attempt import Attempt, attempt_from_mapping
 from performance_engine.metrics.modes import LearningModes
-from performance_engine.preflight import broker_failed, require_broker
 from performance_engine.settings import Settings, load_settings
 
 __all__ = ["AttemptProducer"]

@@ -23,7 +23,7 @@ from performance_engine.metrics.attempt import MAX_ID
 from performance_engine.metrics.modes import MODE_NAME_RE
 from performance_engine.metrics.types import LearningModeType, PerformanceStatsData, ScopeKey
 from performance_engine.settings import Settings, load_settings
-from performance_engine.store import AsyncStatsStore, StatsStore
+from performance_engine.worker.store import AsyncStatsStore, StatsStore
 
 __all__ = ["AsyncPerformanceStats", "PerformanceStats", "scope_key"]
 

@@ -31,11 +31,10 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 import msgspec
 
-from performance_engine.consumer.publisher import OutRecord
 from performance_engine.errors import DatabaseQueryError, InvalidAttemptError
 from performance_engine.events import Source, dead_letter, stats_event
 from performance_engine.metrics.attempt import Attempt, decode_attempt
@@ -44,7 +43,8 @@ from performance_engine.metrics.history import Entry, HistoryWrite
 from performance_engine.metrics.state import ScopeState, fingerprint
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings
-from performance_engine.store import AsyncStatsStore, ScopeWrite
+from performance_engine.worker.publisher import OutRecord
+from performance_engine.worker.store import AsyncStatsStore, ScopeWrite
 
 __all__ = ["BatchAbandoned", "BatchProcessor", "Counters", "Publisher", "Record"]
 
@@ -208,7 +208,7 @@ class BatchProcessor:
                 cache.move_to_end(scope)
                 plans.append(calculator.plan(scope, cache[scope], entry.attempts))
             histories = await self._histories(scopes, plans)
-            writes = self._writes(scopes, plans, histories)
+            writes, tallies = self._writes(scopes, plans, histories)
             try:
                 refused = await self.store.write(writes)
             except DatabaseQueryError as exc:
@@ -219,10 +219,11 @@ class BatchProcessor:
                 delay = min(delay * 2, self.max_backoff)
                 continue
             refused_scopes = {w.scope for w in refused}
-            for w in writes:
+            for w, tally in zip(writes, tallies, strict=True):
                 if w.scope in refused_scopes:
-                    cache.pop(w.scope, None)
+                    cache.pop(w.scope, None)  # redone from Redis: counted when it lands
                 else:
+                    self._count(tally)
                     events.append(
                         stats_event(
                             w.scope, w.state.version, w.stats_json, _source(touched, w), now_ms
@@ -271,15 +272,15 @@ class BatchProcessor:
         scopes: list[ScopeKey],
         plans: list[Plan],
         histories: dict[ScopeKey, list[Entry] | None],
-    ) -> list[ScopeWrite]:
-        """Apply each scope's plan to its cached state; the compare-and-set writes."""
+    ) -> tuple[list[ScopeWrite], list[_Tally]]:
+        """Apply each scope's plan to its cached state: the compare-and-set writes, and
+        what each one counts once it lands."""
         calculator = self.calculator
-        counters = self.counters
         states: list[ScopeState] = []
         expected: list[int] = []
         entries: list[list[Entry] | None] = []
         history_writes: list[HistoryWrite | None] = []
-        applied = given = 0
+        tallies: list[_Tally] = []
         for scope, plan in zip(scopes, plans, strict=True):
             state = self._cache[scope]
             states.append(state)
@@ -291,7 +292,6 @@ class BatchProcessor:
                 lost = loaded is None
                 history = [] if loaded is None else loaded
                 if lost:
-                    counters.histories_lost += 1
                     logger.error(
                         "the stored attempt history of %s is missing or damaged; its learning "
                         "metrics are unknown until it is rebuilt (perf-engine backfill with "
@@ -301,22 +301,26 @@ class BatchProcessor:
             outcome = calculator.apply_plan(scope, state, plan, history, lost=lost)
             entries.append(outcome.entries)
             history_writes.append(outcome.history)
-            counters.refolds += plan.refold
-            given += plan.given
-            applied += outcome.applied
-        counters.attempts_applied += applied
-        counters.duplicates += given - applied
+            tallies.append(_Tally(outcome.applied, plan.given, plan.refold, lost))
         stats = calculator.stats_json_many(
             scopes, states, entries if calculator.frame_metrics else None
         )
         # Unchanged scopes are written too: the compare-and-set then proves the cached
         # version is current before its stats are published again.
-        return [
+        writes = [
             ScopeWrite(scope, version, state, stats_json, history_write)
             for scope, version, state, stats_json, history_write in zip(
                 scopes, expected, states, stats, history_writes, strict=True
             )
         ]
+        return writes, tallies
+
+    def _count(self, tally: _Tally) -> None:
+        counters = self.counters
+        counters.attempts_applied += tally.applied
+        counters.duplicates += tally.given - tally.applied
+        counters.refolds += tally.refold
+        counters.histories_lost += tally.lost
 
     async def _histories(
         self, scopes: list[ScopeKey], plans: list[Plan]
@@ -367,6 +371,15 @@ class BatchProcessor:
         cache, limit = self._cache, self.settings.cache_size
         while len(cache) > limit:
             cache.popitem(last=False)
+
+
+class _Tally(NamedTuple):
+    """What one scope's write counts in the Prometheus totals, once it has landed."""
+
+    applied: int
+    given: int
+    refold: bool
+    lost: bool
 
 
 def _source(touched: dict[ScopeKey, _Touched], write: ScopeWrite) -> Source:

@@ -3,10 +3,10 @@
 Faust runs the worker: the process and its signals, the consumer group and its
 rebalances (partition assignment, pausing, seeking to committed offsets), the producer,
 the web server and the CLI. The attempts topic is subscribed through Faust's consumer,
-but its records skip Faust's per-event stream machinery (one task hop per event, the
-ceiling of a Faust agent): :class:`BatchConsumer` takes each fetched batch of raw records
-as a whole and hands it to the :class:`~performance_engine.consumer.processor.BatchProcessor`,
-then commits the batch's offsets through Faust once the batch is durable.
+but its records skip Faust's per-event stream machinery: each fetched batch of raw records
+goes whole to the :class:`~performance_engine.worker.processor.BatchProcessor`, and its
+offsets are committed through Faust once the batch is durable (how, and what of Faust's
+private API that takes, is in :mod:`~performance_engine.worker.faust_internals`).
 """
 
 from __future__ import annotations
@@ -14,131 +14,55 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
-import faust
 from faust.exceptions import ConsumerNotStarted
-from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
-from faust.types import TP, ConsumerT
+from faust.types import TP
 from mode import Service
 
 from performance_engine.connections import faust_credentials
-from performance_engine.consumer.metrics import EngineMetrics
-from performance_engine.consumer.processor import (
+from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.plugins import build_calculator
+from performance_engine.settings import Settings
+from performance_engine.topics import create_missing_topics
+from performance_engine.worker.faust_internals import (
+    BatchingApp,
+    aiokafka_producer,
+    next_offset,
+    require_faust_internals,
+)
+from performance_engine.worker.instrumentation import EngineMetrics
+from performance_engine.worker.processor import (
     BatchAbandoned,
     BatchProcessor,
     Counters,
     Record,
 )
-from performance_engine.consumer.publisher import BatchPublisher
-from performance_engine.consumer.web import install_views
-from performance_engine.metrics.calculator import MetricsCalculator
-from performance_engine.plugins import build_calculator
-from performance_engine.preflight import ensure_topics
-from performance_engine.settings import Settings
-from performance_engine.store import AsyncStatsStore
+from performance_engine.worker.publisher import BatchPublisher
+from performance_engine.worker.store import AsyncStatsStore
+from performance_engine.worker.web import install_views
 
-__all__ = ["BatchConsumer", "EngineApp", "EngineService", "create_app"]
+__all__ = ["EngineApp", "EngineService", "create_app"]
 
 logger = logging.getLogger(__name__)
-
-BatchHandler = Callable[[Sequence[Record]], Awaitable[None]]
 
 #: How long a rebalance lets the batch in flight finish before telling it to give up.
 REVOKE_GRACE_SECONDS = 10.0
 
 
-class BatchConsumerThread(AIOKafkaConsumerThread):
-    """Faust's consumer thread, with a fetch wait the engine chooses.
-
-    Faust fixes aiokafka's ``fetch_max_wait_ms`` at 1.5 s; a broker that holds a fetch
-    that long before answering adds as much to every attempt's latency at low rates.
-    """
-
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        settings = cast(EngineApp, self.app).settings
-        consumer._fetch_max_wait_ms = settings.fetch_max_wait_ms  # read when it starts
-        return consumer
-
-
-class BatchConsumer(AIOKafkaFaustConsumer):
-    """Faust's aiokafka consumer, delivering the attempts topic a batch at a time."""
-
-    def _new_consumer_thread(self) -> BatchConsumerThread:
-        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    async def _drain_messages(self, fetcher: Any) -> None:
-        app = cast(EngineApp, self.app)
-        topic = app.settings.attempts_topic
-        read_offset = self._read_offset
-        consumer_stopped = self._stopped.is_set
-        fetcher_stopped = fetcher._stopped.is_set
-        while not (consumer_stopped() or fetcher_stopped()):
-            records, active = await self._wait_next_records(1.0)
-            if not records or self.should_stop:
-                continue
-            batch: list[Record] = []
-            ends: dict[TP, int] = {}
-            for tp, fetched in records.items():
-                if active is not None and tp not in active and tp not in self._buffered_partitions:
-                    continue  # paused, e.g. while a rebalance is under way
-                start = read_offset[tp]
-                fresh = fetched if start is None else [r for r in fetched if r.offset >= start]
-                if not fresh:
-                    continue
-                if tp.topic != topic:  # Faust's own topics take Faust's usual path
-                    for record in fresh:
-                        await self.callback(self._to_message(tp, record))
-                    read_offset[tp] = fresh[-1].offset + 1
-                    continue
-                batch.extend(fresh)
-                ends[tp] = fresh[-1].offset + 1
-            if not batch:
-                continue
-            await app.engine_ready.wait()  # Faust starts services after the first assignment
-            handler = app.batch_handler
-            assert handler is not None
-            try:
-                await handler(batch)
-            except BatchAbandoned as exc:
-                logger.warning("batch abandoned, its records will be delivered again: %s", exc)
-                continue
-            for tp, end in ends.items():
-                read_offset[tp] = end
-            await self._commit_offsets(ends)
-
-
-class EngineApp(faust.App):
-    """A Faust app whose consumer hands the attempts topic over a batch at a time."""
+class EngineApp(BatchingApp):
+    """The worker's Faust app: its consumer hands the attempts topic over a batch at a
+    time (see :mod:`.faust_internals`)."""
 
     settings: Settings
-    batch_handler: BatchHandler | None = None
 
     async def on_start(self) -> None:
         """Create missing topics before the consumer subscribes (so it sees them)."""
-        created = await asyncio.to_thread(ensure_topics, self.settings)
+        created = await asyncio.to_thread(create_missing_topics, self.settings)
         if created:
             logger.info("created topics %s", ", ".join(created))
         await super().on_start()
-
-    @property
-    def engine_ready(self) -> asyncio.Event:
-        event: asyncio.Event | None = self.__dict__.get("_engine_ready")
-        if event is None:
-            event = self.__dict__["_engine_ready"] = asyncio.Event()
-        return event
-
-    def _new_consumer(self) -> ConsumerT:
-        return BatchConsumer(
-            self.transport,
-            callback=self.topics.on_message,
-            on_partitions_revoked=self._on_partitions_revoked,
-            on_partitions_assigned=self._on_partitions_assigned,
-            beacon=self.beacon,
-        )
 
 
 #: Allocations between young-generation collections in the worker (CPython's default: 700).
@@ -188,14 +112,14 @@ class EngineService(Service):
 
     def lag(self) -> dict[int, int]:
         """Per assigned partition: the high watermark minus the next offset to read."""
-        consumer = cast(BatchConsumer, self.app.consumer)
+        consumer = self.app.consumer
         topic = self.app.settings.attempts_topic
         lags: dict[int, int] = {}
         for tp in self._assignment():
             if tp.topic != topic:
                 continue
             high = consumer.highwater(tp)
-            position = consumer._read_offset.get(tp)
+            position = next_offset(consumer, tp)
             if high is not None and position is not None:
                 lags[tp.partition] = max(high - position, 0)
         return lags
@@ -203,7 +127,7 @@ class EngineService(Service):
     async def on_start(self) -> None:
         app, settings = self.app, self.app.settings
         self.store = AsyncStatsStore.from_settings(settings)
-        publisher = BatchPublisher(cast(Any, app.producer)._ensure_producer())
+        publisher = BatchPublisher(aiokafka_producer(app))
         self.processor = BatchProcessor(
             settings,
             self.calculator,
@@ -214,19 +138,25 @@ class EngineService(Service):
         app.on_partitions_revoked.connect(self._on_revoked)
         app.batch_handler = self.handle_batch
         _tune_collector()
-        app.engine_ready.set()
+        app.batch_ready.set()
         logger.info("engine ready: %s -> Redis %s", settings.attempts_topic, self.store.url)
 
     async def on_stop(self) -> None:
-        self.app.engine_ready.clear()
+        self.app.batch_ready.clear()
         self.app.batch_handler = None
         if self.store is not None:
             await self.store.close()
 
-    async def handle_batch(self, records: Sequence[Record]) -> None:
+    async def handle_batch(self, records: Sequence[Record]) -> bool:
+        """Process a batch; False when it was given up (its records come again)."""
         assert self.processor is not None
         async with self._in_flight:
-            await self.processor.process(records)
+            try:
+                await self.processor.process(records)
+            except BatchAbandoned as exc:
+                logger.warning("batch abandoned, its records will be delivered again: %s", exc)
+                return False
+        return True
 
     async def _on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """Let the batch in flight finish (or give up), then forget cached state."""
@@ -250,6 +180,7 @@ class EngineService(Service):
 
 def create_app(settings: Settings, calculator: MetricsCalculator | None = None) -> EngineApp:
     """The worker's Faust app for these settings (builds, connects to nothing)."""
+    require_faust_internals()
     if calculator is None:
         calculator = build_calculator(settings)
     brokers = [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")]
@@ -271,6 +202,8 @@ def create_app(settings: Settings, calculator: MetricsCalculator | None = None) 
         broker_credentials=faust_credentials(settings),
     )
     app.settings = settings
+    app.batch_topic = settings.attempts_topic
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     attempts = app.topic(
         settings.attempts_topic,
         key_serializer="raw",

@@ -6,10 +6,10 @@ stream) cannot overwrite newer state: it gets a conflict and re-reads. Writing a
 whose version is already stored, with the same content, changes nothing. A scope's
 history key changes in the same script call as its state, and only when the
 compare-and-set succeeds, so the two never disagree.
-Key layout: see :mod:`performance_engine.naming`.
+Key layout: see :mod:`performance_engine.worker.keyspace`.
 
 Commands the store sends: GET, MGET, MSETNX, EVAL (the script runs GETRANGE, SET and
-APPEND) and PING; the eviction check (``preflight``) adds INFO through the same client.
+APPEND) and PING; the eviction check (``eviction_policy``) adds INFO through the same client.
 Nothing else:
 the README's ACL line grants exactly these. On a Redis Cluster
 (``PERF_ENGINE_REDIS_CLUSTER``) every multi-key command holds keys of one hash slot: a
@@ -33,12 +33,16 @@ from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
 from performance_engine.connections import redis_options
-from performance_engine.errors import DatabaseQueryError, UserAttemptsNotFoundError
+from performance_engine.errors import (
+    ConfigurationError,
+    DatabaseQueryError,
+    UserAttemptsNotFoundError,
+)
 from performance_engine.metrics.history import Entry, HistoryError, HistoryWrite, decode_entries
 from performance_engine.metrics.state import ScopeState, decode_state, encode_state
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
-from performance_engine.naming import KeySpace
 from performance_engine.settings import Settings
+from performance_engine.worker.keyspace import KeySpace
 
 __all__ = [
     "REDIS_ERRORS",
@@ -46,8 +50,11 @@ __all__ = [
     "ScopeWrite",
     "StatsStore",
     "StoredScope",
+    "eviction_policy",
     "pack_scope",
     "redact_url",
+    "require_redis",
+    "require_safe_redis",
     "stats_of",
     "unpack_scope",
 ]
@@ -478,3 +485,48 @@ class AsyncStatsStore:
         if retry:
             refused += await self.write(retry, script_only=True)
         return refused
+
+
+# -- checks a command makes before it starts -----------------------------------------
+
+
+def require_redis(settings: Settings) -> None:
+    """Raise DatabaseQueryError unless Redis answers a PING."""
+    with StatsStore.from_settings(settings) as store:
+        store.ping()
+
+
+def eviction_policy(settings: Settings) -> str | None:
+    """Redis's ``maxmemory-policy`` (on a cluster: any node's that may evict, else
+    ``noeviction``), or None when this user may not read it.
+
+    Read from ``INFO memory``, which a restricted ACL user can be granted without CONFIG.
+    """
+    with StatsStore.from_settings(settings) as store:
+        try:
+            info = store.client.info("memory")
+        except redis.ResponseError:  # e.g. an ACL user without INFO
+            return None
+        except REDIS_ERRORS as exc:
+            store.ping()  # raises the engine's DatabaseQueryError with the reason
+            raise DatabaseQueryError(f"reading Redis's memory settings failed: {exc}") from exc
+    nodes = [info] if "maxmemory_policy" in info else list(info.values())
+    found = (node.get("maxmemory_policy") for node in nodes if isinstance(node, dict))
+    policies = {str(policy) for policy in found if policy is not None}
+    evicting = sorted(policies - {"noeviction"})
+    if evicting:
+        return evicting[0]
+    return "noeviction" if policies else None
+
+
+def require_safe_redis(settings: Settings) -> str | None:
+    """Refuse a Redis that may evict state, unless ``allow_eviction``; returns the policy."""
+    policy = eviction_policy(settings)
+    if policy not in (None, "noeviction") and not settings.allow_eviction:
+        raise ConfigurationError(
+            f"Redis's maxmemory-policy is {policy!r}: it may evict the engine's state and "
+            "lose attempts; set it to noeviction (CONFIG SET maxmemory-policy noeviction, or "
+            "in redis.conf), or accept the risk with --allow-eviction / "
+            "PERF_ENGINE_ALLOW_EVICTION=true"
+        )
+    return policy

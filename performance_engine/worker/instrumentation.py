@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from performance_engine.consumer.processor import Counters
+from performance_engine.worker.processor import Counters
 
 __all__ = ["EngineMetrics"]
 

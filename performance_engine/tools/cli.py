@@ -24,14 +24,13 @@ from performance_engine.errors import PerformanceEngineError
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData
 from performance_engine.settings import Settings, load_settings
-from performance_engine.store import redact_url
+from performance_engine.worker.store import redact_url
 
 __all__ = ["main"]
 
 logger = logging.getLogger(__name__)
 
 EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 
 def _calculator(settings: Settings) -> MetricsCalculator:
@@ -41,8 +40,8 @@ def _calculator(settings: Settings) -> MetricsCalculator:
 
 
 def _cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
-    from performance_engine.backfill import backfill_file
-    from performance_engine.store import StatsStore
+    from performance_engine.tools.backfill import backfill_file
+    from performance_engine.worker.store import StatsStore
 
     calculator = _calculator(settings)
     err = Console(stderr=True)
@@ -84,8 +83,9 @@ def _with_flags(args: argparse.Namespace, settings: Settings) -> Settings:
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
-    from performance_engine.consumer.app import create_app
-    from performance_engine.preflight import require_broker, require_redis, require_safe_redis
+    from performance_engine.broker import require_broker
+    from performance_engine.worker.app import create_app
+    from performance_engine.worker.store import require_redis, require_safe_redis
 
     settings = _with_flags(args, settings)
     require_redis(settings)
@@ -113,7 +113,7 @@ def _read_input(args: argparse.Namespace, settings: Settings) -> Any:
 
 
 def _cmd_emit(args: argparse.Namespace, settings: Settings) -> int:
-    from performance_engine.producer import AttemptProducer
+    from performance_engine.platform.producer import AttemptProducer
 
     attempts, errors = _read_input(args, settings)  # every row validated before any is sent
     err = Console(stderr=True)
@@ -127,8 +127,8 @@ def _cmd_emit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from performance_engine.producer import AttemptProducer
-    from performance_engine.synthetic import LearnerModel, simulate
+    from performance_engine.platform.producer import AttemptProducer
+    from performance_engine.tools.simulator import LearnerModel, simulate
 
     model = LearnerModel(users=args.users, sub_topics=args.sub_topics, seed=args.seed)
     with AttemptProducer(settings) as producer:
@@ -145,7 +145,7 @@ def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
-    from performance_engine.subscriber import StatsSubscriber
+    from performance_engine.platform.subscriber import StatsSubscriber
 
     shown = 0
     with StatsSubscriber(
@@ -184,12 +184,9 @@ def _update_line(stats: PerformanceStatsData) -> str:
 
 
 def _cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    from performance_engine.preflight import (
-        eviction_policy,
-        require_broker,
-        require_redis,
-        topic_names,
-    )
+    from performance_engine.broker import require_broker
+    from performance_engine.topics import topic_names
+    from performance_engine.worker.store import eviction_policy, require_redis
 
     settings = _with_flags(args, settings)
     failed = False
@@ -235,7 +232,7 @@ def _cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from performance_engine.demo import DemoOptions, run_demo
+    from performance_engine.tools.demo import DemoOptions, run_demo
 
     return run_demo(
         DemoOptions(duration=args.duration, users=args.users, rate=args.rate, seed=args.seed)
@@ -243,8 +240,8 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
-    from performance_engine.client import PerformanceStats
-    from performance_engine.store import StatsStore
+    from performance_engine.platform.read_api import PerformanceStats
+    from performance_engine.worker.store import StatsStore
 
     with StatsStore.from_settings(settings) as store:
         stats = PerformanceStats.create_performance_stats(

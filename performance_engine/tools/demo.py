@@ -33,7 +33,7 @@ from rich.table import Table
 from performance_engine.errors import ConfigurationError, PerformanceEngineError
 from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData, ScopeKey
 from performance_engine.settings import Settings
-from performance_engine.store import StatsStore
+from performance_engine.worker.store import StatsStore
 
 __all__ = ["DemoOptions", "free_port", "redis_server_binary", "redis_server_command", "run_demo"]
 
@@ -260,7 +260,14 @@ def _services(
                 "PERF_ENGINE_SESSION_TIMEOUT": environ.get("PERF_ENGINE_SESSION_TIMEOUT", "10"),
             }
             worker = _spawn(
-                [sys.executable, "-m", "performance_engine.cli", "worker", "--loglevel", "warn"],
+                [
+                    sys.executable,
+                    "-m",
+                    "performance_engine.tools.cli",
+                    "worker",
+                    "--loglevel",
+                    "warn",
+                ],
                 workdir / "worker.log",
                 env,
             )
@@ -278,8 +285,8 @@ def _services(
 
 def run_demo(options: DemoOptions, environ: Mapping[str, str] | None = None) -> int:
     """Run the demo until ``options.duration`` or Ctrl-C; stop everything it started."""
-    from performance_engine.producer import AttemptProducer
-    from performance_engine.synthetic import LearnerModel, simulate
+    from performance_engine.platform.producer import AttemptProducer
+    from performance_engine.tools.simulator import LearnerModel, simulate
 
     console = Console()
     environ = dict(os.environ if environ is None else environ)

@@ -24,10 +24,10 @@ from typing import Any, Literal
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
+from performance_engine.broker import broker_failed, require_broker
 from performance_engine.connections import kafka_python_options
 from performance_engine.events import StatsUpdated, decode_stats_event
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
-from performance_engine.preflight import broker_failed, require_broker
 from performance_engine.settings import Settings, load_settings
 
 __all__ = ["StatsSubscriber"]
