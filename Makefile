@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test check install clean
+.PHONY: demo test check check-fast install clean
 
 $(BIN)/perf-engine: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +17,19 @@ install: $(BIN)/perf-engine
 demo: install
 	$(BIN)/perf-engine demo $(DEMO_ARGS)
 
-## Everything CI runs: fresh venv, Redis if needed, ruff, mypy --strict, pytest.
+## Everything CI runs, in a venv of its own (.venv-ci): Redis if needed, ruff, mypy
+## --strict, the benchmark smoke run, the whole pytest suite.
 test:
 	bash .ci/run
 
-## The same checks in the existing venv (fast, for development).
+## The same checks in the developer's .venv.
 check: install
 	PYTHON=$(BIN)/python scripts/check
 
+## The unit and property tests that need no broker and start no servers (about a minute).
+check-fast: install
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m pytest -q -m "not kafka and not slow"
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-ci .mypy_cache .ruff_cache .pytest_cache .hypothesis

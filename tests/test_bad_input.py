@@ -112,6 +112,7 @@ def check(value: bytes) -> Attempt | InvalidAttemptError:
     return error
 
 
+@pytest.mark.slow
 @settings(
     max_examples=12_000,
     deadline=None,

@@ -32,7 +32,7 @@ from performance_engine.worker.store import StatsStore
 from tests.services import RedisClusterNodes, RedisServer, produce, wait_until
 from tests.test_worker import dataset, oracle, wait_for_oracle
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.slow]  # servers of its own, per test
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
