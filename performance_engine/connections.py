@@ -2,7 +2,7 @@
 
 One place turns :class:`Settings` into the options of each client library, so the worker
 (Faust, redis.asyncio), the commands (kafka-python, redis) and the platform clients
-connect the same way. See the README's Security section.
+connect the same way. See docs/operations.md, Security.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Each test streams attempts (with redelivered duplicates and malformed records) through
 `perf-engine worker` subprocesses while something goes wrong, then compares every scope
 in Redis with the pandas oracle over the distinct valid attempts: nothing lost, nothing
-counted twice. See the README's Reliability section for what each one guarantees.
+counted twice. See docs/operations.md, Reliability, for what each one guarantees.
 """
 
 from __future__ import annotations

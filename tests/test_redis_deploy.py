@@ -121,10 +121,16 @@ def test_worker_on_a_cluster_is_exact(
 
 # --- an ACL user restricted to the key prefix ------------------------------------------
 
-#: The README's ACL line, with the test's password and prefix.
+#: The ACL line of docs/operations.md, with the test's password and prefix.
 ACL_RULES = "on >{password} resetkeys ~{prefix}:* resetchannels -@all " + (
     "+get +mget +msetnx +eval +getrange +set +append +ping +info"
 )
+
+
+def test_the_documented_acl_line_is_the_one_tested() -> None:
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
+    documented = ACL_RULES.format(password="CHANGE-ME", prefix="pe")
+    assert f"ACL SETUSER perf-engine {documented}\n" in docs
 
 
 @pytest.fixture
