@@ -113,9 +113,11 @@ class Settings:
     kafka_bootstrap: str = setting("localhost:9092")
     redis_url: str = setting(
         "redis://localhost:6379/0",
-        check=lambda v: ""
-        if v.startswith(("redis://", "rediss://", "unix://"))
-        else "must start with redis://, rediss:// or unix://",
+        check=lambda v: (
+            ""
+            if v.startswith(("redis://", "rediss://", "unix://"))
+            else "must start with redis://, rediss:// or unix://"
+        ),
     )
     key_prefix: str = setting(
         "pe",
@@ -159,9 +161,7 @@ class Settings:
     redis_tls_cert_file: Path | None = setting(None, _path)
     redis_tls_key_file: Path | None = setting(None, _path)
     #: Kafka security: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
-    kafka_security_protocol: str = setting(
-        "PLAINTEXT", _upper, _one_of(KAFKA_SECURITY_PROTOCOLS)
-    )
+    kafka_security_protocol: str = setting("PLAINTEXT", _upper, _one_of(KAFKA_SECURITY_PROTOCOLS))
     #: SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) and credentials.
     kafka_sasl_mechanism: str = setting("PLAIN", _upper)
     kafka_sasl_username: str | None = setting(None)
