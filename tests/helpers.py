@@ -1,16 +1,52 @@
-"""Small builders shared by the tests."""
+"""What the tests share: builders of attempts, the oracle (the stats every scope must end
+with), and waiting for the worker to reach it. Running the broker, Redis servers and
+workers is in ``tests/services.py``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import contextlib
+import json
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from performance_engine.metrics.attempt import Attempt, attempt_from_mapping
+from aiokafka import AIOKafkaProducer
+from kafka import KafkaProducer
+
+from performance_engine.errors import InvalidAttemptError
+from performance_engine.events import DLQ_HEADERS, Source, decode_stats_event, event_id, stats_event
+from performance_engine.metrics.attempt import (
+    MAX_VALUE_BYTES,
+    Attempt,
+    attempt_from_mapping,
+    decode_attempt,
+)
+from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.history import Entry, decode_entries
+from performance_engine.metrics.loader import attempts_to_frame, load_attempts
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.state import ScopeState, fingerprint
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
+from performance_engine.plugins import build_calculator
+from performance_engine.settings import Settings
+from performance_engine.tools.simulator import generate_attempts
+from performance_engine.worker.processor import Publisher
+from performance_engine.worker.publisher import BatchPublisher
+from performance_engine.worker.store import AsyncStatsStore, StatsStore
+from tests.services import (
+    attempt_records,
+    committed,
+    produce,
+    read_topic,
+    topic_end,
+    wait_until,
+)
 
 _COUNTER = iter(range(1, 10**9))
 
@@ -94,3 +130,249 @@ class StreamModel:
 #: History limits for calculators whose histories stay in the state, move to their own
 #: keys after an attempt or two (40 bytes), or are in their own keys from the first.
 SPILL_LIMITS = (512, 40, 0)
+
+
+# -- the oracle, and waiting for the stream to reach it ----------------------------------
+
+
+Records = list[tuple[bytes | None, bytes | None]]
+
+
+def malformed_records() -> dict[str, tuple[bytes | None, bytes | None]]:
+    good = generate_attempts(1, users=1, seed=99)[0]
+
+    def variant(**changes: Any) -> bytes:
+        row = {**good, **changes}
+        return json.dumps({k: v for k, v in row.items() if v is not ...}).encode()
+
+    return {
+        "oversized": (b"1", b'{"pad": "' + b"x" * MAX_VALUE_BYTES + b'"}'),
+        "invalid_utf8": (b"1", b'{"attempt_id": "\xff\xfe"}'),
+        "invalid_json": (b"1", b'{"attempt_id": '),
+        "missing_field": (b"1", variant(question_id=...)),
+        "invalid_field": (b"1", variant(is_correct="yes")),
+        "unknown_learning_mode": (b"1", variant(learning_mode="cram")),
+        "unknown_difficulty": (b"1", variant(difficulty="legendary")),
+    }
+
+
+def dataset(count: int, users: int, seed: int) -> tuple[Records, dict[str, Any]]:
+    """Valid attempts, redelivered duplicates and one malformed record of each class."""
+    rng = random.Random(seed)
+    records: Records = list(attempt_records(generate_attempts(count, users=users, seed=seed)))
+    records += rng.sample(records, count // 20)  # the same attempt again, at a later offset
+    for key, value in rng.sample(records, 10):  # same attempt_id, other content: first wins
+        assert value is not None
+        changed = {**json.loads(value), "is_correct": True, "question_id": 1}
+        records.append((key, json.dumps(changed).encode()))
+    rng.shuffle(records)
+    malformed = malformed_records()
+    for item in malformed.values():
+        records.insert(rng.randrange(len(records)), item)
+    return records, malformed
+
+
+def oracle(
+    source: Sequence[tuple[bytes | None, bytes | None]] | Sequence[Mapping[str, Any]] | Path,
+    calculator: MetricsCalculator | None = None,
+) -> dict[ScopeKey, PerformanceStatsData]:
+    """The stats every scope must end with: the pandas batch path over the distinct valid
+    attempts of ``source`` (Kafka records as (key, value) pairs, attempt objects, or a
+    history file); invalid records are left out, as the worker dead-letters them."""
+    calculator = calculator or MetricsCalculator()
+    modes = calculator.learning_modes
+    if isinstance(source, Path):
+        return compute_stats(load_attempts(source, modes).frame, calculator)
+    attempts: list[Attempt] = []
+    for item in source:
+        try:
+            if isinstance(item, Mapping):
+                attempts.append(attempt_from_mapping(item, modes))
+            else:
+                attempts.append(decode_attempt(item[1], modes))
+        except InvalidAttemptError:
+            continue
+    return compute_stats(attempts_to_frame(attempts), calculator)
+
+
+def stored(settings: Settings, scopes: list[ScopeKey]) -> dict[ScopeKey, Any]:
+    """The stats recomputed from each scope's stored state (and history, for frame-based
+    metrics), or None where there is none."""
+    with StatsStore.from_settings(settings) as store:
+        found = store.read(scopes)
+        calculator = build_calculator(settings)
+        histories: list[Any] = [None] * len(scopes)  # None: kept in the state
+        if calculator.frame_metrics:
+            spilled = [i for i, item in enumerate(found) if item is not None and item.state.spilled]
+            wanted = [(scopes[i], found[i].state.history) for i in spilled]  # type: ignore[union-attr]
+            for i, history in zip(spilled, store.read_histories(wanted), strict=True):
+                histories[i] = history
+        return {
+            scope: None if item is None else calculator.stats(scope, item.state, history)
+            for scope, item, history in zip(scopes, found, histories, strict=True)
+        }
+
+
+def wait_for_oracle(
+    settings: Settings, expected: dict[ScopeKey, PerformanceStatsData], timeout: float = 120
+) -> None:
+    scopes = sorted(expected)
+    last: dict[ScopeKey, Any] = {}
+
+    def done() -> bool:
+        nonlocal last
+        last = stored(settings, scopes)
+        return all(last[s] is not None and last[s].version >= expected[s].version for s in scopes)
+
+    try:
+        wait_until(done, timeout, "the worker to apply every attempt", every=0.5)
+    finally:
+        behind = [s for s in scopes if last.get(s) is None or last[s].version < expected[s].version]
+        print(f"{len(behind)} of {len(scopes)} scopes behind")
+    # Every record committed: the worker has handled all of them, nothing more can change.
+    end = topic_end(settings)
+    wait_until(lambda: committed(settings) >= end, 60, "the worker to commit every record")
+    assert stored(settings, scopes) == expected
+    with StatsStore.from_settings(settings) as store:
+        assert {s: store.stats(s) for s in scopes} == expected  # the stored stats JSON too
+
+
+def assert_last_events_carry_final_versions(
+    settings: Settings, expected: dict[ScopeKey, PerformanceStatsData]
+) -> None:
+    def last_versions() -> dict[str, int]:
+        last: dict[str, int] = {}
+        for message in read_topic(settings.kafka_bootstrap, settings.stats_topic):
+            event = decode_stats_event(message.value)
+            assert event.event_id == event_id(event.stats.scope, event.stats.version)
+            assert message.key.decode() == str(event.stats.scope)
+            last[message.key.decode()] = event.stats.version
+        return last
+
+    want = {str(scope): stats.version for scope, stats in expected.items()}
+    wait_until(lambda: last_versions() == want, 60, "the final stats events", every=1.0)
+
+
+def assert_dead_letters(settings: Settings, malformed: dict[str, Any]) -> None:
+    letters = read_topic(settings.kafka_bootstrap, settings.dlq_topic)
+    by_class = {}
+    for message in letters:
+        headers = dict(message.headers)
+        assert [name for name, _ in message.headers] == list(DLQ_HEADERS)
+        assert headers["pe-source-topic"].decode() == settings.attempts_topic
+        assert int(headers["pe-source-offset"]) >= 0
+        assert headers["pe-error-reason"]
+        by_class[headers["pe-error-class"].decode()] = (message.key, message.value)
+    assert len(letters) == len(malformed)
+    assert by_class == malformed
+
+
+def produce_slowly(
+    settings: Settings, records: Records, chunks: int, pause: float = 0.5
+) -> threading.Thread:
+    def run() -> None:
+        size = len(records) // chunks + 1
+        for start in range(0, len(records), size):
+            produce(
+                settings.kafka_bootstrap, settings.attempts_topic, records[start : start + size]
+            )
+            time.sleep(pause)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def applied(settings: Settings, scopes: list[ScopeKey]) -> int:
+    return sum(s.version for s in stored(settings, scopes).values() if s is not None)
+
+
+# -- the batch processor in-process, and stats events by hand ---------------------------
+
+
+@dataclass(frozen=True)
+class Rec:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int = 0
+
+
+def records(settings: Settings, rows: list[dict[str, Any]]) -> list[Rec]:
+    return [
+        Rec(settings.attempts_topic, 0, offset, str(r["user_id"]).encode(), json.dumps(r).encode())
+        for offset, r in enumerate(rows)
+    ]
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+@contextlib.asynccontextmanager
+async def real_store_and_broker(
+    settings: Settings,
+) -> AsyncIterator[tuple[AsyncStatsStore, Publisher]]:
+    """The real Redis store and a publisher on the real broker, closed afterwards."""
+    store = AsyncStatsStore.from_settings(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        yield store, BatchPublisher(producer).publish
+    finally:
+        await producer.stop()
+        await store.close()
+
+
+def publish_events(settings: Settings, events: list[tuple[ScopeKey, int]]) -> None:
+    calculator = MetricsCalculator()
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    for scope, version in events:
+        state = calculator.new_state()
+        state.version = version
+        stats_json = calculator.stats(scope, state).to_json()
+        key, value = stats_event(scope, version, stats_json, Source("attempts", 0, version, "a"))
+        producer.send(settings.stats_topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+# -- the SPEC 4 example scope ---------------------------------------------------------------
+
+#: The SPEC 4 example scope (user 123, sub-topic 456, standard): in learning order, one
+#: second apart from 2026-11-24T09:00:00Z; (attempt_id, difficulty, question_id, is_correct).
+SPEC_SCOPE = [
+    ("a-1", "easy", 1, False),
+    ("a-2", "easy", 1, True),
+    ("a-3", "easy", 2, True),
+    ("a-4", "medium", 10, False),
+    ("a-5", "medium", 10, True),
+    ("a-6", "medium", 11, False),
+    ("a-7", "medium", 10, True),
+]
+SPEC_START_MS = 1_795_510_800_000
+
+
+def spec_rows() -> list[dict[str, Any]]:
+    """The SPEC 4 example scope as SPEC 2 attempt objects."""
+    return [
+        {
+            "attempt_id": attempt_id,
+            "user_id": 123,
+            "sub_topic_id": 456,
+            "learning_mode": "standard",
+            "question_id": question,
+            "difficulty": difficulty,
+            "is_correct": correct,
+            "occurred_at": SPEC_START_MS + 1000 * n,
+        }
+        for n, (attempt_id, difficulty, question, correct) in enumerate(SPEC_SCOPE)
+    ]
+
+
+def spec_attempts() -> list[Attempt]:
+    """The SPEC 4 example scope as validated attempts."""
+    modes = LearningModes.default()
+    return [attempt_from_mapping(row, modes) for row in spec_rows()]

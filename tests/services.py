@@ -388,3 +388,29 @@ def committed(settings: Settings) -> int:
         )
     finally:
         consumer.close()
+
+
+def topic_end(settings: Settings) -> int:
+    """The end offsets of the attempts topic, summed over its partitions."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        topic = settings.attempts_topic
+        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        return sum(consumer.end_offsets(partitions).values())
+    finally:
+        consumer.close()
+
+
+def records_in(bootstrap: str, topic: str) -> int:
+    """How many records the broker holds in ``topic`` (end minus start offsets): exact
+    once every producer that wrote to it has flushed, with no waiting."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        known = consumer.partitions_for_topic(topic)
+        assert known, f"the broker does not know topic {topic}"
+        partitions = [TopicPartition(topic, p) for p in known]
+        ends = consumer.end_offsets(partitions)
+        starts = consumer.beginning_offsets(partitions)
+        return sum(ends[tp] - starts[tp] for tp in partitions)
+    finally:
+        consumer.close()

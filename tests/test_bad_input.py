@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import platform
 import re
 import shutil
 import subprocess
 import sys
-import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -139,7 +139,6 @@ def test_the_decoder_only_ever_rejects_with_its_own_error(value: bytes) -> None:
 )
 def test_a_10_mb_value_is_refused_before_it_is_parsed(value: bytes) -> None:
     tracemalloc.start()
-    started = time.perf_counter()
     try:
         with pytest.raises(InvalidAttemptError) as caught:
             decode_attempt(value, MODES)
@@ -148,7 +147,6 @@ def test_a_10_mb_value_is_refused_before_it_is_parsed(value: bytes) -> None:
         tracemalloc.stop()
     assert caught.value.error_class == "oversized"
     assert peak < 64 * 1024  # nothing of the value was copied or parsed
-    assert time.perf_counter() - started < 0.05
 
 
 def test_deep_nesting_within_the_size_limit_is_invalid_json_not_a_crash() -> None:
@@ -177,8 +175,8 @@ def test_timestamps_before_1970_are_refused_as_in_files() -> None:
 def test_every_fuzzed_rejection_reaches_the_dead_letter_topic(
     stream_settings: Settings, fuzzed: list[bytes]
 ) -> None:
+    from tests.helpers import Rec, real_store_and_broker, run
     from tests.services import read_topic
-    from tests.test_processor import Rec, real_store_and_broker, run
 
     values = [*fuzzed, json.dumps(VALID).encode(), b"x" * (10 * 1024 * 1024)]
     outcomes = [check(v) for v in values]
@@ -259,9 +257,18 @@ def test_hostile_attempt_ids_stay_inside_the_scope_keys(
     assert all(KEY_RE.fullmatch(key) for key in keys), keys
 
 
+#: Where the dev extra installs atheris (the marker in pyproject.toml).
+ATHERIS_PLATFORM = (
+    sys.platform == "linux" and platform.machine() == "x86_64" and sys.version_info < (3, 13)
+)
+
+
 def test_coverage_guided_fuzzing_with_atheris(tmp_path: Path) -> None:
     """1,000,000 coverage-guided inputs from the seeds in tests/fuzz/seeds (atheris)."""
-    pytest.importorskip("atheris", reason="atheris has no wheel for this platform")
+    if not ATHERIS_PLATFORM:
+        pytest.skip("atheris has no wheel for this platform (the dev extra's marker leaves it out)")
+    import atheris  # noqa: F401  on a platform with a wheel, a missing install fails here
+
     here = Path(__file__).parent / "fuzz"
     corpus = tmp_path / "corpus"
     shutil.copytree(here / "seeds", corpus)

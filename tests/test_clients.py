@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer
 
 from performance_engine import (
     AttemptProducer,
@@ -14,16 +13,14 @@ from performance_engine import (
     InvalidAttemptError,
     StatsSubscriber,
 )
-from performance_engine.events import Source, stats_event
 from performance_engine.metrics.attempt import attempt_from_mapping, decode_attempt
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings
 from performance_engine.tools.demo import free_port
 from performance_engine.tools.simulator import generate_attempts
-from tests.helpers import raw
-from tests.services import read_topic
-from tests.test_worker import oracle, wait_for_oracle
+from tests.helpers import oracle, publish_events, raw, wait_for_oracle
+from tests.services import read_topic, records_in
 
 pytestmark = [pytest.mark.kafka]
 
@@ -54,7 +51,7 @@ def test_invalid_attempt_raises_and_sends_nothing(stream_settings: Settings) -> 
         with pytest.raises(InvalidAttemptError, match="user_id"):
             producer.emit_many([raw(), raw(), raw(user_id=-1)])  # the good ones stay unsent
         assert producer.sent == 0
-    assert read_topic(stream_settings.kafka_bootstrap, stream_settings.attempts_topic, 1500) == []
+    assert records_in(stream_settings.kafka_bootstrap, stream_settings.attempts_topic) == 0
 
 
 def test_unreachable_broker(redis_url: str) -> None:
@@ -63,19 +60,6 @@ def test_unreachable_broker(redis_url: str) -> None:
         AttemptProducer(settings, bootstrap_timeout_ms=1000)
     with pytest.raises(BrokerUnavailableError):
         StatsSubscriber(settings, bootstrap_timeout_ms=1000)
-
-
-def publish_events(settings: Settings, events: list[tuple[ScopeKey, int]]) -> None:
-    calculator = MetricsCalculator()
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-    for scope, version in events:
-        state = calculator.new_state()
-        state.version = version
-        stats_json = calculator.stats(scope, state).to_json()
-        key, value = stats_event(scope, version, stats_json, Source("attempts", 0, version, "a"))
-        producer.send(settings.stats_topic, key=key, value=value)
-    producer.flush()
-    producer.close()
 
 
 def test_subscriber_drops_duplicates_and_optionally_stale(stream_settings: Settings) -> None:

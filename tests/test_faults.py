@@ -25,6 +25,15 @@ import redis
 from performance_engine.settings import Settings
 from performance_engine.tools.demo import free_port
 from performance_engine.tools.simulator import generate_attempts
+from tests.helpers import (
+    Records,
+    applied,
+    assert_last_events_carry_final_versions,
+    malformed_records,
+    oracle,
+    produce_slowly,
+    wait_for_oracle,
+)
 from tests.services import (
     DelayProxy,
     RedisServer,
@@ -34,15 +43,6 @@ from tests.services import (
     late_arrivals,
     start_tansu,
     wait_until,
-)
-from tests.test_worker import (
-    Records,
-    applied,
-    assert_last_events_carry_final_versions,
-    malformed_records,
-    oracle,
-    produce_slowly,
-    wait_for_oracle,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -62,6 +62,11 @@ def storm_dataset(count: int, seed: int) -> Records:
     return records
 
 
+def retries(log: Path) -> int:
+    """The worker's "... failed (...); retrying in ..." lines so far."""
+    return log.read_text().count("; retrying in ")
+
+
 def wait_for_progress(settings: Settings, scopes: list[Any], more_than: int, what: str) -> int:
     wait_until(lambda: applied(settings, scopes) > more_than, 120, what)
     return applied(settings, scopes)
@@ -72,24 +77,31 @@ def wait_for_progress(settings: Settings, scopes: list[Any], more_than: int, wha
 
 def test_kill_storm(stream_settings: Settings, workers: Callable[..., Any]) -> None:
     """kill -9 at random moments, six times, while 100,000 attempts stream in, most of
-    them out of learning order (the learning block is in the oracle's stats too)."""
+    them out of learning order (the learning block is in the oracle's stats too).
+
+    The attempts go in seven parts; each of the first six is killed into once the worker
+    has applied some of it, and what Redis holds after each kill shows that the kill came
+    before the part was all applied."""
     records = storm_dataset(100_000, seed=31)
     assert late_arrivals(records) > 50_000
     expected = oracle(records)
     scopes = sorted(expected)
-    total = sum(s.version for s in expected.values())
     rng = random.Random(31)
-    producer = produce_slowly(stream_settings, records, chunks=40, pause=1.0)
+    size = len(records) // 7 + 1
+    parts = [records[start : start + size] for start in range(0, len(records), size)]
     worker = workers(stream_settings)
-    kills = 0
-    while kills < 6 and applied(stream_settings, scopes) < total * 0.9:
-        done = applied(stream_settings, scopes)
-        wait_for_progress(stream_settings, scopes, done + rng.randrange(500, 5000), "progress")
-        time.sleep(rng.uniform(0, 1.5))  # somewhere in a batch: fetch, write, publish, commit
+    for k, part in enumerate(parts[:6]):
+        through_part = sum(s.version for s in oracle(records[: (k + 1) * size]).values())
+        before = applied(stream_settings, scopes)
+        producer = produce_slowly(stream_settings, part, chunks=10, pause=0.5)
+        wait_for_progress(stream_settings, scopes, before + rng.randrange(200, 2000), "progress")
+        time.sleep(rng.uniform(0, 0.5))  # somewhere in a batch: fetch, write, publish, commit
         worker.kill()
-        kills += 1
+        at_kill = applied(stream_settings, scopes)  # a killed worker writes nothing more
+        assert before < at_kill < through_part, "each kill must land inside its part"
+        producer.join(timeout=120)
         worker = workers(stream_settings)
-    assert kills >= 5, f"the stream finished after {kills} kills"
+    producer = produce_slowly(stream_settings, parts[6], chunks=10, pause=0.2)
     producer.join(timeout=300)
     wait_for_oracle(stream_settings, expected, timeout=300)
     assert_last_events_carry_final_versions(stream_settings, expected)
@@ -118,9 +130,11 @@ def test_redis_restart_acks_nothing_while_down(
     producer = produce_slowly(settings, records, chunks=40, pause=0.5)
     wait_for_progress(settings, scopes, 2000, "the worker to start applying")
     own_redis.stop()
-    time.sleep(1.0)  # a batch that was being written fails now, and is not committed
-    offsets = committed(settings)
-    time.sleep(5.0)
+    # The batch being written fails now: wait until the worker says so, then until it has
+    # retried a few more times, and nothing may have been committed meanwhile.
+    wait_until(lambda: retries(worker.log) >= 1, 60, "the worker to find Redis gone")
+    offsets, seen = committed(settings), retries(worker.log)
+    wait_until(lambda: retries(worker.log) >= seen + 3, 60, "the worker to retry")
     assert committed(settings) == offsets  # no record acked while Redis was down
     assert worker.alive()
     own_redis.start()
@@ -194,7 +208,8 @@ def test_a_second_worker_joins_then_leaves_mid_stream(
     wait_for_oracle(stream_settings, expected, timeout=240)
     assert first.alive()
     for worker in (first, second):  # both held partitions of the attempts topic
-        assert re.search(rf"\| {stream_settings.attempts_topic} +\| {{\d", worker.log.read_text())
+        log = worker.log.read_text()
+        assert re.search(rf"assigned partitions of {stream_settings.attempts_topic}: \d", log)
 
 
 # 5. slow Redis ------------------------------------------------------------------------------
@@ -241,8 +256,8 @@ def test_redis_out_of_memory_pauses_then_resumes(
 
     wait_until(out_of_memory, 120, "the worker to hit maxmemory and retry")
     stuck = applied(settings, scopes)
-    offsets = committed(settings)
-    time.sleep(3)
+    offsets, seen = committed(settings), retries(log)
+    wait_until(lambda: retries(log) >= seen + 3, 60, "the worker to retry the write")
     assert committed(settings) == offsets  # nothing acked that was not written
     assert applied(settings, scopes) == stuck
     assert worker.alive()

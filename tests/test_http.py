@@ -13,8 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from performance_engine.settings import Settings
 from performance_engine.tools.simulator import generate_attempts
+from tests.helpers import oracle, wait_for_oracle
 from tests.services import attempt_records, produce, wait_until
-from tests.test_worker import oracle, wait_for_oracle
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 

@@ -26,36 +26,12 @@ from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.types import DifficultyEnum, LearningStats, ScopeKey
 from performance_engine.worker.store import unpack_scope
 from tests.example_metrics import WrongInARow
-from tests.helpers import SPILL_LIMITS, StreamModel, attempt
+from tests.helpers import SPILL_LIMITS, StreamModel, attempt, spec_attempts
 from tests.strategies import attempts
 
 E, M, H = DifficultyEnum.EASY, DifficultyEnum.MEDIUM, DifficultyEnum.HARD
 ROOT = Path(__file__).resolve().parent.parent
 START = 1_795_510_800_000  # 2026-11-24T09:00:00Z
-
-#: The SPEC 4 example scope: in learning order, one second apart, standard mode.
-SPEC_SCOPE = [
-    ("a-1", "easy", 1, False),
-    ("a-2", "easy", 1, True),
-    ("a-3", "easy", 2, True),
-    ("a-4", "medium", 10, False),
-    ("a-5", "medium", 10, True),
-    ("a-6", "medium", 11, False),
-    ("a-7", "medium", 10, True),
-]
-
-
-def spec_attempts() -> list[Attempt]:
-    return [
-        attempt(
-            attempt_id=attempt_id,
-            difficulty=difficulty,
-            question_id=question,
-            is_correct=correct,
-            occurred_at=START + 1000 * n,
-        )
-        for n, (attempt_id, difficulty, question, correct) in enumerate(SPEC_SCOPE)
-    ]
 
 
 def spec_json() -> dict[str, Any]:

@@ -6,17 +6,12 @@ anything is published or committed, and between two writers holding stale state.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import random
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from performance_engine.events import decode_stats_event
 from performance_engine.metrics.attempt import attempt_from_mapping
@@ -26,58 +21,15 @@ from performance_engine.metrics.loader import attempts_to_frame
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings
 from performance_engine.tools.simulator import generate_attempts
-from performance_engine.worker.processor import BatchProcessor, Publisher
-from performance_engine.worker.publisher import BatchPublisher
-from performance_engine.worker.store import AsyncStatsStore
+from performance_engine.worker.processor import BatchProcessor
+from tests.helpers import Rec, oracle, real_store_and_broker, records, run, spec_rows
 from tests.services import read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
 
-@dataclass(frozen=True)
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: int = 0
-
-
 class Crash(BaseException):
     """The process dies here (not an Exception: nothing may catch and retry it)."""
-
-
-def records(settings: Settings, rows: list[dict[str, Any]]) -> list[Rec]:
-    return [
-        Rec(settings.attempts_topic, 0, offset, str(r["user_id"]).encode(), json.dumps(r).encode())
-        for offset, r in enumerate(rows)
-    ]
-
-
-def oracle(rows: list[dict[str, Any]]) -> Any:
-    calculator = MetricsCalculator()
-    attempts = [attempt_from_mapping(r, calculator.learning_modes) for r in rows]
-    return compute_stats(attempts_to_frame(attempts), calculator)
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
-@contextlib.asynccontextmanager
-async def real_store_and_broker(
-    settings: Settings,
-) -> AsyncIterator[tuple[AsyncStatsStore, Publisher]]:
-    """The real Redis store and a publisher on the real broker, closed afterwards."""
-    store = AsyncStatsStore.from_settings(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-    await producer.start()
-    try:
-        yield store, BatchPublisher(producer).publish
-    finally:
-        await producer.stop()
-        await store.close()
 
 
 def test_crash_after_the_write_then_redelivery(stream_settings: Settings) -> None:
@@ -141,33 +93,6 @@ def test_two_writers_with_stale_caches_never_double_count_state_or_counters(
     distinct = len({r["attempt_id"] for r in rows})
     assert sum(c.attempts_applied for c in counters) == distinct
     assert sum(c.duplicates for c in counters) == given - distinct
-
-
-SPEC_ROWS = [  # the SPEC 4 example scope, in learning order, one second apart
-    ("a-1", "easy", 1, False),
-    ("a-2", "easy", 1, True),
-    ("a-3", "easy", 2, True),
-    ("a-4", "medium", 10, False),
-    ("a-5", "medium", 10, True),
-    ("a-6", "medium", 11, False),
-    ("a-7", "medium", 10, True),
-]
-
-
-def spec_rows() -> list[dict[str, Any]]:
-    return [
-        {
-            "attempt_id": attempt_id,
-            "user_id": 123,
-            "sub_topic_id": 456,
-            "learning_mode": "standard",
-            "question_id": question,
-            "difficulty": difficulty,
-            "is_correct": correct,
-            "occurred_at": 1_795_510_800_000 + 1000 * n,
-        }
-        for n, (attempt_id, difficulty, question, correct) in enumerate(SPEC_ROWS)
-    ]
 
 
 def test_a_scope_stored_by_the_first_release_and_its_rebuild(

@@ -29,8 +29,8 @@ from performance_engine.settings import Settings, load_settings, settings_env
 from performance_engine.tools.demo import free_port, redis_server_command
 from performance_engine.tools.simulator import generate_attempts
 from performance_engine.worker.store import StatsStore
+from tests.helpers import dataset, oracle, wait_for_oracle
 from tests.services import RedisClusterNodes, RedisServer, produce, wait_until
-from tests.test_worker import dataset, oracle, wait_for_oracle
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]  # servers of its own, per test
 

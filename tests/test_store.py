@@ -22,7 +22,6 @@ from performance_engine import (
     UserAttemptsNotFoundError,
 )
 from performance_engine.errors import InvalidScopeError
-from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.history import decode_entries
 from performance_engine.metrics.loader import load_attempts
@@ -32,6 +31,7 @@ from performance_engine.tools.backfill import backfill_file, backfill_frame
 from performance_engine.tools.demo import free_port
 from performance_engine.tools.simulator import generate_attempts
 from performance_engine.worker.store import AsyncStatsStore, ScopeWrite, StatsStore, unpack_scope
+from tests.helpers import oracle, spec_rows
 
 pytestmark = pytest.mark.redis
 
@@ -49,11 +49,6 @@ def history(tmp_path: Path) -> Path:
     path = tmp_path / "history.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
-
-
-def oracle(path: Path) -> dict[ScopeKey, PerformanceStatsData]:
-    calculator = MetricsCalculator()
-    return compute_stats(load_attempts(path, calculator.learning_modes).frame, calculator)
 
 
 def dump(client: redis.Redis, prefix: str) -> dict[Any, Any]:
@@ -150,24 +145,8 @@ def test_cli_backfill_and_stats(settings: Settings, history: Path) -> None:
 def test_cli_stats_of_a_first_release_scope_rebuilt_into_the_spec_example(
     settings: Settings, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
-    rows = [
-        ("a-1", "easy", 1, False),
-        ("a-2", "easy", 1, True),
-        ("a-3", "easy", 2, True),
-        ("a-4", "medium", 10, False),
-        ("a-5", "medium", 10, True),
-        ("a-6", "medium", 11, False),
-        ("a-7", "medium", 10, True),
-    ]
     history = tmp_path / "spec.csv"
-    history.write_text(
-        "attempt_id,user_id,sub_topic_id,learning_mode,question_id,difficulty,is_correct,"
-        "occurred_at\n"
-        + "".join(
-            f"{i},123,456,standard,{q},{d},{str(c).lower()},{1_795_510_800_000 + 1000 * n}\n"
-            for n, (i, d, q, c) in enumerate(rows)
-        )
-    )
+    pd.DataFrame(spec_rows()).to_csv(history, index=False)
     redis_client.set(  # a-1 .. a-5 as the first release stored them
         f"{settings.key_prefix}:{{u123}}:456:standard",
         (Path(__file__).parent / "data" / "state-format-1.bin").read_bytes(),

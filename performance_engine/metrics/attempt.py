@@ -15,9 +15,9 @@ from typing import Annotated, Any
 
 import msgspec
 
-from performance_engine.errors import InvalidAttemptError
-from performance_engine.metrics.modes import LearningModes
-from performance_engine.metrics.types import DifficultyEnum, ScopeKey
+from performance_engine.errors import InvalidAttemptError, InvalidScopeError
+from performance_engine.metrics.modes import MODE_NAME_RE, LearningModes
+from performance_engine.metrics.types import DifficultyEnum, LearningModeType, ScopeKey
 
 __all__ = [
     "ATTEMPT_COLUMNS",
@@ -30,6 +30,7 @@ __all__ = [
     "decode_attempt",
     "parse_difficulty",
     "parse_occurred_at",
+    "scope_key",
 ]
 
 MAX_VALUE_BYTES = 64 * 1024
@@ -216,3 +217,18 @@ def attempt_from_mapping(data: Mapping[str, Any], modes: LearningModes) -> Attem
     except msgspec.ValidationError as exc:
         raise _field_error(exc) from None
     return _from_wire(wire, modes)
+
+
+def scope_key(user_id: int, sub_topic_id: int, learning_mode: LearningModeType | str) -> ScopeKey:
+    """A validated :class:`ScopeKey`; InvalidScopeError for malformed parts."""
+    for name, value in (("user_id", user_id), ("sub_topic_id", sub_topic_id)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
+            raise InvalidScopeError(f"{name} must be an integer from 1 to 2**63-1, got {value!r}")
+    mode = learning_mode.value if isinstance(learning_mode, LearningModeType) else learning_mode
+    mode = mode.lower() if isinstance(mode, str) else mode
+    if not isinstance(mode, str) or not MODE_NAME_RE.fullmatch(mode):
+        raise InvalidScopeError(
+            f"learning_mode {learning_mode!r} is not a valid mode name "
+            "(1 to 32 of a-z 0-9 _ -, starting with a letter)"
+        )
+    return ScopeKey(user_id, sub_topic_id, mode)

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import threading
 
-from performance_engine.errors import InvalidScopeError
-from performance_engine.metrics.attempt import MAX_ID
-from performance_engine.metrics.modes import MODE_NAME_RE
+from performance_engine.metrics.attempt import scope_key
 from performance_engine.metrics.types import LearningModeType, PerformanceStatsData, ScopeKey
 from performance_engine.settings import Settings, load_settings
 from performance_engine.worker.store import AsyncStatsStore, StatsStore
@@ -29,21 +27,6 @@ __all__ = ["AsyncPerformanceStats", "PerformanceStats", "scope_key"]
 
 _stores: dict[Settings, StatsStore] = {}
 _stores_lock = threading.Lock()
-
-
-def scope_key(user_id: int, sub_topic_id: int, learning_mode: LearningModeType | str) -> ScopeKey:
-    """A validated :class:`ScopeKey`; InvalidScopeError for malformed parts."""
-    for name, value in (("user_id", user_id), ("sub_topic_id", sub_topic_id)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
-            raise InvalidScopeError(f"{name} must be an integer from 1 to 2**63-1, got {value!r}")
-    mode = learning_mode.value if isinstance(learning_mode, LearningModeType) else learning_mode
-    mode = mode.lower() if isinstance(mode, str) else mode
-    if not isinstance(mode, str) or not MODE_NAME_RE.fullmatch(mode):
-        raise InvalidScopeError(
-            f"learning_mode {learning_mode!r} is not a valid mode name "
-            "(1 to 32 of a-z 0-9 _ -, starting with a letter)"
-        )
-    return ScopeKey(user_id, sub_topic_id, mode)
 
 
 def _shared_store(settings: Settings) -> StatsStore:

@@ -235,7 +235,13 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from performance_engine.tools.demo import DemoOptions, run_demo
 
     return run_demo(
-        DemoOptions(duration=args.duration, users=args.users, rate=args.rate, seed=args.seed)
+        DemoOptions(
+            duration=args.duration,
+            users=args.users,
+            rate=args.rate,
+            seed=args.seed,
+            summary=args.summary,
+        )
     )
 
 
@@ -353,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=_positive_int, default=20)
     demo.add_argument("--rate", type=float, default=50.0, help="attempts per second")
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument(
+        "--summary", type=Path, default=None, help="write a JSON summary here at the end"
+    )
     demo.set_defaults(handler=_cmd_demo)
 
     worker = commands.add_parser(

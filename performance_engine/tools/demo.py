@@ -11,6 +11,7 @@ stopped before it returns.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -47,6 +48,8 @@ class DemoOptions:
     rate: float = 50.0
     seed: int = 7
     invalid_share: float = 0.02
+    #: Where to write a JSON summary at the end (processes, totals, learners' stats).
+    summary: Path | None = None
 
 
 @dataclass
@@ -55,6 +58,7 @@ class _Started:
 
     console: Console
     processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
 
     def add(self, name: str, process: subprocess.Popen[bytes], where: str) -> None:
         self.processes.append((name, process))
@@ -71,6 +75,7 @@ class _Started:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(process.pid, signal.SIGKILL)
                     process.wait(timeout=10)
+            self.stopped.append(name)
             self.console.print(f"stopped {name}", highlight=False)
 
 
@@ -290,7 +295,7 @@ def run_demo(options: DemoOptions, environ: Mapping[str, str] | None = None) -> 
 
     console = Console()
     environ = dict(os.environ if environ is None else environ)
-    with _services(console, environ) as (settings, web_port, _started):
+    with _services(console, environ) as (settings, web_port, started):
         model = LearnerModel(users=options.users, sub_topics=2, seed=options.seed)
         scopes = [
             ScopeKey(user, 101, model.modes[(user + 101) % len(model.modes)])
@@ -345,4 +350,22 @@ def run_demo(options: DemoOptions, environ: Mapping[str, str] | None = None) -> 
                 f"attempts processed, {totals.get('perf_engine_attempts_rejected_total', 0):,.0f}"
                 " rejected"
             )
+            learners = [None if item is None else item.stats_json for item in store.read(scopes)]
+    if options.summary is not None:
+        _write_summary(options.summary, started, totals, learners)
     return 0
+
+
+def _write_summary(
+    path: Path, started: _Started, totals: dict[str, float], learners: list[bytes | None]
+) -> None:
+    """The demo's end, for scripts: what it started (and stopped), what the worker
+    counted, and the tracked learners' latest stats (SPEC 4 JSON, null if none)."""
+    summary = {
+        "started": {name: process.pid for name, process in started.processes},
+        "stopped": started.stopped,
+        "attempts_processed": int(totals.get("perf_engine_attempts_processed_total", 0)),
+        "attempts_rejected": int(totals.get("perf_engine_attempts_rejected_total", 0)),
+        "learners": [None if raw is None else json.loads(raw) for raw in learners],
+    }
+    path.write_text(json.dumps(summary, indent=2) + "\n")

@@ -136,9 +136,11 @@ class EngineService(Service):
             on_batch=self.metrics.observe_batch,
         )
         app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_partitions_assigned.connect(self._on_assigned)
         app.batch_handler = self.handle_batch
         _tune_collector()
         app.batch_ready.set()
+        self._log_assignment()
         logger.info("engine ready: %s -> Redis %s", settings.attempts_topic, self.store.url)
 
     async def on_stop(self) -> None:
@@ -157,6 +159,19 @@ class EngineService(Service):
                 logger.warning("batch abandoned, its records will be delivered again: %s", exc)
                 return False
         return True
+
+    async def _on_assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        self._log_assignment()
+
+    def _log_assignment(self) -> None:
+        """One line per assignment: which partitions of the attempts topic this worker has
+        (the first assignment comes before this service starts, hence also at start)."""
+        partitions = sorted(self.assigned_partitions())
+        logger.info(
+            "assigned partitions of %s: %s",
+            self.app.settings.attempts_topic,
+            ", ".join(map(str, partitions)) or "none",
+        )
 
     async def _on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """Let the batch in flight finish (or give up), then forget cached state."""

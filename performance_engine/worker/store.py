@@ -21,7 +21,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -318,8 +318,9 @@ def _async_client(settings: Settings) -> Any:
     return aioredis.Redis.from_url(settings.redis_url, **options)
 
 
-class StatsStore:
-    """Synchronous access to the stored scopes (the CLI, backfill and the read API)."""
+class _Store:
+    """What both stores hold: a redis-py client (sync or asyncio), the key space, the URL
+    (for messages, without its password) and whether Redis is a cluster."""
 
     def __init__(
         self, client: Any, keys: KeySpace, url: str = "redis", *, cluster: bool = False
@@ -329,14 +330,24 @@ class StatsStore:
         self.url = url
         self.cluster = cluster
 
+    @staticmethod
+    def _client_for(settings: Settings) -> Any:
+        raise NotImplementedError
+
     @classmethod
-    def from_settings(cls, settings: Settings) -> StatsStore:
+    def from_settings(cls, settings: Settings) -> Self:
         return cls(
-            _client(settings),
+            cls._client_for(settings),
             KeySpace(settings.key_prefix),
             settings.redis_url,
             cluster=settings.redis_cluster,
         )
+
+
+class StatsStore(_Store):
+    """Synchronous access to the stored scopes (the CLI, backfill and the read API)."""
+
+    _client_for = staticmethod(_client)
 
     def close(self) -> None:
         self.client.close()
@@ -402,25 +413,10 @@ class StatsStore:
         return refused
 
 
-class AsyncStatsStore:
+class AsyncStatsStore(_Store):
     """asyncio access to the stored scopes (async platforms and the worker)."""
 
-    def __init__(
-        self, client: Any, keys: KeySpace, url: str = "redis", *, cluster: bool = False
-    ) -> None:
-        self.client = client
-        self.keys = keys
-        self.url = url
-        self.cluster = cluster
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> AsyncStatsStore:
-        return cls(
-            _async_client(settings),
-            KeySpace(settings.key_prefix),
-            settings.redis_url,
-            cluster=settings.redis_cluster,
-        )
+    _client_for = staticmethod(_async_client)
 
     async def close(self) -> None:
         await self.client.aclose()

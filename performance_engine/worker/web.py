@@ -20,7 +20,7 @@ from performance_engine.errors import (
     InvalidScopeError,
     UserAttemptsNotFoundError,
 )
-from performance_engine.platform.read_api import scope_key
+from performance_engine.metrics.attempt import scope_key
 from performance_engine.worker.instrumentation import CONTENT_TYPE
 
 if TYPE_CHECKING:
