@@ -120,6 +120,8 @@ class BatchProcessor:
         max_backoff: float = 5.0,
         on_batch: Callable[[int, float, float], None] | None = None,
     ) -> None:
+        """``on_batch`` is called after each batch with (records, seconds it took, age of
+        its oldest record): the worker's Prometheus histograms."""
         self.settings = settings
         self.calculator = calculator
         self.store = store
@@ -155,15 +157,6 @@ class BatchProcessor:
         if self._on_batch is not None and records:
             oldest = min(r.timestamp for r in records) / 1000
             self._on_batch(len(records), time.perf_counter() - started, time.time() - oldest)
-
-    @property
-    def on_batch(self) -> Callable[[int, float, float], None] | None:
-        """Called after each batch with (records, seconds it took, age of its oldest record)."""
-        return self._on_batch
-
-    @on_batch.setter
-    def on_batch(self, callback: Callable[[int, float, float], None] | None) -> None:
-        self._on_batch = callback
 
     def _decode(
         self, records: Sequence[Record]
