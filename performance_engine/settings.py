@@ -170,6 +170,8 @@ class Settings:
     kafka_ssl_ca_file: Path | None = setting(None, _path)
     kafka_ssl_cert_file: Path | None = setting(None, _path)
     kafka_ssl_key_file: Path | None = setting(None, _path)
+    #: The platform's database holding the outbox (an SQLAlchemy URL), for the relay.
+    outbox_url: str | None = setting(None, secret=True)
 
     def __post_init__(self) -> None:
         for f in fields(self):

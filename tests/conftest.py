@@ -178,3 +178,43 @@ def certificates(tmp_path: Path) -> dict[str, Path]:
             str(d / f"{name}.crt"),
         )
     return {p.stem + p.suffix: p for p in d.iterdir()}
+
+
+#: The development and CI machines' database servers (trust auth / root without password).
+POSTGRES_ADMIN_URL = os.environ.get(
+    "PERF_ENGINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+MARIADB_ADMIN_URL = os.environ.get(
+    "PERF_ENGINE_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
+)
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of this test's own, dropped afterwards: SQLite in a file, or a new
+    database on the machine's PostgreSQL or MariaDB server."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    kind: str = request.param
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'platform.db'}"
+        return
+    admin_url = POSTGRES_ADMIN_URL if kind == "postgresql" else MARIADB_ADMIN_URL
+    name = f"pe_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f"CREATE DATABASE {name}"))
+    except Exception as exc:  # the server must run here: say so, loudly
+        admin.dispose()
+        pytest.fail(f"the {kind} server at {make_url(admin_url)} is needed: {exc}")
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            if kind == "postgresql":
+                connection.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+            else:
+                connection.execute(text(f"DROP DATABASE {name}"))
+        admin.dispose()

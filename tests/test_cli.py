@@ -16,7 +16,7 @@ from performance_engine.settings import Settings, settings_env
 from performance_engine.tools.demo import free_port
 from performance_engine.tools.simulator import generate_attempts
 from tests.helpers import publish_events
-from tests.services import RedisServer, read_topic, records_in
+from tests.services import RedisServer, read_topic, topic_is_empty
 
 pytestmark = [pytest.mark.kafka]
 
@@ -120,7 +120,7 @@ def test_emit_bad_row_sends_nothing(stream_settings: Settings, tmp_path: Path) -
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith(f"perf-engine emit: error: {path}: row 4: ")
-    assert records_in(stream_settings.kafka_bootstrap, stream_settings.attempts_topic) == 0
+    assert topic_is_empty(stream_settings.kafka_bootstrap, stream_settings.attempts_topic)
     done = cli(stream_settings, "emit", str(path), "--skip-invalid")
     assert done.stdout.startswith("emitted 4 attempts to")
     assert "1 invalid rows skipped" in done.stdout

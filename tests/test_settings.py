@@ -63,6 +63,7 @@ EVERY_VARIABLE: dict[str, tuple[str, object]] = {
     "PERF_ENGINE_KAFKA_SSL_CA_FILE": ("/k/ca.pem", Path("/k/ca.pem")),
     "PERF_ENGINE_KAFKA_SSL_CERT_FILE": ("/k/c.pem", Path("/k/c.pem")),
     "PERF_ENGINE_KAFKA_SSL_KEY_FILE": ("/k/k.pem", Path("/k/k.pem")),
+    "PERF_ENGINE_OUTBOX_URL": ("sqlite:///o.db", "sqlite:///o.db"),
 }
 
 

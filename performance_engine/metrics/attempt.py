@@ -110,6 +110,23 @@ class Attempt(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         """The SPEC 2 JSON form (``occurred_at`` as epoch milliseconds)."""
         return _ENCODER.encode(self)
 
+    def to_mapping(self) -> dict[str, Any]:
+        """The SPEC 2 object (``difficulty`` by name), e.g. to validate it again against
+        other learning modes."""
+        return {
+            "attempt_id": self.attempt_id,
+            "user_id": self.user_id,
+            "sub_topic_id": self.sub_topic_id,
+            "learning_mode": self.learning_mode,
+            "question_id": self.question_id,
+            "difficulty": self.difficulty.value,
+            "is_correct": self.is_correct,
+            "occurred_at": self.occurred_at,
+            "attempt_number": self.attempt_number,
+            "time_spent_ms": self.time_spent_ms,
+            "schema_version": self.schema_version,
+        }
+
 
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(_Wire)

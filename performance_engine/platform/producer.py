@@ -63,7 +63,7 @@ class AttemptProducer:
     def validate(self, attempt: Mapping[str, Any] | Attempt) -> Attempt:
         """The attempt as the engine will see it; InvalidAttemptError if it breaks SPEC 2."""
         if isinstance(attempt, Attempt):
-            return attempt_from_mapping(_as_mapping(attempt), self.learning_modes)
+            return attempt_from_mapping(attempt.to_mapping(), self.learning_modes)
         return attempt_from_mapping(attempt, self.learning_modes)
 
     def emit(self, attempt: Mapping[str, Any] | Attempt) -> Any:
@@ -115,19 +115,3 @@ class AttemptProducer:
             raise broker_failed(self.settings, exc) from exc
         self.sent += 1
         return future
-
-
-def _as_mapping(attempt: Attempt) -> dict[str, Any]:
-    return {
-        "attempt_id": attempt.attempt_id,
-        "user_id": attempt.user_id,
-        "sub_topic_id": attempt.sub_topic_id,
-        "learning_mode": attempt.learning_mode,
-        "question_id": attempt.question_id,
-        "difficulty": attempt.difficulty.value,
-        "is_correct": attempt.is_correct,
-        "occurred_at": attempt.occurred_at,
-        "attempt_number": attempt.attempt_number,
-        "time_spent_ms": attempt.time_spent_ms,
-        "schema_version": attempt.schema_version,
-    }

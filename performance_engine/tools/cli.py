@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from performance_engine.errors import PerformanceEngineError
+from performance_engine.errors import ConfigurationError, PerformanceEngineError
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData
 from performance_engine.settings import Settings, load_settings
@@ -71,6 +71,62 @@ def _cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     if len(report.rejected) > 10:
         err.print(f"... and {len(report.rejected) - 10} more invalid rows", highlight=False)
     print(report.summary())
+    return 0
+
+
+def _database_url(args: argparse.Namespace, settings: Settings) -> str:
+    url = getattr(args, "database_url", None) or settings.outbox_url
+    if not url:
+        raise ConfigurationError(
+            "no database: give its URL (an SQLAlchemy URL, e.g. "
+            "postgresql+psycopg://user@host/db) or set PERF_ENGINE_OUTBOX_URL"
+        )
+    return str(url)
+
+
+def _cmd_outbox_init(args: argparse.Namespace, settings: Settings) -> int:
+    from performance_engine.platform.outbox import (
+        LANES_TABLE,
+        OUTBOX_TABLE,
+        create_outbox,
+        outbox_engine,
+    )
+
+    engine = outbox_engine(_database_url(args, settings))
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        created = create_outbox(engine)
+    finally:
+        engine.dispose()
+    if created:
+        print(f"created tables {OUTBOX_TABLE} and {LANES_TABLE} in {where}")
+    else:
+        print(f"{OUTBOX_TABLE} already exists in {where}; nothing changed")
+    return 0
+
+
+def _cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
+    from prometheus_client import start_http_server
+
+    from performance_engine.broker import require_broker
+    from performance_engine.tools.relay import Relay, RelayOptions, relay_engine
+
+    if not args.debug:
+        logging.getLogger("performance_engine").setLevel(logging.INFO)
+    require_broker(settings)
+    options = RelayOptions(
+        batch_size=args.batch_size,
+        poll_seconds=args.poll,
+        retention_seconds=args.retention,
+    )
+    relay = Relay(relay_engine(_database_url(args, settings)), settings, options)
+    if args.metrics_port:
+        start_http_server(args.metrics_port, registry=relay.registry)
+    logger.info("relaying %s to %s", relay.engine.url.render_as_string(), settings.attempts_topic)
+    try:
+        relay.run()
+    finally:
+        relay.close()
     return 0
 
 
@@ -419,6 +475,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=None, help="stop after this many seconds without an update"
     )
     watch.set_defaults(handler=_cmd_watch)
+
+    outbox = commands.add_parser("outbox", help="the platform's transactional outbox")
+    outbox_commands = outbox.add_subparsers(dest="outbox_command", required=True)
+    init = outbox_commands.add_parser(
+        "init", help="create the outbox tables in a database (does nothing if they exist)"
+    )
+    init.add_argument("database_url", nargs="?", help="SQLAlchemy URL (or PERF_ENGINE_OUTBOX_URL)")
+    init.set_defaults(handler=_cmd_outbox_init)
+
+    relay = commands.add_parser("relay", help="publish the outbox's committed rows to Kafka")
+    relay.add_argument("--database-url", help="SQLAlchemy URL (or PERF_ENGINE_OUTBOX_URL)")
+    relay.add_argument("--batch-size", type=_positive_int, default=1000)
+    relay.add_argument("--poll", type=float, default=0.2, help="seconds between empty rounds")
+    relay.add_argument(
+        "--retention", type=float, default=86_400.0, help="seconds sent rows are kept"
+    )
+    relay.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics")
+    relay.set_defaults(handler=_cmd_relay)
 
     check = commands.add_parser(
         "check", help="are Kafka and Redis reachable, the topics there, Redis safe for state?"
