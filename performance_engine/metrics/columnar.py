@@ -176,7 +176,7 @@ def _distinct_blocks(keys: np.ndarray[Any, Any], params: Sequence[LearningParams
     predicted = p[:, None] * one_minus_slip + (1 - p)[:, None] * guess
     reaches = predicted >= target[:, None]
     recommended = np.where(reaches[:, 2], 2, np.where(reaches[:, 1], 1, 0))
-    rounded = _round_tokens(np.concatenate([p, e, predicted.reshape(-1)]))
+    rounded = _written(np.concatenate([p, e, predicted.reshape(-1)]))
     counts = keys[:, 2:10].astype(np.int64)
     first = _float_tokens(counts[:, 2:5], counts[:, 5:8])
     columns = zip(
@@ -208,30 +208,30 @@ def _counts(blobs: list[bytes], n: int) -> np.ndarray[Any, np.dtype[np.int64]]:
 def _float_tokens(
     numerator: np.ndarray[Any, Any], denominator: np.ndarray[Any, Any]
 ) -> list[bytes]:
-    """``round(numerator / denominator, 4)`` as msgspec writes it, ``null`` where 0 / 0.
-
-    Ratios of small counts repeat a lot: each distinct one is rounded and written once.
-    """
+    """``round(numerator / denominator, 4)`` as msgspec writes it, ``null`` where 0 / 0."""
     present = (denominator > 0).reshape(-1)
-    ratios = (numerator / np.maximum(denominator, 1)).reshape(-1)
-    distinct, inverse = np.unique(ratios, return_inverse=True)
-    tokens = np.array([*_written(distinct), b"null"], dtype=object)
-    return tokens[np.where(present, inverse.reshape(-1), len(distinct))].tolist()  # type: ignore[no-any-return]
-
-
-def _round_tokens(values: np.ndarray[Any, Any]) -> list[bytes]:
-    """``round(value, 4)`` of each value as msgspec writes it."""
-    distinct, inverse = np.unique(values, return_inverse=True)
-    tokens = np.array(_written(distinct), dtype=object)
-    return tokens[inverse.reshape(-1)].tolist()  # type: ignore[no-any-return]
+    tokens = _token_array((numerator / np.maximum(denominator, 1)).reshape(-1))
+    tokens[~present] = b"null"
+    return tokens.tolist()  # type: ignore[no-any-return]
 
 
 def _written(values: np.ndarray[Any, Any]) -> list[bytes]:
-    """``round(value, 4)`` of each (distinct) value as msgspec writes it."""
-    rounded = _round4(values)
+    """``round(value, 4)`` of each value as msgspec writes it."""
+    return _token_array(values).tolist()  # type: ignore[no-any-return]
+
+
+def _token_array(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """``round(value, 4)`` of each value as msgspec writes it, as an object array.
+
+    Rounded stats repeat a lot (ratios of small counts, probabilities to four places):
+    each distinct rounded value is written once.
+    """
+    rounded = _round4(values.reshape(-1))
     bits, inverse = np.unique(rounded.view(np.uint64), return_inverse=True)  # -0.0 != 0.0
-    tokens = msgspec.json.encode(bits.view(np.float64).tolist())[1:-1].split(b",")
-    return [tokens[i] for i in inverse.reshape(-1).tolist()]
+    tokens = np.empty(len(bits), dtype=object)
+    tokens[:] = msgspec.json.encode(bits.view(np.float64).tolist())[1:-1].split(b",")
+    expanded: np.ndarray[Any, Any] = tokens[inverse.reshape(-1)]
+    return expanded
 
 
 def _round4(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
