@@ -78,10 +78,9 @@ def relay_engine(url: str) -> Engine:
     REPEATABLE READ would show an older snapshot, and it would also keep locks on every row
     a small table's scan touched). On SQLite each transaction takes the write lock at its
     start (``BEGIN IMMEDIATE``), which serialises relays there."""
-    engine = outbox_engine(url)
+    engine = outbox_engine(url, pool_pre_ping=True)
     if engine.dialect.name != "sqlite":
-        engine.dispose()
-        return outbox_engine(url, pool_pre_ping=True, isolation_level="READ COMMITTED")
+        return engine.execution_options(isolation_level="READ COMMITTED")
 
     @event.listens_for(engine, "connect")
     def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
