@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -189,14 +191,13 @@ MARIADB_ADMIN_URL = os.environ.get(
 )
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database of this test's own, dropped afterwards: SQLite in a file, or a new
+@contextmanager
+def own_database(kind: str, tmp_path: Path) -> Iterator[str]:
+    """A database of the caller's own, dropped afterwards: SQLite in a file, or a new
     database on the machine's PostgreSQL or MariaDB server."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    kind: str = request.param
     if kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'platform.db'}"
         return
@@ -218,3 +219,32 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
             else:
                 connection.execute(text(f"DROP DATABASE {name}"))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of this test's own on each of the three kinds, dropped afterwards."""
+    with own_database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def postgresql_url(tmp_path: Path) -> Iterator[str]:
+    """A PostgreSQL database of this test's own, dropped afterwards."""
+    with own_database("postgresql", tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A tansu of this test's own (the test may stop and pause it), and its address."""
+    from performance_engine.tools.demo import free_port
+    from tests.services import start_tansu
+
+    port = free_port()
+    process = start_tansu(port, tmp_path / "tansu.log")
+    yield process, f"127.0.0.1:{port}"
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGCONT)
+        process.terminate()
+        process.wait(timeout=20)

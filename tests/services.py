@@ -109,23 +109,18 @@ class RedisServer:
 
 @dataclass
 class Worker:
-    """A `perf-engine worker` subprocess, started the way a user starts it."""
+    """A `perf-engine` subprocess (by default `perf-engine worker`), started the way a
+    user starts it, in a process group of its own."""
 
     env: dict[str, str]
     log: Path
+    command: tuple[str, ...] = ("worker", "--loglevel", "info")
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Worker:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "performance_engine.tools.cli",
-                    "worker",
-                    "--loglevel",
-                    "info",
-                ],
+                [sys.executable, "-m", "performance_engine.tools.cli", *self.command],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -23,7 +23,6 @@ import pytest
 import redis
 
 from performance_engine.settings import Settings
-from performance_engine.tools.demo import free_port
 from performance_engine.tools.simulator import generate_attempts
 from tests.helpers import (
     Records,
@@ -41,7 +40,6 @@ from tests.services import (
     committed,
     create_topics,
     late_arrivals,
-    start_tansu,
     wait_until,
 )
 
@@ -147,22 +145,10 @@ def test_redis_restart_acks_nothing_while_down(
 # 3. broker pause ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """A tansu of this test's own (the test stops it), and its bootstrap address."""
-    port = free_port()
-    process = start_tansu(port, tmp_path / "tansu.log")
-    yield process, f"127.0.0.1:{port}"
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGCONT)
-        process.terminate()
-        process.wait(timeout=20)
-
-
 def test_broker_paused_for_20_seconds(
+    own_broker: tuple[subprocess.Popen[bytes], str],  # first: stopped after the workers
     stream_settings: Settings,
     workers: Callable[..., Any],
-    own_broker: tuple[subprocess.Popen[bytes], str],
 ) -> None:
     broker, bootstrap = own_broker
     settings = replace(stream_settings, kafka_bootstrap=bootstrap)

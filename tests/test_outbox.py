@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +32,7 @@ from performance_engine.settings import Settings
 from performance_engine.tools.relay import Relay, RelayOptions, relay_engine
 from performance_engine.tools.simulator import generate_attempts
 from tests.helpers import oracle, wait_for_oracle
-from tests.services import read_topic, wait_until
+from tests.services import Worker, create_topics, read_topic, wait_until, worker_env
 
 #: The platform's own table, written in the same transaction as the outbox row.
 platform_metadata = MetaData()
@@ -167,6 +171,108 @@ def test_two_relays_lose_nothing_and_keep_each_learners_order(
     for row in rows:
         expected.setdefault(row["user_id"], []).append(row["attempt_id"])
     assert by_user == expected  # every attempt once, each learner's in the order written
+
+
+def sent_rows(engine: Any) -> int:
+    with engine.connect() as connection:
+        count = connection.scalar(
+            select(func.count())
+            .select_from(outbox_table)
+            .where(outbox_table.c.sent_at.is_not(None))
+        )
+    return int(count or 0)
+
+
+class Writer:
+    """The platform: commits attempts into the outbox, ``size`` per transaction with a
+    pause between, every eighth transaction rolled back, in a thread of its own."""
+
+    def __init__(self, engine: Any, rows: list[dict[str, Any]], size: int, pause: float) -> None:
+        self.engine, self.rows, self.size, self.pause = engine, rows, size, pause
+        self.committed: list[dict[str, Any]] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        for n, start in enumerate(range(0, len(self.rows), self.size)):
+            part = self.rows[start : start + self.size]
+            with self.engine.connect() as connection:
+                transaction = connection.begin()
+                connection.execute(
+                    answers.insert(), [{"attempt_id": r["attempt_id"]} for r in part]
+                )
+                record_attempts(connection, part)
+                if n % 8 == 5:
+                    transaction.rollback()
+                else:
+                    transaction.commit()
+                    self.committed += part
+            time.sleep(self.pause)
+
+
+@pytest.mark.kafka
+@pytest.mark.redis
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_relay_killed_three_times_and_a_broker_pause_count_every_committed_attempt_once(
+    own_broker: tuple[subprocess.Popen[bytes], str],  # first: stopped after the workers
+    postgresql_url: str,
+    stream_settings: Settings,
+    workers: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    broker, bootstrap = own_broker
+    settings = replace(stream_settings, kafka_bootstrap=bootstrap)
+    topics = [settings.attempts_topic, settings.stats_topic, settings.dlq_topic]
+    create_topics(bootstrap, topics, settings.partitions)
+    engine = outbox_engine(postgresql_url)
+    create_outbox(engine)
+    platform_metadata.create_all(engine)
+    workers(settings)
+    env = {**worker_env(settings, tmp_path / "relay"), "PERF_ENGINE_OUTBOX_URL": postgresql_url}
+    command = ("relay", "--batch-size", "300", "--poll", "0.05")
+    relays: list[Worker] = []
+
+    def start_relay() -> Worker:
+        relays.append(Worker(env, tmp_path / f"relay{len(relays)}.log", command).start())
+        return relays[-1]
+
+    writer = Writer(engine, generate_attempts(16_000, users=60, seed=6), size=40, pause=0.05)
+    try:
+        relay = start_relay()
+        for _ in range(3):  # kill -9 mid-stream: after it has sent some, with rows pending
+            before = sent_rows(engine)
+            wait_until(
+                lambda b=before: sent_rows(engine) > b + 500 and pending(engine) > 0,
+                60,
+                "the relay to send while rows are pending",
+                every=0.05,
+            )
+            relay.kill()
+            assert writer.thread.is_alive()
+            relay = start_relay()
+        before = sent_rows(engine)
+        wait_until(lambda: sent_rows(engine) > before + 500, 60, "the relay to send again")
+        os.kill(broker.pid, signal.SIGSTOP)  # the broker stops answering for 15 s
+        time.sleep(1.0)
+        sent_while_paused = sent_rows(engine)
+        time.sleep(14.0)
+        assert sent_rows(engine) == sent_while_paused  # no ack, nothing marked sent
+        queued = pending(engine)
+        os.kill(broker.pid, signal.SIGCONT)
+        assert queued > 1000, "the writer went on committing while the broker was paused"
+        writer.thread.join(timeout=120)
+        assert not writer.thread.is_alive()
+        wait_until(lambda: pending(engine) == 0, 120, "the relay to catch up after the pause")
+        assert relay.alive()  # the same relay recovered by itself
+        wait_for_oracle(settings, oracle(writer.committed), timeout=180)
+        messages = read_topic(bootstrap, settings.attempts_topic)
+        sent = {json.loads(m.value)["attempt_id"] for m in messages}
+        assert sent == {row["attempt_id"] for row in writer.committed}  # no rolled-back one
+    finally:
+        for process in relays:
+            process.stop()
+        engine.dispose()
 
 
 def test_a_relay_skips_the_lanes_another_relay_holds(

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -123,11 +125,21 @@ def _cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
     if args.metrics_port:
         start_http_server(args.metrics_port, registry=relay.registry)
     logger.info("relaying %s to %s", relay.engine.url.render_as_string(), settings.attempts_topic)
+    stopping = _stop_on_sigterm()
     try:
-        relay.run()
+        relay.run(stop=stopping.is_set, until_empty=args.drain)
     finally:
         relay.close()
+    logger.info("relay stopped after sending %d attempts", relay.published)
     return 0
+
+
+def _stop_on_sigterm() -> threading.Event:
+    """An event set by SIGTERM: the relay finishes its round (or the round's rollback) and
+    stops, instead of dying mid-round (which would be safe, but sends the round again)."""
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    return stopping
 
 
 def _with_flags(args: argparse.Namespace, settings: Settings) -> Settings:
@@ -492,6 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--retention", type=float, default=86_400.0, help="seconds sent rows are kept"
     )
     relay.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics")
+    relay.add_argument(
+        "--drain", action="store_true", help="stop once nothing is pending (for cron and scripts)"
+    )
     relay.set_defaults(handler=_cmd_relay)
 
     check = commands.add_parser(

@@ -221,8 +221,9 @@ class Relay:
 
     # -- the loop -----------------------------------------------------------------------
 
-    def run(self, stop: Callable[[], bool] = lambda: False) -> None:
-        """Relay until ``stop()``; failures of the broker or the database are retried."""
+    def run(self, stop: Callable[[], bool] = lambda: False, *, until_empty: bool = False) -> None:
+        """Relay until ``stop()`` (or, with ``until_empty``, until nothing is pending);
+        failures of the broker or the database are retried, with a growing pause."""
         options = self.options
         delay = 0.1
         last_report = last_prune = 0.0
@@ -254,6 +255,8 @@ class Relay:
                     )
                 sent_since, last_report = 0, now
             if sent == 0:
+                if until_empty and self._quietly(self.measure) == (0, 0.0):
+                    return
                 time.sleep(options.poll_seconds)
 
     @staticmethod
