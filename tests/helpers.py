@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -376,3 +379,20 @@ def spec_attempts() -> list[Attempt]:
     """The SPEC 4 example scope as validated attempts."""
     modes = LearningModes.default()
     return [attempt_from_mapping(row, modes) for row in spec_rows()]
+
+
+def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """`perf-engine ARGS` in a subprocess against the settings' Redis and key prefix."""
+    env = {
+        **os.environ,
+        "PERF_ENGINE_REDIS_URL": settings.redis_url,
+        "PERF_ENGINE_KEY_PREFIX": settings.key_prefix,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "performance_engine.tools.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )

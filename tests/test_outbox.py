@@ -241,13 +241,12 @@ def test_relay_killed_three_times_and_a_broker_pause_count_every_committed_attem
     try:
         relay = start_relay()
         for _ in range(3):  # kill -9 mid-stream: after it has sent some, with rows pending
-            before = sent_rows(engine)
-            wait_until(
-                lambda b=before: sent_rows(engine) > b + 500 and pending(engine) > 0,
-                60,
-                "the relay to send while rows are pending",
-                every=0.05,
-            )
+            floor = sent_rows(engine) + 500
+
+            def busy(floor: int = floor) -> bool:
+                return sent_rows(engine) > floor and pending(engine) > 0
+
+            wait_until(busy, 60, "the relay to send while rows are pending", every=0.05)
             relay.kill()
             assert writer.thread.is_alive()
             relay = start_relay()

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +28,7 @@ from performance_engine.tools.backfill import backfill_file, backfill_frame
 from performance_engine.tools.demo import free_port
 from performance_engine.tools.simulator import generate_attempts
 from performance_engine.worker.store import AsyncStatsStore, ScopeWrite, StatsStore, unpack_scope
-from tests.helpers import oracle, spec_rows
+from tests.helpers import oracle, run_cli, spec_rows
 
 pytestmark = pytest.mark.redis
 
@@ -53,22 +50,6 @@ def history(tmp_path: Path) -> Path:
 
 def dump(client: redis.Redis, prefix: str) -> dict[Any, Any]:
     return {key: client.get(key) for key in client.scan_iter(match=f"{prefix}:*")}
-
-
-def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "PERF_ENGINE_REDIS_URL": settings.redis_url,
-        "PERF_ENGINE_KEY_PREFIX": settings.key_prefix,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "performance_engine.tools.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_backfill_then_read_every_scope(

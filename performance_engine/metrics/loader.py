@@ -18,8 +18,10 @@ whole values (pandas writes integer columns with gaps that way; NaN means absent
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,7 @@ __all__ = [
     "attempts_to_frame",
     "frame_attempts",
     "load_attempts",
+    "load_row_chunks",
     "normalise_frame",
 ]
 
@@ -64,13 +67,17 @@ _TRUE = {"true": True, "1": True, "false": False, "0": False}
 
 @dataclass(frozen=True, slots=True)
 class RowError:
-    """One rejected row: its 1-based position among the file's records, and why."""
+    """One rejected row: its 1-based position among the source's records, and why (and,
+    from a database, its ``attempt_id`` when it has one)."""
 
     row: int
     error_class: str
     reason: str
+    attempt_id: str | None = None
 
     def __str__(self) -> str:
+        if self.attempt_id is not None:
+            return f"row {self.row} (attempt_id {self.attempt_id!r}): {self.reason}"
         return f"row {self.row}: {self.reason}"
 
 
@@ -196,8 +203,81 @@ def normalise_frame(
     return _normalise_table(table, Path(source), modes, skip_invalid)
 
 
+def load_row_chunks(
+    chunks: Iterable[pd.DataFrame],
+    modes: LearningModes,
+    *,
+    skip_invalid: bool = False,
+    source: str = "query",
+    progress: Callable[[int], None] = lambda rows: None,
+) -> LoadResult:
+    """Validate and normalise attempts read from a database in chunks of rows.
+
+    Database types are read as a database gives them: ``is_correct`` may be a boolean or
+    the integers 0 and 1 (MySQL's ``BOOLEAN`` is ``TINYINT(1)``), and an ``occurred_at``
+    timestamp without a zone (``DATETIME``, ``timestamp without time zone``, or SQLite's
+    text ``2026-11-24 09:00:00.000000``) is taken as UTC, as Django and most platforms
+    store it. A bad row raises :class:`InputFileError`
+    naming its position in the results and its ``attempt_id``, unless ``skip_invalid``.
+    ``progress`` is called with the number of rows read so far.
+    """
+    frames: list[pd.DataFrame] = []
+    errors: list[RowError] = []
+    read = 0
+    for chunk in chunks:
+        table = pa.Table.from_pandas(_database_types(chunk), preserve_index=False)
+        loaded = _normalise_table(table, Path(source), modes, skip_invalid, first_row=read + 1)
+        frames.append(loaded.frame)
+        errors += loaded.errors
+        read += len(chunk)
+        progress(read)
+    if not frames:
+        return LoadResult(attempts_to_frame([]), errors)
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    return LoadResult(frame, errors)
+
+
+def _database_types(chunk: pd.DataFrame) -> pd.DataFrame:
+    changes: dict[str, Any] = {}
+    correct = chunk.get("is_correct")
+    if (
+        correct is not None
+        and pd.api.types.is_integer_dtype(correct.dtype)
+        and correct.isin([0, 1]).all()
+    ):
+        changes["is_correct"] = correct.astype(bool)
+    occurred = chunk.get("occurred_at")
+    if (
+        occurred is not None
+        and pd.api.types.is_datetime64_dtype(occurred.dtype)
+        and getattr(occurred.dtype, "tz", None) is None
+    ):
+        changes["occurred_at"] = occurred.dt.tz_localize("UTC")
+    elif occurred is not None and (
+        pd.api.types.is_object_dtype(occurred.dtype) or pd.api.types.is_string_dtype(occurred.dtype)
+    ):
+        values = occurred.astype(object).map(_utc_if_naive)
+        first = values.dropna()
+        if len(first) and isinstance(first.iloc[0], datetime):  # a driver's datetimes
+            values = pd.to_datetime(values, utc=True, errors="coerce")
+        changes["occurred_at"] = values
+    return chunk.assign(**changes) if changes else chunk
+
+
+#: A date and time without a zone, as SQLite's text keeps SQLAlchemy's DateTime.
+_NAIVE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,9})?$")
+
+
+def _utc_if_naive(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    if isinstance(value, str) and _NAIVE_TEXT.match(value):
+        return value.replace(" ", "T") + "Z"
+    return value
+
+
 def _normalise_table(
-    table: pa.Table, path: Path, modes: LearningModes, skip_invalid: bool
+    table: pa.Table, path: Path, modes: LearningModes, skip_invalid: bool, first_row: int = 0
 ) -> LoadResult:
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
@@ -261,7 +341,16 @@ def _normalise_table(
             try:
                 attempt = attempt_from_mapping(_typed(row), modes)
             except InvalidAttemptError as exc:
-                error = RowError(position + 1, exc.error_class, exc.reason)
+                if first_row:  # from a database: the results' position and the attempt_id
+                    attempt_id = row.get("attempt_id")
+                    error = RowError(
+                        first_row + position,
+                        exc.error_class,
+                        exc.reason,
+                        None if attempt_id is None else str(attempt_id),
+                    )
+                else:
+                    error = RowError(position + 1, exc.error_class, exc.reason)
                 if not skip_invalid:
                     raise InputFileError(
                         f"{path}: {error}; fix it or pass --skip-invalid"

@@ -56,6 +56,7 @@ __all__ = [
     "outbox_table",
     "record_attempt",
     "record_attempts",
+    "redacted_url",
 ]
 
 OUTBOX_TABLE = "perf_engine_outbox"
@@ -118,7 +119,9 @@ def outbox_engine(url: str, **options: Any) -> Engine:
     try:
         return create_engine(url, **options)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
-        raise ConfigurationError(f"database URL {_redacted(url)!r} cannot be used: {exc}") from exc
+        raise ConfigurationError(
+            f"database URL {redacted_url(url)!r} cannot be used: {exc}"
+        ) from exc
 
 
 def create_outbox(engine: Engine) -> bool:
@@ -180,7 +183,8 @@ def _validated(attempt: Mapping[str, Any] | Attempt, modes: LearningModes) -> At
     return attempt_from_mapping(attempt, modes)
 
 
-def _redacted(url: str) -> str:
+def redacted_url(url: str) -> str:
+    """A database URL with its password hidden (for messages and logs)."""
     try:
         from sqlalchemy.engine import make_url
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,10 @@ from performance_engine.metrics.loader import RowError, load_attempts
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.worker.store import ScopeWrite, StatsStore, StoredScope
 
-__all__ = ["BackfillReport", "backfill_file", "backfill_frame"]
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+__all__ = ["BackfillReport", "backfill_file", "backfill_frame", "backfill_sql"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +76,33 @@ def backfill_file(
     progress("reading", 0, 1)
     loaded = load_attempts(path, calculator.learning_modes, skip_invalid=skip_invalid)
     progress("reading", 1, 1)
+    report = backfill_frame(loaded.frame, store, calculator, progress=progress)
+    report.rejected = loaded.errors
+    return report
+
+
+def backfill_sql(
+    engine: Engine,
+    store: StatsStore,
+    calculator: MetricsCalculator,
+    *,
+    query: str | None = None,
+    table: str | None = None,
+    skip_invalid: bool = False,
+    progress: Progress = _no_progress,
+) -> BackfillReport:
+    """Read the attempts of an SQL ``query`` or ``table`` in chunks, validate them like a
+    file's rows, and backfill them (see :func:`backfill_frame`)."""
+    from performance_engine.tools.sql_history import load_sql_attempts
+
+    loaded = load_sql_attempts(
+        engine,
+        calculator.learning_modes,
+        query=query,
+        table=table,
+        skip_invalid=skip_invalid,
+        progress=progress,
+    )
     report = backfill_frame(loaded.frame, store, calculator, progress=progress)
     report.rejected = loaded.errors
     return report

@@ -15,7 +15,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from rich.console import Console
@@ -27,6 +27,10 @@ from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData
 from performance_engine.settings import Settings, load_settings
 from performance_engine.worker.store import redact_url
+
+if TYPE_CHECKING:
+    from performance_engine.tools.backfill import BackfillReport
+    from performance_engine.worker.store import StatsStore
 
 __all__ = ["main"]
 
@@ -42,7 +46,6 @@ def _calculator(settings: Settings) -> MetricsCalculator:
 
 
 def _cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
-    from performance_engine.tools.backfill import backfill_file
     from performance_engine.worker.store import StatsStore
 
     calculator = _calculator(settings)
@@ -65,15 +68,60 @@ def _cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
                     tasks[phase] = bar.add_task(phase, total=total)
                 bar.update(tasks[phase], completed=done, total=total)
 
-            report = backfill_file(
-                args.file, store, calculator, skip_invalid=args.skip_invalid, progress=progress
-            )
+            report = _backfill(args, store, calculator, progress)
     for error in report.rejected[:10]:
         err.print(f"skipped {error}", markup=False, highlight=False)
     if len(report.rejected) > 10:
         err.print(f"... and {len(report.rejected) - 10} more invalid rows", highlight=False)
     print(report.summary())
     return 0
+
+
+def _backfill(
+    args: argparse.Namespace,
+    store: StatsStore,
+    calculator: MetricsCalculator,
+    progress: Callable[[str, int, int], None],
+) -> BackfillReport:
+    from performance_engine.tools.backfill import backfill_file, backfill_sql
+
+    source: str = args.source
+    from_database = "://" in source
+    if args.query is None and args.table is None:
+        if from_database:
+            raise ConfigurationError(
+                f"{_redacted_url(source)} is a database: say what to read with --query "
+                "'SELECT ...' or --table NAME"
+            )
+        return backfill_file(
+            Path(source), store, calculator, skip_invalid=args.skip_invalid, progress=progress
+        )
+    if not from_database:
+        raise ConfigurationError(
+            "--query and --table read from a database: give its SQLAlchemy URL "
+            f"(e.g. postgresql+psycopg://user@host/db), not {source!r}"
+        )
+    from performance_engine.platform.outbox import outbox_engine
+
+    engine = outbox_engine(source)
+    try:
+        return backfill_sql(
+            engine,
+            store,
+            calculator,
+            query=args.query,
+            table=args.table,
+            skip_invalid=args.skip_invalid,
+            progress=progress,
+        )
+    finally:
+        engine.dispose()
+
+
+def _redacted_url(url: str) -> str:
+    from performance_engine.platform.outbox import redacted_url
+
+    return redacted_url(url)
 
 
 def _database_url(args: argparse.Namespace, settings: Settings) -> str:
@@ -411,7 +459,14 @@ def build_parser() -> argparse.ArgumentParser:
     backfill = commands.add_parser(
         "backfill", help="compute state and stats for historical attempts and store them"
     )
-    backfill.add_argument("file", type=Path, help="CSV, JSON Lines (.jsonl) or Parquet file")
+    backfill.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="a CSV, JSON Lines (.jsonl) or Parquet file, or a database's SQLAlchemy URL",
+    )
+    what = backfill.add_mutually_exclusive_group()
+    what.add_argument("--query", help="from a database: the SQL that selects the attempts")
+    what.add_argument("--table", help="from a database: a table with the attempts' columns")
     backfill.add_argument(
         "--skip-invalid",
         action="store_true",
