@@ -228,6 +228,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def django_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of this test's own for a Django project: SQLite and PostgreSQL."""
+    with own_database(request.param, tmp_path) as url:
+        yield url
+
+
 @pytest.fixture
 def postgresql_url(tmp_path: Path) -> Iterator[str]:
     """A PostgreSQL database of this test's own, dropped afterwards."""

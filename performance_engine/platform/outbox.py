@@ -37,7 +37,7 @@ from sqlalchemy import (
     create_mock_engine,
     inspect,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -53,6 +53,7 @@ __all__ = [
     "lanes_table",
     "outbox_ddl",
     "outbox_engine",
+    "outbox_rows",
     "outbox_table",
     "record_attempt",
     "record_attempts",
@@ -114,7 +115,7 @@ def outbox_ddl(dialect: str = "postgresql") -> list[str]:
     return [*ddl, f"INSERT INTO {LANES_TABLE} (lane) VALUES {rows}"]
 
 
-def outbox_engine(url: str, **options: Any) -> Engine:
+def outbox_engine(url: str | URL, **options: Any) -> Engine:
     """An SQLAlchemy engine for a database URL, with a clear error for a bad one."""
     try:
         return create_engine(url, **options)
@@ -159,22 +160,29 @@ def record_attempts(
 ) -> int:
     """Validate every attempt, then insert them all (none if one is invalid); returns how
     many were recorded."""
+    rows = outbox_rows(attempts, learning_modes)
+    if rows:
+        connection.execute(outbox_table.insert(), rows)
+    return len(rows)
+
+
+def outbox_rows(
+    attempts: Iterable[Mapping[str, Any] | Attempt], learning_modes: LearningModes | None = None
+) -> list[dict[str, Any]]:
+    """The outbox rows of attempts, every one validated first (SPEC 2;
+    :class:`InvalidAttemptError` for the first invalid one): ``user_id``, ``lane``,
+    ``attempt_id`` and ``payload``, the JSON the producer would send."""
     modes = learning_modes or _DEFAULT_MODES
     valid = [_validated(a, modes) for a in attempts]
-    if valid:
-        connection.execute(
-            outbox_table.insert(),
-            [
-                {
-                    "user_id": a.user_id,
-                    "lane": a.user_id % OUTBOX_LANES,
-                    "attempt_id": a.attempt_id,
-                    "payload": a.to_json().decode(),
-                }
-                for a in valid
-            ],
-        )
-    return len(valid)
+    return [
+        {
+            "user_id": a.user_id,
+            "lane": a.user_id % OUTBOX_LANES,
+            "attempt_id": a.attempt_id,
+            "payload": a.to_json().decode(),
+        }
+        for a in valid
+    ]
 
 
 def _validated(attempt: Mapping[str, Any] | Attempt, modes: LearningModes) -> Attempt:
@@ -183,7 +191,7 @@ def _validated(attempt: Mapping[str, Any] | Attempt, modes: LearningModes) -> At
     return attempt_from_mapping(attempt, modes)
 
 
-def redacted_url(url: str) -> str:
+def redacted_url(url: str | URL) -> str:
     """A database URL with its password hidden (for messages and logs)."""
     try:
         from sqlalchemy.engine import make_url

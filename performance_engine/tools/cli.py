@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import signal
 import sys
 import tempfile
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
     from performance_engine.tools.backfill import BackfillReport
     from performance_engine.worker.store import StatsStore
 
-__all__ = ["main"]
+__all__ = ["backfill_progress", "main", "print_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,32 +48,44 @@ def _cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     from performance_engine.worker.store import StatsStore
 
     calculator = _calculator(settings)
-    err = Console(stderr=True)
-    with StatsStore.from_settings(settings) as store:
+    with StatsStore.from_settings(settings) as store, backfill_progress(args.quiet) as progress:
         store.ping()
-        with Progress(
-            TextColumn("{task.description:<14}"),
-            BarColumn(),
-            TextColumn("{task.completed:>9,}/{task.total:<9,}"),
-            TimeElapsedColumn(),
-            console=err,
-            disable=args.quiet,
-            transient=False,
-        ) as bar:
-            tasks: dict[str, TaskID] = {}
+        report = _backfill(args, store, calculator, progress)
+    print_report(report, print)
+    return 0
 
-            def progress(phase: str, done: int, total: int) -> None:
-                if phase not in tasks:
-                    tasks[phase] = bar.add_task(phase, total=total)
-                bar.update(tasks[phase], completed=done, total=total)
 
-            report = _backfill(args, store, calculator, progress)
+@contextmanager
+def backfill_progress(quiet: bool = False) -> Iterator[Callable[[str, int, int], None]]:
+    """The backfill's progress bar on stderr, one line per phase (reading, reading state,
+    writing); yields the callback the backfill reports to."""
+    with Progress(
+        TextColumn("{task.description:<14}"),
+        BarColumn(),
+        TextColumn("{task.completed:>9,}/{task.total:<9,}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=quiet,
+        transient=False,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        yield progress
+
+
+def print_report(report: BackfillReport, write: Callable[[str], Any]) -> None:
+    """The first ten skipped rows on stderr, then the summary line through ``write``."""
+    err = Console(stderr=True)
     for error in report.rejected[:10]:
         err.print(f"skipped {error}", markup=False, highlight=False)
     if len(report.rejected) > 10:
         err.print(f"... and {len(report.rejected) - 10} more invalid rows", highlight=False)
-    print(report.summary())
-    return 0
+    write(report.summary())
 
 
 def _backfill(
@@ -156,38 +167,16 @@ def _cmd_outbox_init(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
-    from prometheus_client import start_http_server
-
-    from performance_engine.broker import require_broker
-    from performance_engine.tools.relay import Relay, RelayOptions, relay_engine
+    from performance_engine.tools.relay import RelayOptions, relay_engine, serve
 
     if not args.debug:
         logging.getLogger("performance_engine").setLevel(logging.INFO)
-    require_broker(settings)
     options = RelayOptions(
-        batch_size=args.batch_size,
-        poll_seconds=args.poll,
-        retention_seconds=args.retention,
+        batch_size=args.batch_size, poll_seconds=args.poll, retention_seconds=args.retention
     )
-    relay = Relay(relay_engine(_database_url(args, settings)), settings, options)
-    if args.metrics_port:
-        start_http_server(args.metrics_port, registry=relay.registry)
-    logger.info("relaying %s to %s", relay.engine.url.render_as_string(), settings.attempts_topic)
-    stopping = _stop_on_sigterm()
-    try:
-        relay.run(stop=stopping.is_set, until_empty=args.drain)
-    finally:
-        relay.close()
-    logger.info("relay stopped after sending %d attempts", relay.published)
+    engine = relay_engine(_database_url(args, settings))
+    serve(engine, settings, options, metrics_port=args.metrics_port, drain=args.drain)
     return 0
-
-
-def _stop_on_sigterm() -> threading.Event:
-    """An event set by SIGTERM: the relay finishes its round (or the round's rollback) and
-    stops, instead of dying mid-round (which would be safe, but sends the round again)."""
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    return stopping
 
 
 def _with_flags(args: argparse.Namespace, settings: Settings) -> Settings:

@@ -23,6 +23,8 @@ Sent rows are deleted once older than the retention (``--retention``).
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,12 +33,12 @@ from typing import Any
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from sqlalchemy import Engine, event, func, select
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from performance_engine.broker import broker_failed
+from performance_engine.broker import broker_failed, require_broker
 from performance_engine.connections import kafka_python_options
 from performance_engine.errors import BrokerUnavailableError, DatabaseQueryError
 from performance_engine.platform.outbox import (
@@ -48,7 +50,7 @@ from performance_engine.platform.outbox import (
 )
 from performance_engine.settings import Settings
 
-__all__ = ["Relay", "RelayOptions", "relay_engine"]
+__all__ = ["Relay", "RelayOptions", "relay_engine", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ class RelayOptions:
     report_every: float = 10.0
 
 
-def relay_engine(url: str) -> Engine:
+def relay_engine(url: str | URL) -> Engine:
     """The relay's engine for a database URL.
 
     READ COMMITTED where the database has it: after taking a lane's lock a round must see
@@ -266,3 +268,32 @@ class Relay:
         except SQLAlchemyError as exc:
             logger.warning("outbox housekeeping failed (%s); it is tried again later", exc)
             return None
+
+
+def serve(
+    engine: Engine,
+    settings: Settings,
+    options: RelayOptions,
+    *,
+    metrics_port: int = 0,
+    drain: bool = False,
+) -> int:
+    """Run a relay the way the command line does: checks the broker first, serves
+    Prometheus metrics on ``metrics_port`` (when not 0), stops on SIGTERM after its round
+    (or, with ``drain``, once nothing is pending); returns how many attempts it sent."""
+    require_broker(settings)
+    relay = Relay(engine, settings, options)
+    if metrics_port:
+        start_http_server(metrics_port, registry=relay.registry)
+    logger.info("relaying %s to %s", engine.url.render_as_string(), settings.attempts_topic)
+    stopping = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        # the round finishes (or rolls back) first; dying mid-round would be safe too,
+        # but would send the round again
+        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        relay.run(stop=stopping.is_set, until_empty=drain)
+    finally:
+        relay.close()
+    logger.info("relay stopped after sending %d attempts", relay.published)
+    return relay.published

@@ -1,0 +1,1 @@
+"""Integrations with frameworks a learning platform is built on (``contrib.django``)."""
