@@ -24,7 +24,9 @@ from tests.services import read_topic, worker_env
 ROOT = Path(__file__).parent.parent
 
 
-def scenario(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def scenario(
+    env: dict[str, str], *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         [sys.executable, "-m", "tests.django_project.scenario", *args],
         env=env,
@@ -34,7 +36,8 @@ def scenario(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
         timeout=120,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
+    if check:
+        assert done.returncode == 0, done.stderr
     return done
 
 
@@ -105,3 +108,23 @@ def test_migrate_keeps_an_outbox_made_by_the_command_line(tmp_path: Path) -> Non
         assert connection.scalar(text(f"SELECT count(*) FROM {OUTBOX_TABLE}")) == len(committed)
         assert connection.scalar(text(f"SELECT count(*) FROM {LANES_TABLE}")) == 16
     engine.dispose()
+
+
+def test_the_management_commands_refuse_with_one_clear_line(tmp_path: Path) -> None:
+    env = {"TEST_DJANGO_DATABASE_URL": f"sqlite:///{tmp_path / 'platform.db'}"}
+    scenario(env, "record", "5")
+    unmapped = scenario(env, "manage", "perf_engine_backfill", "platform_app.Answer", check=False)
+    assert unmapped.returncode == 1
+    assert unmapped.stderr.strip().splitlines() == [
+        "CommandError: platform_app.Answer has no field for attempt_id, user_id, occurred_at; "
+        "say which field holds each: fields={'attempt_id': 'field_name'} (manage.py "
+        "perf_engine_backfill --field attempt_id=field_name)"
+    ]
+    for args, message in [
+        (["platform_app.Nothing"], "CommandError: no model 'platform_app.Nothing'"),
+        (["--field", "user_id"], "CommandError: give a model (app_label.ModelName) or --queryset"),
+        (["platform_app.Answer", "--field", "userid"], "CommandError: --field 'userid': write"),
+    ]:
+        refused = scenario(env, "manage", "perf_engine_backfill", *args, check=False)
+        assert refused.returncode == 1
+        assert refused.stderr.strip().startswith(message), refused.stderr

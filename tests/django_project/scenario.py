@@ -6,6 +6,7 @@ Django process has one set of settings): ``python -m tests.django_project.scenar
 - ``relay``: ``manage.py perf_engine_relay --drain``.
 - ``backfill``: ``manage.py perf_engine_backfill`` of the Answer model.
 - ``read USER SUB_TOPIC MODE``: the old module's call, printing the stats JSON.
+- ``manage ARGS...``: ``manage.py ARGS...``.
 """
 
 from __future__ import annotations
@@ -86,6 +87,10 @@ def main(step: str, *args: str) -> None:
             learning_mode=LearningModeType(args[2]),
         )()
         print(stats.to_json().decode())
+    elif step == "manage":
+        from django.core.management import execute_from_command_line
+
+        execute_from_command_line(["manage.py", *args])
     else:
         raise SystemExit(f"unknown step {step!r}")
 
