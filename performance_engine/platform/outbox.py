@@ -91,8 +91,9 @@ outbox_table = Table(
     Column("created_at", DateTime, nullable=False, default=utc_now),
     Column("sent_at", DateTime, nullable=True),
 )
-Index(f"ix_{OUTBOX_TABLE}_pending", outbox_table.c.lane, outbox_table.c.sent_at, outbox_table.c.id)
-Index(f"ix_{OUTBOX_TABLE}_sent", outbox_table.c.sent_at)
+#: ``sent_at`` first: the pending rows (``sent_at IS NULL``) are one range of it, however
+#: many sent rows the retention keeps, and so are the rows to prune.
+Index(f"ix_{OUTBOX_TABLE}_pending", outbox_table.c.sent_at, outbox_table.c.lane, outbox_table.c.id)
 
 #: One row per lane: what relays lock to share the outbox.
 lanes_table = Table(

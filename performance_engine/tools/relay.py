@@ -160,16 +160,10 @@ class Relay:
             if not waiting:
                 return 0
             turn = sorted(waiting, key=lambda n: (n - self._next_lane) % OUTBOX_LANES)
-            lane = lanes_table.c.lane
-            lanes_query = (
-                select(lane).where(lane.in_(turn[: 2 * LANES_PER_ROUND])).limit(LANES_PER_ROUND)
-            )
-            if self._locks:
-                lanes_query = lanes_query.with_for_update(skip_locked=True)
-            lanes = list(connection.scalars(lanes_query))
+            lanes = self._lock_lanes(connection, turn)
             if not lanes:
                 return 0
-            self._next_lane = (max(lanes, key=turn.index) + 1) % OUTBOX_LANES
+            self._next_lane = (lanes[-1] + 1) % OUTBOX_LANES
             rows = connection.execute(
                 select(table.c.id, table.c.user_id, table.c.payload)
                 .where(table.c.lane.in_(lanes), table.c.sent_at.is_(None))
@@ -184,6 +178,26 @@ class Relay:
         self.published += len(rows)
         self._published_total.inc(len(rows))
         return len(rows)
+
+    def _lock_lanes(self, connection: Connection, turn: list[int]) -> list[int]:
+        """Lock up to LANES_PER_ROUND of the waiting lanes, in turn, skipping those other
+        relays hold. One lane per statement, by primary key: a statement locking several
+        would take them in index order (starving the higher lanes while the lower ones
+        keep getting rows), and InnoDB would lock every row its scan touched."""
+        if not self._locks:  # SQLite: the round holds the database's write lock already
+            return turn[:LANES_PER_ROUND]
+        locked: list[int] = []
+        for lane in turn:
+            query = (
+                select(lanes_table.c.lane)
+                .where(lanes_table.c.lane == lane)
+                .with_for_update(skip_locked=True)
+            )
+            if connection.scalar(query) is not None:
+                locked.append(lane)
+                if len(locked) == LANES_PER_ROUND:
+                    break
+        return locked
 
     def _send(self, rows: list[tuple[int, str]]) -> None:
         """Send every row and wait for the broker to acknowledge all of them."""
