@@ -336,3 +336,41 @@ def test_outbox_init_from_the_command_line(tmp_path: Any) -> None:
     bad = init("nosuch://x")
     assert (bad.returncode, bad.stderr.count("\n")) == (1, 1)
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.kafka
+def test_the_relay_reports_progress_and_lag_and_prunes_after_the_retention(
+    stream_settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite:///{tmp_path / 'platform.db'}"
+    engine = outbox_engine(url)
+    create_outbox(engine)
+    with engine.begin() as connection:
+        record_attempts(connection, generate_attempts(30, users=5, seed=7))
+    relay = Relay(relay_engine(url), stream_settings, RelayOptions(report_every=0.0))
+    pruner = Relay(relay_engine(url), stream_settings, RelayOptions(retention_seconds=0.0))
+    try:
+        count, lag = relay.measure()
+        assert count == 30
+        assert lag > 0
+        gauge = relay.registry.get_sample_value
+        assert gauge("perf_engine_outbox_pending") == 30
+        assert gauge("perf_engine_outbox_lag_seconds") == lag
+        with caplog.at_level("INFO", logger="performance_engine.tools.relay"):
+            relay.run(until_empty=True)
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("relayed")]
+        assert lines[0].startswith("relayed ")
+        assert "(30 in all); 0 pending, the oldest 0.0s old" in lines[-1]
+        assert gauge("perf_engine_outbox_published_total") == 30
+        assert (gauge("perf_engine_outbox_pending"), gauge("perf_engine_outbox_lag_seconds")) == (
+            0,
+            0,
+        )
+        assert relay.prune() == 0  # a day's retention keeps them
+        assert sent_rows(engine) == 30
+        assert pruner.prune() == 30  # no retention: every sent row goes
+        assert sent_rows(engine) == 0
+    finally:
+        pruner.close()
+        relay.close()
+        engine.dispose()
