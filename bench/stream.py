@@ -11,8 +11,10 @@ measures, in one run:
   learners, timed from its "Worker ready" (group joined) to its last committed offset,
   with the CPU time it used meanwhile (steadier than the rate on a shared box); the
   engine's results are compared with the pandas oracle;
-* latency: attempts produced at a steady rate, each timed from its send to the moment
-  its scope's ``stats-updated`` event is readable (p50, p99);
+* latency: attempts produced at a steady rate (300, 2,000 and 5,000/s), each timed from its
+  send to the moment its scope's ``stats-updated`` event is readable (p50, p99), beside a
+  bare aiokafka relay (consume, produce, commit; no Redis, no metrics) in the same run: the
+  broker's own floor;
 * memory: the engine's peak RSS while a stream of distinct scopes flows through it, and
   Redis's ``MEMORY USAGE`` per scope (state + latest stats + attempt history);
 * two workers on a 16-partition topic: rate and exactness;
@@ -52,7 +54,6 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from performance_engine.events import decode_stats_event  # noqa: E402
 from performance_engine.metrics.batch import compute_stats  # noqa: E402
 from performance_engine.metrics.calculator import MetricsCalculator  # noqa: E402
 from performance_engine.metrics.loader import normalise_frame  # noqa: E402
@@ -72,6 +73,7 @@ PYTHON = sys.executable
 ENGINE = [PYTHON, "-m", "performance_engine.tools.cli", "worker", "--loglevel", "info"]
 FAUST_AGENT = [PYTHON, str(ROOT / "bench/baselines/faust_agent.py"), "worker", "-l", "info"]
 AIOKAFKA_LOOP = [PYTHON, str(ROOT / "bench/baselines/aiokafka_loop.py")]
+AIOKAFKA_RELAY = [PYTHON, str(ROOT / "bench/baselines/aiokafka_relay.py")]
 
 
 @dataclass
@@ -85,6 +87,7 @@ class Row:
     redis_bytes: float | None = None
     exact: str = "-"
     cpu_seconds: float | None = None  # the consumers' CPU time while draining
+    vs_floor: tuple[float, float] | None = None  # p50, p99 over the relay's at that rate
 
     @property
     def rate(self) -> float:
@@ -346,14 +349,24 @@ def scope_sizes(lab: Lab, lengths: list[int], source: Path | None, label: str) -
     return rows
 
 
-def latency(lab: Lab, rate: float, seconds: float, users: int, source: Path | None = None) -> Row:
-    """Attempts at a steady rate; each timed from its send to its stats event being read."""
+def latency(
+    lab: Lab,
+    rate: float,
+    seconds: float,
+    users: int,
+    source: Path | None = None,
+    *,
+    command: list[str] = ENGINE,
+    who: str | None = None,
+) -> Row:
+    """Attempts at a steady rate; each timed from its send to its stats event (or, for the
+    relay baseline, its relayed record) being read."""
     settings = lab.settings(8)
     create_topics(settings)
     processes = Processes(lab)
     sent_at: dict[str, float] = {}
     try:
-        processes.start(ENGINE, settings, "latency", source)
+        processes.start(command, settings, "latency", source)
         processes.wait_ready()
         consumer = KafkaConsumer(
             settings.stats_topic,
@@ -385,7 +398,7 @@ def latency(lab: Lab, rate: float, seconds: float, users: int, source: Path | No
             for batch in consumer.poll(timeout_ms=20).values():
                 now = time.time()
                 for message in batch:
-                    attempt_id = decode_stats_event(message.value).source.attempt_id
+                    attempt_id = json.loads(message.value)["source"]["attempt_id"]
                     if attempt_id in sent_at:
                         observed.append(now - sent_at[attempt_id])
             if not thread.is_alive() and time.monotonic() > deadline - 25:
@@ -397,7 +410,7 @@ def latency(lab: Lab, rate: float, seconds: float, users: int, source: Path | No
         lab.clean(settings)
     observed.sort()
     warm = observed[len(observed) // 10 :]  # the first tenth warms caches and connections
-    who = "engine" if source is None else "previous release"
+    who = who or ("engine" if source is None else "previous release")
     row = Row(f"{who} @ {rate:g}/s steady", len(records), seconds)
     if warm:
         row.p50_ms = warm[len(warm) // 2] * 1000
@@ -416,7 +429,11 @@ def main() -> int:
         default=50_000,
         help="attempts for the slow per-event Faust baseline",
     )
-    parser.add_argument("--latency-rate", type=float, default=2000)
+    parser.add_argument(
+        "--latency-rates",
+        default="300,2000,5000",
+        help="comma-separated attempts/s: at each, the bare aiokafka relay and the engine",
+    )
     parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument(
         "--memory-scopes",
@@ -447,7 +464,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.smoke:
         args.attempts, args.users, args.baseline_attempts = 3000, 500, 1000
-        args.latency_rate, args.latency_seconds, args.memory_scopes = 300, 3, 3000
+        args.latency_rates, args.latency_seconds, args.memory_scopes = "300", 3, 3000
     console = Console()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -532,12 +549,31 @@ def main() -> int:
                 console.print(f"two workers: {two.rate:,.0f}/s, exact: {two.exact}")
 
             if "latency" in parts:
-                sources = [None] if args.previous is None else [None, args.previous]
-                for source in sources:
-                    rows.append(
-                        latency(lab, args.latency_rate, args.latency_seconds, args.users, source)
-                    )
-                    console.print(f"{rows[-1].name}: p50 {rows[-1].p50_ms} p99 {rows[-1].p99_ms}")
+                for rate in (float(r) for r in args.latency_rates.split(",")):
+                    measured = [
+                        latency(
+                            lab,
+                            rate,
+                            args.latency_seconds,
+                            args.users,
+                            command=AIOKAFKA_RELAY,
+                            who="aiokafka relay (broker floor)",
+                        ),
+                        latency(lab, rate, args.latency_seconds, args.users),
+                    ]
+                    if args.previous is not None:
+                        measured.append(
+                            latency(lab, rate, args.latency_seconds, args.users, args.previous)
+                        )
+                    floor = measured[0]
+                    for row in measured:
+                        if row is not floor and floor.p50_ms and floor.p99_ms:
+                            row.vs_floor = (
+                                (row.p50_ms or 0) / floor.p50_ms,
+                                (row.p99_ms or 0) / floor.p99_ms,
+                            )
+                        console.print(f"{row.name}: p50 {row.p50_ms} p99 {row.p99_ms}")
+                    rows += measured
 
             if "memory" in parts and args.memory_scopes:
                 _distinct_frame, distinct = make_records(
@@ -577,6 +613,7 @@ def main() -> int:
         "CPU µs/attempt",
         "p50 ms",
         "p99 ms",
+        "x relay p50/p99",
         "peak RSS MB",
         "Redis B/scope",
         "exact",
@@ -599,6 +636,7 @@ def main() -> int:
             else "-",
             fmt(r.p50_ms, ".1f"),
             fmt(r.p99_ms, ".1f"),
+            "-" if r.vs_floor is None else f"{r.vs_floor[0]:.2f} / {r.vs_floor[1]:.2f}",
             fmt(r.rss_mb),
             fmt(r.redis_bytes),
             r.exact,

@@ -226,8 +226,6 @@ def test_redis_out_of_memory_pauses_then_resumes(
     stream_settings: Settings, workers: Callable[..., Any], own_redis: RedisServer
 ) -> None:
     admin = redis.Redis.from_url(own_redis.url)
-    used = int(admin.info("memory")["used_memory"])
-    admin.config_set("maxmemory", used + 512 * 1024)  # room for a few hundred scopes
     settings = replace(stream_settings, redis_url=own_redis.url)
     records = storm_dataset(20_000, seed=36)
     expected = oracle(records)
@@ -235,6 +233,10 @@ def test_redis_out_of_memory_pauses_then_resumes(
     worker = workers(settings)
     producer = produce_slowly(settings, records, chunks=10, pause=0.2)
     log = worker.log
+    wait_for_progress(settings, scopes, 500, "the worker to apply some attempts")
+    # Below what Redis uses already: every write is refused (a limit just above it would
+    # let writes through whenever freed client buffers dip the usage under it).
+    admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) // 2)
 
     def out_of_memory() -> bool:
         text = log.read_text()
