@@ -37,7 +37,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from typing import Any
 
 import pandas as pd
 import redis
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from rich.console import Console
 from rich.table import Table
@@ -360,61 +359,54 @@ def latency(
     who: str | None = None,
 ) -> Row:
     """Attempts at a steady rate; each timed from its send to its stats event (or, for the
-    relay baseline, its relayed record) being read."""
+    relay baseline, its relayed record) being read. The load and the stopwatch are
+    processes of their own (``bench/probe.py``)."""
     settings = lab.settings(8)
     create_topics(settings)
     processes = Processes(lab)
-    sent_at: dict[str, float] = {}
+    count = int(rate * seconds)
     try:
         processes.start(command, settings, "latency", source)
         processes.wait_ready()
-        consumer = KafkaConsumer(
-            settings.stats_topic,
-            bootstrap_servers=settings.kafka_bootstrap,
-            auto_offset_reset="latest",
-            fetch_max_wait_ms=5,
+        probe = [PYTHON, str(ROOT / "bench/probe.py")]
+        reader = subprocess.Popen(
+            [*probe, "consume", settings.kafka_bootstrap, settings.stats_topic, "--idle", "5"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
-        while not consumer.assignment():
-            consumer.poll(timeout_ms=50)
-        consumer.poll(timeout_ms=50)
-        _, records = make_records(int(rate * seconds), users, seed=7)
-        producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0, acks=1)
-
-        def produce() -> None:
-            began = time.perf_counter()
-            for i, (key, value) in enumerate(records):
-                delay = began + i / rate - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                sent_at[json.loads(value)["attempt_id"]] = time.time()
-                producer.send(settings.attempts_topic, key=key, value=value)
-            producer.flush()
-
-        thread = threading.Thread(target=produce, daemon=True)
-        thread.start()
-        observed: list[float] = []
-        deadline = time.monotonic() + seconds + 30
-        while time.monotonic() < deadline and (thread.is_alive() or len(observed) < len(records)):
-            for batch in consumer.poll(timeout_ms=20).values():
-                now = time.time()
-                for message in batch:
-                    attempt_id = json.loads(message.value)["source"]["attempt_id"]
-                    if attempt_id in sent_at:
-                        observed.append(now - sent_at[attempt_id])
-            if not thread.is_alive() and time.monotonic() > deadline - 25:
-                break
-        consumer.close()
-        producer.close()
+        assert reader.stderr is not None
+        if reader.stderr.readline().strip() != b"ready":
+            raise RuntimeError(f"the latency reader did not start: {reader.stderr.read()!r}")
+        # Warm up until attempts come out the other end (group joins, metadata, the first
+        # fetches and connections settle; seconds after "ready" on this box), then time.
+        warm = [*probe, "produce", settings.kafka_bootstrap, settings.attempts_topic, "--warm"]
+        warming = subprocess.Popen([*warm, "--rate", "20", "--count", "600"])
+        flowing = reader.stderr.readline().strip() == b"flowing"
+        warming.terminate()
+        warming.wait(timeout=30)
+        if not flowing:
+            raise RuntimeError("the warm-up attempts never came out")
+        subprocess.run(
+            [
+                *probe,
+                "produce",
+                settings.kafka_bootstrap,
+                settings.attempts_topic,
+                *("--rate", str(rate), "--count", str(count), "--users", str(users)),
+            ],
+            check=True,
+            timeout=seconds * 3 + 60,
+        )
+        out, _ = reader.communicate(timeout=seconds * 3 + 120)
+        observed: list[float] = sorted(json.loads(out))
     finally:
         processes.stop()
         lab.clean(settings)
-    observed.sort()
-    warm = observed[len(observed) // 10 :]  # the first tenth warms caches and connections
     who = who or ("engine" if source is None else "previous release")
-    row = Row(f"{who} @ {rate:g}/s steady", len(records), seconds)
-    if warm:
-        row.p50_ms = warm[len(warm) // 2] * 1000
-        row.p99_ms = warm[min(len(warm) - 1, int(len(warm) * 0.99))] * 1000
+    row = Row(f"{who} @ {rate:g}/s steady", count, seconds)
+    if observed:
+        row.p50_ms = observed[len(observed) // 2]
+        row.p99_ms = observed[min(len(observed) - 1, int(len(observed) * 0.99))]
     return row
 
 
