@@ -12,7 +12,14 @@ from typing import Any
 
 from performance_engine.settings import Settings
 
-__all__ = ["faust_credentials", "kafka_python_options", "kafka_ssl_context", "redis_options"]
+__all__ = [
+    "async_redis_client",
+    "faust_credentials",
+    "kafka_python_options",
+    "kafka_ssl_context",
+    "redis_client",
+    "redis_options",
+]
 
 
 def redis_options(settings: Settings) -> dict[str, Any]:
@@ -28,6 +35,77 @@ def redis_options(settings: Settings) -> dict[str, Any]:
         options["ssl_certfile"] = str(settings.redis_tls_cert_file)
     if settings.redis_tls_key_file is not None:
         options["ssl_keyfile"] = str(settings.redis_tls_key_file)
+    return options
+
+
+def redis_client(settings: Settings) -> Any:
+    """A redis-py client for the settings: one server, a cluster, or the master that the
+    Sentinels name (re-asked after a failover)."""
+    import redis
+    import redis.cluster
+    import redis.sentinel
+
+    options = redis_options(settings)
+    if settings.redis_sentinels:
+        _no_cluster_with_sentinels(settings)
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            _sentinel_addresses(settings), **_sentinel_options()
+        )
+        return sentinel.master_for(  # type: ignore[no-untyped-call]
+            settings.redis_sentinel_master, **options, **_master_options(settings)
+        )
+    if settings.redis_cluster:
+        return redis.cluster.RedisCluster.from_url(settings.redis_url, **options)
+    return redis.Redis.from_url(settings.redis_url, **options)
+
+
+def async_redis_client(settings: Settings) -> Any:
+    """The asyncio twin of :func:`redis_client`."""
+    import redis.asyncio as aioredis
+    import redis.asyncio.cluster as aiocluster
+    import redis.asyncio.sentinel as aiosentinel
+
+    options = redis_options(settings)
+    if settings.redis_sentinels:
+        _no_cluster_with_sentinels(settings)
+        sentinel = aiosentinel.Sentinel(  # type: ignore[no-untyped-call]
+            _sentinel_addresses(settings), **_sentinel_options()
+        )
+        return sentinel.master_for(
+            settings.redis_sentinel_master, **options, **_master_options(settings)
+        )
+    if settings.redis_cluster:
+        return aiocluster.RedisCluster.from_url(settings.redis_url, **options)
+    return aioredis.Redis.from_url(settings.redis_url, **options)
+
+
+def _no_cluster_with_sentinels(settings: Settings) -> None:
+    if settings.redis_cluster:
+        from performance_engine.errors import ConfigurationError
+
+        raise ConfigurationError(
+            "PERF_ENGINE_REDIS_SENTINELS and PERF_ENGINE_REDIS_CLUSTER exclude each other "
+            "(a cluster fails over by itself); set one of them"
+        )
+
+
+def _sentinel_addresses(settings: Settings) -> list[tuple[str, int]]:
+    pairs = (address.rpartition(":") for address in settings.redis_sentinels)
+    return [(host, int(port)) for host, _, port in pairs]
+
+
+def _sentinel_options() -> dict[str, Any]:
+    return {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+
+
+def _master_options(settings: Settings) -> dict[str, Any]:
+    """What REDIS_URL gives a Sentinel's master: database, user, password, TLS."""
+    from redis.connection import parse_url
+
+    parsed = parse_url(settings.redis_url)  # type: ignore[no-untyped-call]
+    options = {k: v for k, v in parsed.items() if k in ("db", "username", "password")}
+    if settings.redis_url.startswith("rediss://"):
+        options["ssl"] = True
     return options
 
 

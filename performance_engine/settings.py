@@ -172,6 +172,22 @@ class Settings:
     kafka_ssl_key_file: Path | None = setting(None, _path)
     #: The platform's database holding the outbox (an SQLAlchemy URL), for the relay.
     outbox_url: str | None = setting(None, secret=True)
+    #: Redis Sentinel: its addresses (``host:port,host:port``) and the master's name; the
+    #: clients ask the Sentinels for the master (REDIS_URL then gives only the database,
+    #: the password and TLS) and follow a failover.
+    redis_sentinels: tuple[str, ...] = setting((), _names)
+    redis_sentinel_master: str = setting("mymaster")
+    #: Wait for this many replicas to acknowledge a batch's writes (Redis WAIT) before its
+    #: offsets are committed; 0: don't wait.
+    redis_wait_replicas: int = setting(0, _number(int), _at_least(0))
+    redis_wait_timeout_ms: int = setting(1000, _number(int), _at_least(1))
+    #: Seconds between the worker's checks that Redis still holds the state it wrote.
+    state_check_seconds: float = setting(
+        10.0, _number(float), lambda v: "" if v > 0 else "must be positive"
+    )
+    #: Resume even though Redis lost state that the attempts topic no longer holds (after
+    #: the platform's history has been backfilled).
+    accept_state_gap: bool = setting(False, _flag)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -192,6 +208,12 @@ class Settings:
                 f"{p}REDIS_TLS_* files are set but {p}REDIS_URL does not start with "
                 "rediss://; use rediss:// for TLS"
             )
+        for address in self.redis_sentinels:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigurationError(
+                    f"{p}REDIS_SENTINELS has {address!r}; give host:port pairs, comma-separated"
+                )
         for cert, key in (
             ("redis_tls_cert_file", "redis_tls_key_file"),
             ("kafka_ssl_cert_file", "kafka_ssl_key_file"),

@@ -64,6 +64,12 @@ EVERY_VARIABLE: dict[str, tuple[str, object]] = {
     "PERF_ENGINE_KAFKA_SSL_CERT_FILE": ("/k/c.pem", Path("/k/c.pem")),
     "PERF_ENGINE_KAFKA_SSL_KEY_FILE": ("/k/k.pem", Path("/k/k.pem")),
     "PERF_ENGINE_OUTBOX_URL": ("sqlite:///o.db", "sqlite:///o.db"),
+    "PERF_ENGINE_REDIS_SENTINELS": ("s1:26379, s2:26379", ("s1:26379", "s2:26379")),
+    "PERF_ENGINE_REDIS_SENTINEL_MASTER": ("engine", "engine"),
+    "PERF_ENGINE_REDIS_WAIT_REPLICAS": ("1", 1),
+    "PERF_ENGINE_REDIS_WAIT_TIMEOUT_MS": ("250", 250),
+    "PERF_ENGINE_STATE_CHECK_SECONDS": ("2.5", 2.5),
+    "PERF_ENGINE_ACCEPT_STATE_GAP": ("true", True),
 }
 
 
@@ -88,6 +94,8 @@ def test_every_variable_is_read() -> None:
         ("WEB_PORT", "70000", "not a TCP port"),
         ("STATS_TOPIC", "bad topic", "not a valid Kafka topic"),
         ("REDIS_URL", "localhost:6379", "must start with"),
+        ("REDIS_SENTINELS", "s1:26379,s2", "host:port pairs"),
+        ("STATE_CHECK_SECONDS", "0", "positive"),
     ],
 )
 def test_bad_values_are_named(name: str, value: str, message: str) -> None:

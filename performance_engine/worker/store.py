@@ -26,13 +26,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 import redis
-import redis.asyncio as aioredis
-import redis.asyncio.cluster as aiocluster
 import redis.cluster
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
-from performance_engine.connections import redis_options
+from performance_engine.connections import async_redis_client, redis_client
 from performance_engine.errors import (
     ConfigurationError,
     DatabaseQueryError,
@@ -304,20 +302,6 @@ class _WritePlan:
         return refused, retry
 
 
-def _client(settings: Settings) -> Any:
-    options = redis_options(settings)
-    if settings.redis_cluster:
-        return redis.cluster.RedisCluster.from_url(settings.redis_url, **options)
-    return redis.Redis.from_url(settings.redis_url, **options)
-
-
-def _async_client(settings: Settings) -> Any:
-    options = redis_options(settings)
-    if settings.redis_cluster:
-        return aiocluster.RedisCluster.from_url(settings.redis_url, **options)
-    return aioredis.Redis.from_url(settings.redis_url, **options)
-
-
 class _Store:
     """What both stores hold: a redis-py client (sync or asyncio), the key space, the URL
     (for messages, without its password) and whether Redis is a cluster."""
@@ -347,7 +331,7 @@ class _Store:
 class StatsStore(_Store):
     """Synchronous access to the stored scopes (the CLI, backfill and the read API)."""
 
-    _client_for = staticmethod(_client)
+    _client_for = staticmethod(redis_client)
 
     def close(self) -> None:
         self.client.close()
@@ -416,7 +400,7 @@ class StatsStore(_Store):
 class AsyncStatsStore(_Store):
     """asyncio access to the stored scopes (async platforms and the worker)."""
 
-    _client_for = staticmethod(_async_client)
+    _client_for = staticmethod(async_redis_client)
 
     async def close(self) -> None:
         await self.client.aclose()
