@@ -22,6 +22,7 @@ from faust.types import TP
 from mode import Service
 
 from performance_engine.connections import faust_credentials
+from performance_engine.errors import DatabaseQueryError
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.plugins import build_calculator
 from performance_engine.settings import Settings
@@ -29,10 +30,12 @@ from performance_engine.topics import create_missing_topics
 from performance_engine.worker.faust_internals import (
     BatchingApp,
     aiokafka_producer,
+    committed_offsets,
     next_offset,
     require_faust_internals,
 )
 from performance_engine.worker.instrumentation import EngineMetrics
+from performance_engine.worker.ledger import Ledger, StateLost, judge
 from performance_engine.worker.processor import (
     BatchAbandoned,
     BatchProcessor,
@@ -94,8 +97,15 @@ class EngineService(Service):
         self.calculator = calculator
         self.store: AsyncStatsStore | None = None
         self.processor: BatchProcessor | None = None
+        self.ledger: Ledger | None = None
         self._in_flight = asyncio.Lock()
-        self.metrics = EngineMetrics(self._counters, self.lag)
+        #: Redis's positions were compared with the committed offsets since the assignment.
+        self._verified = False
+        #: The positions ledger changed under this worker: Redis lost state.
+        self._lost = False
+        #: Why the worker refuses to go on (Redis lost state that Kafka no longer holds).
+        self.refusal: str | None = None
+        self.metrics = EngineMetrics(self._counters, self.lag, lambda: self.refusal is not None)
 
     def _counters(self) -> Counters | None:
         return self.processor.counters if self.processor is not None else None
@@ -127,6 +137,12 @@ class EngineService(Service):
     async def on_start(self) -> None:
         app, settings = self.app, self.app.settings
         self.store = AsyncStatsStore.from_settings(settings)
+        self.ledger = Ledger(
+            self.store,
+            settings.attempts_topic,
+            settings.redis_wait_replicas,
+            settings.redis_wait_timeout_ms,
+        )
         publisher = BatchPublisher(aiokafka_producer(app))
         self.processor = BatchProcessor(
             settings,
@@ -134,6 +150,7 @@ class EngineService(Service):
             self.store,
             publisher.publish,
             on_batch=self.metrics.observe_batch,
+            ledger=self.ledger,
         )
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
@@ -153,14 +170,144 @@ class EngineService(Service):
         """Process a batch; False when it was given up (its records come again)."""
         assert self.processor is not None
         async with self._in_flight:
+            if self.refusal is not None:
+                return False  # the partitions are paused; a batch fetched before
             try:
+                if not self._verified and not await self._verify():
+                    return False  # seeking back: the batch comes again, after older ones
                 await self.processor.process(records)
             except BatchAbandoned as exc:
                 logger.warning("batch abandoned, its records will be delivered again: %s", exc)
                 return False
+            except StateLost as exc:
+                logger.error("%s; finding where its state ends", exc)
+                self._lost, self._verified = True, False
+                self.processor.forget()
+                await self._verify()
+                return False
         return True
 
+    # -- does Redis still hold the state the committed offsets stand for? ---------------
+
+    async def _verify(self) -> bool:
+        """Compare the positions ledger with the committed offsets of the assigned
+        partitions; seek back those whose state in Redis ends earlier, or refuse when the
+        attempts needed are gone. True when the batch at hand may be processed."""
+        assert self.processor is not None
+        assert self.ledger is not None
+        consumer, settings = self.app.consumer, self.app.settings
+        tps = [tp for tp in self._assignment() if tp.topic == settings.attempts_topic]
+        if not tps:
+            return True
+        ledger = self.ledger
+        try:
+            positions = await ledger.read()
+            committed = await committed_offsets(consumer, tps)
+            earliest = await consumer.earliest_offsets(*tps)
+            has_state = (
+                positions is None
+                and any(v is not None for v in committed.values())
+                and await ledger.has_state()
+            )
+        except DatabaseQueryError as exc:
+            logger.warning("checking Redis's positions failed (%s); trying again", exc)
+            await asyncio.sleep(1.0)
+            return False
+        verdict = judge(
+            positions,
+            {tp.partition: committed.get(tp) for tp in tps},
+            {tp.partition: int(earliest.get(tp, 0)) for tp in tps},
+            has_state=has_state,
+            lost=self._lost,
+        )
+        if verdict.gaps and not settings.accept_state_gap:
+            self._refuse(verdict.gaps, tps)
+            return False
+        resume = dict(verdict.resume)
+        for partition, (reach, start) in verdict.gaps.items():
+            logger.warning(
+                "partition %d: Redis's state ends at offset %d and the topic now starts at %d; "
+                "resuming from %d as PERF_ENGINE_ACCEPT_STATE_GAP allows (the attempts in "
+                "between count only if the platform's history was backfilled)",
+                partition,
+                reach,
+                start,
+                start,
+            )
+            resume[partition] = start
+        ledger.known = {tp.partition: (positions or {}).get(tp.partition) for tp in tps}
+        if verdict.adopted:
+            logger.info(
+                "no positions ledger in Redis yet, but state: taking it to reach the committed "
+                "offsets (a Redis written by an earlier release)"
+            )
+        if resume:
+            self.processor.forget()
+            for partition, offset in sorted(resume.items()):
+                behind = committed.get(TP(settings.attempts_topic, partition))
+                logger.error(
+                    "Redis lost state: partition %d's state ends at offset %d, the committed "
+                    "offset is %s; replaying from %d (attempts already applied count once)",
+                    partition,
+                    offset,
+                    behind,
+                    offset,
+                )
+                await consumer.seek(TP(settings.attempts_topic, partition), offset)
+            self.processor.counters.state_recoveries += 1
+        self._verified, self._lost = True, False
+        return not resume
+
+    def _refuse(self, gaps: dict[int, tuple[int, int]], tps: list[TP]) -> None:
+        parts = ", ".join(
+            f"partition {p} ends at offset {reach}, the topic starts at {start}"
+            for p, (reach, start) in sorted(gaps.items())
+        )
+        self.refusal = (
+            f"Redis lost state the attempts topic no longer holds ({parts}); backfill the "
+            "platform's history (perf-engine backfill), then start the worker with "
+            "--accept-state-gap"
+        )
+        logger.critical("refusing to go on: %s", self.refusal)
+        self.app.consumer.pause_partitions(tps)
+
+    @Service.task
+    async def _check_state(self) -> None:
+        """Every ``state_check_seconds``: does Redis still hold the positions this worker
+        wrote? (A batch finds out too, but a quiet partition would not.)"""
+        interval = self.app.settings.state_check_seconds
+        while not self.should_stop:
+            await self.sleep(interval)
+            if self.refusal is not None or self.ledger is None or not self._recovered():
+                continue
+            async with self._in_flight:
+                if not self._verified:
+                    await self._verify()
+                    continue
+                try:
+                    positions = await self.ledger.read()
+                except DatabaseQueryError:
+                    continue  # Redis is down: the batches wait and retry meanwhile
+                changed = sorted(
+                    p for p, known in self.ledger.known.items() if (positions or {}).get(p) != known
+                )
+                if changed:
+                    logger.error(
+                        "Redis's positions ledger changed under the worker (partitions %s): "
+                        "Redis lost state; finding where it ends",
+                        ", ".join(map(str, changed)),
+                    )
+                    assert self.processor is not None
+                    self._lost, self._verified = True, False
+                    self.processor.forget()
+                    await self._verify()
+
+    def _recovered(self) -> bool:
+        """Faust has sought the assigned partitions to their committed offsets."""
+        return bool(cast(Any, self.app.tables).recovery.completed.is_set())
+
     async def _on_assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        self._verified = False  # the first batch (or the timer) compares the positions
         self._log_assignment()
 
     def _log_assignment(self) -> None:
@@ -187,6 +334,8 @@ class EngineService(Service):
             processor.abandon()
             await self._wait_idle()
         processor.forget()
+        if self.ledger is not None:
+            self.ledger.known.clear()
 
     async def _wait_idle(self) -> None:
         async with self._in_flight:

@@ -24,7 +24,7 @@ from importlib.metadata import version
 from typing import Any, cast
 
 import faust
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
 from faust.transport.drivers.aiokafka import Producer as AIOKafkaFaustProducer
@@ -37,6 +37,7 @@ __all__ = [
     "SUPPORTED_FAUST",
     "BatchingApp",
     "aiokafka_producer",
+    "committed_offsets",
     "missing_internals",
     "next_offset",
     "require_faust_internals",
@@ -56,9 +57,13 @@ RELIED_ON: dict[str, tuple[type, tuple[str, ...], tuple[str, ...]]] = {
     "faust aiokafka Consumer": (
         AIOKafkaFaustConsumer,
         ("_drain_messages", "_wait_next_records", "_commit_offsets", "_to_message"),
-        ("_read_offset", "_buffered_partitions", "_stopped"),
+        ("_read_offset", "_buffered_partitions", "_stopped", "_thread"),
     ),
-    "faust AIOKafkaConsumerThread": (AIOKafkaConsumerThread, ("_create_worker_consumer",), ()),
+    "faust AIOKafkaConsumerThread": (
+        AIOKafkaConsumerThread,
+        ("_create_worker_consumer", "_ensure_consumer"),
+        (),
+    ),
     "faust aiokafka Producer": (AIOKafkaFaustProducer, ("_ensure_producer",), ()),
     "aiokafka AIOKafkaConsumer": (AIOKafkaConsumer, (), ("_fetch_max_wait_ms",)),
 }
@@ -183,6 +188,20 @@ def next_offset(consumer: ConsumerT, tp: TP) -> int | None:
     """The next offset the batch consumer will hand over for ``tp`` (None: not known)."""
     offset: int | None = cast(_BatchConsumer, consumer)._read_offset.get(tp)
     return offset
+
+
+async def committed_offsets(consumer: ConsumerT, tps: Iterable[TP]) -> dict[TP, int | None]:
+    """The group's committed offset of each partition (None: none), asked of the broker by
+    the consumer thread's aiokafka consumer."""
+    thread = cast(_BatchConsumer, consumer)._thread
+    wanted = list(tps)
+
+    async def read() -> dict[TP, int | None]:
+        aio = thread._ensure_consumer()
+        return {tp: await aio.committed(TopicPartition(tp.topic, tp.partition)) for tp in wanted}
+
+    found: dict[TP, int | None] = await thread.call_thread(read)
+    return found
 
 
 def aiokafka_producer(app: faust.App) -> Any:

@@ -19,6 +19,10 @@ bookkeeping on the hot path); histograms are observed once per batch.
                                            changed parameters)
 ``perf_engine_histories_lost_total``       stored histories found missing or damaged
                                            (learning metrics unknown until rebuilt)
+``perf_engine_state_recoveries_total``     times Redis was found to have lost state and
+                                           partitions were replayed from where it ends
+``perf_engine_state_refused``              1 while the worker refuses to go on (Redis lost
+                                           state the topic no longer holds), else 0
 ``perf_engine_batch_size``                 records per batch (histogram)
 ``perf_engine_batch_duration_seconds``     processing time of a batch (histogram)
 ``perf_engine_attempt_latency_seconds``    age of each batch's oldest record when the batch
@@ -44,10 +48,14 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 class _Totals(Collector):
     def __init__(
-        self, counters: Callable[[], Counters | None], lag: Callable[[], Mapping[int, int]]
+        self,
+        counters: Callable[[], Counters | None],
+        lag: Callable[[], Mapping[int, int]],
+        refused: Callable[[], bool],
     ) -> None:
         self._counters = counters
         self._lag = lag
+        self._refused = refused
 
     def collect(self) -> Iterator[Metric]:
         counters = self._counters() or Counters()
@@ -89,8 +97,18 @@ class _Totals(Collector):
                 "Stored attempt histories found missing or damaged.",
                 counters.histories_lost,
             ),
+            (
+                "perf_engine_state_recoveries",
+                "Times Redis had lost state and partitions were replayed.",
+                counters.state_recoveries,
+            ),
         ):
             yield CounterMetricFamily(name, help_text, value=value)
+        yield GaugeMetricFamily(
+            "perf_engine_state_refused",
+            "1 while the worker refuses to go on: Redis lost state the topic no longer holds.",
+            value=1 if self._refused() else 0,
+        )
         lag = GaugeMetricFamily(
             "perf_engine_consumer_lag",
             "Records not yet read, per partition.",
@@ -108,9 +126,10 @@ class EngineMetrics:
         self,
         counters: Callable[[], Counters | None],
         lag: Callable[[], Mapping[int, int]] = dict,
+        refused: Callable[[], bool] = lambda: False,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Totals(counters, lag))
+        self.registry.register(_Totals(counters, lag, refused))
         self.batch_size = Histogram(
             "perf_engine_batch_size",
             "Records per batch.",

@@ -23,6 +23,11 @@ history); see the README's "Upgrading".
 One string rather than a hash: a hash whose values exceed ``hash-max-listpack-value``
 (64 bytes by default) becomes a hash table and costs about 300 bytes more per scope.
 
+    {prefix}:{stream}:positions    a hash, the positions ledger (see worker/ledger.py): per
+        partition of the attempts topic (field ``<topic>:<partition>``) the next offset
+        whose effect the state holds, written after each batch's state; ``created``, when
+        the ledger was first written.
+
 The ``{u<user_id>}`` part is a Redis Cluster hash tag: every key of one learner hashes to
 the same slot, so a learner's scopes can be written together. ``user_id`` and
 ``sub_topic_id`` are integers and learning modes are validated names, so no identifier can
@@ -53,3 +58,11 @@ class KeySpace:
     def history(self, scope: ScopeKey) -> str:
         """The key of a scope's attempt history (same hash slot as the scope's key)."""
         return f"{self.for_scope(scope)}:history"
+
+    def scope_pattern(self) -> str:
+        """A SCAN pattern matching every scope key (and history key) of the prefix."""
+        return f"{self.prefix}:{{u*"
+
+    def positions(self) -> str:
+        """The positions ledger (see :mod:`performance_engine.worker.ledger`)."""
+        return f"{self.prefix}:{{stream}}:positions"

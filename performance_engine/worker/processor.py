@@ -13,7 +13,9 @@ For a batch (records of the partitions this worker owns, in offset order per par
    applies again;
 4. publish one ``stats-updated`` event per touched scope, and the dead letters, and wait
    for the broker's acknowledgement;
-5. only then is the batch done: the caller commits its offsets.
+5. record in Redis how far its state now reaches in each partition (the positions ledger,
+   :mod:`~performance_engine.worker.ledger`; with replicas asked for, wait for them);
+6. only then is the batch done: the caller commits its offsets.
 
 Redis and broker errors are retried with back-off and block the batch; they never let
 it finish, so an offset is never committed before its state is durable. A batch that
@@ -43,10 +45,18 @@ from performance_engine.metrics.history import Entry, HistoryWrite
 from performance_engine.metrics.state import ScopeState, fingerprint
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings
+from performance_engine.worker.ledger import Ledger
 from performance_engine.worker.publisher import OutRecord
 from performance_engine.worker.store import AsyncStatsStore, ScopeWrite
 
-__all__ = ["BatchAbandoned", "BatchProcessor", "Counters", "Publisher", "Record"]
+__all__ = [
+    "BatchAbandoned",
+    "BatchProcessor",
+    "Counters",
+    "Publisher",
+    "Record",
+    "partition_ends",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +101,7 @@ class Counters:
     write_conflicts: int = 0
     refolds: int = 0
     histories_lost: int = 0
+    state_recoveries: int = 0
     redis_retries: int = 0
     publish_retries: int = 0
 
@@ -119,6 +130,7 @@ class BatchProcessor:
         *,
         max_backoff: float = 5.0,
         on_batch: Callable[[int, float, float], None] | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         """``on_batch`` is called after each batch with (records, seconds it took, age of
         its oldest record): the worker's Prometheus histograms."""
@@ -131,6 +143,7 @@ class BatchProcessor:
         self._cache: OrderedDict[ScopeKey, ScopeState] = OrderedDict()
         self._abandon = False
         self._on_batch = on_batch
+        self.ledger = ledger
 
     # -- control --------------------------------------------------------------------
 
@@ -151,6 +164,9 @@ class BatchProcessor:
         touched, dead = self._decode(records)
         stats = await self._apply(touched)
         await self._publish(stats, dead)
+        if self.ledger is not None:
+            ends = partition_ends(records, self.settings.attempts_topic)
+            await self._retry("recording the positions", partial(self.ledger.record, ends))
         counters = self.counters
         counters.batches += 1
         counters.records += len(records)
@@ -373,6 +389,15 @@ class _Tally(NamedTuple):
     given: int
     refold: bool
     lost: bool
+
+
+def partition_ends(records: Sequence[Record], topic: str) -> dict[int, int]:
+    """The next offset after the batch in each partition of ``topic``."""
+    ends: dict[int, int] = {}
+    for record in records:
+        if record.topic == topic and record.offset >= ends.get(record.partition, 0):
+            ends[record.partition] = record.offset + 1
+    return ends
 
 
 def _source(touched: dict[ScopeKey, _Touched], write: ScopeWrite) -> Source:

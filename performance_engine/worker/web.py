@@ -2,8 +2,9 @@
 
 * ``GET /stats/{user_id}/{sub_topic_id}/{learning_mode}``: the SPEC 4 JSON; 404 with a
   JSON error when the scope has none, 400 for malformed ids, 503 when Redis fails.
-* ``GET /health``: ``{"status", "redis": {...}, "kafka": {...}}``; 200 when both answer,
-  else 503.
+* ``GET /health``: ``{"status", "redis": {...}, "kafka": {...}, "state": {...}}``; 200
+  when both answer and the worker goes on, else 503 (``state.error`` says why the worker
+  refuses to go on: Redis lost state the attempts topic no longer holds).
 * ``GET /metrics``: Prometheus text (see :mod:`performance_engine.worker.instrumentation`).
 """
 
@@ -92,12 +93,16 @@ def install_views(app: EngineApp, service: EngineService) -> None:
             }
             if broker_error:
                 kafka_state["error"] = broker_error
-            healthy = redis_state["ok"] and broker_ok
+            state: dict[str, Any] = {"ok": service.refusal is None}
+            if service.refusal is not None:
+                state["error"] = service.refusal
+            healthy = redis_state["ok"] and broker_ok and state["ok"]
             return self.json(
                 {
                     "status": "ok" if healthy else "unavailable",
                     "redis": redis_state,
                     "kafka": kafka_state,
+                    "state": state,
                 },
                 status=200 if healthy else 503,
             )
