@@ -204,6 +204,7 @@ class EngineService(Service):
             positions = await ledger.read()
             committed = await committed_offsets(consumer, tps)
             earliest = await consumer.earliest_offsets(*tps)
+            latest = await consumer.highwaters(*tps)
             has_state = (
                 positions is None
                 and any(v is not None for v in committed.values())
@@ -217,6 +218,7 @@ class EngineService(Service):
             positions,
             {tp.partition: committed.get(tp) for tp in tps},
             {tp.partition: int(earliest.get(tp, 0)) for tp in tps},
+            {tp.partition: int(latest[tp]) for tp in tps if latest.get(tp) is not None},
             has_state=has_state,
             lost=self._lost,
         )
@@ -224,14 +226,15 @@ class EngineService(Service):
             self._refuse(verdict.gaps, tps)
             return False
         resume = dict(verdict.resume)
-        for partition, (reach, start) in verdict.gaps.items():
+        for partition, (first, after) in verdict.gaps.items():
+            start = verdict.past_gaps[partition]
             logger.warning(
-                "partition %d: Redis's state ends at offset %d and the topic now starts at %d; "
-                "resuming from %d as PERF_ENGINE_ACCEPT_STATE_GAP allows (the attempts in "
-                "between count only if the platform's history was backfilled)",
+                "partition %d: offsets %d to %d are lost to Redis and no longer in the topic; "
+                "resuming from %d as PERF_ENGINE_ACCEPT_STATE_GAP allows (those attempts "
+                "count only if the platform's history was backfilled)",
                 partition,
-                reach,
-                start,
+                first,
+                after - 1,
                 start,
             )
             resume[partition] = start
@@ -260,8 +263,8 @@ class EngineService(Service):
 
     def _refuse(self, gaps: dict[int, tuple[int, int]], tps: list[TP]) -> None:
         parts = ", ".join(
-            f"partition {p} ends at offset {reach}, the topic starts at {start}"
-            for p, (reach, start) in sorted(gaps.items())
+            f"partition {p}: offsets {first} to {after - 1}"
+            for p, (first, after) in sorted(gaps.items())
         )
         self.refusal = (
             f"Redis lost state the attempts topic no longer holds ({parts}); backfill the "

@@ -1,0 +1,138 @@
+"""The positions ledger: what a difference between Redis's positions and the committed
+offsets means (pure), and its compare-and-set record against a real Redis."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from performance_engine.settings import Settings
+from performance_engine.worker.keyspace import KeySpace
+from performance_engine.worker.ledger import Judgement, Ledger, StateLost, judge
+from performance_engine.worker.store import AsyncStatsStore
+from tests.helpers import run
+
+EMPTY = Judgement()
+
+
+@pytest.mark.parametrize(
+    ("ledger", "committed", "earliest", "latest", "has_state", "lost", "expected"),
+    [
+        # a new deployment: no committed offsets, nothing to compare
+        (None, {0: None, 1: None}, {}, {}, False, False, EMPTY),
+        # a Redis written by a release without a ledger: its state is taken as complete
+        (None, {0: 100}, {0: 0}, {0: 150}, True, False, Judgement(adopted=True)),
+        # ... but not when this worker saw its ledger vanish (state written since)
+        (None, {0: 100}, {0: 0}, {0: 150}, True, True, Judgement(resume={0: 0})),
+        # emptied Redis (FLUSHDB, a restart without persistence): replay from the start
+        (
+            None,
+            {0: 100, 1: 7},
+            {0: 0, 1: 0},
+            {0: 150, 1: 7},
+            False,
+            False,
+            Judgement(resume={0: 0, 1: 0}),
+        ),
+        # an older snapshot, or a replica that lagged: resume where its state ends
+        (
+            {0: 40, 1: 7},
+            {0: 100, 1: 7},
+            {0: 0, 1: 0},
+            {0: 150, 1: 9},
+            False,
+            False,
+            Judgement(resume={0: 40}),
+        ),
+        # Redis ahead of the commit (a crash between the two): nothing to do
+        ({0: 120}, {0: 100}, {0: 0}, {0: 150}, False, False, EMPTY),
+        # a partition the ledger never saw, though committed: state reaches offset 0
+        (
+            {1: 5},
+            {0: 30, 1: 5},
+            {0: 0, 1: 0},
+            {0: 30, 1: 5},
+            False,
+            False,
+            Judgement(resume={0: 0}),
+        ),
+        # retention deleted what would be replayed: a gap, refused unless accepted
+        (
+            {0: 40},
+            {0: 100},
+            {0: 60},
+            {0: 150},
+            False,
+            False,
+            Judgement(gaps={0: (40, 60)}, past_gaps={0: 60}),
+        ),
+        # a truncated log (the committed offset is past its end): the tail is gone
+        (
+            None,
+            {0: 500},
+            {0: 0},
+            {0: 20},
+            False,
+            False,
+            Judgement(gaps={0: (20, 500)}, past_gaps={0: 0}),
+        ),
+    ],
+)
+def test_judge(
+    ledger: dict[int, int] | None,
+    committed: dict[int, int | None],
+    earliest: dict[int, int],
+    latest: dict[int, int],
+    has_state: bool,
+    lost: bool,
+    expected: Judgement,
+) -> None:
+    assert judge(ledger, committed, earliest, latest, has_state=has_state, lost=lost) == expected
+
+
+@pytest.mark.redis
+def test_record_refuses_a_ledger_that_changed_underneath(settings: Settings) -> None:
+    async def scenario() -> None:
+        async with AsyncStatsStore.from_settings(settings) as store:
+            ledger = Ledger(store, "attempts")
+            assert await ledger.read() is None
+            assert await ledger.has_state() is False
+            await ledger.record({0: 10, 3: 4})
+            await ledger.record({0: 20})
+            assert await ledger.read() == {0: 20, 3: 4}
+            assert ledger.known == {0: 20, 3: 4}
+            other = Ledger(store, "other-topic")  # topics share the hash, not the fields
+            await other.record({0: 99})
+            assert await ledger.read() == {0: 20, 3: 4}
+
+            await store.client.hset(ledger.key, "attempts:0", 15)  # an older snapshot
+            with pytest.raises(StateLost) as lost:
+                await ledger.record({0: 30})
+            assert (lost.value.partition, lost.value.expected, lost.value.found) == (0, 20, 15)
+            await store.client.delete(ledger.key)  # FLUSHDB
+            with pytest.raises(StateLost, match="position for partition 0 is missing"):
+                await ledger.record({0: 30})
+
+            fresh = Ledger(store, "attempts")  # a worker that read the ledger as it is
+            await fresh.record({0: 30})
+            fresh.known[0] = 20  # the same batch again, after a lost reply: accepted
+            await fresh.record({0: 30})
+            assert await fresh.read() == {0: 30}
+            assert await store.client.hget(ledger.key, "created")
+
+            await store.client.set(KeySpace(settings.key_prefix).scope(1, 2, "standard"), b"x")
+            assert await ledger.has_state() is True
+
+    run(scenario())
+
+
+@pytest.mark.redis
+def test_the_ledger_is_one_key_of_the_prefix(settings: Settings) -> None:
+    keys = KeySpace(settings.key_prefix)
+    assert keys.positions() == f"{settings.key_prefix}:{{stream}}:positions"
+    client = redis.Redis.from_url(settings.redis_url)
+    client.set(keys.positions(), b"not a scope")
+    try:
+        assert not list(client.scan_iter(match=keys.scope_pattern()))
+    finally:
+        client.close()
