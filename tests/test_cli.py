@@ -49,7 +49,9 @@ def test_check_all_good(stream_settings: Settings) -> None:
         ["ok", "topics"],
         ["ok", "redis"],
         ["ok", "memory"],
+        ["ok", "state"],
     ]
+    assert done.stdout.splitlines()[-1].endswith("nothing committed yet: a new deployment")
 
 
 def test_check_reports_each_failure(stream_settings: Settings, tmp_path: Path) -> None:

@@ -333,6 +333,14 @@ def _cmd_check(args: argparse.Namespace, settings: Settings) -> int:
             )
     except PerformanceEngineError as exc:
         report(False, "redis", str(exc))
+    if not failed:
+        from performance_engine.tools.state_check import describe, judge_state
+
+        try:
+            ok, line = describe(judge_state(settings))
+            report(ok, "state", line)
+        except PerformanceEngineError as exc:
+            report(False, "state", str(exc))
     return EXIT_FAILURE if failed else 0
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from performance_engine.errors import DatabaseQueryError, PerformanceEngineError
 from performance_engine.worker.store import REDIS_ERRORS, AsyncStatsStore
 
-__all__ = ["Judgement", "Ledger", "ReplicasMissing", "StateLost", "judge"]
+__all__ = ["Judgement", "Ledger", "ReplicasMissing", "StateLost", "judge", "parse_ledger"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +130,18 @@ def judge(
     return Judgement(resume, gaps, past_gaps)
 
 
+def parse_ledger(raw: Mapping[bytes, bytes], topic: str) -> dict[int, int] | None:
+    """A ledger hash as read (HGETALL) to the positions of ``topic``; None if empty."""
+    if not raw:
+        return None
+    prefix = f"{topic}:".encode()
+    return {
+        int(name[len(prefix) :]): int(value)
+        for name, value in raw.items()
+        if name.startswith(prefix) and name[len(prefix) :].isdigit()
+    }
+
+
 class Ledger:
     """The positions ledger of one attempts topic, as this worker knows it."""
 
@@ -159,14 +171,7 @@ class Ledger:
             raw: dict[bytes, bytes] = await self.client.hgetall(self.key)
         except REDIS_ERRORS as exc:
             raise DatabaseQueryError(f"reading the positions ledger failed: {exc}") from exc
-        if not raw:
-            return None
-        prefix = f"{self.topic}:".encode()
-        return {
-            int(name[len(prefix) :]): int(value)
-            for name, value in raw.items()
-            if name.startswith(prefix) and name[len(prefix) :].isdigit()
-        }
+        return parse_ledger(raw, self.topic)
 
     async def has_state(self) -> bool:
         """Whether Redis holds any scope of this key prefix."""
