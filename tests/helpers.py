@@ -37,7 +37,7 @@ from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.state import ScopeState, fingerprint
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 from performance_engine.plugins import build_calculator
-from performance_engine.settings import Settings
+from performance_engine.settings import Settings, settings_env
 from performance_engine.tools.simulator import generate_attempts
 from performance_engine.worker.processor import Publisher
 from performance_engine.worker.publisher import BatchPublisher
@@ -382,12 +382,8 @@ def spec_attempts() -> list[Attempt]:
 
 
 def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    """`perf-engine ARGS` in a subprocess against the settings' Redis and key prefix."""
-    env = {
-        **os.environ,
-        "PERF_ENGINE_REDIS_URL": settings.redis_url,
-        "PERF_ENGINE_KEY_PREFIX": settings.key_prefix,
-    }
+    """`perf-engine ARGS` in a subprocess with these settings."""
+    env = {**os.environ, **settings_env(settings)}
     return subprocess.run(
         [sys.executable, "-m", "performance_engine.tools.cli", *args],
         capture_output=True,

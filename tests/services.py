@@ -67,27 +67,39 @@ def start_tansu(port: int, log: Path) -> subprocess.Popen[bytes]:
     return process
 
 
+#: A Redis that persists every write (an append-only file, fsynced each time).
+DURABLE = ("--appendonly", "yes", "--appendfsync", "always")
+
+
 @dataclass
 class RedisServer:
-    """A redis-server of the test's own, persisting to ``directory`` (so it can restart)."""
+    """A redis-server of the test's own in ``directory`` (durable by default, so that it
+    can restart with what it acknowledged; ``options`` add to or override that)."""
 
     directory: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    options: tuple[str, ...] = DURABLE
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def log(self) -> Path:
+        return self.directory / f"redis-{self.port}.log"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5)
+
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            redis_server_command(
-                self.port,
-                *("--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", "always"),
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                redis_server_command(self.port, "--dir", str(self.directory), *self.options),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         try:
             wait_until(self.ping, 20, f"redis-server on {self.port}")
         except AssertionError:
@@ -102,9 +114,146 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGCONT)  # in case a test paused it
             self.process.terminate()
             self.process.wait(timeout=20)
         self.process = None
+
+    def kill(self) -> None:
+        """kill -9: what it had not written to disk is gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=20)
+        self.process = None
+
+
+@dataclass
+class RedisSentinel:
+    """A Redis Sentinel of the test's own watching the master on ``master_port`` as
+    ``mymaster`` (quorum 1: it fails over alone, a second after the master goes quiet)."""
+
+    directory: Path
+    master_port: int
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        from performance_engine.tools.demo import redis_server_binary
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.directory / f"sentinel-{self.port}.conf"
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.directory}\n"
+            f"sentinel monitor mymaster 127.0.0.1 {self.master_port} 1\n"
+            "sentinel down-after-milliseconds mymaster 1000\n"
+            "sentinel failover-timeout mymaster 5000\n"
+        )
+        with (self.directory / f"sentinel-{self.port}.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [redis_server_binary(), str(config), "--sentinel"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until(lambda: port_open(self.port), 20, f"redis sentinel on {self.port}")
+
+    def master(self) -> tuple[str, int] | None:
+        client = redis.Redis(port=self.port, socket_timeout=2)
+        try:
+            found: Any = client.sentinel_get_master_addr_by_name("mymaster")
+        except redis.RedisError:
+            return None
+        finally:
+            client.close()
+        if not found:
+            return None
+        host = found[0].decode() if isinstance(found[0], bytes) else str(found[0])
+        return host, int(found[1])
+
+    def replicas(self) -> int:
+        client = redis.Redis(port=self.port, socket_timeout=2)
+        try:
+            return len(client.sentinel_slaves("mymaster"))
+        except redis.RedisError:
+            return 0
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+        self.process = None
+
+
+class HoldingProxy:
+    """A TCP proxy to ``target_port`` that can stop forwarding (``hold``: data waits,
+    and the sender's buffers fill) and then drop every connection with what it held
+    (``cut``): a replica whose link lagged, then broke."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self.held = False
+        self._writers: list[asyncio.StreamWriter] = []
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> HoldingProxy:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    def hold(self) -> None:
+        self.held = True
+
+    def cut(self) -> None:
+        def close_all() -> None:
+            for writer in self._writers:
+                writer.transport.abort()
+            self._writers.clear()
+
+        self._loop.call_soon_threadsafe(close_all)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        )
+        self._ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            server.close()
+            for task in asyncio.all_tasks(self._loop):
+                task.cancel()
+            self._loop.run_until_complete(asyncio.sleep(0))
+            self._loop.close()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            client_w.transport.abort()
+            return
+        self._writers += [client_w, server_w]
+        await asyncio.gather(
+            self._pipe(client_r, server_w), self._pipe(server_r, client_w), return_exceptions=True
+        )
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                while self.held and not writer.transport.is_closing():
+                    await asyncio.sleep(0.01)
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.transport.abort()
 
 
 @dataclass

@@ -3,6 +3,8 @@ offsets means (pure), and its compare-and-set record against a real Redis."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis
 
@@ -15,79 +17,44 @@ from tests.helpers import run
 EMPTY = Judgement()
 
 
-@pytest.mark.parametrize(
-    ("ledger", "committed", "earliest", "latest", "has_state", "lost", "expected"),
-    [
-        # a new deployment: no committed offsets, nothing to compare
-        (None, {0: None, 1: None}, {}, {}, False, False, EMPTY),
-        # a Redis written by a release without a ledger: its state is taken as complete
-        (None, {0: 100}, {0: 0}, {0: 150}, True, False, Judgement(adopted=True)),
-        # ... but not when this worker saw its ledger vanish (state written since)
-        (None, {0: 100}, {0: 0}, {0: 150}, True, True, Judgement(resume={0: 0})),
-        # emptied Redis (FLUSHDB, a restart without persistence): replay from the start
-        (
-            None,
-            {0: 100, 1: 7},
-            {0: 0, 1: 0},
-            {0: 150, 1: 7},
-            False,
-            False,
-            Judgement(resume={0: 0, 1: 0}),
-        ),
-        # an older snapshot, or a replica that lagged: resume where its state ends
-        (
-            {0: 40, 1: 7},
-            {0: 100, 1: 7},
-            {0: 0, 1: 0},
-            {0: 150, 1: 9},
-            False,
-            False,
-            Judgement(resume={0: 40}),
-        ),
-        # Redis ahead of the commit (a crash between the two): nothing to do
-        ({0: 120}, {0: 100}, {0: 0}, {0: 150}, False, False, EMPTY),
-        # a partition the ledger never saw, though committed: state reaches offset 0
-        (
-            {1: 5},
-            {0: 30, 1: 5},
-            {0: 0, 1: 0},
-            {0: 30, 1: 5},
-            False,
-            False,
-            Judgement(resume={0: 0}),
-        ),
-        # retention deleted what would be replayed: a gap, refused unless accepted
-        (
-            {0: 40},
-            {0: 100},
-            {0: 60},
-            {0: 150},
-            False,
-            False,
-            Judgement(gaps={0: (40, 60)}, past_gaps={0: 60}),
-        ),
-        # a truncated log (the committed offset is past its end): the tail is gone
-        (
-            None,
-            {0: 500},
-            {0: 0},
-            {0: 20},
-            False,
-            False,
-            Judgement(gaps={0: (20, 500)}, past_gaps={0: 0}),
-        ),
-    ],
-)
-def test_judge(
-    ledger: dict[int, int] | None,
-    committed: dict[int, int | None],
-    earliest: dict[int, int],
-    latest: dict[int, int],
-    has_state: bool,
-    lost: bool,
-    expected: Judgement,
-) -> None:
-    assert judge(ledger, committed, earliest, latest, has_state=has_state, lost=lost) == expected
+#: (ledger, committed, earliest, has_state, lost, expected judgement)
+CASES: dict[str, tuple[Any, ...]] = {
+    "a new deployment: no committed offsets, nothing to compare": (
+        None, {0: None, 1: None}, {}, False, False, EMPTY,
+    ),
+    "a Redis written by a release without a ledger: its state is taken as complete": (
+        None, {0: 100}, {0: 0}, True, False, Judgement(adopted=True),
+    ),
+    "... but not when this worker saw its ledger vanish (state written since)": (
+        None, {0: 100}, {0: 0}, True, True, Judgement(resume={0: 0}),
+    ),
+    "an emptied Redis (FLUSHDB, a restart without persistence): replay from the start": (
+        None, {0: 100, 1: 7}, {0: 0, 1: 0}, False, False, Judgement(resume={0: 0, 1: 0}),
+    ),
+    "an older snapshot, or a replica that lagged: resume where its state ends": (
+        {0: 40, 1: 7}, {0: 100, 1: 7}, {0: 0, 1: 0}, False, False, Judgement(resume={0: 40}),
+    ),
+    "Redis ahead of the commit (a crash between the two): nothing to do": (
+        {0: 120}, {0: 100}, {0: 0}, False, False, EMPTY,
+    ),
+    "a partition the ledger never saw, though committed: its state reaches offset 0": (
+        {1: 5}, {0: 30, 1: 5}, {0: 0, 1: 0}, False, False, Judgement(resume={0: 0}),
+    ),
+    "retention deleted what would be replayed: a gap, refused unless accepted": (
+        {0: 40}, {0: 100}, {0: 60}, False, False,
+        Judgement(gaps={0: (40, 60)}, past_gaps={0: 60}),
+    ),
+    "an emptied Redis and a topic that has dropped its oldest records": (
+        None, {0: 100, 1: 9}, {0: 10, 1: 0}, False, False,
+        Judgement(resume={1: 0}, gaps={0: (0, 10)}, past_gaps={0: 10}),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_judge(case: str) -> None:
+    ledger, committed, earliest, has_state, lost, expected = CASES[case]
+    assert judge(ledger, committed, earliest, has_state=has_state, lost=lost) == expected
 
 
 @pytest.mark.redis

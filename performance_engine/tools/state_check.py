@@ -34,7 +34,6 @@ def judge_state(settings: Settings) -> Judgement | None:
         tps = [TopicPartition(settings.attempts_topic, p) for p in sorted(known)]
         committed = {tp.partition: consumer.committed(tp) for tp in tps}
         earliest = {tp.partition: o for tp, o in consumer.beginning_offsets(tps).items()}
-        latest = {tp.partition: o for tp, o in consumer.end_offsets(tps).items()}
     except KafkaError as exc:
         raise broker_failed(settings, exc) from exc
     finally:
@@ -51,7 +50,7 @@ def judge_state(settings: Settings) -> Judgement | None:
             )
         except REDIS_ERRORS as exc:
             raise DatabaseQueryError(f"reading the positions ledger failed: {exc}") from exc
-    return judge(ledger, committed, earliest, latest, has_state=has_state)
+    return judge(ledger, committed, earliest, has_state=has_state)
 
 
 def describe(verdict: Judgement | None) -> tuple[bool | None, str]:

@@ -204,7 +204,6 @@ class EngineService(Service):
             positions = await ledger.read()
             committed = await committed_offsets(consumer, tps)
             earliest = await consumer.earliest_offsets(*tps)
-            latest = await consumer.highwaters(*tps)
             has_state = (
                 positions is None
                 and any(v is not None for v in committed.values())
@@ -218,7 +217,6 @@ class EngineService(Service):
             positions,
             {tp.partition: committed.get(tp) for tp in tps},
             {tp.partition: int(earliest.get(tp, 0)) for tp in tps},
-            {tp.partition: int(latest[tp]) for tp in tps if latest.get(tp) is not None},
             has_state=has_state,
             lost=self._lost,
         )

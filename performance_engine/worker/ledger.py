@@ -75,13 +75,12 @@ class Judgement:
 
     #: Partitions whose state in Redis ends before their committed offset: where to resume.
     resume: dict[int, int] = field(default_factory=dict)
-    #: Partitions where Redis lost attempts the topic no longer holds: the offsets from
-    #: where Redis's state ends to the committed offset that the topic cannot give again
-    #: (deleted by retention before the earliest offset, or past the end of a truncated
-    #: log), as (first, last + 1).
+    #: Partitions where Redis lost attempts the topic no longer holds (its retention
+    #: deleted them): the offsets from where Redis's state ends to the topic's earliest
+    #: offset, as (first, last + 1).
     gaps: dict[int, tuple[int, int]] = field(default_factory=dict)
-    #: Where each partition with a gap resumes if the gap is accepted: from where Redis's
-    #: state ends, or the topic's earliest offset if that is later.
+    #: Where each partition with a gap resumes if the gap is accepted: the topic's
+    #: earliest offset.
     past_gaps: dict[int, int] = field(default_factory=dict)
     #: The ledger is missing but the state is there: a Redis written by a release without
     #: a ledger; its state is taken to reach the committed offsets.
@@ -92,13 +91,12 @@ def judge(
     ledger: Mapping[int, int] | None,
     committed: Mapping[int, int | None],
     earliest: Mapping[int, int],
-    latest: Mapping[int, int],
     *,
     has_state: bool,
     lost: bool = False,
 ) -> Judgement:
     """Compare the ledger (None: there is none) with the committed offsets, given the
-    offsets the topic holds (``earliest`` to ``latest``, its end).
+    earliest offset the topic still holds in each partition.
 
     A partition without a committed offset has nothing to compare (a new group reads from
     the topic's start). One missing from an existing ledger, or every partition when
@@ -118,15 +116,12 @@ def judge(
         reach = positions.get(partition, 0)
         if reach >= offset:
             continue
-        start, end = earliest.get(partition, 0), latest.get(partition, offset)
+        start = earliest.get(partition, 0)
         if reach < start:
             gaps[partition] = (reach, start)
-        elif end < offset:
-            gaps[partition] = (max(reach, end), offset)
+            past_gaps[partition] = start
         else:
             resume[partition] = reach
-            continue
-        past_gaps[partition] = max(reach, start)
     return Judgement(resume, gaps, past_gaps)
 
 
