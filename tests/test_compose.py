@@ -35,6 +35,13 @@ def test_services_images_and_kraft() -> None:
     assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
 
 
+def test_every_port_is_published_on_loopback_only() -> None:
+    """Redis has no password in the compose file: nothing may reach it from outside."""
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+
+
 def test_health_checks_and_start_order() -> None:
     services = compose()["services"]
     for name in ("kafka", "redis", "worker"):
@@ -55,7 +62,7 @@ def test_worker_env_matches_the_settings() -> None:
     settings = load_settings(env)  # every value parses
     assert settings.kafka_bootstrap == "kafka:9092"
     assert settings.redis_url == "redis://redis:6379/0"
-    assert worker["ports"] == [f"{settings.web_port}:{settings.web_port}"]
+    assert worker["ports"] == [f"127.0.0.1:{settings.web_port}:{settings.web_port}"]
     assert f":{settings.web_port}/health" in " ".join(worker["healthcheck"]["test"])
     topics_command = " ".join(compose()["services"]["topics"]["command"])
     for topic in (settings.attempts_topic, settings.stats_topic, settings.dlq_topic):

@@ -7,6 +7,7 @@ and the worker.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 import subprocess
@@ -28,7 +29,8 @@ from performance_engine.metrics.loader import load_attempts
 from performance_engine.settings import Settings, load_settings, settings_env
 from performance_engine.tools.demo import free_port, redis_server_command
 from performance_engine.tools.simulator import generate_attempts
-from performance_engine.worker.store import StatsStore
+from performance_engine.worker.ledger import Ledger
+from performance_engine.worker.store import AsyncStatsStore, StatsStore
 from tests.helpers import dataset, oracle, wait_for_oracle
 from tests.services import RedisClusterNodes, RedisServer, produce, wait_until
 
@@ -123,7 +125,8 @@ def test_worker_on_a_cluster_is_exact(
 
 #: The ACL line of docs/operations.md, with the test's password and prefix.
 ACL_RULES = "on >{password} resetkeys ~{prefix}:* resetchannels -@all " + (
-    "+get +mget +msetnx +eval +getrange +set +append +ping +info"
+    "+get +mget +msetnx +eval +getrange +set +append +ping +info "
+    "+hgetall +hget +hset +hsetnx +scan +wait"
 )
 
 
@@ -131,6 +134,20 @@ def test_the_documented_acl_line_is_the_one_tested() -> None:
     docs = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
     documented = ACL_RULES.format(password="CHANGE-ME", prefix="pe")
     assert f"ACL SETUSER perf-engine {documented}\n" in docs
+
+
+def assert_the_worker_keeps_its_ledger(settings: Settings) -> None:
+    """The positions ledger's commands (a hash, SCAN, WAIT) are within the ACL line."""
+
+    async def keep() -> None:
+        async with AsyncStatsStore.from_settings(settings) as store:
+            ledger = Ledger(store, "attempts", wait_replicas=0)
+            assert await ledger.has_state() is True  # the backfill's scopes
+            await ledger.record({0: 5})
+            assert await ledger.read() == {0: 5}
+            assert await store.client.execute_command("WAIT", 0, 10) == 0
+
+    asyncio.run(keep())
 
 
 @pytest.fixture
@@ -153,6 +170,7 @@ def test_acl_user_limited_to_the_prefix_runs_the_engine(
     settings = Settings(redis_url=url, key_prefix="pe-acl")
 
     assert_backfill_and_reads_match_the_oracle(settings, history)
+    assert_the_worker_keeps_its_ledger(settings)
     checked = cli(settings, "check")
     # read through INFO, no CONFIG needed
     assert "maxmemory-policy is noeviction" in checked.stdout, checked.stdout

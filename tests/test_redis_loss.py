@@ -7,6 +7,7 @@ Each test prints how long the engine took from the fault to exact stats (pytest 
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import time
@@ -164,8 +165,16 @@ def test_a_sentinel_failover_to_a_lagging_replica_is_followed_and_replayed(
                 "the sentinel to promote the replica",
             )
             send(settings, third)
-            wait_for_oracle(settings, oracle(records), timeout=180)
+            expected = oracle(records)
+            wait_for_oracle(settings, expected, timeout=180)  # read through the Sentinel
             recovered("failover to a lagging replica", fault)
+            scope = sorted(expected)[0]
+            shown = run_cli(
+                settings, "stats", str(scope.user_id), str(scope.sub_topic_id),
+                "--mode", scope.learning_mode, "--json",
+            )  # fmt: skip
+            assert shown.returncode == 0, shown.stderr
+            assert json.loads(shown.stdout) == json.loads(expected[scope].to_json())
             assert lost_state_lines(worker) >= 1
             assert worker.alive()
         finally:

@@ -181,7 +181,9 @@ def _cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
 
 def _with_flags(args: argparse.Namespace, settings: Settings) -> Settings:
     if getattr(args, "allow_eviction", False):
-        return dataclasses.replace(settings, allow_eviction=True)
+        settings = dataclasses.replace(settings, allow_eviction=True)
+    if getattr(args, "accept_state_gap", False):
+        settings = dataclasses.replace(settings, accept_state_gap=True)
     return settings
 
 
@@ -496,6 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-eviction",
         action="store_true",
         help="start even if Redis's maxmemory-policy may evict state",
+    )
+    worker.add_argument(
+        "--accept-state-gap",
+        action="store_true",
+        help="go on although Redis lost state the attempts topic no longer holds (after "
+        "backfilling the platform's history)",
     )
 
     emit = commands.add_parser("emit", help="publish attempts from a JSON Lines or CSV file")
