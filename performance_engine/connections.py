@@ -13,6 +13,7 @@ from typing import Any
 from performance_engine.settings import Settings
 
 __all__ = [
+    "aiokafka_options",
     "async_redis_client",
     "faust_credentials",
     "kafka_python_options",
@@ -125,6 +126,20 @@ def kafka_python_options(settings: Settings) -> dict[str, Any]:
             ssl_certfile=_text(settings.kafka_ssl_cert_file),
             ssl_keyfile=_text(settings.kafka_ssl_key_file),
         )
+    return options
+
+
+def aiokafka_options(settings: Settings) -> dict[str, Any]:
+    """Security keyword arguments for aiokafka's consumer and producer."""
+    options: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        options.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password,
+        )
+    if settings.kafka_tls:
+        options["ssl_context"] = kafka_ssl_context(settings)
     return options
 
 

@@ -185,6 +185,8 @@ class Settings:
     state_check_seconds: float = setting(
         10.0, _number(float), lambda v: "" if v > 0 else "must be positive"
     )
+    #: Serve the web dashboard (``/dashboard``) and follow the stats topic for it.
+    dashboard: bool = setting(True, _flag)
     #: Resume even though Redis lost state that the attempts topic no longer holds (after
     #: the platform's history has been backfilled).
     accept_state_gap: bool = setting(False, _flag)

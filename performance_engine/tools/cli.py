@@ -356,6 +356,7 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
             rate=args.rate,
             seed=args.seed,
             summary=args.summary,
+            open_browser=args.open,
         )
     )
 
@@ -484,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--summary", type=Path, default=None, help="write a JSON summary here at the end"
     )
+    demo.add_argument("--open", action="store_true", help="open the dashboard in a browser")
     demo.set_defaults(handler=_cmd_demo)
 
     worker = commands.add_parser(

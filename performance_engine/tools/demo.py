@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+import webbrowser
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,6 +51,8 @@ class DemoOptions:
     invalid_share: float = 0.02
     #: Where to write a JSON summary at the end (processes, totals, learners' stats).
     summary: Path | None = None
+    #: Open the dashboard in the default browser.
+    open_browser: bool = False
 
 
 @dataclass
@@ -315,6 +318,10 @@ def run_demo(options: DemoOptions, environ: Mapping[str, str] | None = None) -> 
             daemon=True,
         )
         simulator.start()
+        dashboard = f"http://127.0.0.1:{web_port}/dashboard"
+        console.print(f"dashboard: {dashboard}", highlight=False)
+        if options.open_browser:
+            webbrowser.open(dashboard)
         console.print(
             f"simulating {options.users} learners at {options.rate:g} attempts/s; "
             + ("Ctrl-C to stop" if options.duration is None else f"for {options.duration:g}s")
@@ -352,16 +359,21 @@ def run_demo(options: DemoOptions, environ: Mapping[str, str] | None = None) -> 
             )
             learners = [None if item is None else item.stats_json for item in store.read(scopes)]
     if options.summary is not None:
-        _write_summary(options.summary, started, totals, learners)
+        _write_summary(options.summary, started, totals, learners, dashboard)
     return 0
 
 
 def _write_summary(
-    path: Path, started: _Started, totals: dict[str, float], learners: list[bytes | None]
+    path: Path,
+    started: _Started,
+    totals: dict[str, float],
+    learners: list[bytes | None],
+    dashboard: str,
 ) -> None:
     """The demo's end, for scripts: what it started (and stopped), what the worker
     counted, and the tracked learners' latest stats (SPEC 4 JSON, null if none)."""
     summary = {
+        "dashboard": dashboard,
         "started": {name: process.pid for name, process in started.processes},
         "stopped": started.stopped,
         "attempts_processed": int(totals.get("perf_engine_attempts_processed_total", 0)),

@@ -22,6 +22,8 @@ from faust.types import TP
 from mode import Service
 
 from performance_engine.connections import faust_credentials
+from performance_engine.dashboard.feed import StatsFeed
+from performance_engine.dashboard.index import DashboardIndex
 from performance_engine.errors import DatabaseQueryError
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.plugins import build_calculator
@@ -98,6 +100,8 @@ class EngineService(Service):
         self.store: AsyncStatsStore | None = None
         self.processor: BatchProcessor | None = None
         self.ledger: Ledger | None = None
+        self.dashboard_index: DashboardIndex | None = None
+        self.feed: StatsFeed | None = None
         self._in_flight = asyncio.Lock()
         #: Redis's positions were compared with the committed offsets since the assignment.
         self._verified = False
@@ -152,6 +156,10 @@ class EngineService(Service):
             on_batch=self.metrics.observe_batch,
             ledger=self.ledger,
         )
+        if settings.dashboard:
+            self.dashboard_index = DashboardIndex(self.store.client, self.store.keys)
+            self.feed = StatsFeed(settings, self.dashboard_index)
+            self.add_future(self._follow_stats(self.feed))
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
         app.batch_handler = self.handle_batch
@@ -272,6 +280,17 @@ class EngineService(Service):
         logger.critical("refusing to go on: %s", self.refusal)
         self.app.consumer.pause_partitions(tps)
 
+    async def _follow_stats(self, feed: StatsFeed) -> None:
+        """The dashboard's consumer of the stats topic, restarted after a failure."""
+        while not self.should_stop:
+            try:
+                await feed.run(lambda: self.should_stop)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("the dashboard's stats feed failed; restarting it in 5 s")
+                await self.sleep(5.0)
+
     @Service.task
     async def _check_state(self) -> None:
         """Every ``state_check_seconds``: does Redis still hold the positions this worker
@@ -380,4 +399,8 @@ def create_app(settings: Settings, calculator: MetricsCalculator | None = None) 
     service = EngineService(app, calculator, beacon=app.beacon)
     app.service(cast(Any, service))
     install_views(app, service)
+    if settings.dashboard:
+        from performance_engine.dashboard.views import install_dashboard
+
+        install_dashboard(app, service)
     return app

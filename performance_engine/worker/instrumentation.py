@@ -154,5 +154,21 @@ class EngineMetrics:
         self.batch_duration.observe(seconds)
         self.latency.observe(max(oldest_age, 0.0))
 
+    def batch_seconds(self, quantiles: tuple[float, ...] = (0.5, 0.99)) -> dict[str, float | None]:
+        """Quantiles of the batches' processing time since start, read off the histogram
+        (the upper bound of the bucket each falls in; None before the first batch)."""
+        buckets: list[tuple[float, float]] = []
+        for metric in self.batch_duration.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_bucket"):
+                    buckets.append((float(sample.labels["le"]), sample.value))
+        buckets.sort()
+        total = buckets[-1][1] if buckets else 0.0
+        found: dict[str, float | None] = {}
+        for q in quantiles:
+            bound = next((le for le, count in buckets if total and count >= q * total), None)
+            found[f"p{round(q * 100)}"] = bound
+        return found
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -28,6 +28,13 @@ One string rather than a hash: a hash whose values exceed ``hash-max-listpack-va
         whose effect the state holds, written after each batch's state; ``created``, when
         the ledger was first written.
 
+    {prefix}:{dash}:...    the dashboard's index, kept by its own consumer of the stats
+        topic (see performance_engine/dashboard/index.py): ``cohorts`` (a set of
+        ``<sub_topic_id>:<learning_mode>``), ``cohort:<sub_topic_id>:<learning_mode>:<order>``
+        (a sorted set of user ids per order: stuck, mastery, attempts), ``learner:<user_id>``
+        (a set of the learner's ``<sub_topic_id>:<learning_mode>``), ``followed`` (the
+        index has read the stats topic from its start).
+
 The ``{u<user_id>}`` part is a Redis Cluster hash tag: every key of one learner hashes to
 the same slot, so a learner's scopes can be written together. ``user_id`` and
 ``sub_topic_id`` are integers and learning modes are validated names, so no identifier can
@@ -66,3 +73,7 @@ class KeySpace:
     def positions(self) -> str:
         """The positions ledger (see :mod:`performance_engine.worker.ledger`)."""
         return f"{self.prefix}:{{stream}}:positions"
+
+    def dashboard(self, *parts: object) -> str:
+        """A key of the dashboard's index (all in one hash slot)."""
+        return ":".join([f"{self.prefix}:{{dash}}", *map(str, parts)])

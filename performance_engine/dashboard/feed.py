@@ -1,0 +1,222 @@
+"""The dashboard's own consumer of the ``stats-updated`` topic.
+
+Off the worker's hot path: an aiokafka consumer without a group (every worker's dashboard
+sees every update), started with the worker. For each batch of events it
+
+- updates the index in Redis (:mod:`.index`; idempotent, so several workers may);
+- keeps the recent points (time, mastery, accuracy) of the scopes it saw most recently,
+  for the learner page's chart (a bounded LRU in memory);
+- hands the updates to the live streams of the browsers watching (bounded queues: a slow
+  browser loses updates, never the worker's memory).
+
+The first time (the index has never followed the topic) it reads the topic from its start
+so that the index holds every learner with stats; afterwards from the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaConsumer
+
+from performance_engine.connections import aiokafka_options
+from performance_engine.dashboard.index import DashboardIndex
+from performance_engine.errors import DatabaseQueryError
+from performance_engine.events import StatsUpdated, decode_stats_event
+from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
+from performance_engine.settings import Settings
+
+__all__ = ["Point", "StatsFeed", "Update"]
+
+logger = logging.getLogger(__name__)
+
+#: Scopes whose recent points are kept, and points per scope.
+HISTORY_SCOPES = 10_000
+HISTORY_POINTS = 60
+#: Updates a browser's live stream may have waiting before it misses some.
+STREAM_BACKLOG = 500
+
+
+class Point(msgspec.Struct, array_like=True, frozen=True):
+    """One update of a scope on its chart: epoch seconds, mastery (or None), accuracy."""
+
+    at: float
+    mastery: float | None
+    accuracy: float | None
+    version: int
+
+
+class Update(msgspec.Struct, frozen=True):
+    """What the live stream and the overview show of one stats update."""
+
+    user_id: int
+    sub_topic_id: int
+    learning_mode: str
+    version: int
+    total_attempts: int
+    passed: list[str]
+    mastery: float | None
+    accuracy: float | None
+    updated_at: str
+    attempt_id: str
+
+
+def _accuracy(stats: PerformanceStatsData) -> float | None:
+    if not stats.total_attempts:
+        return None
+    return round(stats.total_correct_attempts / stats.total_attempts, 4)
+
+
+def update_of(event: StatsUpdated) -> Update:
+    stats = event.stats
+    return Update(
+        stats.user_id,
+        stats.sub_topic_id,
+        stats.learning_mode,
+        stats.version,
+        stats.total_attempts,
+        [d.value for d in stats.passed_difficulties],
+        stats.learning.mastery_probability if stats.learning is not None else None,
+        _accuracy(stats),
+        event.updated_at,
+        event.source.attempt_id,
+    )
+
+
+@dataclass
+class _Listener:
+    queue: asyncio.Queue[Update]
+    user_id: int | None
+
+
+class StatsFeed:
+    """Follows the stats topic for the dashboard (see the module docstring)."""
+
+    def __init__(self, settings: Settings, index: DashboardIndex) -> None:
+        self.settings = settings
+        self.index = index
+        self.recent: deque[Update] = deque(maxlen=50)
+        self._history: OrderedDict[ScopeKey, deque[Point]] = OrderedDict()
+        self._listeners: list[_Listener] = []
+        self._seen: deque[tuple[float, int]] = deque(maxlen=120)
+        self.updates = 0
+        self.ready = asyncio.Event()
+
+    # -- what the views read ---------------------------------------------------------
+
+    def history(self, scope: ScopeKey) -> list[Point]:
+        return list(self._history.get(scope, ()))
+
+    def listen(self, user_id: int | None = None) -> asyncio.Queue[Update]:
+        queue: asyncio.Queue[Update] = asyncio.Queue(STREAM_BACKLOG)
+        self._listeners.append(_Listener(queue, user_id))
+        return queue
+
+    def stop_listening(self, queue: asyncio.Queue[Update]) -> None:
+        self._listeners = [each for each in self._listeners if each.queue is not queue]
+
+    def updates_per_second(self, window: float = 5.0) -> float:
+        """Stats updates read per second over the last ``window`` seconds."""
+        now = time.monotonic()
+        recent = [(t, n) for t, n in self._seen if now - t <= window]
+        if len(recent) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = recent[0], recent[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    # -- following the topic ---------------------------------------------------------
+
+    async def run(self, stopped: Callable[[], bool]) -> None:
+        """Follow the topic until ``stopped()``; Kafka and Redis trouble is waited out."""
+        settings = self.settings
+        consumer = AIOKafkaConsumer(
+            settings.stats_topic,
+            bootstrap_servers=settings.kafka_bootstrap.split(","),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            max_partition_fetch_bytes=1 << 20,
+            fetch_max_wait_ms=100,
+            **aiokafka_options(settings),
+        )
+        await consumer.start()
+        try:
+            catching_up = not await self._followed()
+            if catching_up:
+                while not consumer.assignment():
+                    await consumer.getmany(timeout_ms=100)
+                await consumer.seek_to_beginning()
+            self.ready.set()
+            while not stopped():
+                batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+                events = [
+                    decode_stats_event(record.value)
+                    for records in batches.values()
+                    for record in records
+                    if record.value is not None
+                ]
+                await self._take(events)
+                if catching_up and await self._at_end(consumer):
+                    await self._retry(self.index.mark_followed)
+                    catching_up = False
+        finally:
+            await consumer.stop()
+
+    async def _followed(self) -> bool:
+        result: bool = await self._retry(self.index.followed)
+        return result
+
+    @staticmethod
+    async def _at_end(consumer: AIOKafkaConsumer) -> bool:
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None or await consumer.position(tp) < high:
+                return False
+        return True
+
+    async def _take(self, events: list[StatsUpdated]) -> None:
+        now = time.time()
+        if events:
+            await self._retry(lambda: self.index.add([e.stats for e in events]))
+        for event in events:
+            update = update_of(event)
+            self.recent.append(update)
+            self._remember(
+                event.stats.scope, Point(now, update.mastery, update.accuracy, update.version)
+            )
+            for listener in self._listeners:
+                if listener.user_id is None or listener.user_id == update.user_id:
+                    if listener.queue.full():
+                        continue  # this browser is behind: it misses this update
+                    listener.queue.put_nowait(update)
+        self.updates += len(events)
+        self._seen.append((time.monotonic(), self.updates))
+
+    def _remember(self, scope: ScopeKey, point: Point) -> None:
+        history = self._history.get(scope)
+        if history is None:
+            history = self._history[scope] = deque(maxlen=HISTORY_POINTS)
+            while len(self._history) > HISTORY_SCOPES:
+                self._history.popitem(last=False)
+        else:
+            self._history.move_to_end(scope)
+        if not history or history[-1].version < point.version:
+            history.append(point)
+
+    @staticmethod
+    async def _retry(action: Callable[[], Any]) -> Any:
+        delay = 0.5
+        while True:
+            try:
+                return await action()
+            except DatabaseQueryError as exc:
+                logger.warning("the dashboard's index: %s; retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)

@@ -1,0 +1,136 @@
+"""The dashboard's index in Redis: who is in which cohort, in which order.
+
+A cohort is a (sub-topic, learning mode). For each one, a sorted set of user ids per
+order (:data:`ORDERS`), so that a page of a cohort is one ``ZRANGE`` and the stats of its
+learners one ``MGET``, whatever the cohort's size; for each learner, the set of their
+cohorts. The index is written from the stats events only (:mod:`.feed`), idempotently:
+the score of a learner is a function of their latest stats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from performance_engine.errors import DatabaseQueryError
+from performance_engine.metrics.types import PerformanceStatsData
+from performance_engine.worker.keyspace import KeySpace
+from performance_engine.worker.store import REDIS_ERRORS
+
+__all__ = ["ORDERS", "Cohort", "DashboardIndex", "scores"]
+
+#: How a cohort can be ordered: attempts spent on difficulties not completed yet (who is
+#: stuck), mastery probability (unknown: -1), all attempts.
+ORDERS = ("stuck", "mastery", "attempts")
+
+
+def scores(stats: PerformanceStatsData) -> dict[str, float]:
+    """A learner's score in each order of their cohort."""
+    completed = sum(stats.attempts[d] for d in stats.passed_difficulties)
+    mastery = stats.learning.mastery_probability if stats.learning is not None else -1.0
+    return {
+        "stuck": float(stats.total_attempts - completed),
+        "mastery": float(mastery),
+        "attempts": float(stats.total_attempts),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Cohort:
+    sub_topic_id: int
+    learning_mode: str
+    learners: int
+
+
+def _cohort_name(sub_topic_id: int, learning_mode: str) -> str:
+    return f"{sub_topic_id}:{learning_mode}"
+
+
+class DashboardIndex:
+    """Reads and writes the index through an asyncio Redis client."""
+
+    def __init__(self, client: Any, keys: KeySpace) -> None:
+        self.client = client
+        self.keys = keys
+
+    async def add(self, updates: Sequence[PerformanceStatsData]) -> None:
+        """Index the latest stats of some scopes (a learner's scores are replaced)."""
+        if not updates:
+            return
+        keys = self.keys
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for stats in updates:
+                    cohort = _cohort_name(stats.sub_topic_id, stats.learning_mode)
+                    pipe.sadd(keys.dashboard("cohorts"), cohort)
+                    pipe.sadd(keys.dashboard("learner", stats.user_id), cohort)
+                    for order, score in scores(stats).items():
+                        key = keys.dashboard(
+                            "cohort", stats.sub_topic_id, stats.learning_mode, order
+                        )
+                        pipe.zadd(key, {str(stats.user_id): score})
+                await pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise DatabaseQueryError(f"updating the dashboard's index failed: {exc}") from exc
+
+    async def cohorts(self) -> list[Cohort]:
+        """Every cohort, with how many learners it has, by sub-topic then mode."""
+        try:
+            names = sorted(
+                (int(sub), mode)
+                for sub, _, mode in (
+                    raw.decode().partition(":")
+                    for raw in await self.client.smembers(self.keys.dashboard("cohorts"))
+                )
+            )
+            async with self.client.pipeline(transaction=False) as pipe:
+                for sub, mode in names:
+                    pipe.zcard(self.keys.dashboard("cohort", sub, mode, ORDERS[0]))
+                sizes = await pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise DatabaseQueryError(f"reading the dashboard's cohorts failed: {exc}") from exc
+        return [Cohort(sub, mode, int(n)) for (sub, mode), n in zip(names, sizes, strict=True)]
+
+    async def page(
+        self,
+        sub_topic_id: int,
+        learning_mode: str,
+        order: str,
+        *,
+        descending: bool,
+        offset: int,
+        limit: int,
+    ) -> tuple[int, list[int]]:
+        """(learners in the cohort, the user ids of one page of it in ``order``)."""
+        key = self.keys.dashboard("cohort", sub_topic_id, learning_mode, order)
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.zcard(key)
+                pipe.zrange(key, offset, offset + limit - 1, desc=descending)
+                total, members = await pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise DatabaseQueryError(f"reading a cohort failed: {exc}") from exc
+        return int(total), [int(m) for m in members]
+
+    async def learner_cohorts(self, user_id: int) -> list[tuple[int, str]]:
+        """The (sub-topic, learning mode) of each scope of a learner, in order."""
+        try:
+            raw = await self.client.smembers(self.keys.dashboard("learner", user_id))
+        except REDIS_ERRORS as exc:
+            raise DatabaseQueryError(f"reading a learner's cohorts failed: {exc}") from exc
+        pairs = (m.decode().partition(":") for m in raw)
+        return sorted((int(sub), mode) for sub, _, mode in pairs)
+
+    async def followed(self) -> bool:
+        """Whether the index has read the stats topic from its start once."""
+        try:
+            return bool(await self.client.exists(self.keys.dashboard("followed")))
+        except REDIS_ERRORS as exc:
+            raise DatabaseQueryError(f"reading the dashboard's index failed: {exc}") from exc
+
+    async def mark_followed(self) -> None:
+        try:
+            await self.client.set(self.keys.dashboard("followed"), b"1")
+        except REDIS_ERRORS as exc:
+            raise DatabaseQueryError(f"writing the dashboard's index failed: {exc}") from exc

@@ -1,0 +1,350 @@
+"""The dashboard's pages, JSON and live stream on the worker's web server.
+
+Pages (one HTML shell; ``static/app.js`` draws each): ``/dashboard`` (overview),
+``/dashboard/cohort?sub_topic_id=..&learning_mode=..`` and ``/dashboard/learner?user_id=..``.
+
+JSON (read-only; documented in docs/events-and-http.md):
+
+* ``GET /dashboard/api/overview``: attempts/s, totals, rejected by reason, lag per
+  partition, batch time quantiles, the newest stats updates;
+* ``GET /dashboard/api/cohorts``: every (sub-topic, mode) with its number of learners;
+* ``GET /dashboard/api/cohorts/{sub_topic_id}/{learning_mode}``: one page of a cohort, from
+  the index (never a scan); ``order``, ``dir``, ``page``, ``per_page``, ``user_id``;
+* ``GET /dashboard/api/learners/{user_id}``: the learner's latest stats per scope and the
+  recent points of each;
+* ``GET /dashboard/api/stream[?user_id=]``: Server-Sent Events, ``overview`` every second and
+  ``update`` for each stats update (of that learner only, when given).
+
+Bad parameters answer 400, unknown cohorts and learners 404, Redis trouble 503, each with
+``{"error": ...}``. Every response carries a strict Content-Security-Policy: the pages
+load scripts and styles from the worker only, and the script writes every value from the
+events as text, never as HTML.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from faust.web import Request, Response, View
+
+from performance_engine.dashboard.feed import Update
+from performance_engine.dashboard.index import ORDERS
+from performance_engine.errors import DatabaseQueryError, InvalidScopeError
+from performance_engine.metrics.attempt import scope_key
+from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData
+
+if TYPE_CHECKING:
+    from performance_engine.worker.app import EngineApp, EngineService
+
+__all__ = ["install_dashboard"]
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+MAX_PER_PAGE = 200
+
+
+class BadRequest(Exception):
+    """A parameter the JSON endpoints refuse (400)."""
+
+
+def _positive(text: str | None, name: str, default: int | None = None) -> int:
+    if text is None or text == "":
+        if default is None:
+            raise BadRequest(f"{name} is required")
+        return default
+    if not (text.isdigit() and text.isascii()) or len(text) > 19 or int(text) < 1:
+        raise BadRequest(f"{name} must be a positive whole number, got {text[:40]!r}")
+    return int(text)
+
+
+def _static(name: str) -> bytes | None:
+    """A file of ``static/`` (or ``static/vendor/``), or None if there is no such file."""
+    folder = files("performance_engine.dashboard") / "static"
+    for part in name.split("/"):
+        if part in ("", ".", "..") or not all(c.isalnum() or c in "._-" for c in part):
+            return None
+        folder = folder / part
+    return folder.read_bytes() if folder.is_file() else None
+
+
+def _row(user_id: int, stats: PerformanceStatsData | None) -> dict[str, Any]:
+    """A learner's row in a cohort: each difficulty's completion and score, mastery."""
+    if stats is None:
+        return {"user_id": user_id, "missing": True}
+    learning = stats.learning
+    return {
+        "user_id": user_id,
+        "total_attempts": stats.total_attempts,
+        "attempts_not_completed": stats.total_attempts
+        - sum(stats.attempts[d] for d in stats.passed_difficulties),
+        "difficulties": {
+            d.value: {
+                "completion": stats.difficulty_completion[d].value,
+                "attempted": stats.attempts[d] > 0,
+                "score": stats.difficulty_scores[d],
+                "attempts": stats.attempts[d],
+                "accuracy": stats.accuracy[d],
+            }
+            for d in DIFFICULTIES
+        },
+        "mastery": learning.mastery_probability if learning is not None else None,
+        "mastered": learning.mastered if learning is not None else None,
+        "recommended_difficulty": learning.recommended_difficulty.value if learning else None,
+        "last_attempt_at": stats.last_attempt_at,
+    }
+
+
+class _Rate:
+    """Attempts handled per second, from the processor's running totals."""
+
+    def __init__(self) -> None:
+        self.samples: deque[tuple[float, int]] = deque(maxlen=20)
+
+    def __call__(self, total: int) -> float:
+        now = time.monotonic()
+        self.samples.append((now, total))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= 5.0:
+            self.samples.popleft()
+        (t0, n0), (t1, n1) = self.samples[0], self.samples[-1]
+        return (n1 - n0) / (t1 - t0) if t1 - t0 >= 0.5 else 0.0
+
+
+def install_dashboard(app: EngineApp, service: EngineService) -> None:
+    """Register the dashboard's pages and JSON on the worker's web server."""
+    rate = _Rate()
+
+    def overview() -> dict[str, Any]:
+        counters = service.processor.counters if service.processor is not None else None
+        feed = service.feed
+        handled = 0 if counters is None else counters.attempts_applied + counters.duplicates
+        return {
+            "attempts_per_second": round(rate(handled), 1),
+            "totals": {
+                "attempts_applied": counters.attempts_applied if counters else 0,
+                "duplicates": counters.duplicates if counters else 0,
+                "stats_published": counters.stats_published if counters else 0,
+                "batches": counters.batches if counters else 0,
+                "state_recoveries": counters.state_recoveries if counters else 0,
+            },
+            "rejected": dict(sorted(counters.rejected.items())) if counters else {},
+            "lag": {str(p): n for p, n in sorted(service.lag().items())},
+            "batch_seconds": service.metrics.batch_seconds(),
+            "stats_updates_per_second": round(feed.updates_per_second(), 1) if feed else 0.0,
+            "recent": [_update(u) for u in reversed(feed.recent)] if feed else [],
+            "refusal": service.refusal,
+        }
+
+    class _Base(View):
+        def fail(self, status: int, message: str) -> Response:
+            return self.json({"error": message}, status=status, headers=dict(SECURITY_HEADERS))
+
+        def ok(self, value: Any) -> Response:
+            return self.json(value, headers=dict(SECURITY_HEADERS))
+
+    for path in ("/dashboard", "/dashboard/cohort", "/dashboard/learner"):
+
+        @app.page(path, name=f"dashboard-page{path}")
+        class Page(_Base):
+            async def get(self, request: Request) -> Response:
+                body = _static("index.html")
+                assert body is not None
+                return self.bytes(body, content_type="text/html", headers=dict(SECURITY_HEADERS))
+
+    for prefix in ("static", "vendor"):
+
+        @app.page(f"/dashboard/{prefix}/{{name}}", name=f"dashboard-{prefix}")
+        class Static(_Base):
+            folder = "" if prefix == "static" else "vendor/"
+
+            async def get(self, request: Request, name: str) -> Response:
+                body = _static(self.folder + name)
+                suffix = name[name.rfind(".") :] if "." in name else ""
+                if body is None or suffix not in CONTENT_TYPES:
+                    return self.fail(404, f"no file {name[:60]!r}")
+                return self.bytes(
+                    body, content_type=CONTENT_TYPES[suffix], headers=dict(SECURITY_HEADERS)
+                )
+
+    @app.page("/dashboard/api/overview")
+    class Overview(_Base):
+        async def get(self, request: Request) -> Response:
+            return self.ok(overview())
+
+    @app.page("/dashboard/api/cohorts")
+    class Cohorts(_Base):
+        async def get(self, request: Request) -> Response:
+            if service.dashboard_index is None:
+                return self.fail(503, "the worker is starting; try again shortly")
+            try:
+                found = await service.dashboard_index.cohorts()
+            except DatabaseQueryError as exc:
+                return self.fail(503, str(exc))
+            return self.ok(
+                {
+                    "cohorts": [
+                        {
+                            "sub_topic_id": c.sub_topic_id,
+                            "learning_mode": c.learning_mode,
+                            "learners": c.learners,
+                        }
+                        for c in found
+                    ]
+                }
+            )
+
+    @app.page("/dashboard/api/cohorts/{sub_topic_id}/{learning_mode}")
+    class CohortPage(_Base):
+        async def get(self, request: Request, sub_topic_id: str, learning_mode: str) -> Response:
+            index, store = service.dashboard_index, service.store
+            if index is None or store is None:
+                return self.fail(503, "the worker is starting; try again shortly")
+            query = request.query
+            try:
+                sub = _positive(sub_topic_id, "sub_topic_id")
+                mode = scope_key(1, sub, learning_mode).learning_mode
+                order = query.get("order", "stuck")
+                if order not in ORDERS:
+                    raise BadRequest(f"order must be one of {', '.join(ORDERS)}")
+                direction = query.get("dir", "asc" if order == "mastery" else "desc")
+                if direction not in ("asc", "desc"):
+                    raise BadRequest("dir must be asc or desc")
+                page = _positive(query.get("page"), "page", 1)
+                per_page = _positive(query.get("per_page"), "per_page", 50)
+                if per_page > MAX_PER_PAGE:
+                    raise BadRequest(f"per_page must be at most {MAX_PER_PAGE}")
+                wanted = query.get("user_id")
+                user = _positive(wanted, "user_id") if wanted else None
+            except (BadRequest, InvalidScopeError) as exc:
+                return self.fail(400, str(exc))
+            try:
+                total, users = await index.page(
+                    sub,
+                    mode,
+                    order,
+                    descending=direction == "desc",
+                    offset=(page - 1) * per_page,
+                    limit=per_page,
+                )
+                if total == 0:
+                    return self.fail(404, f"no learners in sub-topic {sub}, mode {mode!r}")
+                if user is not None:
+                    users = [user] if (sub, mode) in await index.learner_cohorts(user) else []
+                stored = await store.read([scope_key(u, sub, mode) for u in users])
+            except DatabaseQueryError as exc:
+                return self.fail(503, str(exc))
+            rows = [
+                _row(u, None if s is None else PerformanceStatsData.from_json(s.stats_json))
+                for u, s in zip(users, stored, strict=True)
+            ]
+            return self.ok(
+                {
+                    "sub_topic_id": sub,
+                    "learning_mode": mode,
+                    "order": order,
+                    "dir": direction,
+                    "page": page,
+                    "per_page": per_page,
+                    "learners": total,
+                    "rows": rows,
+                }
+            )
+
+    @app.page("/dashboard/api/learners/{user_id}")
+    class Learner(_Base):
+        async def get(self, request: Request, user_id: str) -> Response:
+            index, store, feed = service.dashboard_index, service.store, service.feed
+            if index is None or store is None or feed is None:
+                return self.fail(503, "the worker is starting; try again shortly")
+            try:
+                user = _positive(user_id, "user_id")
+            except BadRequest as exc:
+                return self.fail(400, str(exc))
+            try:
+                cohorts = await index.learner_cohorts(user)
+                scopes = [scope_key(user, sub, mode) for sub, mode in cohorts]
+                stored = await store.read(scopes)
+            except DatabaseQueryError as exc:
+                return self.fail(503, str(exc))
+            found = [
+                {
+                    "stats": json.loads(item.stats_json),
+                    "history": [_point(p) for p in feed.history(scope)],
+                }
+                for scope, item in zip(scopes, stored, strict=True)
+                if item is not None
+            ]
+            if not found:
+                return self.fail(404, f"no stats for learner {user}")
+            return self.ok({"user_id": user, "scopes": found})
+
+    @app.page("/dashboard/api/stream")
+    class Stream(_Base):
+        async def get(self, request: Request) -> Any:
+            feed = service.feed
+            if feed is None:
+                return self.fail(503, "the worker is starting; try again shortly")
+            wanted = request.query.get("user_id")
+            try:
+                user = _positive(wanted, "user_id") if wanted else None
+            except BadRequest as exc:
+                return self.fail(400, str(exc))
+            response = web.StreamResponse(
+                headers={**SECURITY_HEADERS, "Content-Type": "text/event-stream"}
+            )
+            await response.prepare(request)  # type: ignore[arg-type]
+            queue = feed.listen(user)
+            try:
+                while not service.should_stop:
+                    await response.write(_event("overview", overview()))
+                    deadline = time.monotonic() + 1.0
+                    sent = 0
+                    while (left := deadline - time.monotonic()) > 0:
+                        try:
+                            update = await asyncio.wait_for(queue.get(), left)
+                        except TimeoutError:
+                            break
+                        if user is not None or sent < 20:  # the overview samples the rest
+                            await response.write(_event("update", _update(update)))
+                            sent += 1
+            except (ConnectionResetError, asyncio.CancelledError):
+                pass
+            finally:
+                feed.stop_listening(queue)
+            return response
+
+
+def _point(point: Any) -> list[Any]:
+    return [point.at, point.mastery, point.accuracy, point.version]
+
+
+def _update(update: Update) -> dict[str, Any]:
+    return {
+        "user_id": update.user_id,
+        "sub_topic_id": update.sub_topic_id,
+        "learning_mode": update.learning_mode,
+        "version": update.version,
+        "total_attempts": update.total_attempts,
+        "passed": update.passed,
+        "mastery": update.mastery,
+        "accuracy": update.accuracy,
+        "updated_at": update.updated_at,
+        "attempt_id": update.attempt_id,
+    }
+
+
+def _event(name: str, value: Any) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(value)}\n\n".encode()
