@@ -1,0 +1,229 @@
+"""The dashboard's JSON and live stream against a running worker (real broker, real Redis):
+what the pages are drawn from equals the oracle; bad and hostile parameters get 400/404."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from performance_engine.metrics.types import DifficultyEnum
+from performance_engine.settings import Settings
+from performance_engine.tools.simulator import generate_attempts
+from tests.helpers import oracle, wait_for_oracle
+from tests.services import attempt_records, produce, wait_until
+
+pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
+
+
+def get(url: str) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def get_json(url: str) -> tuple[int, Any]:
+    status, _, body = get(url)
+    return status, json.loads(body)
+
+
+def test_the_dashboards_json_follows_the_stats(
+    stream_settings: Settings, workers: Callable[..., Any]
+) -> None:
+    worker = workers(stream_settings)
+    base = f"http://127.0.0.1:{worker.env['PERF_ENGINE_WEB_PORT']}/dashboard"
+    rows = generate_attempts(1500, users=40, seed=61)
+    produce(stream_settings.kafka_bootstrap, stream_settings.attempts_topic, attempt_records(rows))
+    expected = oracle(rows)
+    wait_for_oracle(stream_settings, expected)
+    cohorts = Counter((s.sub_topic_id, s.learning_mode) for s in expected)
+
+    def indexed() -> bool:
+        status, body = get_json(f"{base}/api/cohorts")
+        found = {(c["sub_topic_id"], c["learning_mode"]): c["learners"] for c in body["cohorts"]}
+        return status == 200 and found == dict(cohorts)
+
+    wait_until(indexed, 60, "the dashboard's index to hold every learner")
+
+    # a cohort, a page at a time, in each order
+    (sub, mode), size = cohorts.most_common(1)[0]
+    members = {
+        s.user_id: stats
+        for s, stats in expected.items()
+        if (s.sub_topic_id, s.learning_mode) == (sub, mode)
+    }
+    status, page = get_json(f"{base}/api/cohorts/{sub}/{mode}?per_page=200")
+    assert status == 200
+    assert (page["learners"], page["order"], page["dir"]) == (size, "stuck", "desc")
+    assert {r["user_id"] for r in page["rows"]} == set(members)
+    stuck = [r["attempts_not_completed"] for r in page["rows"]]
+    assert stuck == sorted(stuck, reverse=True)
+    for row in page["rows"]:
+        stats = members[row["user_id"]]
+        assert row["total_attempts"] == stats.total_attempts
+        assert row["mastery"] == (stats.learning.mastery_probability if stats.learning else None)
+        for d, cell in row["difficulties"].items():
+            difficulty = DifficultyEnum(d)
+            assert cell["completion"] == stats.difficulty_completion[difficulty].value
+            assert cell["score"] == stats.difficulty_scores[difficulty]
+    status, first = get_json(f"{base}/api/cohorts/{sub}/{mode}?order=mastery&dir=asc&per_page=2")
+    _, second = get_json(f"{base}/api/cohorts/{sub}/{mode}?order=mastery&dir=asc&per_page=2&page=2")
+    masteries = [r["mastery"] for r in first["rows"] + second["rows"]]
+    assert masteries == sorted(masteries)
+    assert len(masteries) == min(4, size)
+    one = next(iter(members))
+    status, found = get_json(f"{base}/api/cohorts/{sub}/{mode}?user_id={one}")
+    assert [r["user_id"] for r in found["rows"]] == [one]
+
+    # a learner: every scope, exactly the stored stats, and its recent points
+    user = next(iter(expected)).user_id
+    status, learner = get_json(f"{base}/api/learners/{user}")
+    assert status == 200
+    mine = {s: stats for s, stats in expected.items() if s.user_id == user}
+    assert sorted(json.dumps(s["stats"], sort_keys=True) for s in learner["scopes"]) == sorted(
+        json.dumps(json.loads(stats.to_json()), sort_keys=True) for stats in mine.values()
+    )
+    assert all(s["history"] for s in learner["scopes"])
+
+    # the overview
+    status, overview = get_json(f"{base}/api/overview")
+    assert status == 200
+    assert overview["totals"]["attempts_applied"] == sum(s.version for s in expected.values())
+    assert set(overview["lag"]) == {str(p) for p in range(stream_settings.partitions)}
+    assert overview["recent"]
+
+    # the page and its files, with a strict policy
+    status, headers, html = get(base)
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/html")
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert b'<script src="/dashboard/static/app.js" defer></script>' in html
+    status, headers, _ = get(f"{base}/vendor/uPlot.iife.min.js")
+    assert (status, headers["Content-Type"].split(";")[0]) == (200, "text/javascript")
+    assert get(f"{base}/vendor/uPlot.LICENSE")[0] == 404  # served: code and styles only
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [
+        ("/api/cohorts/x/standard", 400, "sub_topic_id must be a positive whole number"),
+        ("/api/cohorts/0/standard", 400, "sub_topic_id"),
+        ("/api/cohorts/99999999999999999999999/standard", 400, "sub_topic_id"),
+        ("/api/cohorts/101/%3Cscript%3E", 400, "not a valid mode name"),
+        ("/api/cohorts/101/standard%0A", 400, "not a valid mode name"),
+        ("/api/cohorts/101/standard?order=name", 400, "order must be one of stuck, mastery"),
+        ("/api/cohorts/101/standard?dir=sideways", 400, "dir must be asc or desc"),
+        ("/api/cohorts/101/standard?page=0", 400, "page must be a positive whole number"),
+        ("/api/cohorts/101/standard?page=-1", 400, "page"),
+        ("/api/cohorts/101/standard?per_page=1000", 400, "per_page must be at most 200"),
+        ("/api/cohorts/101/standard?user_id=%27%20or%201%3D1", 400, "user_id"),
+        ("/api/cohorts/101/nobody", 404, "no learners in sub-topic 101"),
+        ("/api/learners/abc", 400, "user_id must be a positive whole number"),
+        ("/api/learners/123456789", 404, "no stats for learner 123456789"),
+        ("/api/stream?user_id=x", 400, "user_id"),
+        ("/static/..%2F..%2F__init__.py", 404, "no file"),
+        ("/static/app.py", 404, "no file"),
+        ("/vendor/%2Fetc%2Fpasswd", 404, "no file"),
+    ],
+)
+def test_bad_and_hostile_parameters(
+    dashboard_base: str, path: str, status: int, message: str
+) -> None:
+    got, headers, body = get(dashboard_base + path)
+    assert got == status
+    assert headers["Content-Type"].startswith("application/json")
+    assert message in json.loads(body)["error"]
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+
+
+@pytest.fixture(scope="module")
+def dashboard_base(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One worker for the parameter tests (module scope: they only read)."""
+    import redis
+
+    from tests.services import Worker, create_topics, worker_env
+
+    broker = request.getfixturevalue("broker")
+    redis_url = request.getfixturevalue("redis_url")
+    tag = "dash" + str(abs(hash(tmp_path_factory.getbasetemp())) % 10**8)
+    settings = Settings(
+        kafka_bootstrap=broker,
+        redis_url=redis_url,
+        key_prefix=f"pe-test-{tag}",
+        attempts_topic=f"attempts-{tag}",
+        stats_topic=f"stats-{tag}",
+        dlq_topic=f"dlq-{tag}",
+        app_id=f"pe-test-{tag}",
+        partitions=2,
+        session_timeout=6.0,
+    )
+    create_topics(broker, [settings.attempts_topic, settings.stats_topic, settings.dlq_topic], 2)
+    directory = tmp_path_factory.mktemp("dashboard")
+    worker = Worker(worker_env(settings, directory), directory / "worker.log").start()
+    base = f"http://127.0.0.1:{worker.env['PERF_ENGINE_WEB_PORT']}/dashboard"
+    produce(
+        broker, settings.attempts_topic, attempt_records(generate_attempts(50, users=5, seed=3))
+    )
+
+    def ready() -> bool:
+        try:
+            status, body = get_json(f"{base}/api/cohorts")
+            return status == 200 and bool(body["cohorts"])
+        except OSError:
+            return False
+
+    try:
+        wait_until(ready, 90, "the dashboard")
+        yield base
+    finally:
+        worker.stop()
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{settings.key_prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def test_the_live_stream_of_one_learner(
+    stream_settings: Settings, workers: Callable[..., Any]
+) -> None:
+    worker = workers(stream_settings)
+    port = int(worker.env["PERF_ENGINE_WEB_PORT"])
+    wait_until(lambda: _answers(port), 60, "the worker's dashboard")
+    rows = generate_attempts(30, users=3, seed=62)
+    user = rows[0]["user_id"]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as stream:
+        stream.sendall(
+            f"GET /dashboard/api/stream?user_id={user} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        )
+        received = b""
+        while b"event: overview" not in received:
+            received += stream.recv(65536)
+        assert b"text/event-stream" in received
+        produce(
+            stream_settings.kafka_bootstrap, stream_settings.attempts_topic, attempt_records(rows)
+        )
+        update = re.compile(rb"event: update\ndata: (\{[^\n]*\})\n")  # one chunk per event
+        while not update.search(received):
+            received += stream.recv(65536)
+    updates = [json.loads(found) for found in update.findall(received)]
+    assert updates
+    assert {u["user_id"] for u in updates} == {user}  # only the learner asked for
+
+
+def _answers(port: int) -> bool:
+    """The dashboard answers (the web server starts before the engine's service)."""
+    try:
+        return get(f"http://127.0.0.1:{port}/dashboard/api/cohorts")[0] == 200
+    except OSError:
+        return False
