@@ -13,7 +13,8 @@ JSON (read-only; documented in docs/events-and-http.md):
 * ``GET /dashboard/api/learners/{user_id}``: the learner's latest stats per scope and the
   recent points of each;
 * ``GET /dashboard/api/stream[?user_id=]``: Server-Sent Events, ``overview`` every second and
-  ``update`` for each stats update (of that learner only, when given).
+  ``update`` for the stats updates (a learner's: every one, at once; all learners': the
+  newest 20 of each second).
 
 Bad parameters answer 400, unknown cohorts and learners 404, Redis trouble 503, each with
 ``{"error": ...}``. Every response carries a strict Content-Security-Policy: the pages
@@ -311,15 +312,18 @@ def install_dashboard(app: EngineApp, service: EngineService) -> None:
                 while not service.should_stop:
                     await response.write(_event("overview", overview()))
                     deadline = time.monotonic() + 1.0
-                    sent = 0
+                    newest: deque[Update] = deque(maxlen=20)  # a busy second: its last 20
                     while (left := deadline - time.monotonic()) > 0:
                         try:
                             update = await asyncio.wait_for(queue.get(), left)
                         except TimeoutError:
                             break
-                        if user is not None or sent < 20:  # the overview samples the rest
+                        if user is not None:  # one learner's: every update, at once
                             await response.write(_event("update", _update(update)))
-                            sent += 1
+                        else:
+                            newest.append(update)
+                    for update in newest:
+                        await response.write(_event("update", _update(update)))
             except (ConnectionResetError, asyncio.CancelledError):
                 pass
             finally:

@@ -57,15 +57,17 @@ function live(path, handlers) {
 }
 
 function chart(target, series, height = 220, share = false) {
+  // Over time (the overview), or, with share, shares 0-100% over a scope's versions.
   const y = share
     ? { scale: "share", values: (u, ticks) => ticks.map((t) => `${Math.round(t * 100)}%`) }
     : {};
+  const x = share ? { label: "attempts applied (version)" } : {};
   const opts = {
     width: Math.max(target.clientWidth, 300),
     height,
-    series: [{}, ...series.map((s) => (share ? { ...s, scale: "share" } : s))],
-    axes: [{}, y],
-    scales: share ? { x: { time: true }, share: { range: [0, 1] } } : { x: { time: true } },
+    series: [share ? { label: "version" } : {}, ...series.map((s) => (share ? { ...s, scale: "share" } : s))],
+    axes: [x, y],
+    scales: share ? { x: { time: false }, share: { range: [0, 1] } } : { x: { time: true } },
   };
   const data = [[], ...series.map(() => [])];
   return { plot: new uPlot(opts, data, target), data };
@@ -275,7 +277,7 @@ async function learnerPage(params) {
         { label: "mastery", stroke: "#8250df" },
         { label: "accuracy", stroke: "#1a7f37" },
       ], 160, true);
-      for (const [at, mastery, accuracy] of b.history) { c.data[0].push(at); c.data[1].push(mastery); c.data[2].push(accuracy); }
+      for (const [, mastery, accuracy, version] of b.history) { c.data[0].push(version); c.data[1].push(mastery); c.data[2].push(accuracy); }
       c.plot.setData(c.data);
       charts.set(b.key, c);
     }
