@@ -18,6 +18,8 @@ measures, in one run:
 * memory: the engine's peak RSS while a stream of distinct scopes flows through it, and
   Redis's ``MEMORY USAGE`` per scope (state + latest stats + attempt history);
 * two workers on a 16-partition topic: rate and exactness;
+* the cost of the dashboard: the engine draining the same topic with
+  ``PERF_ENGINE_DASHBOARD=false`` (no stats consumer of its own), in turns with it on;
 * the cost of the sequential (learning) metrics: the engine with 10% of the attempts
   arriving out of learning order, and, with ``--previous DIR`` (a checkout of an earlier
   release, e.g. ``git worktree add /tmp/prev <commit>``), that release's worker draining
@@ -39,7 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -272,9 +274,10 @@ def drain(
     partitions: int,
     workers: int = 1,
     source: Path | None = None,
+    dashboard: bool = True,
 ) -> tuple[Row, Settings, float]:
     """Fill a topic, start the consumer(s), time them draining it; returns the row."""
-    settings = lab.settings(partitions)
+    settings = replace(lab.settings(partitions), dashboard=dashboard)
     create_topics(settings)
     fill_topic(settings, records)
     processes = Processes(lab)
@@ -449,7 +452,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--parts",
-        default="throughput,previous,late,baselines,two-workers,latency,memory,sizes",
+        default="throughput,dashboard,previous,late,baselines,two-workers,latency,memory,sizes",
         help="comma-separated parts to run (default: all)",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI")
@@ -477,22 +480,35 @@ def main() -> int:
                 # The engine, the previous release and the late arrivals take turns,
                 # ``--repeat`` times; each row keeps its median run (the box is noisy).
                 shuffled = arrive_late(records, 0.10, seed=5)
-                contenders: list[tuple[str, list[Any], Path | None, bool]] = [
-                    ("engine", records, None, True)
+                contenders: list[tuple[str, list[Any], Path | None, bool, bool]] = [
+                    ("engine", records, None, True, True)
                 ]
+                if "dashboard" in parts:
+                    contenders.append(("engine, dashboard off", records, None, True, False))
                 if "previous" in parts and args.previous is not None:
                     contenders.append(
-                        ("previous release, 1 worker, 8 partitions", records, args.previous, False)
+                        (
+                            "previous release, 1 worker, 8 partitions",
+                            records,
+                            args.previous,
+                            False,
+                            True,
+                        )
                     )
                 if "late" in parts:
-                    contenders.append(
-                        (f"engine, {late_arrivals(shuffled):,} attempts late", shuffled, None, True)
-                    )
+                    late = f"engine, {late_arrivals(shuffled):,} attempts late"
+                    contenders.append((late, shuffled, None, True, True))
                 runs: dict[str, list[Row]] = {}
                 for _ in range(args.repeat):
-                    for name, items, source, check in contenders:
+                    for name, items, source, check, dashboard in contenders:
                         row, settings, rss = drain(
-                            lab, name, ENGINE, items, args.partitions, source=source
+                            lab,
+                            name,
+                            ENGINE,
+                            items,
+                            args.partitions,
+                            source=source,
+                            dashboard=dashboard,
                         )
                         if check:
                             row.exact = check_exact(settings, frame)
