@@ -22,6 +22,7 @@ import pytest
 import redis
 
 from performance_engine import PerformanceStats
+from performance_engine.dashboard.index import DashboardIndex
 from performance_engine.errors import ConfigurationError
 from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
@@ -126,7 +127,7 @@ def test_worker_on_a_cluster_is_exact(
 #: The ACL line of docs/operations.md, with the test's password and prefix.
 ACL_RULES = "on >{password} resetkeys ~{prefix}:* resetchannels -@all " + (
     "+get +mget +msetnx +eval +getrange +set +append +ping +info "
-    "+hgetall +hget +hset +hsetnx +scan +wait"
+    "+hgetall +hget +hset +hsetnx +scan +wait +sadd +smembers +zadd +zcard +zrange +zrevrange +exists"
 )
 
 
@@ -136,8 +137,9 @@ def test_the_documented_acl_line_is_the_one_tested() -> None:
     assert f"ACL SETUSER perf-engine {documented}\n" in docs
 
 
-def assert_the_worker_keeps_its_ledger(settings: Settings) -> None:
-    """The positions ledger's commands (a hash, SCAN, WAIT) are within the ACL line."""
+def assert_the_worker_keeps_its_ledger(settings: Settings, scope: Any) -> None:
+    """The commands of the positions ledger (a hash, SCAN, WAIT) and of the dashboard's
+    index (sets and sorted sets) are within the ACL line."""
 
     async def keep() -> None:
         async with AsyncStatsStore.from_settings(settings) as store:
@@ -146,6 +148,15 @@ def assert_the_worker_keeps_its_ledger(settings: Settings) -> None:
             await ledger.record({0: 5})
             assert await ledger.read() == {0: 5}
             assert await store.client.execute_command("WAIT", 0, 10) == 0
+            index = DashboardIndex(store.client, store.keys)  # the dashboard's commands
+            stats = await store.stats(scope)
+            await index.add([stats])
+            assert await index.cohorts()
+            assert await index.page(
+                stats.sub_topic_id, stats.learning_mode, "stuck", descending=True, offset=0, limit=5
+            ) == (1, [stats.user_id])
+            assert not await index.followed()
+            await index.mark_followed()
 
     asyncio.run(keep())
 
@@ -170,7 +181,7 @@ def test_acl_user_limited_to_the_prefix_runs_the_engine(
     settings = Settings(redis_url=url, key_prefix="pe-acl")
 
     assert_backfill_and_reads_match_the_oracle(settings, history)
-    assert_the_worker_keeps_its_ledger(settings)
+    assert_the_worker_keeps_its_ledger(settings, next(iter(oracle(history))))
     checked = cli(settings, "check")
     # read through INFO, no CONFIG needed
     assert "maxmemory-policy is noeviction" in checked.stdout, checked.stdout

@@ -9,12 +9,11 @@ the score of a learner is a function of their latest stats.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from performance_engine.errors import DatabaseQueryError
-from performance_engine.metrics.types import PerformanceStatsData
 from performance_engine.worker.keyspace import KeySpace
 from performance_engine.worker.store import REDIS_ERRORS
 
@@ -25,7 +24,32 @@ __all__ = ["ORDERS", "Cohort", "DashboardIndex", "scores"]
 ORDERS = ("stuck", "mastery", "attempts")
 
 
-def scores(stats: PerformanceStatsData) -> dict[str, float]:
+class _Learning(Protocol):
+    @property
+    def mastery_probability(self) -> float: ...
+
+
+class Indexed(Protocol):
+    """What the index reads of a scope's stats (:class:`PerformanceStatsData`, or the
+    feed's lighter :class:`~performance_engine.dashboard.feed.Summary`)."""
+
+    @property
+    def user_id(self) -> int: ...
+    @property
+    def sub_topic_id(self) -> int: ...
+    @property
+    def learning_mode(self) -> str: ...
+    @property
+    def total_attempts(self) -> int: ...
+    @property
+    def attempts(self) -> Mapping[Any, int]: ...
+    @property
+    def passed_difficulties(self) -> Sequence[Any]: ...
+    @property
+    def learning(self) -> _Learning | None: ...
+
+
+def scores(stats: Indexed) -> dict[str, float]:
     """A learner's score in each order of their cohort."""
     completed = sum(stats.attempts[d] for d in stats.passed_difficulties)
     mastery = stats.learning.mastery_probability if stats.learning is not None else -1.0
@@ -54,22 +78,26 @@ class DashboardIndex:
         self.client = client
         self.keys = keys
 
-    async def add(self, updates: Sequence[PerformanceStatsData]) -> None:
+    async def add(self, updates: Sequence[Indexed]) -> None:
         """Index the latest stats of some scopes (a learner's scores are replaced)."""
         if not updates:
             return
         keys = self.keys
         try:
+            by_cohort: dict[tuple[int, str], list[Indexed]] = {}
+            for stats in updates:
+                by_cohort.setdefault((stats.sub_topic_id, stats.learning_mode), []).append(stats)
             async with self.client.pipeline(transaction=False) as pipe:
-                for stats in updates:
-                    cohort = _cohort_name(stats.sub_topic_id, stats.learning_mode)
-                    pipe.sadd(keys.dashboard("cohorts"), cohort)
-                    pipe.sadd(keys.dashboard("learner", stats.user_id), cohort)
-                    for order, score in scores(stats).items():
-                        key = keys.dashboard(
-                            "cohort", stats.sub_topic_id, stats.learning_mode, order
-                        )
-                        pipe.zadd(key, {str(stats.user_id): score})
+                names = [_cohort_name(sub, mode) for sub, mode in by_cohort]
+                pipe.sadd(keys.dashboard("cohorts"), *names)
+                for (sub, mode), members in by_cohort.items():
+                    cohort = _cohort_name(sub, mode)
+                    ranked = [(str(stats.user_id), scores(stats)) for stats in members]
+                    for order in ORDERS:  # one ZADD per cohort and order
+                        key = keys.dashboard("cohort", sub, mode, order)
+                        pipe.zadd(key, {user: score[order] for user, score in ranked})
+                    for stats in members:
+                        pipe.sadd(keys.dashboard("learner", stats.user_id), cohort)
                 await pipe.execute()
         except REDIS_ERRORS as exc:
             raise DatabaseQueryError(f"updating the dashboard's index failed: {exc}") from exc

@@ -158,7 +158,7 @@ class EngineService(Service):
         )
         if settings.dashboard:
             self.dashboard_index = DashboardIndex(self.store.client, self.store.keys)
-            self.feed = StatsFeed(settings, self.dashboard_index)
+            self.feed = StatsFeed(settings, self.dashboard_index, busy=self._behind)
             self.add_future(self._follow_stats(self.feed))
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
@@ -279,6 +279,11 @@ class EngineService(Service):
         )
         logger.critical("refusing to go on: %s", self.refusal)
         self.app.consumer.pause_partitions(tps)
+
+    def _behind(self) -> bool:
+        """Whether the worker has more than a batch of records waiting (the dashboard's
+        feed then yields to it)."""
+        return sum(self.lag().values()) > self.app.settings.batch_size
 
     async def _follow_stats(self, feed: StatsFeed) -> None:
         """The dashboard's consumer of the stats topic, restarted after a failure."""
