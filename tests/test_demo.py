@@ -41,3 +41,9 @@ def test_demo_runs_shows_stats_and_leaves_nothing_behind(tmp_path: Path) -> None
         assert 0 <= stats["learning"]["mastery_probability"] <= 1
         assert stats["learning"]["recommended_difficulty"] in ("easy", "medium", "hard")
     assert "mastery" in done.stdout  # the live view has the column (its values: above)
+    # the dashboard: its address printed, and its overview counting what the worker did
+    assert summary["dashboard"].startswith("http://127.0.0.1:")
+    assert f"dashboard: {summary['dashboard']}" in done.stdout
+    overview = summary["dashboard_overview"]
+    assert overview["totals"]["attempts_applied"] + overview["totals"]["duplicates"] > 100
+    assert overview["recent"]

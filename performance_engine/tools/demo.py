@@ -358,9 +358,20 @@ def run_demo(options: DemoOptions, environ: Mapping[str, str] | None = None) -> 
                 " rejected"
             )
             learners = [None if item is None else item.stats_json for item in store.read(scopes)]
+            overview = _dashboard_overview(dashboard)
     if options.summary is not None:
-        _write_summary(options.summary, started, totals, learners, dashboard)
+        _write_summary(options.summary, started, totals, learners, dashboard, overview)
     return 0
+
+
+def _dashboard_overview(dashboard: str) -> dict[str, object] | None:
+    """What the dashboard's overview says at the end (None if it did not answer)."""
+    try:
+        with urllib.request.urlopen(f"{dashboard}/api/overview", timeout=5) as reply:
+            found: dict[str, object] = json.loads(reply.read())
+            return found
+    except (OSError, ValueError):
+        return None
 
 
 def _write_summary(
@@ -369,11 +380,13 @@ def _write_summary(
     totals: dict[str, float],
     learners: list[bytes | None],
     dashboard: str,
+    overview: dict[str, object] | None,
 ) -> None:
     """The demo's end, for scripts: what it started (and stopped), what the worker
     counted, and the tracked learners' latest stats (SPEC 4 JSON, null if none)."""
     summary = {
         "dashboard": dashboard,
+        "dashboard_overview": overview,
         "started": {name: process.pid for name, process in started.processes},
         "stopped": started.stopped,
         "attempts_processed": int(totals.get("perf_engine_attempts_processed_total", 0)),
