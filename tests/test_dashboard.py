@@ -10,15 +10,19 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from performance_engine.dashboard.feed import Summary
+from performance_engine.dashboard.index import DashboardIndex
 from performance_engine.metrics.types import DifficultyEnum
 from performance_engine.settings import Settings
 from performance_engine.tools.simulator import generate_attempts
-from tests.helpers import oracle, wait_for_oracle
-from tests.services import attempt_records, produce, wait_until
+from performance_engine.worker.store import AsyncStatsStore
+from tests.helpers import oracle, run, wait_for_oracle
+from tests.services import RedisServer, attempt_records, produce, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
@@ -227,3 +231,50 @@ def _answers(port: int) -> bool:
         return get(f"http://127.0.0.1:{port}/dashboard/api/cohorts")[0] == 200
     except OSError:
         return False
+
+
+@pytest.mark.parametrize("order", ["stuck", "mastery", "attempts"])
+def test_a_page_of_100000_learners_costs_a_page_not_a_scan(tmp_path: Path, order: str) -> None:
+    """100,000 learners in one cohort: a page is one ZCARD and one ZRANGE, whatever the
+    order or the page; no command walks the key space (a private Redis counts them)."""
+    server = RedisServer(tmp_path / "redis", options=("--appendonly", "no"))
+    server.start()
+    try:
+        settings = Settings(redis_url=server.url, key_prefix="pe-big")
+
+        async def scenario() -> list[int]:
+            async with AsyncStatsStore.from_settings(settings) as store:
+                index = DashboardIndex(store.client, store.keys)
+                learners = [
+                    Summary(
+                        user_id=user,
+                        sub_topic_id=7,
+                        learning_mode="standard",
+                        version=user % 50 + 1,
+                        total_attempts=user % 50 + 1,
+                        total_correct_attempts=user % 25,
+                        attempts={"easy": user % 50 + 1, "medium": 0, "hard": 0},
+                        passed_difficulties=["easy"] if user % 3 == 0 else [],
+                    )
+                    for user in range(1, 100_001)
+                ]
+                for start in range(0, len(learners), 5000):
+                    await index.add(learners[start : start + 5000])
+                await store.client.config_resetstat()
+                total, page = await index.page(
+                    7, "standard", order, descending=True, offset=49_950, limit=50
+                )
+                assert total == 100_000
+                assert len(page) == 50
+                return page
+
+        page = run(scenario())
+        assert len(set(page)) == 50
+        calls = {
+            name.removeprefix("cmdstat_"): stat["calls"]
+            for name, stat in server.client().info("commandstats").items()
+        }
+        data = {n: c for n, c in calls.items() if n not in ("config|resetstat", "hello", "info")}
+        assert data in ({"zcard": 1, "zrevrange": 1}, {"zcard": 1, "zrange": 1}), calls
+    finally:
+        server.stop()
