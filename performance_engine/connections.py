@@ -110,8 +110,8 @@ def _master_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def kafka_python_options(settings: Settings) -> dict[str, Any]:
-    """Security keyword arguments for kafka-python's producer, consumer and admin client."""
+def _kafka_protocol(settings: Settings) -> dict[str, Any]:
+    """The protocol and SASL options, named alike by kafka-python and aiokafka."""
     options: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
     if settings.kafka_security_protocol.startswith("SASL_"):
         options.update(
@@ -119,6 +119,12 @@ def kafka_python_options(settings: Settings) -> dict[str, Any]:
             sasl_plain_username=settings.kafka_sasl_username,
             sasl_plain_password=settings.kafka_sasl_password,
         )
+    return options
+
+
+def kafka_python_options(settings: Settings) -> dict[str, Any]:
+    """Security keyword arguments for kafka-python's producer, consumer and admin client."""
+    options = _kafka_protocol(settings)
     if settings.kafka_tls:
         options.update(
             ssl_check_hostname=True,
@@ -131,13 +137,7 @@ def kafka_python_options(settings: Settings) -> dict[str, Any]:
 
 def aiokafka_options(settings: Settings) -> dict[str, Any]:
     """Security keyword arguments for aiokafka's consumer and producer."""
-    options: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
-    if settings.kafka_security_protocol.startswith("SASL_"):
-        options.update(
-            sasl_mechanism=settings.kafka_sasl_mechanism,
-            sasl_plain_username=settings.kafka_sasl_username,
-            sasl_plain_password=settings.kafka_sasl_password,
-        )
+    options = _kafka_protocol(settings)
     if settings.kafka_tls:
         options["ssl_context"] = kafka_ssl_context(settings)
     return options

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -183,77 +183,6 @@ class RedisSentinel:
             self.process.terminate()
             self.process.wait(timeout=20)
         self.process = None
-
-
-class HoldingProxy:
-    """A TCP proxy to ``target_port`` that can stop forwarding (``hold``: data waits,
-    and the sender's buffers fill) and then drop every connection with what it held
-    (``cut``): a replica whose link lagged, then broke."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = free_port()
-        self.held = False
-        self._writers: list[asyncio.StreamWriter] = []
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> HoldingProxy:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-
-    def hold(self) -> None:
-        self.held = True
-
-    def cut(self) -> None:
-        def close_all() -> None:
-            for writer in self._writers:
-                writer.transport.abort()
-            self._writers.clear()
-
-        self._loop.call_soon_threadsafe(close_all)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(
-            asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        )
-        self._ready.set()
-        try:
-            self._loop.run_forever()
-        finally:
-            server.close()
-            for task in asyncio.all_tasks(self._loop):
-                task.cancel()
-            self._loop.run_until_complete(asyncio.sleep(0))
-            self._loop.close()
-
-    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        try:
-            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            client_w.transport.abort()
-            return
-        self._writers += [client_w, server_w]
-        await asyncio.gather(
-            self._pipe(client_r, server_w), self._pipe(server_r, client_w), return_exceptions=True
-        )
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                while self.held and not writer.transport.is_closing():
-                    await asyncio.sleep(0.01)
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.transport.abort()
 
 
 @dataclass
@@ -466,19 +395,19 @@ def _pings(client: redis.Redis) -> bool:
         return False
 
 
-class DelayProxy:
-    """A TCP proxy that holds every chunk of data ``delay`` seconds in each direction (a
-    slow network to Redis: every call takes at least two delays)."""
+class Proxy:
+    """A TCP proxy to ``target_port`` on a free port, in a thread of its own (use it as a
+    context manager); subclasses decide what happens to the data on the way (``_pass``)."""
 
-    def __init__(self, target_port: int, delay: float) -> None:
+    def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        self.delay = delay
         self.port = free_port()
+        self._writers: list[asyncio.StreamWriter] = []
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> DelayProxy:
+    def __enter__(self) -> Self:
         self._thread.start()
         self._ready.wait(10)
         return self
@@ -486,6 +415,19 @@ class DelayProxy:
     def __exit__(self, *exc_info: object) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+
+    def cut(self) -> None:
+        """Drop every connection, with whatever data was on its way."""
+
+        def close_all() -> None:
+            for writer in self._writers:
+                writer.transport.abort()
+            self._writers.clear()
+
+        self._loop.call_soon_threadsafe(close_all)
+
+    async def _pass(self, writer: asyncio.StreamWriter) -> None:
+        """Called before each chunk of data is passed on through ``writer``."""
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -503,7 +445,12 @@ class DelayProxy:
             self._loop.close()
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        try:
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            client_w.transport.abort()
+            return
+        self._writers += [client_w, server_w]
         await asyncio.gather(
             self._pipe(client_r, server_w), self._pipe(server_r, client_w), return_exceptions=True
         )
@@ -511,11 +458,38 @@ class DelayProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
-                await asyncio.sleep(self.delay)
+                await self._pass(writer)
                 writer.write(data)
                 await writer.drain()
         finally:
-            writer.close()
+            writer.transport.abort()
+
+
+class DelayProxy(Proxy):
+    """Holds every chunk of data ``delay`` seconds in each direction (a slow network to
+    Redis: every call takes at least two delays)."""
+
+    def __init__(self, target_port: int, delay: float) -> None:
+        super().__init__(target_port)
+        self.delay = delay
+
+    async def _pass(self, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(self.delay)
+
+
+class HoldingProxy(Proxy):
+    """Can stop forwarding (``hold``: data waits, and the sender's buffers fill) and then
+    drop every connection with what it held (``cut``): a replica whose link lagged, then
+    broke."""
+
+    held = False
+
+    def hold(self) -> None:
+        self.held = True
+
+    async def _pass(self, writer: asyncio.StreamWriter) -> None:
+        while self.held and not writer.transport.is_closing():
+            await asyncio.sleep(0.01)
 
 
 def committed(settings: Settings) -> int:
