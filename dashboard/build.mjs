@@ -2,7 +2,7 @@
 // which serves them itself (the dashboard works offline: no CDN).
 import { copyFileSync, mkdirSync } from "node:fs";
 
-const target = "../performance_engine/dashboard/static/vendor";
+const target = "../performance_engine/worker/dashboard/static/vendor";
 mkdirSync(target, { recursive: true });
 for (const [from, to] of [
   ["node_modules/uplot/dist/uPlot.iife.min.js", "uPlot.iife.min.js"],

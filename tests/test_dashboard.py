@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from performance_engine.dashboard.feed import Summary
-from performance_engine.dashboard.index import DashboardIndex
 from performance_engine.metrics.types import DifficultyEnum
 from performance_engine.settings import Settings
 from performance_engine.tools.simulator import generate_attempts
+from performance_engine.worker.dashboard.feed import Summary
+from performance_engine.worker.dashboard.index import DashboardIndex
 from performance_engine.worker.store import AsyncStatsStore
 from tests.helpers import oracle, run, wait_for_oracle
 from tests.services import RedisServer, attempt_records, produce, wait_until

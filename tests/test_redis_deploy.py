@@ -22,7 +22,6 @@ import pytest
 import redis
 
 from performance_engine import PerformanceStats
-from performance_engine.dashboard.index import DashboardIndex
 from performance_engine.errors import ConfigurationError
 from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
@@ -30,6 +29,7 @@ from performance_engine.metrics.loader import load_attempts
 from performance_engine.settings import Settings, load_settings, settings_env
 from performance_engine.tools.demo import free_port, redis_server_command
 from performance_engine.tools.simulator import generate_attempts
+from performance_engine.worker.dashboard.index import DashboardIndex
 from performance_engine.worker.ledger import Ledger
 from performance_engine.worker.store import AsyncStatsStore, StatsStore
 from tests.helpers import dataset, oracle, wait_for_oracle

@@ -22,13 +22,13 @@ from faust.types import TP
 from mode import Service
 
 from performance_engine.connections import faust_credentials
-from performance_engine.dashboard.feed import StatsFeed
-from performance_engine.dashboard.index import DashboardIndex
 from performance_engine.errors import DatabaseQueryError
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.plugins import build_calculator
 from performance_engine.settings import Settings
 from performance_engine.topics import create_missing_topics
+from performance_engine.worker.dashboard.feed import StatsFeed
+from performance_engine.worker.dashboard.index import DashboardIndex
 from performance_engine.worker.faust_internals import (
     BatchingApp,
     aiokafka_producer,
@@ -405,7 +405,7 @@ def create_app(settings: Settings, calculator: MetricsCalculator | None = None) 
     app.service(cast(Any, service))
     install_views(app, service)
     if settings.dashboard:
-        from performance_engine.dashboard.views import install_dashboard
+        from performance_engine.worker.dashboard.views import install_dashboard
 
         install_dashboard(app, service)
     return app

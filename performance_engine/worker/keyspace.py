@@ -29,7 +29,7 @@ One string rather than a hash: a hash whose values exceed ``hash-max-listpack-va
         the ledger was first written.
 
     {prefix}:{dash}:...    the dashboard's index, kept by its own consumer of the stats
-        topic (see performance_engine/dashboard/index.py): ``cohorts`` (a set of
+        topic (see performance_engine/worker/dashboard/index.py): ``cohorts`` (a set of
         ``<sub_topic_id>:<learning_mode>``), ``cohort:<sub_topic_id>:<learning_mode>:<order>``
         (a sorted set of user ids per order: stuck, mastery, attempts), ``learner:<user_id>``
         (a set of the learner's ``<sub_topic_id>:<learning_mode>``), ``followed`` (the

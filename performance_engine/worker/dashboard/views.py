@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from faust.web import Request, Response, View
 
-from performance_engine.dashboard.feed import Update
-from performance_engine.dashboard.index import ORDERS
 from performance_engine.errors import DatabaseQueryError, InvalidScopeError
 from performance_engine.metrics.attempt import scope_key
 from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData
+from performance_engine.worker.dashboard.feed import Update
+from performance_engine.worker.dashboard.index import ORDERS
 
 if TYPE_CHECKING:
     from performance_engine.worker.app import EngineApp, EngineService
@@ -74,7 +74,7 @@ def _positive(text: str | None, name: str, default: int | None = None) -> int:
 
 def _static(name: str) -> bytes | None:
     """A file of ``static/`` (or ``static/vendor/``), or None if there is no such file."""
-    folder = files("performance_engine.dashboard") / "static"
+    folder = files("performance_engine.worker.dashboard") / "static"
     for part in name.split("/"):
         if part in ("", ".", "..") or not all(c.isalnum() or c in "._-" for c in part):
             return None

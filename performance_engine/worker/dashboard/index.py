@@ -31,7 +31,7 @@ class _Learning(Protocol):
 
 class Indexed(Protocol):
     """What the index reads of a scope's stats (:class:`PerformanceStatsData`, or the
-    feed's lighter :class:`~performance_engine.dashboard.feed.Summary`)."""
+    feed's lighter :class:`~performance_engine.worker.dashboard.feed.Summary`)."""
 
     @property
     def user_id(self) -> int: ...

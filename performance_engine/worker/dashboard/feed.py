@@ -27,10 +27,10 @@ import msgspec
 from aiokafka import AIOKafkaConsumer
 
 from performance_engine.connections import aiokafka_options
-from performance_engine.dashboard.index import DashboardIndex
 from performance_engine.errors import DatabaseQueryError
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings
+from performance_engine.worker.dashboard.index import DashboardIndex
 
 __all__ = ["Point", "StatsFeed", "Summary", "Update"]
 
