@@ -1,0 +1,207 @@
+"""Compiled loops of the batch path (numba): one pass over the rows where numpy needs many.
+
+Each kernel is the inner loop of a function in :mod:`metrics.sequence`, which prepares its
+arrays and documents what it computes; the property tests hold those functions equal to
+the reference definitions (``metrics.learning.fold_learning``,
+``metrics.history.encode_entries``). The kernels are compiled on first use and cached
+beside this file (or in ``NUMBA_CACHE_DIR``); they release the GIL.
+
+Floating-point operations are written in the reference's order and compiled without
+fast-math, so they give the same bits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba
+import numpy as np
+
+__all__ = ["encode_history_rows", "fold_learning_scopes"]
+
+Array = np.ndarray[Any, Any]
+
+_jit = numba.njit(cache=True, nogil=True)
+
+
+@_jit
+def fold_learning_scopes(
+    offsets: Array,
+    difficulty: Array,
+    correct: Array,
+    question: Array,
+    which: Array,
+    prior: Array,
+    ewma_prior: Array,
+    posterior: Array,
+    ewma: Array,
+    one_minus_forget: Array,
+    learn: Array,
+    one_minus_alpha: Array,
+) -> tuple[Array, Array, Array, Array, Array]:
+    """Per scope (rows ``offsets[i]:offsets[i + 1]``, in learning order, parameters row
+    ``which[i]`` of the coefficient arrays): mastery, recent accuracy, the current and
+    longest runs of correct answers, and per difficulty the questions whose first try
+    was correct.
+
+    ``posterior[w, d, c]`` is the (A, B) pair and ``ewma[w, c]`` the ``a*c`` term of
+    ``learning.Coefficients``.
+    """
+    n = len(offsets) - 1
+    p_out = np.empty(n, dtype=np.float64)
+    e_out = np.empty(n, dtype=np.float64)
+    current_out = np.zeros(n, dtype=np.int64)
+    longest_out = np.zeros(n, dtype=np.int64)
+    first_out = np.zeros((n, 3), dtype=np.int64)
+    seen = np.zeros(3, dtype=np.bool_)
+    for i in range(n):
+        w = which[i]
+        p = prior[w]
+        e = ewma_prior[w]
+        current = 0
+        longest = 0
+        lo = offsets[i]
+        hi = offsets[i + 1]
+        for r in range(lo, hi):
+            d = difficulty[r]
+            c = 1 if correct[r] else 0
+            num = p * posterior[w, d, c, 0]
+            q = num / (num + (1 - p) * posterior[w, d, c, 1])
+            p = q * one_minus_forget[w] + (1 - q) * learn[w]
+            e = ewma[w, c] + one_minus_alpha[w] * e
+            if c:
+                current += 1
+                longest = max(longest, current)
+            else:
+                current = 0
+        p_out[i] = p
+        e_out[i] = e
+        current_out[i] = current
+        longest_out[i] = longest
+        # First tries: the rows of each question in learning order (a stable sort), the
+        # first of each difficulty among them.
+        order = np.argsort(question[lo:hi], kind="mergesort")
+        j = 0
+        m = hi - lo
+        while j < m:
+            asked = question[lo + order[j]]
+            seen[:] = False
+            while j < m and question[lo + order[j]] == asked:
+                r = lo + order[j]
+                d = difficulty[r]
+                if not seen[d]:
+                    seen[d] = True
+                    if correct[r]:
+                        first_out[i, d] += 1
+                j += 1
+    return p_out, e_out, current_out, longest_out, first_out
+
+
+@_jit
+def _uint_size(value: np.uint64) -> int:
+    if value < 128:
+        return 1
+    if value < 256:
+        return 2
+    if value < 65536:
+        return 3
+    if value < 4294967296:
+        return 5
+    return 9
+
+
+@_jit
+def _put_uint(out: Array, at: int, value: np.uint64) -> int:
+    """msgpack's smallest form of an unsigned integer at ``out[at:]``; returns the end."""
+    if value < 128:
+        out[at] = value
+        return at + 1
+    if value < 256:
+        out[at] = 0xCC
+        width = 1
+    elif value < 65536:
+        out[at] = 0xCD
+        width = 2
+    elif value < 4294967296:
+        out[at] = 0xCE
+        width = 4
+    else:
+        out[at] = 0xCF
+        width = 8
+    for k in range(width):
+        out[at + width - k] = (value >> np.uint64(8 * k)) & np.uint64(0xFF)
+    return at + 1 + width
+
+
+@_jit
+def _str_header_size(length: int) -> int:
+    if length <= 31:
+        return 1
+    if length <= 255:
+        return 2
+    return 3
+
+
+@_jit
+def encode_history_rows(
+    occurred: Array,
+    id_offsets: Array,
+    id_data: Array,
+    question: Array,
+    difficulty: Array,
+    correct: Array,
+    number: Array,
+    number_missing: Array,
+    spent: Array,
+    spent_missing: Array,
+) -> tuple[Array, Array]:
+    """Each row as the msgpack array ``encode_entries`` writes for it, all joined; and the
+    end of each row in the result (``ends[0]`` is 0, ``ends[i + 1]`` row i's end).
+
+    The id of row i is ``id_data[id_offsets[i]:id_offsets[i + 1]]`` (UTF-8); absent
+    numbers (``*_missing``) are nil.
+    """
+    n = len(occurred)
+    ends = np.zeros(n + 1, dtype=np.int64)
+    size = 0
+    for i in range(n):
+        length = id_offsets[i + 1] - id_offsets[i]
+        size += 3 + _uint_size(np.uint64(occurred[i])) + _str_header_size(length) + length
+        size += _uint_size(np.uint64(question[i]))
+        size += 1 if number_missing[i] else _uint_size(np.uint64(number[i]))
+        size += 1 if spent_missing[i] else _uint_size(np.uint64(spent[i]))
+        ends[i + 1] = size
+    out = np.empty(size, dtype=np.uint8)
+    for i in range(n):
+        at = ends[i]
+        out[at] = 0x97  # an array of 7
+        at = _put_uint(out, at + 1, np.uint64(occurred[i]))
+        start = id_offsets[i]
+        length = id_offsets[i + 1] - start
+        if length <= 31:
+            out[at] = 0xA0 | length
+            at += 1
+        elif length <= 255:
+            out[at] = 0xD9
+            out[at + 1] = length
+            at += 2
+        else:
+            out[at] = 0xDA
+            out[at + 1] = length >> 8
+            out[at + 2] = length & 0xFF
+            at += 3
+        out[at : at + length] = id_data[start : start + length]
+        at = _put_uint(out, at + length, np.uint64(question[i]))
+        out[at] = difficulty[i]
+        out[at + 1] = 0xC3 if correct[i] else 0xC2
+        at += 2
+        if number_missing[i]:
+            out[at] = 0xC0
+            at += 1
+        else:
+            at = _put_uint(out, at, np.uint64(number[i]))
+        if spent_missing[i]:
+            out[at] = 0xC0
+        else:
+            _put_uint(out, at, np.uint64(spent[i]))
+    return out, ends
