@@ -31,6 +31,7 @@ import xxhash
 from performance_engine.metrics.base import attempt_from_row
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.history import Entry, HistoryWrite, entry_of
+from performance_engine.metrics.kernels import distinct_attempts
 from performance_engine.metrics.sequence import (
     encode_history_columns,
     fold_learning_columns,
@@ -177,32 +178,11 @@ def _distinct_attempts(
     scope_codes: np.ndarray[Any, Any], fps: np.ndarray[Any, Any], n_scopes: int
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """Rows of the distinct (scope, fingerprint) pairs, sorted by both; for each pair the
-    first row in frame order. Returns (rows, their scope codes, their fingerprints).
-
-    Fast path: one 64-bit key per row, the scope code in the high bits and the top of the
-    fingerprint below, sorted with an unstable argsort (several times faster than a
-    two-key lexsort); runs of equal keys are duplicates and keep their smallest row. If
-    two different fingerprints of one scope share a key, the exact lexsort decides.
-    """
-    bits = max(1, (n_scopes - 1).bit_length())
-    if bits <= 40:
-        key = (scope_codes.astype(np.uint64) << np.uint64(64 - bits)) | (fps >> np.uint64(bits))
-        order = np.argsort(key)
-        k = key[order]
-        starts = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
-        if len(starts) == len(k):
-            return order, scope_codes[order], fps[order]
-        fp_sorted = fps[order]
-        lo = np.minimum.reduceat(fp_sorted, starts)
-        hi = np.maximum.reduceat(fp_sorted, starts)
-        if (lo == hi).all():
-            rows = np.minimum.reduceat(order, starts)
-            return rows, scope_codes[rows], fps[rows]
-    order = np.lexsort((fps, scope_codes))  # stable: equal pairs keep frame order
-    sc_sorted, fp_sorted = scope_codes[order], fps[order]
-    keep = np.ones(len(order), dtype=bool)
-    keep[1:] = (sc_sorted[1:] != sc_sorted[:-1]) | (fp_sorted[1:] != fp_sorted[:-1])
-    return order[keep], sc_sorted[keep], fp_sorted[keep]
+    first row in frame order. Returns (rows, their scope codes, their fingerprints)."""
+    rows = distinct_attempts(
+        np.asarray(scope_codes, dtype=np.int64), np.asarray(fps, dtype=np.uint64), n_scopes
+    )
+    return rows, scope_codes[rows], fps[rows]
 
 
 def _scope_codes(
@@ -296,30 +276,31 @@ def _build_states(
     seen_bytes = (seen_offsets * 8).tolist()
 
     # The same rows in learning order: the sequential metrics and the histories.
-    distinct_ids = ids.take(pa.array(rows))
-    order = learning_order(sc, occurred, distinct_ids)
+    order = learning_order(sc, occurred, ids, rows)
+    ordered_rows = rows[order]
+    ordered_ids = ids.take(pa.array(ordered_rows))
+    difficulty_in_order, correct_in_order = difficulty[order], correct[order]
+    question_in_order = question[order]
     modes = sorted({scope.learning_mode for scope in scopes})
     mode_code = {mode: i for i, mode in enumerate(modes)}
     scope_modes = np.array([mode_code[scope.learning_mode] for scope in scopes], dtype=np.int64)
     learning = fold_learning_columns(
         seen_offsets,
-        difficulty[order],
-        correct[order],
-        question[order],
+        difficulty_in_order,
+        correct_in_order,
+        question_in_order,
         [calculator.learning_modes.params(mode) for mode in modes],
         scope_modes,
     ).states()
-    ordered_rows = rows[order]
-    ordered_ids = distinct_ids.take(pa.array(order))
     number, number_missing = _optional(frame["attempt_number"], ordered_rows)
     spent, spent_missing = _optional(frame["time_spent_ms"], ordered_rows)
     blobs = encode_history_columns(
         seen_offsets,
         occurred[order],
         ordered_ids,
-        question[order],
-        difficulty[order],
-        correct[order],
+        question_in_order,
+        difficulty_in_order,
+        correct_in_order,
         number,
         number_missing,
         spent,

@@ -17,11 +17,44 @@ from typing import Any
 import numba
 import numpy as np
 
-__all__ = ["encode_history_rows", "fold_learning_scopes"]
+__all__ = ["distinct_attempts", "encode_history_rows", "fold_learning_scopes"]
 
 Array = np.ndarray[Any, Any]
 
 _jit = numba.njit(cache=True, nogil=True)
+
+
+@_jit
+def distinct_attempts(scope_codes: Array, fingerprints: Array, n_scopes: int) -> Array:
+    """The rows of the distinct (scope, fingerprint) pairs, sorted by both; of equal pairs
+    the first row in frame order.
+
+    A counting sort by scope (stable, so each scope's rows stay in frame order), then a
+    stable sort of each scope's fingerprints: no sort of the whole frame.
+    """
+    n = len(scope_codes)
+    starts = np.zeros(n_scopes + 1, dtype=np.int64)
+    for r in range(n):
+        starts[scope_codes[r] + 1] += 1
+    for s in range(n_scopes):
+        starts[s + 1] += starts[s]
+    at = starts[:-1].copy()
+    by_scope = np.empty(n, dtype=np.int64)
+    for r in range(n):
+        s = scope_codes[r]
+        by_scope[at[s]] = r
+        at[s] += 1
+    rows = np.empty(n, dtype=np.int64)
+    m = 0
+    for s in range(n_scopes):
+        segment = by_scope[starts[s] : starts[s + 1]]
+        order = np.argsort(fingerprints[segment], kind="mergesort")
+        for j in range(len(segment)):
+            r = segment[order[j]]
+            if j == 0 or fingerprints[r] != fingerprints[rows[m - 1]]:
+                rows[m] = r
+                m += 1
+    return rows[:m]
 
 
 @_jit

@@ -30,11 +30,14 @@ __all__ = ["LearningColumns", "encode_history_columns", "fold_learning_columns",
 Array = np.ndarray[Any, Any]
 
 
-def learning_order(scope: Array, occurred: Array, ids: pa.Array) -> Array:
+def learning_order(
+    scope: Array, occurred: Array, ids: pa.Array, rows: Array | None = None
+) -> Array:
     """The permutation that sorts rows by (scope, occurred_at, attempt_id as UTF-8 bytes).
 
-    ``ids`` are the rows' ids as an Arrow string or binary array. Ties of (scope, time)
-    are rare and sorted by id in Python.
+    ``ids`` are the rows' ids as an Arrow string or binary array (row i's id is
+    ``ids[rows[i]]`` when ``rows`` is given). Ties of (scope, time) are rare and sorted
+    by id in Python.
     """
     n = len(scope)
     if n == 0:
@@ -60,7 +63,7 @@ def learning_order(scope: Array, occurred: Array, ids: pa.Array) -> Array:
         ends = at[np.concatenate((breaks, [len(at) - 1]))] + 2
         for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
             run = order[lo:hi]
-            names = ids.take(pa.array(run)).to_pylist()
+            names = ids.take(pa.array(run if rows is None else rows[run])).to_pylist()
             order[lo:hi] = run[sorted(range(len(run)), key=names.__getitem__)]
     return order
 
@@ -105,11 +108,11 @@ def fold_learning_columns(
     ``offsets[i]:offsets[i + 1]``, its parameters ``params[scope_params[i]]``."""
     k = [q.coefficients for q in params]
     p, e, current, longest, first = fold_learning_scopes(
-        offsets.astype(np.int64),
-        difficulty.astype(np.int64),
-        correct.astype(np.bool_),
-        question.astype(np.int64),
-        scope_params.astype(np.int64),
+        np.asarray(offsets, dtype=np.int64),
+        np.asarray(difficulty, dtype=np.int64),
+        np.asarray(correct, dtype=np.bool_),
+        np.asarray(question, dtype=np.int64),
+        np.asarray(scope_params, dtype=np.int64),
         np.array([q.prior for q in params], dtype=np.float64),
         np.array([q.ewma_prior for q in params], dtype=np.float64),
         np.array([c.posterior for c in k], dtype=np.float64).reshape(len(k), 3, 2, 2),
@@ -149,16 +152,16 @@ def encode_history_columns(
     ]
     id_data = np.frombuffer(ids.buffers()[2], dtype=np.uint8)
     encoded, ends = encode_history_rows(
-        occurred.astype(np.int64),
+        np.asarray(occurred, dtype=np.int64),
         id_offsets,
         id_data,
-        question.astype(np.int64),
-        difficulty.astype(np.int64),
-        correct.astype(np.bool_),
-        number.astype(np.int64),
-        number_missing.astype(np.bool_),
-        spent.astype(np.int64),
-        spent_missing.astype(np.bool_),
+        np.asarray(question, dtype=np.int64),
+        np.asarray(difficulty, dtype=np.int64),
+        np.asarray(correct, dtype=np.bool_),
+        np.asarray(number, dtype=np.int64),
+        np.asarray(number_missing, dtype=np.bool_),
+        np.asarray(spent, dtype=np.int64),
+        np.asarray(spent_missing, dtype=np.bool_),
     )
     buffer = encoded.tobytes()
     return [buffer[a:b] for a, b in pairwise(ends[offsets].tolist())]
