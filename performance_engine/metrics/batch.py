@@ -31,7 +31,7 @@ import xxhash
 from performance_engine.metrics.base import attempt_from_row
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.history import Entry, HistoryWrite, entry_of
-from performance_engine.metrics.kernels import distinct_attempts
+from performance_engine.metrics.kernels import distinct_attempts, unseen
 from performance_engine.metrics.sequence import (
     encode_history_columns,
     fold_learning_columns,
@@ -438,18 +438,26 @@ def _merge_into_base(
         rows[fresh_rows],
     )
     offsets = _segments(sc, len(scopes))
+    # Attempts a state has seen change nothing: only the others are read (unless frame
+    # metrics or a lost history need every attempt).
+    known = [
+        base[scope].seen
+        if has and base[scope].history_complete and not calculator.frame_metrics
+        else b""
+        for scope, has in zip(scopes, has_base.tolist(), strict=True)
+    ]
+    seen_offsets = np.zeros(len(scopes) + 1, dtype=np.int64)
+    np.cumsum([len(blob) // 8 for blob in known], out=seen_offsets[1:])
+    new = unseen(offsets, fp, seen_offsets, np.frombuffer(b"".join(known), _U8))
     merged: list[tuple[ScopeKey, ScopeState, Any]] = []
     unchanged: list[tuple[ScopeKey, ScopeState]] = []
     for code in np.flatnonzero(has_base).tolist():
         scope = scopes[code]
         lo, hi = offsets[code], offsets[code + 1]
-        positions = rows[lo:hi]
-        if base[scope].history_complete and not calculator.frame_metrics:
-            # Attempts the state has seen change nothing: only the others are read.
-            positions = positions[~np.isin(fp[lo:hi], np.frombuffer(base[scope].seen, _U8))]
-            if not len(positions):
-                unchanged.append((scope, base[scope]))
-                continue
+        positions = rows[lo:hi][new[lo:hi]]
+        if not len(positions):
+            unchanged.append((scope, base[scope]))
+            continue
         state = base[scope].copy()
         positions = np.sort(positions)  # file order: the first of an attempt_id wins
         records = seed_frame(frame.iloc[positions]).to_dict("records")

@@ -17,7 +17,7 @@ from typing import Any
 import numba
 import numpy as np
 
-__all__ = ["distinct_attempts", "encode_history_rows", "fold_learning_scopes"]
+__all__ = ["distinct_attempts", "encode_history_rows", "fold_learning_scopes", "unseen"]
 
 Array = np.ndarray[Any, Any]
 
@@ -55,6 +55,25 @@ def distinct_attempts(scope_codes: Array, fingerprints: Array, n_scopes: int) ->
                 rows[m] = r
                 m += 1
     return rows[:m]
+
+
+@_jit
+def unseen(offsets: Array, fingerprints: Array, seen_offsets: Array, seen: Array) -> Array:
+    """Which rows hold a fingerprint their scope has not seen.
+
+    Scope i's rows are ``offsets[i]:offsets[i + 1]``, their fingerprints sorted; what it
+    has seen is ``seen[seen_offsets[i]:seen_offsets[i + 1]]`` (any order).
+    """
+    new = np.ones(len(fingerprints), dtype=np.bool_)
+    for i in range(len(offsets) - 1):
+        known = np.sort(seen[seen_offsets[i] : seen_offsets[i + 1]])
+        k = 0
+        for r in range(offsets[i], offsets[i + 1]):
+            while k < len(known) and known[k] < fingerprints[r]:
+                k += 1
+            if k < len(known) and known[k] == fingerprints[r]:
+                new[r] = False
+    return new
 
 
 @_jit
