@@ -80,4 +80,5 @@ def test_dockerfile_builds_the_worker() -> None:
     assert "COPY performance_engine ./performance_engine" in dockerfile
     assert 'CMD ["perf-engine", "worker"]' in dockerfile
     assert "USER engine" in dockerfile
+    assert "python -m performance_engine.metrics.kernels" in dockerfile  # compiled in the image
     assert "EXPOSE 6066" in dockerfile

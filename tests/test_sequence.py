@@ -163,3 +163,46 @@ def test_vectorised_rounding_writes_what_round_writes(values: list[float]) -> No
     """The columnar stats round many floats at once; each must read as ``round(v, 4)``."""
     got = _written(np.array(values, dtype=np.float64))
     assert got == [msgspec.json.encode(round(v, 4)) for v in values]
+
+
+_BATCH_PATH = """
+from performance_engine.metrics.batch import compute_states
+from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.loader import normalise_frame
+from performance_engine.tools.simulator import attempts_frame
+
+calculator = MetricsCalculator()
+frame = normalise_frame(attempts_frame(400, 20), calculator.learning_modes).frame
+first = compute_states(frame.iloc[:200], calculator)
+compute_states(frame, calculator, dict(first.items()), load_history=lambda s: [[]] * len(s))
+"""
+
+
+def test_every_kernel_compiles_ahead_for_the_types_the_batch_path_uses(tmp_path: Any) -> None:
+    """What the Dockerfile runs: a fresh interpreter with an empty cache compiles each
+    kernel and caches it; the batch path (new scopes and a merge) then only loads them."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_DEBUG_CACHE": "1"}
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    compiled = run("-m", "performance_engine.metrics.kernels")
+    assert "data saved" in compiled
+    cached = {path.name.split(".")[1].split("-")[0] for path in tmp_path.rglob("*.nbi")}
+    assert {"distinct_attempts", "unseen", "fold_learning_scopes", "encode_history_rows"} <= cached
+    used = run("-c", _BATCH_PATH)
+    assert "data loaded" in used
+    assert "data saved" not in used

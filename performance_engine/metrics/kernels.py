@@ -4,7 +4,10 @@ Each kernel is the inner loop of a function in :mod:`metrics.sequence`, which pr
 arrays and documents what it computes; the property tests hold those functions equal to
 the reference definitions (``metrics.learning.fold_learning``,
 ``metrics.history.encode_entries``). The kernels are compiled on first use and cached
-beside this file (or in ``NUMBA_CACHE_DIR``); they release the GIL.
+beside this file (where it is not writable: in ``NUMBA_CACHE_DIR`` or the user's cache
+directory); compiling them all takes several seconds, once. ``python -m
+performance_engine.metrics.kernels`` compiles them ahead (the Dockerfile does). They
+release the GIL.
 
 Floating-point operations are written in the reference's order and compiled without
 fast-math, so they give the same bits.
@@ -17,7 +20,13 @@ from typing import Any
 import numba
 import numpy as np
 
-__all__ = ["distinct_attempts", "encode_history_rows", "fold_learning_scopes", "unseen"]
+__all__ = [
+    "compile_all",
+    "distinct_attempts",
+    "encode_history_rows",
+    "fold_learning_scopes",
+    "unseen",
+]
 
 Array = np.ndarray[Any, Any]
 
@@ -257,3 +266,22 @@ def encode_history_rows(
         else:
             _put_uint(out, at, np.uint64(spent[i]))
     return out, ends
+
+
+def compile_all() -> None:
+    """Compile (and cache) every kernel for the types the batch path calls them with."""
+    i64 = np.zeros(1, dtype=np.int64)
+    u64 = np.zeros(1, dtype=np.uint64)
+    f64 = np.zeros(1, dtype=np.float64)
+    no = np.zeros(1, dtype=np.bool_)
+    two = np.array([0, 1], dtype=np.int64)
+    distinct_attempts(i64, u64, 1)
+    unseen(two, u64, two, np.frombuffer(bytes(8), dtype=np.uint64))  # read-only, as given
+    fold_learning_scopes(
+        two, i64, no, i64, i64, f64, f64, np.ones((1, 3, 2, 2)), np.zeros((1, 2)), f64, f64, f64
+    )
+    encode_history_rows(i64, two, np.zeros(1, dtype=np.uint8), i64, i64, no, i64, no, i64, no)
+
+
+if __name__ == "__main__":
+    compile_all()
