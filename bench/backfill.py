@@ -5,7 +5,8 @@
 Generates the file, then measures in one run: a bare ``pandas.read_csv`` (or
 ``read_parquet`` + a groupby over the scope columns), and the engine's backfill into a
 fresh key prefix of the Redis at PERF_ENGINE_REDIS_URL. Prints a table with the ratio to
-the baseline; the key prefix is deleted afterwards.
+the baseline; the key prefix is deleted afterwards. ``--steps`` also prints where the
+first backfill's wall time went, step by step.
 """
 
 from __future__ import annotations
@@ -16,17 +17,56 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import redis
 from rich.console import Console
 from rich.table import Table
 
+from performance_engine.metrics import batch as batch_module
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.settings import Settings, load_settings
-from performance_engine.tools.backfill import backfill_file
+from performance_engine.tools import backfill as backfill_module
 from performance_engine.tools.simulator import attempts_frame
 from performance_engine.worker.store import StatsStore
+
+#: The backfill's steps timed by --steps: (module, function, what it does). Nested steps
+#: are counted inside the ones that call them.
+STEPS = [
+    (backfill_module, "load_attempts", "read and validate the file"),
+    (backfill_module, "scope_index", "number the scopes"),
+    (backfill_module, "_remember", "read the stored states"),
+    (backfill_module, "compute_states", "compute every scope's state"),
+    (batch_module, "_fingerprints", "  attempt id fingerprints"),
+    (batch_module, "_distinct_attempts", "  distinct attempts per scope"),
+    (batch_module, "_distinct_questions", "  distinct questions per difficulty"),
+    (batch_module, "learning_order", "  learning order"),
+    (batch_module, "fold_learning_columns", "  the learning fold"),
+    (batch_module, "encode_history_columns", "  encode the histories"),
+    (batch_module.BatchResult, "stats_json", "the stats JSON"),
+    (backfill_module, "_flush", "write to Redis"),
+]
+
+
+def time_steps() -> dict[str, float]:
+    """Wrap each of STEPS with a stopwatch; returns the totals, filled as they run."""
+    totals: dict[str, float] = {}
+    for owner, name, label in STEPS:
+        if not hasattr(owner, name):  # an older tree without this step
+            continue
+        function = getattr(owner, name)
+        totals[label] = 0.0
+
+        def stopwatch(*args: Any, _f: Any = function, _label: str = label, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return _f(*args, **kwargs)
+            finally:
+                totals[_label] += time.perf_counter() - start
+
+        setattr(owner, name, stopwatch)
+    return totals
 
 
 def timed(action: object) -> float:
@@ -41,6 +81,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--format", choices=["csv", "parquet"], default="csv")
     parser.add_argument("--duplicates", type=float, default=0.02)
+    parser.add_argument("--steps", action="store_true", help="time the first backfill's steps")
     args = parser.parse_args()
 
     base = load_settings()
@@ -70,15 +111,25 @@ def main() -> int:
                 )
             )
         calculator = MetricsCalculator()
+        try:  # compiled once per install and cached; not part of a backfill's time
+            from performance_engine.metrics.kernels import compile_all
+        except ImportError:  # an older tree, without compiled loops
+            pass
+        else:
+            compiling = timed(compile_all)
+            console.print(f"kernels compiled or loaded from the cache in {compiling:.1f} s")
         with StatsStore.from_settings(settings) as store:
-            first = timed(lambda: backfill_file(path, store, calculator))
-            second = timed(lambda: backfill_file(path, store, calculator))
+            steps = time_steps() if args.steps else {}
+            first = timed(lambda: backfill_module.backfill_file(path, store, calculator))
+            steps = dict(steps)  # the first run's; the wrappers keep counting
+            second = timed(lambda: backfill_module.backfill_file(path, store, calculator))
         client = redis.Redis.from_url(settings.redis_url)
         keys = list(client.scan_iter(match=f"{settings.key_prefix}:*", count=10_000))
         for i in range(0, len(keys), 10_000):
             client.delete(*keys[i : i + 10_000])
 
-    table = Table(title=f"backfill of {rows:,} rows ({args.format}), {len(keys):,} scopes")
+    scopes = sum(not key.endswith(b":history") for key in keys)
+    table = Table(title=f"backfill of {rows:,} rows ({args.format}), {scopes:,} scopes")
     for column in ("run", "seconds", "rows/s", "x baseline"):
         table.add_column(column, justify="right" if column != "run" else "left")
     for name, seconds in (
@@ -88,6 +139,15 @@ def main() -> int:
     ):
         table.add_row(name, f"{seconds:.2f}", f"{rows / seconds:,.0f}", f"{seconds / baseline:.1f}")
     console.print(table)
+    if steps:
+        table = Table(title="where the first backfill's wall time went")
+        table.add_column("step")
+        table.add_column("seconds", justify="right")
+        table.add_column("share", justify="right")
+        for label, seconds in steps.items():
+            table.add_row(label, f"{seconds:.2f}", f"{seconds / first:.0%}")
+        table.add_row("whole backfill", f"{first:.2f}", "100%")
+        console.print(table)
     return 0
 
 
