@@ -16,7 +16,6 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,6 @@ from performance_engine.metrics import batch as batch_module
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.settings import Settings, load_settings
 from performance_engine.tools import backfill as backfill_module
-
-try:
-    from performance_engine.tools import backfill_parallel as parallel
-except ImportError:  # an older tree: one process only
-    parallel = None  # type: ignore[assignment]
 from performance_engine.tools.simulator import attempts_frame
 from performance_engine.worker.store import StatsStore
 
@@ -75,14 +69,6 @@ def time_steps() -> dict[str, float]:
     return totals
 
 
-def _delete_prefix(client: redis.Redis, prefix: str) -> list[bytes]:
-    """Delete every key of a prefix; returns the keys."""
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=10_000))
-    for i in range(0, len(keys), 10_000):
-        client.delete(*keys[i : i + 10_000])
-    return keys
-
-
 def timed(action: object) -> float:
     start = time.perf_counter()
     action()  # type: ignore[operator]
@@ -96,11 +82,6 @@ def main() -> int:
     parser.add_argument("--format", choices=["csv", "parquet"], default="csv")
     parser.add_argument("--duplicates", type=float, default=0.02)
     parser.add_argument("--steps", action="store_true", help="time the first backfill's steps")
-    parser.add_argument(
-        "--processes",
-        type=int,
-        help="also time the backfill shared out over N processes (default: as the CLI does)",
-    )
     args = parser.parse_args()
 
     base = load_settings()
@@ -143,23 +124,9 @@ def main() -> int:
             steps = dict(steps)  # the first run's; the wrappers keep counting
             second = timed(lambda: backfill_module.backfill_file(path, store, calculator))
         client = redis.Redis.from_url(settings.redis_url)
-        keys = _delete_prefix(client, settings.key_prefix)
-        shared: list[tuple[str, float]] = []
-        processes = args.processes
-        if processes is None and parallel is not None:
-            processes = parallel.processes_for(path.stat().st_size)
-        if parallel is not None and processes is not None and processes > 1:
-            # The scopes shared out over processes, into an empty Redis again.
-            split = replace(settings, key_prefix=f"{settings.key_prefix}-processes")
-
-            def run(module: Any = parallel, n: int = processes) -> None:
-                module.backfill_file_in_processes(path, split, n)
-
-            shared = [
-                (f"perf-engine backfill --processes {processes} (empty Redis)", timed(run)),
-                (f"perf-engine backfill --processes {processes} again", timed(run)),
-            ]
-            _delete_prefix(client, split.key_prefix)
+        keys = list(client.scan_iter(match=f"{settings.key_prefix}:*", count=10_000))
+        for i in range(0, len(keys), 10_000):
+            client.delete(*keys[i : i + 10_000])
 
     scopes = sum(not key.endswith(b":history") for key in keys)
     table = Table(title=f"backfill of {rows:,} rows ({args.format}), {scopes:,} scopes")
@@ -169,7 +136,6 @@ def main() -> int:
         (baseline_name, baseline),
         ("perf-engine backfill (empty Redis)", first),
         ("perf-engine backfill again (no change)", second),
-        *shared,
     ):
         table.add_row(name, f"{seconds:.2f}", f"{rows / seconds:,.0f}", f"{seconds / baseline:.1f}")
     console.print(table)
