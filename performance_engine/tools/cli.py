@@ -50,7 +50,7 @@ def _cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     calculator = _calculator(settings)
     with StatsStore.from_settings(settings) as store, backfill_progress(args.quiet) as progress:
         store.ping()
-        report = _backfill(args, settings, store, calculator, progress)
+        report = _backfill(args, store, calculator, progress)
     print_report(report, print)
     return 0
 
@@ -90,16 +90,11 @@ def print_report(report: BackfillReport, write: Callable[[str], Any]) -> None:
 
 def _backfill(
     args: argparse.Namespace,
-    settings: Settings,
     store: StatsStore,
     calculator: MetricsCalculator,
     progress: Callable[[str, int, int], None],
 ) -> BackfillReport:
     from performance_engine.tools.backfill import backfill_file, backfill_sql
-    from performance_engine.tools.backfill_parallel import (
-        backfill_file_in_processes,
-        processes_for,
-    )
 
     source: str = args.source
     from_database = "://" in source
@@ -109,19 +104,9 @@ def _backfill(
                 f"{_redacted_url(source)} is a database: say what to read with --query "
                 "'SELECT ...' or --table NAME"
             )
-        path = Path(source)
-        processes = args.processes
-        if processes is None:
-            processes = processes_for(path.stat().st_size) if path.is_file() else 1
-        if processes > 1:
-            return backfill_file_in_processes(
-                path, settings, processes, skip_invalid=args.skip_invalid, progress=progress
-            )
         return backfill_file(
-            path, store, calculator, skip_invalid=args.skip_invalid, progress=progress
+            Path(source), store, calculator, skip_invalid=args.skip_invalid, progress=progress
         )
-    if args.processes is not None and args.processes > 1:
-        raise ConfigurationError("--processes shares out a file's backfill; not a database's")
     if not from_database:
         raise ConfigurationError(
             "--query and --table read from a database: give its SQLAlchemy URL "
@@ -486,13 +471,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-invalid",
         action="store_true",
         help="skip bad rows (and count them) instead of stopping",
-    )
-    backfill.add_argument(
-        "--processes",
-        type=_positive_int,
-        metavar="N",
-        help="share a file's scopes out over N processes (default: one per 32 MB of file, "
-        "at most one per CPU and 4)",
     )
     backfill.add_argument("--quiet", action="store_true", help="no progress bar")
     backfill.set_defaults(handler=_cmd_backfill)
