@@ -359,7 +359,11 @@ def _normalise_table(
                 continue
             fixes[position] = attempt
             ok[position] = True
-    frame = pd.DataFrame({name: _with_fixes(name, out[name], fixes) for name in COLUMNS})
+    # The columns are this function's own arrays: no copy, and no consolidation of the
+    # integer columns into one block (a copy of them all).
+    frame = pd.DataFrame(
+        {name: _with_fixes(name, out[name], fixes) for name in COLUMNS}, copy=False
+    )
     if errors:
         frame = frame[ok].reset_index(drop=True)
     return LoadResult(frame, errors)
