@@ -1,9 +1,12 @@
 """Compiled loops of the batch path (numba): one pass over the rows where numpy needs many.
 
-Each kernel is the inner loop of a function in :mod:`metrics.sequence`, which prepares its
-arrays and documents what it computes; the property tests hold those functions equal to
-the reference definitions (``metrics.learning.fold_learning``,
-``metrics.history.encode_entries``). The kernels are compiled on first use and cached
+Each kernel is the inner loop of a function of the batch path, which prepares its arrays:
+:func:`metrics.sequence.fold_learning_columns` and
+:func:`metrics.sequence.encode_history_columns` (held equal to their references,
+``metrics.learning.fold_learning`` and ``metrics.history.encode_entries``, by
+``tests/test_sequence.py``), and the distinct and not yet seen attempts of
+:mod:`metrics.batch` (held to their definitions and to the stream by
+``tests/test_properties.py``). The kernels are compiled on first use and cached
 beside this file (where it is not writable: in ``NUMBA_CACHE_DIR`` or the user's cache
 directory); compiling them all takes several seconds, once. ``python -m
 performance_engine.metrics.kernels`` compiles them ahead (the Dockerfile does). They
