@@ -588,14 +588,18 @@ def main() -> int:
                     args.memory_scopes, args.memory_scopes * 50, seed=3
                 )
                 random.Random(3).shuffle(distinct)
-                memory, settings, rss = drain(
-                    lab, f"engine, {args.memory_scopes:,} scopes", ENGINE, distinct, args.partitions
-                )
-                memory.rss_mb = rss
-                memory.redis_bytes = redis_bytes_per_scope(settings)
-                lab.clean(settings)
-                rows.append(memory)
-                console.print(f"memory: {rss:.0f} MB")
+                for dashboard in (True, False):
+                    name = f"engine, {args.memory_scopes:,} scopes"
+                    if not dashboard:
+                        name += ", dashboard off"
+                    memory, settings, rss = drain(
+                        lab, name, ENGINE, distinct, args.partitions, dashboard=dashboard
+                    )
+                    memory.rss_mb = rss
+                    memory.redis_bytes = redis_bytes_per_scope(settings)
+                    lab.clean(settings)
+                    rows.append(memory)
+                    console.print(f"{name}: peak RSS {rss:.0f} MB")
 
             if "sizes" in parts:
                 lengths = [20, 200] if args.smoke else [20, 200, 2000]

@@ -184,7 +184,8 @@ class StatsFeed:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",
-            max_partition_fetch_bytes=1 << 20,
+            max_partition_fetch_bytes=1 << 18,
+            fetch_max_bytes=1 << 20,
             fetch_max_wait_ms=100,
             **aiokafka_options(settings),
         )
