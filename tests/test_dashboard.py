@@ -15,11 +15,13 @@ from typing import Any
 
 import pytest
 
-from performance_engine.metrics.types import DifficultyEnum
+from performance_engine.metrics.types import DifficultyEnum, ScopeKey
 from performance_engine.settings import Settings
 from performance_engine.tools.simulator import generate_attempts
-from performance_engine.worker.dashboard.feed import Summary
+from performance_engine.worker.dashboard import feed as feed_module
+from performance_engine.worker.dashboard.feed import Point, StatsFeed, Summary
 from performance_engine.worker.dashboard.index import DashboardIndex
+from performance_engine.worker.keyspace import KeySpace
 from performance_engine.worker.store import AsyncStatsStore
 from tests.helpers import oracle, run, wait_for_oracle
 from tests.services import RedisServer, attempt_records, produce, wait_until
@@ -278,3 +280,29 @@ def test_a_page_of_100000_learners_costs_a_page_not_a_scan(tmp_path: Path, order
         assert data in ({"zcard": 1, "zrevrange": 1}, {"zcard": 1, "zrange": 1}), calls
     finally:
         server.stop()
+
+
+def test_the_feed_keeps_the_newest_points_of_the_latest_scopes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A learner chart's points: the newest HISTORY_POINTS per scope in version order,
+    None kept as None, an older version ignored; past HISTORY_SCOPES scopes the one
+    updated longest ago is forgotten."""
+    monkeypatch.setattr(feed_module, "HISTORY_SCOPES", 3)
+    feed = StatsFeed(Settings(), DashboardIndex(None, KeySpace("unused")))  # not used here
+    first, *others = (ScopeKey(user, 7, "standard") for user in (1, 2, 3, 4))
+    points = [
+        Point(1000.0 + v, None if v % 3 == 0 else v / 100, 0.5 if v % 2 else None, v)
+        for v in range(1, 100)
+    ]
+    for point in points:
+        feed._remember(first, point)
+    feed._remember(first, Point(5000.0, 0.9, 0.9, 50))  # older than what it holds
+    assert feed.history(first) == points[-feed_module.HISTORY_POINTS :]
+    for scope in others[:2]:
+        feed._remember(scope, points[0])
+    feed._remember(first, points[-1])  # already there: no new point, but updated latest
+    feed._remember(others[2], points[0])  # a fourth scope: the second one goes
+    assert feed.history(others[0]) == []
+    assert feed.history(first) == points[-feed_module.HISTORY_POINTS :]
+    assert feed.history(others[2]) == [points[0]]

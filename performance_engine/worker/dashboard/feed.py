@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ logger = logging.getLogger(__name__)
 #: Scopes whose recent points are kept, and points per scope.
 HISTORY_SCOPES = 10_000
 HISTORY_POINTS = 60
+_FIELDS = 4  # of a Point
 #: Updates a browser's live stream may have waiting before it misses some.
 STREAM_BACKLOG = 500
 #: Stats updates the feed takes per second at most: while the worker keeps up, and while it
@@ -145,7 +148,9 @@ class StatsFeed:
         self.index = index
         self.busy = busy
         self.recent: deque[Update] = deque(maxlen=50)
-        self._history: OrderedDict[ScopeKey, deque[Point]] = OrderedDict()
+        # Per scope its points flattened into doubles (time, mastery, accuracy, version;
+        # NaN for None): a third of the memory of Point objects in a deque.
+        self._history: OrderedDict[ScopeKey, array[float]] = OrderedDict()
         self._listeners: list[_Listener] = []
         self._seen: deque[tuple[float, int]] = deque(maxlen=120)
         self.updates = 0
@@ -154,7 +159,11 @@ class StatsFeed:
     # -- what the views read ---------------------------------------------------------
 
     def history(self, scope: ScopeKey) -> list[Point]:
-        return list(self._history.get(scope, ()))
+        flat = self._history.get(scope, array("d"))
+        return [
+            Point(at, _number(mastery), _number(accuracy), int(version))
+            for at, mastery, accuracy, version in zip(*(iter(flat),) * _FIELDS, strict=True)
+        ]
 
     def listen(self, user_id: int | None = None) -> asyncio.Queue[Update]:
         queue: asyncio.Queue[Update] = asyncio.Queue(STREAM_BACKLOG)
@@ -253,15 +262,19 @@ class StatsFeed:
         self._seen.append((time.monotonic(), self.updates))
 
     def _remember(self, scope: ScopeKey, point: Point) -> None:
-        history = self._history.get(scope)
-        if history is None:
-            history = self._history[scope] = deque(maxlen=HISTORY_POINTS)
+        flat = self._history.get(scope)
+        if flat is None:
+            flat = self._history[scope] = array("d")
             while len(self._history) > HISTORY_SCOPES:
                 self._history.popitem(last=False)
         else:
             self._history.move_to_end(scope)
-        if not history or history[-1].version < point.version:
-            history.append(point)
+        if flat and flat[-1] >= point.version:
+            return
+        flat.extend((point.at, _nan_if_none(point.mastery), _nan_if_none(point.accuracy)))
+        flat.append(point.version)
+        if len(flat) > HISTORY_POINTS * _FIELDS:
+            del flat[:_FIELDS]
 
     @staticmethod
     async def _retry(action: Callable[[], Any]) -> Any:
@@ -273,3 +286,11 @@ class StatsFeed:
                 logger.warning("the dashboard's index: %s; retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+
+def _nan_if_none(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) else value
