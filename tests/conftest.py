@@ -83,23 +83,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def stream_settings(broker: str, redis_url: str, key_prefix: str) -> Settings:
     """Settings with topics and a consumer group of this test's own."""
-    from tests.services import create_topics
+    from tests.services import own_stream_settings
 
-    tag = key_prefix.removeprefix("pe-test-")
-    settings = Settings(
-        kafka_bootstrap=broker,
-        redis_url=redis_url,
-        key_prefix=key_prefix,
-        attempts_topic=f"attempts-{tag}",
-        stats_topic=f"stats-{tag}",
-        dlq_topic=f"dlq-{tag}",
-        app_id=f"pe-test-{tag}",
-        partitions=4,
-        session_timeout=6.0,
-        batch_size=500,
-    )
-    create_topics(broker, [settings.attempts_topic, settings.stats_topic, settings.dlq_topic], 4)
-    return settings
+    return own_stream_settings(broker, redis_url, key_prefix, 4, batch_size=500)
 
 
 @pytest.fixture

@@ -245,6 +245,29 @@ def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None
         admin.close()
 
 
+def own_stream_settings(
+    broker: str, redis_url: str, key_prefix: str, partitions: int, **overrides: Any
+) -> Settings:
+    """Settings whose topics and consumer group are named after the key prefix (the part
+    after ``pe-test-``), the topics created."""
+    tag = key_prefix.removeprefix("pe-test-")
+    settings = Settings(
+        kafka_bootstrap=broker,
+        redis_url=redis_url,
+        key_prefix=key_prefix,
+        attempts_topic=f"attempts-{tag}",
+        stats_topic=f"stats-{tag}",
+        dlq_topic=f"dlq-{tag}",
+        app_id=f"pe-test-{tag}",
+        partitions=partitions,
+        session_timeout=6.0,
+        **overrides,
+    )
+    topics = [settings.attempts_topic, settings.stats_topic, settings.dlq_topic]
+    create_topics(broker, topics, partitions)
+    return settings
+
+
 def produce(
     bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
 ) -> int:

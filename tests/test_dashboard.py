@@ -157,23 +157,12 @@ def dashboard_base(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     """One worker for the parameter tests (module scope: they only read)."""
     import redis
 
-    from tests.services import Worker, create_topics, worker_env
+    from tests.services import Worker, own_stream_settings, worker_env
 
     broker = request.getfixturevalue("broker")
     redis_url = request.getfixturevalue("redis_url")
     tag = "dash" + str(abs(hash(tmp_path_factory.getbasetemp())) % 10**8)
-    settings = Settings(
-        kafka_bootstrap=broker,
-        redis_url=redis_url,
-        key_prefix=f"pe-test-{tag}",
-        attempts_topic=f"attempts-{tag}",
-        stats_topic=f"stats-{tag}",
-        dlq_topic=f"dlq-{tag}",
-        app_id=f"pe-test-{tag}",
-        partitions=2,
-        session_timeout=6.0,
-    )
-    create_topics(broker, [settings.attempts_topic, settings.stats_topic, settings.dlq_topic], 2)
+    settings = own_stream_settings(broker, redis_url, f"pe-test-{tag}", 2)
     directory = tmp_path_factory.mktemp("dashboard")
     worker = Worker(worker_env(settings, directory), directory / "worker.log").start()
     base = f"http://127.0.0.1:{worker.env['PERF_ENGINE_WEB_PORT']}/dashboard"

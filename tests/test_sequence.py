@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import msgspec
@@ -181,10 +184,6 @@ compute_states(frame, calculator, dict(first.items()), load_history=lambda s: [[
 def test_every_kernel_compiles_ahead_for_the_types_the_batch_path_uses(tmp_path: Any) -> None:
     """What the Dockerfile runs: a fresh interpreter with an empty cache compiles each
     kernel and caches it; the batch path (new scopes and a merge) then only loads them."""
-    import os
-    import subprocess
-    import sys
-
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_DEBUG_CACHE": "1"}
 
     def run(*args: str) -> str:
