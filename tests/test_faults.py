@@ -231,12 +231,16 @@ def test_redis_out_of_memory_pauses_then_resumes(
     expected = oracle(records)
     scopes = sorted(expected)
     worker = workers(settings)
-    producer = produce_slowly(settings, records, chunks=10, pause=0.2)
     log = worker.log
+    # Half the attempts before the limit, half after: a worker that has caught up with the
+    # first half still has writes to make once Redis is full.
+    half = len(records) // 2
+    produce_slowly(settings, records[:half], chunks=5, pause=0.2).join(timeout=120)
     wait_for_progress(settings, scopes, 500, "the worker to apply some attempts")
     # Below what Redis uses already: every write is refused (a limit just above it would
     # let writes through whenever freed client buffers dip the usage under it).
     admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) // 2)
+    producer = produce_slowly(settings, records[half:], chunks=5, pause=0.2)
 
     def out_of_memory() -> bool:
         text = log.read_text()

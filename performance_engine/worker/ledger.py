@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from performance_engine.errors import DatabaseQueryError, PerformanceEngineError
-from performance_engine.worker.store import REDIS_ERRORS, AsyncStatsStore
+from performance_engine.worker.store import REDIS_ERRORS, AsyncStatsStore, failure_hint
 
 __all__ = ["Judgement", "Ledger", "ReplicasMissing", "StateLost", "judge", "parse_ledger"]
 
@@ -165,7 +165,9 @@ class Ledger:
         try:
             raw: dict[bytes, bytes] = await self.client.hgetall(self.key)
         except REDIS_ERRORS as exc:
-            raise DatabaseQueryError(f"reading the positions ledger failed: {exc}") from exc
+            raise DatabaseQueryError(
+                f"reading the positions ledger failed: {exc}; {failure_hint(exc)}"
+            ) from exc
         return parse_ledger(raw, self.topic)
 
     async def has_state(self) -> bool:
@@ -174,7 +176,9 @@ class Ledger:
             async for _ in self.client.scan_iter(match=self.scope_pattern, count=1000):
                 return True
         except REDIS_ERRORS as exc:
-            raise DatabaseQueryError(f"looking for stored state failed: {exc}") from exc
+            raise DatabaseQueryError(
+                f"looking for stored state failed: {exc}; {failure_hint(exc)}"
+            ) from exc
         return False
 
     async def record(self, ends: Mapping[int, int]) -> None:
@@ -193,7 +197,9 @@ class Ledger:
                     pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
                 replies = await pipe.execute()
         except REDIS_ERRORS as exc:
-            raise DatabaseQueryError(f"recording the batch's positions failed: {exc}") from exc
+            raise DatabaseQueryError(
+                f"recording the batch's positions failed: {exc}; {failure_hint(exc)}"
+            ) from exc
         refused = replies[0]
         if refused:
             name, found = refused

@@ -49,6 +49,7 @@ __all__ = [
     "StatsStore",
     "StoredScope",
     "eviction_policy",
+    "failure_hint",
     "pack_scope",
     "redact_url",
     "require_redis",
@@ -149,15 +150,19 @@ def redact_url(url: str) -> str:
 REDIS_ERRORS = (redis.RedisError, RedisClusterException)
 
 
-def _failure(url: str, exc: Exception) -> DatabaseQueryError:
-    hint = "check that it is running and that PERF_ENGINE_REDIS_URL points at it"
+def failure_hint(exc: Exception) -> str:
+    """What the operator can do about a failed Redis call."""
     if any(sign in str(exc) for sign in ("MOVED", "CROSSSLOT", "hash to the same slot")):
-        hint = "it is a Redis Cluster: set PERF_ENGINE_REDIS_CLUSTER=true"
-    elif "maxmemory" in str(exc):
-        hint = "Redis is out of memory (maxmemory with noeviction): raise maxmemory"
-    elif isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in str(exc):
-        hint = "the Redis user lacks a permission: see the ACL line in the README"
-    error = DatabaseQueryError(f"Redis at {redact_url(url)} failed: {exc}; {hint}")
+        return "it is a Redis Cluster: set PERF_ENGINE_REDIS_CLUSTER=true"
+    if "maxmemory" in str(exc):
+        return "Redis is out of memory (maxmemory with noeviction): raise maxmemory"
+    if isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in str(exc):
+        return "the Redis user lacks a permission: see the ACL line in the README"
+    return "check that it is running and that PERF_ENGINE_REDIS_URL points at it"
+
+
+def _failure(url: str, exc: Exception) -> DatabaseQueryError:
+    error = DatabaseQueryError(f"Redis at {redact_url(url)} failed: {exc}; {failure_hint(exc)}")
     error.__cause__ = exc
     return error
 
