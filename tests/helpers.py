@@ -257,7 +257,14 @@ def assert_last_events_carry_final_versions(
 
 
 def assert_dead_letters(settings: Settings, malformed: dict[str, Any]) -> None:
-    letters = read_topic(settings.kafka_bootstrap, settings.dlq_topic)
+    letters: list[Any] = []
+
+    def all_there() -> bool:
+        nonlocal letters
+        letters = read_topic(settings.kafka_bootstrap, settings.dlq_topic)
+        return len(letters) >= len(malformed)
+
+    wait_until(all_there, 60, "every dead letter")
     by_class = {}
     for message in letters:
         headers = dict(message.headers)

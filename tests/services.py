@@ -307,17 +307,35 @@ def late_arrivals(records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
     return late
 
 
-def read_topic(bootstrap: str, topic: str, idle_ms: int = 3000) -> list[Any]:
-    """Every record of a topic from the beginning, until nothing new arrives for idle_ms."""
+def read_topic(bootstrap: str, topic: str, timeout: float = 60) -> list[Any]:
+    """Every record of a topic from the beginning, until the reader has caught up with the
+    high watermark its fetches report (so every record acked before the call is there).
+
+    The watermark comes from the fetch responses: tansu's ListOffsets answers the end of a
+    partition in batches, not records, so ``end_offsets`` cannot be used here."""
     consumer = KafkaConsumer(
-        topic,
         bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
         enable_auto_commit=False,
-        consumer_timeout_ms=idle_ms,
+        max_partition_fetch_bytes=1 << 22,
+        fetch_max_bytes=1 << 24,
     )
     try:
-        return sorted(consumer, key=lambda m: (m.partition, m.offset))
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+
+        def behind(tp: TopicPartition) -> bool:
+            high = consumer.highwater(tp)
+            return high is None or consumer.position(tp) < high
+
+        while any(behind(tp) for tp in partitions):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"reading {topic} to its end took over {timeout}s")
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend(batch)
+        return sorted(records, key=lambda m: (m.partition, m.offset))
     finally:
         consumer.close()
 
