@@ -151,7 +151,7 @@ class Settings:
     #: Longest the broker may hold a fetch waiting for records (lower: less latency).
     fetch_max_wait_ms: int = setting(10, _number(int), _at_least(1))
     #: Scope states the worker keeps in memory (least recently used go first).
-    cache_size: int = setting(50_000, _number(int), _at_least(0))
+    cache_size: int = setting(10_000, _number(int), _at_least(0))
     #: Faust's data directory (the engine keeps no local state; Faust wants one).
     data_dir: Path = setting(Path("/tmp/performance-engine"), _path)
     #: Talk to a Redis Cluster (REDIS_URL names any one of its nodes).

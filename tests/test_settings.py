@@ -26,7 +26,7 @@ def test_defaults_work_on_a_developer_machine() -> None:
         replication=1,
         batch_size=5000,
         session_timeout=10.0,
-        cache_size=50_000,
+        cache_size=10_000,
         fetch_max_wait_ms=10,
         data_dir=Path("/tmp/performance-engine"),
     )
