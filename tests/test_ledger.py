@@ -3,16 +3,19 @@ offsets means (pure), and its compare-and-set record against a real Redis."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
+from performance_engine.errors import DatabaseQueryError
 from performance_engine.settings import Settings
 from performance_engine.worker.keyspace import KeySpace
 from performance_engine.worker.ledger import Judgement, Ledger, StateLost, judge
 from performance_engine.worker.store import AsyncStatsStore
 from tests.helpers import run
+from tests.services import RedisServer
 
 EMPTY = Judgement()
 
@@ -103,3 +106,28 @@ def test_the_ledger_is_one_key_of_the_prefix(settings: Settings) -> None:
         assert not list(client.scan_iter(match=keys.scope_pattern()))
     finally:
         client.close()
+
+
+@pytest.mark.redis
+def test_a_refused_record_says_what_to_do(settings: Settings, tmp_path: Path) -> None:
+    """The ledger's failures carry the same advice as a refused state write."""
+    server = RedisServer(tmp_path, options=("--save", "", "--appendonly", "no"))
+    server.start()
+    own = Settings(redis_url=server.url, key_prefix=settings.key_prefix)
+
+    async def scenario() -> None:
+        async with AsyncStatsStore.from_settings(own) as store:
+            ledger = Ledger(store, "attempts")
+            await ledger.record({0: 10})
+            await store.client.config_set("maxmemory", 1)  # every write refused
+            with pytest.raises(DatabaseQueryError, match="raise maxmemory"):
+                await ledger.record({0: 20})
+            assert await ledger.read() == {0: 10}  # reads still answer; nothing half-done
+            server.stop()
+            with pytest.raises(DatabaseQueryError, match="check that it is running"):
+                await ledger.read()
+
+    try:
+        run(scenario())
+    finally:
+        server.stop()
