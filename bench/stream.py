@@ -102,6 +102,7 @@ class Lab:
     bootstrap: str
     redis_url: str
     workdir: Path
+    cache_size: int = Settings().cache_size
 
     def settings(self, partitions: int) -> Settings:
         tag = uuid.uuid4().hex[:8]
@@ -114,6 +115,7 @@ class Lab:
             dlq_topic=f"dlq-{tag}",
             app_id=f"bench-{tag}",
             partitions=partitions,
+            cache_size=self.cache_size,
         )
 
     def env(self, settings: Settings, name: str) -> dict[str, str]:
@@ -455,6 +457,12 @@ def main() -> int:
         default="throughput,dashboard,previous,late,baselines,two-workers,latency,memory,sizes",
         help="comma-separated parts to run (default: all)",
     )
+    parser.add_argument(
+        "--cache-size",
+        type=int,
+        default=Settings().cache_size,
+        help="scope states each engine worker keeps in memory (PERF_ENGINE_CACHE_SIZE)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI")
     args = parser.parse_args()
     if args.smoke:
@@ -467,7 +475,12 @@ def main() -> int:
         broker_port, redis_port = free_port(), free_port()
         broker = start_tansu(broker_port, workdir / "tansu.log")
         redis_proc = subprocess.Popen(redis_server_command(redis_port), stdout=subprocess.DEVNULL)
-        lab = Lab(f"127.0.0.1:{broker_port}", f"redis://127.0.0.1:{redis_port}/0", workdir)
+        lab = Lab(
+            f"127.0.0.1:{broker_port}",
+            f"redis://127.0.0.1:{redis_port}/0",
+            workdir,
+            args.cache_size,
+        )
         try:
             wait_until(lambda: _pings(lab.redis_url), 20, "redis-server")
             frame, records = make_records(args.attempts, args.users)
