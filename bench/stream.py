@@ -102,7 +102,7 @@ class Lab:
     bootstrap: str
     redis_url: str
     workdir: Path
-    cache_size: int = Settings().cache_size
+    cache_size: int
 
     def settings(self, partitions: int) -> Settings:
         tag = uuid.uuid4().hex[:8]

@@ -65,6 +65,11 @@ class ReplicasMissing(DatabaseQueryError):
     """Fewer replicas than asked acknowledged a batch's writes in time."""
 
 
+def _failed(what: str, exc: Exception) -> DatabaseQueryError:
+    """A ledger call's Redis failure, with the advice a refused state write gives too."""
+    return DatabaseQueryError(f"{what}: {exc}; {failure_hint(exc)}")
+
+
 def _text(offset: int | None) -> str:
     return "missing" if offset is None else str(offset)
 
@@ -165,9 +170,7 @@ class Ledger:
         try:
             raw: dict[bytes, bytes] = await self.client.hgetall(self.key)
         except REDIS_ERRORS as exc:
-            raise DatabaseQueryError(
-                f"reading the positions ledger failed: {exc}; {failure_hint(exc)}"
-            ) from exc
+            raise _failed("reading the positions ledger failed", exc) from exc
         return parse_ledger(raw, self.topic)
 
     async def has_state(self) -> bool:
@@ -176,9 +179,7 @@ class Ledger:
             async for _ in self.client.scan_iter(match=self.scope_pattern, count=1000):
                 return True
         except REDIS_ERRORS as exc:
-            raise DatabaseQueryError(
-                f"looking for stored state failed: {exc}; {failure_hint(exc)}"
-            ) from exc
+            raise _failed("looking for stored state failed", exc) from exc
         return False
 
     async def record(self, ends: Mapping[int, int]) -> None:
@@ -197,9 +198,7 @@ class Ledger:
                     pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
                 replies = await pipe.execute()
         except REDIS_ERRORS as exc:
-            raise DatabaseQueryError(
-                f"recording the batch's positions failed: {exc}; {failure_hint(exc)}"
-            ) from exc
+            raise _failed("recording the batch's positions failed", exc) from exc
         refused = replies[0]
         if refused:
             name, found = refused
