@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +50,43 @@ def test_demo_runs_shows_stats_and_leaves_nothing_behind(tmp_path: Path) -> None
     overview = summary["dashboard_overview"]
     assert overview["totals"]["attempts_applied"] + overview["totals"]["duplicates"] > 100
     assert overview["recent"]
+
+
+def test_sigterm_stops_the_demo_and_everything_it_started() -> None:
+    """A supervisor's SIGTERM (or a closed terminal's SIGHUP) is handled like Ctrl-C."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERF_ENGINE_")}
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "performance_engine.tools.cli", "demo"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert demo.stdout is not None
+    lines: list[str] = []
+    started: dict[str, int] = {}
+    try:
+        for line in demo.stdout:
+            lines.append(line)
+            if line.startswith("simulating "):
+                break
+        started = {
+            m["name"]: int(m["pid"])
+            for m in (re.match(r"started (?P<name>.+) \(pid (?P<pid>\d+)\)", x) for x in lines)
+            if m
+        }
+        assert set(started) == {"tansu broker", "redis-server", "worker"}, "".join(lines)
+        demo.send_signal(signal.SIGTERM)
+        rest, _ = demo.communicate(timeout=90)
+        for name in started:
+            assert f"stopped {name}" in rest, rest
+        for pid in started.values():
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:  # a failure leaves nothing running either
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait(timeout=30)
+        for pid in started.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

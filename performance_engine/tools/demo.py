@@ -291,14 +291,34 @@ def _services(
             started.stop_all()
 
 
+@contextlib.contextmanager
+def _termination_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a supervisor, a closed terminal) stop the demo as Ctrl-C does,
+    so everything it started is stopped too; by default they end Python at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_demo(options: DemoOptions, environ: Mapping[str, str] | None = None) -> int:
-    """Run the demo until ``options.duration`` or Ctrl-C; stop everything it started."""
+    """Run the demo until ``options.duration``, Ctrl-C, SIGTERM or SIGHUP; stop everything
+    it started."""
     from performance_engine.platform.producer import AttemptProducer
     from performance_engine.tools.simulator import LearnerModel, simulate
 
     console = Console()
     environ = dict(os.environ if environ is None else environ)
-    with _services(console, environ) as (settings, web_port, started):
+    with _termination_as_interrupt(), _services(console, environ) as (settings, web_port, started):
         model = LearnerModel(users=options.users, sub_topics=2, seed=options.seed)
         scopes = [
             ScopeKey(user, 101, model.modes[(user + 101) % len(model.modes)])
