@@ -161,7 +161,14 @@ def test_two_relays_lose_nothing_and_keep_each_learners_order(
         with platform_db.begin() as connection:
             record_attempts(connection, rows[start : start + 100])
     wait_until(lambda: pending(platform_db) == 0, 120, "both relays to send everything")
-    assert first.relay.published + second.relay.published == len(rows)
+
+    # A relay counts a batch after its transaction commits, so the rows can read as sent
+    # a moment before the relay's thread has counted them.
+    def published() -> int:
+        return first.relay.published + second.relay.published
+
+    wait_until(lambda: published() >= len(rows), 30, "both relays to count what they sent")
+    assert published() == len(rows)
     by_user: dict[int, list[str]] = {}
     for message in read_topic(stream_settings.kafka_bootstrap, stream_settings.attempts_topic):
         attempt = json.loads(message.value)
