@@ -37,15 +37,19 @@ STEPS = [
     (backfill_module, "load_attempts", "read and validate the file"),
     (backfill_module, "scope_index", "number the scopes"),
     (backfill_module, "_remember", "read the stored states"),
-    (backfill_module, "compute_states", "compute every scope's state"),
+    (backfill_module, "compute_parts", "compute every scope's state"),
     (batch_module, "_fingerprints", "  attempt id fingerprints"),
     (batch_module, "_distinct_attempts", "  distinct attempts per scope"),
     (batch_module, "_distinct_questions", "  distinct questions per difficulty"),
     (batch_module, "learning_order", "  learning order"),
     (batch_module, "fold_learning_columns", "  the learning fold"),
-    (batch_module, "encode_history_columns", "  encode the histories"),
-    (batch_module.BatchResult, "stats_json", "the stats JSON"),
-    (backfill_module, "_flush", "write to Redis"),
+    (batch_module, "encode_history_buffer", "  encode the histories"),
+    (batch_module.FreshScopes, "packed", "pack the new scopes' values"),
+    (batch_module, "columns_stats_json", "  their stats JSON"),
+    (batch_module, "pack_scope_rows", "  their states, joined with the stats"),
+    (backfill_module, "_create", "write the new scopes to Redis"),
+    (batch_module.BatchResult, "stats_json", "the stats JSON of merged scopes"),
+    (backfill_module, "_flush", "write the merged scopes to Redis"),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -256,3 +257,62 @@ def test_columnar_learning_blocks_on_a_hash_collision(monkeypatch: Any) -> None:
     monkeypatch.setattr(columnar, "_MIX", np.uint64(0))  # the hash: the last column only
     got = columnar.builtin_stats_json(result.scopes, result.states, calculator.learning_modes)
     assert got == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(attempts(), st.sampled_from(SPILL_LIMITS), st.integers(1, 7))
+def test_packed_new_scopes_are_byte_equal_to_their_states(
+    stream: list[Attempt], limit: int, chunk: int
+) -> None:
+    """What the backfill writes for new scopes straight from the arrays is, byte for byte,
+    what ``pack_scope`` writes for their states and stats, chunk by chunk; and the
+    histories that get keys of their own are the same bytes."""
+    from performance_engine.metrics.batch import compute_parts
+    from performance_engine.worker.store import pack_scope
+
+    calculator = MetricsCalculator(history_inline_limit=limit)
+    fresh, rest = compute_parts(attempts_to_frame(stream), calculator)
+    assert not rest.scopes
+    assert fresh.packable(calculator)
+    result = fresh.result(calculator)
+    stats = [calculator.stats(scope, state).to_json() for scope, state in result.items()]
+    values: list[bytes] = []
+    histories: list[bytes | None] = []
+    for lo in range(0, len(fresh), chunk):
+        packed = fresh.packed(calculator, lo, min(lo + chunk, len(fresh)))
+        assert packed.scopes == result.scopes[lo : lo + chunk]
+        assert packed.versions == [s.version for s in result.states[lo : lo + chunk]]
+        ends = packed.value_ends
+        values += [packed.values[a:b] for a, b in pairwise(ends)]
+        histories += [
+            packed.histories[a:b] if b > a else None
+            for a, b in zip(packed.history_starts, packed.history_ends, strict=True)
+        ]
+    expected = [pack_scope(state, js) for state, js in zip(result.states, stats, strict=True)]
+    assert values == expected
+    assert histories == [None if h is None else h.data for h in result.histories]
+    assert all(h is None or h.replace for h in result.histories)
+
+
+def test_packing_gives_way_to_custom_metrics() -> None:
+    """With a custom metric registered the new scopes take the per-scope path."""
+    from performance_engine.metrics.batch import compute_parts
+    from tests.example_metrics import TimeSpent
+
+    calculator = MetricsCalculator()
+    attempt = Attempt(
+        attempt_id="a",
+        user_id=1,
+        sub_topic_id=2,
+        learning_mode="practice",
+        question_id=7,
+        difficulty=DifficultyEnum.EASY,
+        is_correct=True,
+        occurred_at=1_700_000_000_000,
+    )
+    stream = [attempt]
+    fresh, _ = compute_parts(attempts_to_frame(stream), calculator)
+    assert fresh.packable(calculator)
+    calculator.register_metrics([TimeSpent()])
+    fresh, _ = compute_parts(attempts_to_frame(stream), calculator)
+    assert not fresh.packable(calculator)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,36 @@ def test_compare_and_set_refuses_a_stale_write(store: StatsStore, history: Path)
     stale = ScopeWrite(scope, stored.state.version - 1, calculator.new_state(), b"{}")
     assert store.write([stale]) == [stale]
     assert store.stats(scope) == PerformanceStatsData.from_json(stored.stats_json)
+
+
+def test_a_backfill_merges_scopes_created_while_it_ran(
+    store: StatsStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A scope the backfill found empty but that someone else (a live worker) created
+    before the backfill wrote it: the new scopes' write refuses it, the backfill reads it
+    again and merges, and every attempt of both counts once."""
+    rows = generate_attempts(2000, users=30, sub_topics=2, seed=11)
+    calculator = MetricsCalculator()
+    late = rows[:40]  # what the live worker applied meanwhile; the file holds 20 of them too
+    history = tmp_path / "history.csv"
+    pd.DataFrame(rows[20:]).to_csv(history, index=False)
+    everything = tmp_path / "everything.csv"
+    pd.DataFrame(rows).to_csv(everything, index=False)
+    live = tmp_path / "live.csv"
+    pd.DataFrame(late).to_csv(live, index=False)
+    created: list[int] = []
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase == "reading state" and done == total and not created:
+            created.append(backfill_file(live, store, calculator).written)
+
+    with caplog.at_level(logging.INFO, logger="performance_engine.tools.backfill"):
+        report = backfill_file(history, store, calculator, progress=progress)
+    assert created[0] > 0  # the scopes were created between the read and the write
+    assert "changed during the backfill; merging them again" in caplog.text
+    assert report.attempts_applied == len(rows) - 40  # the 20 shared ones count once
+    expected = oracle(everything)
+    assert {scope: store.stats(scope) for scope in expected} == expected
 
 
 @pytest.mark.parametrize("use_async", [False, True])

@@ -30,10 +30,15 @@ import xxhash
 
 from performance_engine.metrics.base import attempt_from_row
 from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.columnar import (
+    STATS_PRODUCT_LIMIT,
+    StatsColumns,
+    columns_stats_json,
+)
 from performance_engine.metrics.history import Entry, HistoryWrite, entry_of
-from performance_engine.metrics.kernels import distinct_attempts, unseen
+from performance_engine.metrics.kernels import distinct_attempts, pack_scope_rows, unseen
 from performance_engine.metrics.sequence import (
-    encode_history_columns,
+    encode_history_buffer,
     fold_learning_columns,
     learning_order,
 )
@@ -86,6 +91,23 @@ class BatchResult:
     def stats_json(self, calculator: MetricsCalculator) -> list[bytes]:
         """Each scope's stats JSON (see ``MetricsCalculator.stats_json_many``)."""
         return calculator.stats_json_many(self.scopes, self.states, self.entries)
+
+    def joined(self, other: BatchResult) -> BatchResult:
+        """This result's scopes, then ``other``'s."""
+        if not other.scopes:
+            return self
+        entries = None
+        if self.entries is not None or other.entries is not None:
+            entries = [
+                *(self.entries or [None] * len(self.scopes)),
+                *(other.entries or [None] * len(other.scopes)),
+            ]
+        return BatchResult(
+            self.scopes + other.scopes,
+            self.states + other.states,
+            self.histories + other.histories,
+            entries,
+        )
 
     def chunks(self, size: int) -> Iterator[BatchResult]:
         for start in range(0, len(self.scopes), size):
@@ -143,18 +165,30 @@ def compute_states(
     some of their histories: ``load_history`` reads them. ``index`` is the frame's
     :func:`scope_index`, if the caller has it already.
     """
-    n = len(frame)
-    if n == 0:
+    if len(frame) == 0:
         return BatchResult([], [], [])
+    fresh, merged = compute_parts(frame, calculator, base, index=index, load_history=load_history)
+    return fresh.result(calculator).joined(merged)
+
+
+def compute_parts(
+    frame: pd.DataFrame,
+    calculator: MetricsCalculator,
+    base: Mapping[ScopeKey, ScopeState] | None = None,
+    *,
+    index: ScopeIndex | None = None,
+    load_history: HistoryLoader | None = None,
+) -> tuple[FreshScopes, BatchResult]:
+    """:func:`compute_states` in two parts: the new scopes column-wise, and the scopes of
+    ``base`` (merged, or unchanged)."""
     scope_codes, scopes = index if index is not None else scope_index(frame)
     ids = _id_bytes(frame["attempt_id"])
     fps = _fingerprints(ids)
     # One row per distinct (scope, fingerprint), the first in frame order, sorted by both.
     rows, sc, fp = _distinct_attempts(scope_codes, fps, len(scopes))
-
     if base:
         return _merge_into_base(frame, ids, calculator, base, scopes, sc, fp, rows, load_history)
-    return _build_states(frame, ids, calculator, scopes, sc, fp, rows)
+    return FreshScopes(frame, ids, calculator, scopes, sc, fp, rows), BatchResult([], [], [])
 
 
 #: Each row's scope code, and the scope of each code (codes in order of first appearance).
@@ -217,10 +251,11 @@ def _segments(codes: np.ndarray[Any, Any], size: int) -> np.ndarray[Any, np.dtyp
 
 def _distinct_questions(
     key: np.ndarray[Any, Any], question: np.ndarray[Any, Any], size: int
-) -> tuple[bytes, list[int]]:
-    """Per key, the sorted distinct question ids packed as uint64: one buffer + offsets."""
+) -> tuple[np.ndarray[Any, np.dtype[np.uint64]], np.ndarray[Any, np.dtype[np.int64]]]:
+    """Per key, the sorted distinct question ids: all of them in one uint64 array, and
+    where each key's run starts in it (``size + 1`` offsets)."""
     if len(key) == 0:
-        return b"", [0] * (size + 1)
+        return np.zeros(0, dtype=np.uint64), np.zeros(size + 1, dtype=np.int64)
     bits = max(1, (size - 1).bit_length())
     if bits <= 40 and int(question.max()) < 1 << (64 - bits):
         # One sort of packed (key, question) values; no permutation needed.
@@ -231,131 +266,301 @@ def _distinct_questions(
         packed = packed[first]
         k = (packed >> shift).astype(np.int64)
         q = packed & np.uint64((1 << (64 - bits)) - 1)
-        return q.astype(_U8).tobytes(), (_segments(k, size) * 8).tolist()
+        return q, _segments(k, size)
     order = np.lexsort((question, key))
     k, q = key[order], question[order]
     first = np.ones(len(k), dtype=bool)
     first[1:] = (k[1:] != k[:-1]) | (q[1:] != q[:-1])
-    buffer = q[first].astype(_U8).tobytes()
-    return buffer, (_segments(k[first], size) * 8).tolist()
+    return q[first].astype(np.uint64), _segments(k[first], size)
 
 
 def _slices(buffer: bytes, offsets: list[int]) -> list[bytes]:
     return [buffer[lo:hi] for lo, hi in pairwise(offsets)]
 
 
-def _build_states(
-    frame: pd.DataFrame,
-    ids: pa.Array,
-    calculator: MetricsCalculator,
-    scopes: list[ScopeKey],
-    sc: np.ndarray[Any, Any],
-    fp: np.ndarray[Any, Any],
-    rows: np.ndarray[Any, Any],
-) -> BatchResult:
-    """New scopes, column-wise: ``rows`` are their distinct attempts sorted by (scope,
-    fingerprint), ``sc`` their dense scope codes, ``fp`` their fingerprints."""
-    n_scopes = len(scopes)
-    if n_scopes == 0:
-        return BatchResult([], [], [])
-    difficulty = frame["difficulty"].to_numpy(np.int64)[rows]
-    correct = frame["is_correct"].to_numpy(bool)[rows]
-    question = frame["question_id"].to_numpy(np.int64)[rows]
-    occurred = frame["occurred_at"].to_numpy(np.int64)[rows]
-    key = sc * 3 + difficulty
-    size = n_scopes * 3
-    attempts = np.bincount(key, minlength=size).tolist()
-    corrects = np.bincount(key[correct], minlength=size).tolist()
-    q_buffer, q_offsets = _distinct_questions(key, question, size)
-    s_buffer, s_offsets = _distinct_questions(key[correct], question[correct], size)
-    seen_offsets = _segments(sc, n_scopes)  # rows are sorted by (scope, fingerprint)
-    seen_buffer = fp.astype(_U8).tobytes()
-    starts = seen_offsets[:-1]
-    firsts = np.minimum.reduceat(occurred, starts).tolist()
-    lasts = np.maximum.reduceat(occurred, starts).tolist()
-    seen_bytes = (seen_offsets * 8).tolist()
+@dataclass(frozen=True, slots=True)
+class PackedScopes:
+    """New scopes' stored values, packed: scope i (``versions[i]`` attempts)'s value
+    (``worker.store.pack_scope``) is ``values[value_ends[i]:value_ends[i + 1]]``
+    (``value_ends[0]`` is 0); its history,
+    when it has a key of its own, ``histories[history_starts[i]:history_ends[i]]`` (an
+    empty range: none)."""
 
-    # The same rows in learning order: the sequential metrics and the histories.
-    order = learning_order(sc, occurred, ids, rows)
-    ordered_rows = rows[order]
-    ordered_ids = ids.take(pa.array(ordered_rows))
-    difficulty_in_order, correct_in_order = difficulty[order], correct[order]
-    question_in_order = question[order]
-    modes = sorted({scope.learning_mode for scope in scopes})
-    mode_code = {mode: i for i, mode in enumerate(modes)}
-    scope_modes = np.array([mode_code[scope.learning_mode] for scope in scopes], dtype=np.int64)
-    learning = fold_learning_columns(
-        seen_offsets,
-        difficulty_in_order,
-        correct_in_order,
-        question_in_order,
-        [calculator.learning_modes.params(mode) for mode in modes],
-        scope_modes,
-    ).states()
-    number, number_missing = _optional(frame["attempt_number"], ordered_rows)
-    spent, spent_missing = _optional(frame["time_spent_ms"], ordered_rows)
-    blobs = encode_history_columns(
-        seen_offsets,
-        occurred[order],
-        ordered_ids,
-        question_in_order,
-        difficulty_in_order,
-        correct_in_order,
-        number,
-        number_missing,
-        spent,
-        spent_missing,
+    scopes: list[ScopeKey]
+    versions: list[int]
+    values: bytes
+    value_ends: list[int]
+    histories: bytes
+    history_starts: list[int]
+    history_ends: list[int]
+
+
+class FreshScopes:
+    """New scopes (no stored state) computed column-wise: what their states are made of,
+    as arrays over all of them, in the order of ``scopes``.
+
+    :meth:`result` makes their :class:`ScopeState` objects; :meth:`packed` writes their
+    stored values straight from the arrays (see ``metrics.kernels.pack_scope_rows``),
+    without an object per scope.
+    """
+
+    __slots__ = (
+        "_custom",
+        "attempts",
+        "correct",
+        "first_at",
+        "history",
+        "history_ends",
+        "last_at",
+        "learning",
+        "limit",
+        "modes",
+        "question_ends",
+        "questions",
+        "scope_modes",
+        "scopes",
+        "seen",
+        "seen_ends",
+        "signatures",
+        "solved",
+        "solved_ends",
+        "tails",
+        "versions",
     )
-    tails = ordered_ids.take(pa.array(seen_offsets[1:] - 1)).cast(pa.large_string()).to_pylist()
-    signatures = [calculator.signature(mode) for mode in modes]
 
-    questions = _slices(q_buffer, q_offsets)  # one blob per (scope, difficulty)
-    solved = _slices(s_buffer, s_offsets)
-    seen = _slices(seen_buffer, seen_bytes)
-    versions = np.diff(seen_offsets).tolist()
-    thirds = range(0, size, 3)
-    limit = calculator.history_inline_limit
-    states = [
-        ScopeState(
-            version,
-            first,
-            last,
-            attempts[k : k + 3],
-            corrects[k : k + 3],
-            questions[k : k + 3],
-            solved[k : k + 3],
-            blob,
-            {},
-            (),
-            version,
-            len(history) > limit,
-            b"" if len(history) > limit else history,
-            tail,
-            folded,
-            None,
-            signatures[mode],
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        ids: pa.Array,
+        calculator: MetricsCalculator,
+        scopes: list[ScopeKey],
+        sc: np.ndarray[Any, Any],
+        fp: np.ndarray[Any, Any],
+        rows: np.ndarray[Any, Any],
+    ) -> None:
+        """``rows`` are the scopes' distinct attempts sorted by (scope, fingerprint), ``sc``
+        their dense scope codes, ``fp`` their fingerprints."""
+        n_scopes = len(scopes)
+        self.scopes = scopes
+        self._custom = (frame, sc, rows)
+        self.limit = calculator.history_inline_limit
+        difficulty = frame["difficulty"].to_numpy(np.int64)[rows]
+        correct = frame["is_correct"].to_numpy(bool)[rows]
+        question = frame["question_id"].to_numpy(np.int64)[rows]
+        occurred = frame["occurred_at"].to_numpy(np.int64)[rows]
+        key = sc * 3 + difficulty
+        size = n_scopes * 3
+        self.attempts = np.bincount(key, minlength=size).reshape(n_scopes, 3)
+        self.correct = np.bincount(key[correct], minlength=size).reshape(n_scopes, 3)
+        self.questions, self.question_ends = _distinct_questions(key, question, size)
+        self.solved, self.solved_ends = _distinct_questions(key[correct], question[correct], size)
+        seen_offsets = _segments(sc, n_scopes)  # rows are sorted by (scope, fingerprint)
+        self.seen, self.seen_ends = fp.astype(_U8), seen_offsets * 8
+        self.versions = np.diff(seen_offsets)
+        starts = seen_offsets[:-1]
+        if len(rows):
+            self.first_at = np.minimum.reduceat(occurred, starts)
+            self.last_at = np.maximum.reduceat(occurred, starts)
+        else:
+            self.first_at = self.last_at = np.zeros(0, dtype=np.int64)
+
+        # The same rows in learning order: the sequential metrics and the histories.
+        order = learning_order(sc, occurred, ids, rows)
+        ordered_rows = rows[order]
+        ordered_ids = ids.take(pa.array(ordered_rows))
+        difficulty_in_order, correct_in_order = difficulty[order], correct[order]
+        question_in_order = question[order]
+        self.modes = sorted({scope.learning_mode for scope in scopes})
+        mode_code = {mode: i for i, mode in enumerate(self.modes)}
+        self.scope_modes = np.array(
+            [mode_code[scope.learning_mode] for scope in scopes], dtype=np.int64
         )
-        for version, first, last, k, blob, history, tail, folded, mode in zip(
-            versions,
-            firsts,
-            lasts,
-            thirds,
-            seen,
-            blobs,
-            tails,
-            learning,
-            scope_modes.tolist(),
-            strict=True,
+        self.learning = fold_learning_columns(
+            seen_offsets,
+            difficulty_in_order,
+            correct_in_order,
+            question_in_order,
+            [calculator.learning_modes.params(mode) for mode in self.modes],
+            self.scope_modes,
         )
-    ]
-    # Small histories stay in the state; the others go to their own keys.
-    histories: list[HistoryWrite | None] = [
-        HistoryWrite(blob, True) if len(blob) > limit else None for blob in blobs
-    ]
-    entries: list[list[Entry] | None] | None = None
-    if calculator.incremental_metrics or calculator.sequential_metrics or calculator.frame_metrics:
-        entries = _custom_metrics(frame, calculator, scopes, states, sc, rows)
-    return BatchResult(scopes, states, histories, entries)
+        number, number_missing = _optional(frame["attempt_number"], ordered_rows)
+        spent, spent_missing = _optional(frame["time_spent_ms"], ordered_rows)
+        self.history, self.history_ends = encode_history_buffer(
+            seen_offsets,
+            occurred[order],
+            ordered_ids,
+            question_in_order,
+            difficulty_in_order,
+            correct_in_order,
+            number,
+            number_missing,
+            spent,
+            spent_missing,
+        )
+        self.tails = ordered_ids.take(pa.array(seen_offsets[1:] - 1)).cast(pa.large_binary())
+        self.signatures = [calculator.signature(mode) for mode in self.modes]
+
+    def __len__(self) -> int:
+        return len(self.scopes)
+
+    def spilled(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        """Whether each scope's history goes to a key of its own (too long to keep inline)."""
+        return np.diff(self.history_ends) > self.limit
+
+    def result(self, calculator: MetricsCalculator) -> BatchResult:
+        """The scopes' states, history writes and (for frame-based metrics) entries."""
+        n = len(self.scopes)
+        if n == 0:
+            return BatchResult([], [], [])
+        questions = _slices(self.questions.astype(_U8).tobytes(), (self.question_ends * 8).tolist())
+        solved = _slices(self.solved.astype(_U8).tobytes(), (self.solved_ends * 8).tolist())
+        seen = _slices(self.seen.tobytes(), self.seen_ends.tolist())
+        history = self.history.tobytes()
+        blobs = _slices(history, self.history_ends.tolist())
+        tails = self.tails.cast(pa.large_string()).to_pylist()
+        spilled = self.spilled().tolist()
+        versions = self.versions.tolist()
+        attempts = self.attempts.tolist()
+        corrects = self.correct.tolist()
+        states = [
+            ScopeState(
+                version,
+                first,
+                last,
+                attempts[i],
+                corrects[i],
+                questions[3 * i : 3 * i + 3],
+                solved[3 * i : 3 * i + 3],
+                seen[i],
+                {},
+                (),
+                version,
+                spill,
+                b"" if spill else blob,
+                tail,
+                folded,
+                None,
+                self.signatures[mode],
+            )
+            for i, (version, first, last, blob, spill, tail, folded, mode) in enumerate(
+                zip(
+                    versions,
+                    self.first_at.tolist(),
+                    self.last_at.tolist(),
+                    blobs,
+                    spilled,
+                    tails,
+                    self.learning.states(),
+                    self.scope_modes.tolist(),
+                    strict=True,
+                )
+            )
+        ]
+        # Small histories stay in the state; the others go to their own keys.
+        histories: list[HistoryWrite | None] = [
+            HistoryWrite(blob, True) if spill else None
+            for blob, spill in zip(blobs, spilled, strict=True)
+        ]
+        entries: list[list[Entry] | None] | None = None
+        if calculator.metrics:
+            frame, sc, rows = self._custom
+            entries = _custom_metrics(frame, calculator, self.scopes, states, sc, rows)
+        return BatchResult(self.scopes, states, histories, entries)
+
+    def stats_columns(self, lo: int, hi: int) -> StatsColumns:
+        """What the built-in stats of scopes ``lo:hi`` derive from (``metrics.columnar``)."""
+        learning = self.learning
+        rows = np.empty((hi - lo, 7), dtype=np.float64)
+        rows[:, 0], rows[:, 1] = learning.p[lo:hi], learning.e[lo:hi]
+        rows[:, 2], rows[:, 3] = learning.current[lo:hi], learning.longest[lo:hi]
+        rows[:, 4:] = learning.first_correct[lo:hi]
+        return StatsColumns(
+            self.versions[lo:hi],
+            self.attempts[lo:hi],
+            self.correct[lo:hi],
+            np.diff(self.question_ends[3 * lo : 3 * hi + 1]).reshape(-1, 3),
+            np.diff(self.solved_ends[3 * lo : 3 * hi + 1]).reshape(-1, 3),
+            self.first_at[lo:hi],
+            self.last_at[lo:hi],
+            rows,
+        )
+
+    def packable(self, calculator: MetricsCalculator) -> bool:
+        """Whether :meth:`packed` applies: no custom metric is registered, every mode is
+        known and the counts fit the columnar stats."""
+        modes = calculator.learning_modes
+        if calculator.metrics or not set(self.modes) <= modes.rules.keys():
+            return False
+        if not len(self.scopes):
+            return True
+        most = max(int(np.diff(self.question_ends).max()), 1)
+        return int(self.attempts.max()) * most < STATS_PRODUCT_LIMIT
+
+    def packed(self, calculator: MetricsCalculator, lo: int, hi: int) -> PackedScopes:
+        """The stored values and histories of scopes ``lo:hi``, written from the arrays
+        (only where :meth:`packable`)."""
+        stats = columns_stats_json(
+            self.scopes[lo:hi], self.stats_columns(lo, hi), calculator.learning_modes
+        )
+        if stats is None:
+            raise ValueError("these scopes' counts are too large to pack: see packable()")
+        stats_ends = np.zeros(len(stats) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, stats), np.int64, len(stats)), out=stats_ends[1:])
+        tails = self.tails
+        tail_ends = np.frombuffer(tails.buffers()[1], dtype=np.int64)[tails.offset :]
+        learning = self.learning
+        history_ends = self.history_ends[lo : hi + 1]
+        spilled = np.diff(history_ends) > self.limit
+        values, value_ends = pack_scope_rows(
+            self.versions[lo:hi],
+            self.first_at[lo:hi],
+            self.last_at[lo:hi],
+            self.attempts[lo:hi],
+            self.correct[lo:hi],
+            _bytes_of(self.questions),
+            self.question_ends[3 * lo : 3 * hi + 1] * 8,
+            _bytes_of(self.solved),
+            self.solved_ends[3 * lo : 3 * hi + 1] * 8,
+            _bytes_of(self.seen),
+            self.seen_ends[lo : hi + 1],
+            self.history,
+            history_ends,
+            spilled,
+            _read_only(np.frombuffer(tails.buffers()[2] or b"", dtype=np.uint8)),
+            _read_only(tail_ends[lo : hi + 1]),
+            learning.p[lo:hi].view(np.uint64),
+            learning.e[lo:hi].view(np.uint64),
+            learning.current[lo:hi],
+            learning.longest[lo:hi],
+            learning.first_correct[lo:hi],
+            np.array(self.signatures, dtype=np.uint64)[self.scope_modes[lo:hi]],
+            _read_only(np.frombuffer(b"".join(stats), dtype=np.uint8)),
+            stats_ends,
+        )
+        base = int(history_ends[0])
+        starts = history_ends[:-1] - base
+        return PackedScopes(
+            self.scopes[lo:hi],
+            self.versions[lo:hi].tolist(),
+            values.tobytes(),
+            value_ends.tolist(),
+            self.history[base : int(history_ends[-1])].tobytes(),
+            starts.tolist(),
+            np.where(spilled, history_ends[1:] - base, starts).tolist(),
+        )
+
+
+def _read_only(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """A read-only view: buffers from Arrow or ``bytes`` may be either, and the compiled
+    kernel is compiled (and cached) for one kind."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+def _bytes_of(values: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    """The little-endian bytes of packed uint64 values, as a uint8 array (no copy)."""
+    return np.ascontiguousarray(values, dtype=_U8).view(np.uint8)
 
 
 def _optional(
@@ -421,14 +626,14 @@ def _merge_into_base(
     fp: np.ndarray[Any, Any],
     rows: np.ndarray[Any, Any],
     load_history: HistoryLoader | None,
-) -> BatchResult:
+) -> tuple[FreshScopes, BatchResult]:
     """Scopes with a base state go through the calculator, as in the stream; new scopes
     take the column-wise path."""
     has_base = np.array([scope in base for scope in scopes], dtype=bool)
     fresh_rows = ~has_base[sc]
     new_codes = np.cumsum(~has_base) - 1
     fresh_scopes = [s for s, b in zip(scopes, has_base.tolist(), strict=True) if not b]
-    fresh = _build_states(
+    fresh = FreshScopes(
         frame,
         ids,
         calculator,
@@ -469,10 +674,10 @@ def _merge_into_base(
     if wanted and load_history is None:
         raise ValueError("merging into these states needs their histories: give load_history")
     loaded = dict(zip(wanted, load_history(wanted) if wanted and load_history else [], strict=True))
-    scopes_out = list(fresh.scopes)
-    states_out = list(fresh.states)
-    histories_out = list(fresh.histories)
-    entries_out = list(fresh.entries or []) if calculator.frame_metrics else None
+    scopes_out: list[ScopeKey] = []
+    states_out: list[ScopeState] = []
+    histories_out: list[HistoryWrite | None] = []
+    entries_out: list[list[Entry] | None] | None = [] if calculator.frame_metrics else None
     for scope, state in unchanged:
         scopes_out.append(scope)
         states_out.append(state)
@@ -486,4 +691,4 @@ def _merge_into_base(
         histories_out.append(applied.history)
         if entries_out is not None:
             entries_out.append(applied.entries)
-    return BatchResult(scopes_out, states_out, histories_out, entries_out)
+    return fresh, BatchResult(scopes_out, states_out, histories_out, entries_out)

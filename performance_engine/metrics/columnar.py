@@ -14,6 +14,7 @@ the worker for batches of 64 scopes or more.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -25,7 +26,12 @@ from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.state import ScopeState
 from performance_engine.metrics.types import DIFFICULTIES, CompletionStatusEnum, ScopeKey
 
-__all__ = ["builtin_stats_json"]
+__all__ = [
+    "STATS_PRODUCT_LIMIT",
+    "StatsColumns",
+    "builtin_stats_json",
+    "columns_stats_json",
+]
 
 _TRIPLE = b'{"easy":%d,"medium":%d,"hard":%d}'
 _TOKENS = b'{"easy":%s,"medium":%s,"hard":%s}'
@@ -54,23 +60,77 @@ _COMPLETION = np.array(  # index: 1 if complete
 )
 _BITS = np.array([1, 2, 4], dtype=np.int64)
 _NOT_RANKED = 3  # a difficulty's rank digit when it has no attempt
-_PRODUCT_LIMIT = 1 << 62  # cross-multiplied counts must stay exact in int64
+#: Counts whose cross products reach this cannot take the columnar path (int64 exactness).
+STATS_PRODUCT_LIMIT = 1 << 62
 _MIX = np.uint64(0x100000001B3)  # the multiplier of the row hash of _distinct_rows
+
+
+@dataclass(frozen=True, slots=True)
+class StatsColumns:
+    """What the built-in stats of n scopes derive from, column-wise.
+
+    ``attempts``, ``correct`` and the distinct ``questions`` and ``solved`` counts are
+    n x 3; ``first_at`` and ``last_at`` are -1 where unknown; ``learning`` is n x 7: the
+    learning fold's p, e, current and longest runs and first-try corrects per difficulty,
+    p = -1 where the block is null.
+    """
+
+    versions: np.ndarray[Any, np.dtype[np.int64]]
+    attempts: np.ndarray[Any, np.dtype[np.int64]]
+    correct: np.ndarray[Any, np.dtype[np.int64]]
+    questions: np.ndarray[Any, np.dtype[np.int64]]
+    solved: np.ndarray[Any, np.dtype[np.int64]]
+    first_at: np.ndarray[Any, np.dtype[np.int64]]
+    last_at: np.ndarray[Any, np.dtype[np.int64]]
+    learning: np.ndarray[Any, np.dtype[np.float64]]
+
+    @classmethod
+    def of_states(
+        cls, scopes: Sequence[ScopeKey], states: Sequence[ScopeState], modes: LearningModes
+    ) -> StatsColumns:
+        n = len(states)
+        params = {name: modes.params(name) for name in {scope.learning_mode for scope in scopes}}
+        unknown = (-1.0, 0.0, 0, 0, 0, 0, 0)
+        learning = [
+            (f.p, f.e, f.current, f.longest, *f.first_correct)
+            if s.history == s.version and (f := s.learning) is not None
+            else _initial_row(params[scope.learning_mode])
+            if s.version == 0
+            else unknown
+            for s, scope in zip(states, scopes, strict=True)
+        ]
+        return cls(
+            np.fromiter((s.version for s in states), np.int64, n),
+            np.array([s.attempts for s in states], dtype=np.int64).reshape(n, 3),
+            np.array([s.correct for s in states], dtype=np.int64).reshape(n, 3),
+            _counts([b for s in states for b in s.questions], n),
+            _counts([b for s in states for b in s.solved], n),
+            np.fromiter((-1 if s.first_at is None else s.first_at for s in states), np.int64, n),
+            np.fromiter((-1 if s.last_at is None else s.last_at for s in states), np.int64, n),
+            np.array(learning, dtype=np.float64).reshape(n, 7),
+        )
 
 
 def builtin_stats_json(
     scopes: Sequence[ScopeKey], states: Sequence[ScopeState], modes: LearningModes
 ) -> list[bytes] | None:
     """The stats JSON of each scope, or None if its counts are too large for this path."""
+    if not states:
+        return []
+    return columns_stats_json(scopes, StatsColumns.of_states(scopes, states, modes), modes)
+
+
+def columns_stats_json(
+    scopes: Sequence[ScopeKey], columns: StatsColumns, modes: LearningModes
+) -> list[bytes] | None:
+    """:func:`builtin_stats_json` of scopes given column-wise."""
     rules = modes.rules
-    n = len(states)
+    n = len(scopes)
     if n == 0:
         return []
-    attempts = np.array([s.attempts for s in states], dtype=np.int64).reshape(n, 3)
-    correct = np.array([s.correct for s in states], dtype=np.int64).reshape(n, 3)
-    questions = _counts([b for s in states for b in s.questions], n)
-    solved = _counts([b for s in states for b in s.solved], n)
-    if int(attempts.max()) * max(int(questions.max()), 1) >= _PRODUCT_LIMIT:
+    attempts, correct = columns.attempts, columns.correct
+    questions, solved = columns.questions, columns.solved
+    if int(attempts.max()) * max(int(questions.max()), 1) >= STATS_PRODUCT_LIMIT:
         return None
     required = np.array([rules[scope.learning_mode] for scope in scopes], dtype=np.int64)
     done = solved >= required
@@ -81,18 +141,16 @@ def builtin_stats_json(
     average = _float_tokens(attempts, questions)
     accuracy = _float_tokens(correct, attempts)
     completion = _COMPLETION[done.astype(np.int64)].reshape(-1).tolist()
-    firsts = _timestamps([s.first_at for s in states])
-    lasts = _timestamps([s.last_at for s in states])
     names = {mode: msgspec.json.encode(mode) for mode in {scope.learning_mode for scope in scopes}}
     average_t, accuracy_t, completion_t = (
         np.array(tokens, dtype=object).reshape(n, 3).T.tolist()
         for tokens in (average, accuracy, completion)
     )
-    columns = (
+    columns_out = (
         [scope.user_id for scope in scopes],
         [scope.sub_topic_id for scope in scopes],
         [names[scope.learning_mode] for scope in scopes],
-        [state.version for state in states],
+        columns.versions.tolist(),
         attempts.sum(axis=1).tolist(),
         correct.sum(axis=1).tolist(),
         *attempts.T.tolist(),
@@ -104,16 +162,16 @@ def builtin_stats_json(
         passed,
         failed,
         ranking,
-        firsts,
-        lasts,
-        _learning_blocks(scopes, states, modes, questions),
+        _timestamps(columns.first_at),
+        _timestamps(columns.last_at),
+        _learning_blocks(scopes, columns.learning, modes, questions),
     )
-    return [_TEMPLATE % values for values in zip(*columns, strict=True)]
+    return [_TEMPLATE % values for values in zip(*columns_out, strict=True)]
 
 
 def _learning_blocks(
     scopes: Sequence[ScopeKey],
-    states: Sequence[ScopeState],
+    learning: np.ndarray[Any, Any],
     modes: LearningModes,
     questions: np.ndarray[Any, Any],
 ) -> list[bytes]:
@@ -122,22 +180,13 @@ def _learning_blocks(
     Scopes with few attempts share their values often (every new learner who got one
     easy question right has the same block): each distinct block is written once.
     """
-    n = len(states)
+    n = len(scopes)
     names = sorted({scope.learning_mode for scope in scopes})
     index = {name: i for i, name in enumerate(names)}
     params = [modes.params(name) for name in names]
-    unknown = (-1.0, 0.0, 0, 0, 0, 0, 0)  # p = -1 marks a null block
-    rows = [
-        (f.p, f.e, f.current, f.longest, *f.first_correct)
-        if s.history == s.version and (f := s.learning) is not None
-        else _initial_row(params[index[scope.learning_mode]])
-        if s.version == 0
-        else unknown
-        for s, scope in zip(states, scopes, strict=True)
-    ]
     mode = np.fromiter((index[scope.learning_mode] for scope in scopes), np.int64, n)
     keys = np.empty((n, 11), dtype=np.float64)
-    keys[:, :7] = np.array(rows, dtype=np.float64).reshape(n, 7)
+    keys[:, :7] = learning
     keys[:, 7:10] = questions
     keys[:, 10] = mode
     distinct, inverse = _distinct_rows(keys)
@@ -293,11 +342,12 @@ def _ranking_names(code: int) -> bytes:
     return msgspec.json.encode([DIFFICULTIES[i] for _, i in ranked])
 
 
-def _timestamps(values: list[int | None]) -> list[bytes]:
-    """Epoch milliseconds as the RFC 3339 JSON strings of ``builtin.format_timestamp``."""
-    missing = [v is None for v in values]
-    millis = np.array([0 if v is None else v for v in values], dtype=np.int64)
-    text = np.datetime_as_string(millis.astype("datetime64[ms]"), unit="ms").tolist()
+def _timestamps(values: np.ndarray[Any, np.dtype[np.int64]]) -> list[bytes]:
+    """Epoch milliseconds as the RFC 3339 JSON strings of ``builtin.format_timestamp``
+    (``null`` where negative: unknown)."""
+    missing = (values < 0).tolist()
+    text = np.datetime_as_string(np.maximum(values, 0).astype("datetime64[ms]"), unit="ms")
     return [
-        b"null" if gone else b'"%sZ"' % t.encode() for t, gone in zip(text, missing, strict=True)
+        b"null" if gone else b'"%sZ"' % t.encode()
+        for t, gone in zip(text.tolist(), missing, strict=True)
     ]

@@ -28,6 +28,7 @@ __all__ = [
     "distinct_attempts",
     "encode_history_rows",
     "fold_learning_scopes",
+    "pack_scope_rows",
     "unseen",
 ]
 
@@ -271,6 +272,189 @@ def encode_history_rows(
     return out, ends
 
 
+@_jit
+def _bin_header_size(length: int) -> int:
+    if length <= 255:
+        return 2
+    if length <= 65535:
+        return 3
+    return 5
+
+
+@_jit
+def _put_header(out: Array, at: int, length: int, small: int, codes: Array) -> int:
+    """A msgpack str or bin header (``codes``: its 8-, 16- and 32-bit length markers;
+    ``small``: the longest length of the one-byte form, -1 if the type has none)."""
+    if length <= small:
+        out[at] = 0xA0 | length
+        return at + 1
+    if length <= 255:
+        out[at] = codes[0]
+        out[at + 1] = length
+        return at + 2
+    if length <= 65535:
+        out[at] = codes[1]
+        out[at + 1] = length >> 8
+        out[at + 2] = length & 0xFF
+        return at + 3
+    out[at] = codes[2]
+    for k in range(4):
+        out[at + 4 - k] = (length >> (8 * k)) & 0xFF
+    return at + 5
+
+
+_BIN = np.array([0xC4, 0xC5, 0xC6], dtype=np.uint8)
+_STR = np.array([0xD9, 0xDA, 0xDB], dtype=np.uint8)
+
+
+@_jit
+def _put_bytes(out: Array, at: int, data: Array, lo: int, hi: int, small: int, codes: Array) -> int:
+    at = _put_header(out, at, hi - lo, small, codes)
+    out[at : at + hi - lo] = data[lo:hi]
+    return at + hi - lo
+
+
+@_jit
+def _put_float(out: Array, at: int, bits: np.uint64) -> int:
+    """A msgpack float 64 of the given IEEE 754 bits."""
+    out[at] = 0xCB
+    for k in range(8):
+        out[at + 8 - k] = (bits >> np.uint64(8 * k)) & np.uint64(0xFF)
+    return at + 9
+
+
+@_jit
+def _put_big_endian(out: Array, at: int, value: int, width: int) -> int:
+    for k in range(width):
+        out[at + width - 1 - k] = (value >> (8 * k)) & 0xFF
+    return at + width
+
+
+@_jit
+def pack_scope_rows(
+    version: Array,
+    first_at: Array,
+    last_at: Array,
+    attempts: Array,
+    correct: Array,
+    questions: Array,
+    question_ends: Array,
+    solved: Array,
+    solved_ends: Array,
+    seen: Array,
+    seen_ends: Array,
+    history: Array,
+    history_ends: Array,
+    spilled: Array,
+    tails: Array,
+    tail_ends: Array,
+    p_bits: Array,
+    e_bits: Array,
+    current: Array,
+    longest: Array,
+    first_correct: Array,
+    signature: Array,
+    stats: Array,
+    stats_ends: Array,
+) -> tuple[Array, Array]:
+    """The stored value of each new scope (``store.pack_scope``: the version and length
+    header, the state as ``metrics.state.encode_state`` writes it, the stats JSON), all
+    joined, and the end of each (``ends[0]`` is 0).
+
+    Scope i's byte strings are ranges of the joined buffers: its questions and solved
+    sets per difficulty ``questions[question_ends[3i + d]:question_ends[3i + d + 1]]``,
+    its seen fingerprints, its encoded history (kept in the state unless ``spilled``),
+    its last attempt's UTF-8 id and its stats JSON ``x[x_ends[i]:x_ends[i + 1]]``.
+    ``p_bits`` and ``e_bits`` are the learning fold's floats viewed as uint64.
+    """
+    n = len(version)
+    ends = np.zeros(n + 1, dtype=np.int64)
+    size = 0
+    for i in range(n):
+        size += 12 + 3  # the header; the state's array of 17
+        size += _uint_size(np.uint64(version[i])) * 2  # version, history (the same)
+        size += _uint_size(np.uint64(first_at[i])) + _uint_size(np.uint64(last_at[i]))
+        size += 2  # two arrays of 3
+        for d in range(3):
+            size += _uint_size(np.uint64(attempts[i, d])) + _uint_size(np.uint64(correct[i, d]))
+        size += 2
+        for d in range(3):
+            k = 3 * i + d
+            length = question_ends[k + 1] - question_ends[k]
+            size += _bin_header_size(length) + length
+            length = solved_ends[k + 1] - solved_ends[k]
+            size += _bin_header_size(length) + length
+        length = seen_ends[i + 1] - seen_ends[i]
+        size += _bin_header_size(length) + length
+        size += 3  # custom {}, log [], spilled
+        length = 0 if spilled[i] else history_ends[i + 1] - history_ends[i]
+        size += _bin_header_size(length) + length
+        length = tail_ends[i + 1] - tail_ends[i]
+        size += _str_header_size(length) + length
+        size += 1 + 9 + 9 + _uint_size(np.uint64(current[i])) + _uint_size(np.uint64(longest[i]))
+        size += 1
+        for d in range(3):
+            size += _uint_size(np.uint64(first_correct[i, d]))
+        size += 1 + _uint_size(np.uint64(signature[i]))  # sequential nil, signature
+        size += stats_ends[i + 1] - stats_ends[i]
+        ends[i + 1] = size
+    out = np.empty(size, dtype=np.uint8)
+    for i in range(n):
+        start = ends[i]
+        at = _put_big_endian(out, start, version[i], 8) + 4  # the state's length: below
+        state = at
+        out[at] = 0xDC  # an array of 17
+        out[at + 1] = 0
+        out[at + 2] = 17
+        at = _put_uint(out, at + 3, np.uint64(version[i]))
+        at = _put_uint(out, at, np.uint64(first_at[i]))
+        at = _put_uint(out, at, np.uint64(last_at[i]))
+        out[at] = 0x93
+        at += 1
+        for d in range(3):
+            at = _put_uint(out, at, np.uint64(attempts[i, d]))
+        out[at] = 0x93
+        at += 1
+        for d in range(3):
+            at = _put_uint(out, at, np.uint64(correct[i, d]))
+        out[at] = 0x93
+        at += 1
+        for d in range(3):
+            k = 3 * i + d
+            at = _put_bytes(out, at, questions, question_ends[k], question_ends[k + 1], -1, _BIN)
+        out[at] = 0x93
+        at += 1
+        for d in range(3):
+            k = 3 * i + d
+            at = _put_bytes(out, at, solved, solved_ends[k], solved_ends[k + 1], -1, _BIN)
+        at = _put_bytes(out, at, seen, seen_ends[i], seen_ends[i + 1], -1, _BIN)
+        out[at] = 0x80  # custom: {}
+        out[at + 1] = 0x90  # log: []
+        at = _put_uint(out, at + 2, np.uint64(version[i]))  # history: every attempt
+        out[at] = 0xC3 if spilled[i] else 0xC2
+        at += 1
+        if spilled[i]:
+            at = _put_bytes(out, at, history, 0, 0, -1, _BIN)
+        else:
+            at = _put_bytes(out, at, history, history_ends[i], history_ends[i + 1], -1, _BIN)
+        at = _put_bytes(out, at, tails, tail_ends[i], tail_ends[i + 1], 31, _STR)
+        out[at] = 0x95  # learning: an array of 5
+        at = _put_float(out, at + 1, p_bits[i])
+        at = _put_float(out, at, e_bits[i])
+        at = _put_uint(out, at, np.uint64(current[i]))
+        at = _put_uint(out, at, np.uint64(longest[i]))
+        out[at] = 0x93
+        at += 1
+        for d in range(3):
+            at = _put_uint(out, at, np.uint64(first_correct[i, d]))
+        out[at] = 0xC0  # sequential: None
+        at = _put_uint(out, at + 1, np.uint64(signature[i]))
+        _put_big_endian(out, state - 4, at - state, 4)
+        length = stats_ends[i + 1] - stats_ends[i]
+        out[at : at + length] = stats[stats_ends[i] : stats_ends[i + 1]]
+    return out, ends
+
+
 def compile_all() -> None:
     """Compile (and cache) every kernel for the types the batch path calls them with."""
     i64 = np.zeros(1, dtype=np.int64)
@@ -283,7 +467,17 @@ def compile_all() -> None:
     fold_learning_scopes(
         two, i64, no, i64, i64, f64, f64, np.ones((1, 3, 2, 2)), np.zeros((1, 2)), f64, f64, f64
     )
-    encode_history_rows(i64, two, np.zeros(1, dtype=np.uint8), i64, i64, no, i64, no, i64, no)
+    byte = np.zeros(1, dtype=np.uint8)
+    encode_history_rows(i64, two, byte, i64, i64, no, i64, no, i64, no)
+    three = np.zeros((1, 3), dtype=np.int64)
+    four = np.zeros(4, dtype=np.int64)
+    # The tails' and stats' buffers are passed read-only (see metrics.batch), as here.
+    read_only_byte = np.frombuffer(bytes(1), dtype=np.uint8)
+    read_only_two = np.frombuffer(two.tobytes(), dtype=np.int64)
+    pack_scope_rows(
+        i64, i64, i64, three, three, byte, four, byte, four, byte, two, byte, two, no,
+        read_only_byte, read_only_two, u64, u64, i64, i64, three, u64, read_only_byte, two,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -25,7 +25,13 @@ import pyarrow as pa
 from performance_engine.metrics.kernels import encode_history_rows, fold_learning_scopes
 from performance_engine.metrics.learning import LearningParams, LearningState
 
-__all__ = ["LearningColumns", "encode_history_columns", "fold_learning_columns", "learning_order"]
+__all__ = [
+    "LearningColumns",
+    "encode_history_buffer",
+    "encode_history_columns",
+    "fold_learning_columns",
+    "learning_order",
+]
 
 Array = np.ndarray[Any, Any]
 
@@ -141,9 +147,39 @@ def encode_history_columns(
 ) -> list[bytes]:
     """Each scope's stored history (rows in learning order; ``ids`` an Arrow binary array
     of the rows' UTF-8 ids): ``encode_entries`` of its rows, byte for byte."""
+    buffer, ends = encode_history_buffer(
+        offsets,
+        occurred,
+        ids,
+        question,
+        difficulty,
+        correct,
+        number,
+        number_missing,
+        spent,
+        spent_missing,
+    )
+    data = buffer.tobytes()
+    return [data[a:b] for a, b in pairwise(ends.tolist())]
+
+
+def encode_history_buffer(
+    offsets: Array,
+    occurred: Array,
+    ids: pa.Array,
+    question: Array,
+    difficulty: Array,
+    correct: Array,
+    number: Array,
+    number_missing: Array,
+    spent: Array,
+    spent_missing: Array,
+) -> tuple[Array, Array]:
+    """:func:`encode_history_columns` joined: one uint8 buffer, and the end of each scope's
+    history in it (``ends[0]`` is 0; scope i's is ``buffer[ends[i]:ends[i + 1]]``)."""
     n_rows = len(occurred)
     if n_rows == 0:
-        return [b""] * (len(offsets) - 1)
+        return np.zeros(0, dtype=np.uint8), np.zeros(len(offsets), dtype=np.int64)
     if isinstance(ids, pa.ChunkedArray):
         ids = ids.combine_chunks()
     ids = ids.cast(pa.large_binary())
@@ -163,5 +199,4 @@ def encode_history_columns(
         np.asarray(spent, dtype=np.int64),
         np.asarray(spent_missing, dtype=np.bool_),
     )
-    buffer = encoded.tobytes()
-    return [buffer[a:b] for a, b in pairwise(ends[offsets].tolist())]
+    return encoded, ends[offsets]

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from performance_engine.errors import StateConflictError
-from performance_engine.metrics.batch import ScopeIndex, compute_states, scope_index
+from performance_engine.metrics.batch import PackedScopes, ScopeIndex, compute_parts, scope_index
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.history import Entry
 from performance_engine.metrics.loader import RowError, load_attempts
@@ -195,9 +195,20 @@ def _write_all(
             )
         return found
 
-    result = compute_states(frame, calculator, base_states, index=index, load_history=load_history)
+    fresh, result = compute_parts(
+        frame, calculator, base_states, index=index, load_history=load_history
+    )
+    total = len(fresh) + len(result)
     refused: list[ScopeKey] = []
     done = 0
+    if fresh.packable(calculator):  # new scopes: written straight from the arrays
+        for start in range(0, len(fresh), CHUNK_SCOPES):
+            packed = fresh.packed(calculator, start, min(start + CHUNK_SCOPES, len(fresh)))
+            refused.extend(_create(store, packed, report))
+            done += len(packed.scopes)
+            progress("writing", done, total)
+    else:
+        result = fresh.result(calculator).joined(result)
     for chunk in result.chunks(CHUNK_SCOPES):
         writes: list[ScopeWrite] = []
         for scope, state, stats_json, history in zip(
@@ -211,7 +222,17 @@ def _write_all(
                 writes.append(ScopeWrite(scope, expected, state, stats_json, history))
         refused.extend(_flush(store, writes, report))
         done += len(chunk)
-        progress("writing", done, len(result))
+        progress("writing", done, total)
+    return refused
+
+
+def _create(store: StatsStore, packed: PackedScopes, report: BackfillReport) -> list[ScopeKey]:
+    refused = store.create(packed)
+    found = set(refused)
+    for scope, version in zip(packed.scopes, packed.versions, strict=True):
+        if scope not in found:
+            report.written += 1
+            report.attempts_applied += version
     return refused
 
 

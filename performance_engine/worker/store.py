@@ -21,7 +21,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from itertools import pairwise
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -41,6 +42,9 @@ from performance_engine.metrics.state import ScopeState, decode_state, encode_st
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 from performance_engine.settings import Settings
 from performance_engine.worker.keyspace import KeySpace
+
+if TYPE_CHECKING:
+    from performance_engine.metrics.batch import PackedScopes
 
 __all__ = [
     "REDIS_ERRORS",
@@ -243,6 +247,55 @@ class _ReadPlan:
         return found
 
 
+class _Row(NamedTuple):
+    """One scope's compare-and-set write, packed: ``tag`` is what the caller gets back if
+    it is refused; ``expected`` the stored header it needs (empty: not stored yet);
+    ``op`` what to do to the history ('' nothing, 'a' append, 'r' replace)."""
+
+    tag: Any
+    key: str
+    history_key: str
+    expected: bytes
+    value: bytes
+    op: bytes
+    history: bytes
+
+
+def _rows_of(keyspace: KeySpace, writes: Sequence[ScopeWrite]) -> list[_Row]:
+    rows = []
+    for w in writes:
+        key = keyspace.for_scope(w.scope)
+        rows.append(
+            _Row(
+                w,
+                key,
+                f"{key}:history",
+                _expected_header(w.expected_version),
+                pack_scope(w.state, w.stats_json),
+                *w.history_args(),
+            )
+        )
+    return rows
+
+
+def _new_rows(keyspace: KeySpace, packed: PackedScopes) -> list[_Row]:
+    values, histories = packed.values, packed.histories
+    rows = []
+    for scope, (lo, hi), start, end in zip(
+        packed.scopes,
+        pairwise(packed.value_ends),
+        packed.history_starts,
+        packed.history_ends,
+        strict=True,
+    ):
+        key = keyspace.for_scope(scope)
+        op = b"r" if end > start else b""
+        rows.append(
+            _Row(scope, key, f"{key}:history", b"", values[lo:hi], op, histories[start:end])
+        )
+    return rows
+
+
 @dataclass(frozen=True, slots=True)
 class _WritePlan:
     """Compare-and-set writes for many scopes in one pipeline.
@@ -253,57 +306,45 @@ class _WritePlan:
     there writes nothing; its writes are then retried through the script.
     """
 
-    commands: list[tuple[bool, list[tuple[str, ScopeWrite]]]]  # (is MSETNX, writes)
+    commands: list[tuple[bool, list[_Row]]]  # (is MSETNX, writes)
 
     @classmethod
-    def of(
-        cls,
-        keyspace: KeySpace,
-        writes: Sequence[ScopeWrite],
-        cluster: bool,
-        *,
-        script_only: bool = False,
-    ) -> _WritePlan:
-        commands: list[tuple[bool, list[tuple[str, ScopeWrite]]]] = []
-        fresh = [] if script_only else [w for w in writes if w.expected_version == 0]
-        stored = writes if script_only else [w for w in writes if w.expected_version != 0]
+    def of(cls, rows: Sequence[_Row], cluster: bool, *, script_only: bool = False) -> _WritePlan:
+        commands: list[tuple[bool, list[_Row]]] = []
+        fresh = [] if script_only else [r for r in rows if not r.expected]
+        stored = rows if script_only else [r for r in rows if r.expected]
         for msetnx, part in ((True, fresh), (False, stored)):
-            keyed = [(keyspace.for_scope(w.scope), w) for w in part]
-            for group in _groups([key for key, _ in keyed], cluster):
-                commands.append((msetnx, [keyed[i] for i in group]))
+            for group in _groups([r.key for r in part], cluster):
+                commands.append((msetnx, [part[i] for i in group]))
         return cls(commands)
 
-    def queue(self, pipe: Any, keyspace: KeySpace) -> None:
+    def queue(self, pipe: Any) -> None:
         for msetnx, batch in self.commands:
             if msetnx:
                 args: list[Any] = []
-                for key, w in batch:
-                    args += (key, pack_scope(w.state, w.stats_json))
-                    if w.history is not None:
-                        args += (keyspace.history(w.scope), w.history.data)
+                for r in batch:
+                    args += (r.key, r.value)
+                    if r.op:
+                        args += (r.history_key, r.history)
                 pipe.execute_command("MSETNX", *args)
             else:
                 keys: list[str] = []
                 values: list[Any] = []
-                for key, w in batch:
-                    keys += (key, keyspace.history(w.scope))
-                    values += (
-                        _expected_header(w.expected_version),
-                        pack_scope(w.state, w.stats_json),
-                        *w.history_args(),
-                    )
+                for r in batch:
+                    keys += (r.key, r.history_key)
+                    values += (r.expected, r.value, r.op, r.history)
                 pipe.execute_command("EVAL", WRITE_SCOPES_LUA, len(keys), *keys, *values)
 
-    def outcome(self, replies: list[Any]) -> tuple[list[ScopeWrite], list[ScopeWrite]]:
-        """(refused by the script, to retry through the script) from the pipeline's replies."""
-        refused: list[ScopeWrite] = []
-        retry: list[ScopeWrite] = []
+    def outcome(self, replies: list[Any]) -> tuple[list[Any], list[_Row]]:
+        """(tags of the writes the script refused, writes to retry through the script)."""
+        refused: list[Any] = []
+        retry: list[_Row] = []
         for (msetnx, batch), reply in zip(self.commands, replies, strict=True):
             if msetnx:
                 if not reply:
-                    retry += [w for _, w in batch]
+                    retry += batch
             else:
-                refused += [batch[i - 1][1] for i in reply]
+                refused += [batch[i - 1].tag for i in reply]
         return refused, retry
 
 
@@ -388,17 +429,25 @@ class StatsStore(_Store):
             raise _failure(self.url, exc) from exc
         return plan.outcome(replies)
 
-    def write(self, writes: Sequence[ScopeWrite], *, script_only: bool = False) -> list[ScopeWrite]:
+    def write(self, writes: Sequence[ScopeWrite]) -> list[ScopeWrite]:
         """Apply compare-and-set writes (one round trip, rarely two); returns the refused ones."""
-        plan = _WritePlan.of(self.keys, writes, self.cluster, script_only=script_only)
+        return self._write(_rows_of(self.keys, writes))
+
+    def create(self, packed: PackedScopes) -> list[ScopeKey]:
+        """Write scopes not stored yet (their values packed by the batch path), each only
+        if it is still not stored; returns the scopes that were (their writes refused)."""
+        return self._write(_new_rows(self.keys, packed))
+
+    def _write(self, rows: list[_Row], *, script_only: bool = False) -> list[Any]:
+        plan = _WritePlan.of(rows, self.cluster, script_only=script_only)
         try:
             with self.client.pipeline(transaction=False) as pipe:
-                plan.queue(pipe, self.keys)
+                plan.queue(pipe)
                 refused, retry = plan.outcome(pipe.execute())
         except REDIS_ERRORS as exc:
             raise _failure(self.url, exc) from exc
         if retry:
-            refused += self.write(retry, script_only=True)
+            refused += self._write(retry, script_only=True)
         return refused
 
 
@@ -457,18 +506,20 @@ class AsyncStatsStore(_Store):
             raise _failure(self.url, exc) from exc
         return plan.outcome(replies)
 
-    async def write(
-        self, writes: Sequence[ScopeWrite], *, script_only: bool = False
-    ) -> list[ScopeWrite]:
-        plan = _WritePlan.of(self.keys, writes, self.cluster, script_only=script_only)
+    async def write(self, writes: Sequence[ScopeWrite]) -> list[ScopeWrite]:
+        """See :meth:`StatsStore.write`."""
+        return await self._write(_rows_of(self.keys, writes))
+
+    async def _write(self, rows: list[_Row], *, script_only: bool = False) -> list[Any]:
+        plan = _WritePlan.of(rows, self.cluster, script_only=script_only)
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                plan.queue(pipe, self.keys)
+                plan.queue(pipe)
                 refused, retry = plan.outcome(await pipe.execute())
         except REDIS_ERRORS as exc:
             raise _failure(self.url, exc) from exc
         if retry:
-            refused += await self.write(retry, script_only=True)
+            refused += await self._write(retry, script_only=True)
         return refused
 
 
