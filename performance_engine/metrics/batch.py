@@ -567,8 +567,9 @@ def _optional(
     column: pd.Series, rows: np.ndarray[Any, Any]
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """An optional integer column at ``rows``: its values (0 where absent) and a mask."""
-    missing = column.isna().to_numpy(dtype=bool)[rows]
-    return column.to_numpy(dtype=np.int64, na_value=0)[rows], missing
+    values = column.astype("Int64").array
+    missing = values.isna()[rows]
+    return values.fillna(0).to_numpy(dtype=np.int64)[rows], missing
 
 
 def _custom_metrics(

@@ -28,6 +28,7 @@ __all__ = [
     "distinct_attempts",
     "encode_history_rows",
     "fold_learning_scopes",
+    "msetnx_commands",
     "pack_scope_rows",
     "unseen",
 ]
@@ -455,6 +456,157 @@ def pack_scope_rows(
     return out, ends
 
 
+@_jit
+def _decimal_size(value: int) -> int:
+    size = 1
+    while value >= 10:
+        value //= 10
+        size += 1
+    return size
+
+
+@_jit
+def _put_decimal(out: Array, at: int, value: int) -> int:
+    """``value`` (>= 0) in ASCII decimal at ``out[at:]``; returns the end."""
+    end = at + _decimal_size(value)
+    k = end
+    while True:
+        k -= 1
+        out[k] = 48 + value % 10
+        value //= 10
+        if value == 0:
+            return end
+
+
+@_jit
+def _put_bulk_header(out: Array, at: int, length: int) -> int:
+    out[at] = 36  # $
+    at = _put_decimal(out, at + 1, length)
+    out[at] = 13
+    out[at + 1] = 10
+    return at + 2
+
+
+@_jit
+def _bulk_size(length: int) -> int:
+    return 1 + _decimal_size(length) + 2 + length + 2
+
+
+@_jit
+def _key_length(prefix: int, user: int, sub: int, mode: int) -> int:
+    """The length of ``{prefix}:{u{user}}:{sub}:{mode}`` (see ``worker.keyspace``)."""
+    return prefix + 3 + _decimal_size(user) + 2 + _decimal_size(sub) + 1 + mode
+
+
+@_jit
+def _put_key(
+    out: Array, at: int, prefix: Array, user: int, sub: int, mode: Array, history: bool
+) -> int:
+    out[at : at + len(prefix)] = prefix
+    at += len(prefix)
+    out[at] = 58  # :
+    out[at + 1] = 123  # {
+    out[at + 2] = 117  # u
+    at = _put_decimal(out, at + 3, user)
+    out[at] = 125  # }
+    out[at + 1] = 58
+    at = _put_decimal(out, at + 2, sub)
+    out[at] = 58
+    at += 1
+    out[at : at + len(mode)] = mode
+    at += len(mode)
+    if history:
+        for c in b":history":
+            out[at] = c
+            at += 1
+    return at
+
+
+@_jit
+def msetnx_commands(
+    prefix: Array,
+    user: Array,
+    sub: Array,
+    mode: Array,
+    mode_names: Array,
+    mode_ends: Array,
+    values: Array,
+    value_ends: Array,
+    histories: Array,
+    history_starts: Array,
+    history_ends: Array,
+    group: int,
+) -> tuple[Array, int]:
+    """``MSETNX`` commands in Redis's wire protocol, one per ``group`` scopes, all joined;
+    and how many there are.
+
+    Scope i sets its key (``worker.keyspace.KeySpace.for_scope``: the ``prefix``, its
+    user and sub-topic, the UTF-8 name ``mode_names[mode_ends[m]:mode_ends[m + 1]]`` of
+    its mode ``m = mode[i]``) to ``values[value_ends[i]:value_ends[i + 1]]``, and, if the
+    range is not empty, its history key to ``histories[history_starts[i]:history_ends[i]]``.
+    """
+    n = len(user)
+    size = 0
+    commands = 0
+    for lo in range(0, n, group):
+        hi = min(n, lo + group)
+        args = 1
+        for i in range(lo, hi):
+            m = mode[i]
+            key = _key_length(len(prefix), user[i], sub[i], mode_ends[m + 1] - mode_ends[m])
+            size += _bulk_size(key) + _bulk_size(value_ends[i + 1] - value_ends[i])
+            args += 2
+            length = history_ends[i] - history_starts[i]
+            if length:
+                size += _bulk_size(key + 8) + _bulk_size(length)
+                args += 2
+        size += 1 + _decimal_size(args) + 2 + _bulk_size(6)
+        commands += 1
+    out = np.empty(size, dtype=np.uint8)
+    at = 0
+    for lo in range(0, n, group):
+        hi = min(n, lo + group)
+        args = 1
+        for i in range(lo, hi):
+            args += 2 if history_ends[i] == history_starts[i] else 4
+        out[at] = 42  # *
+        at = _put_decimal(out, at + 1, args)
+        out[at] = 13
+        out[at + 1] = 10
+        at = _put_bulk_header(out, at + 2, 6)
+        for c in b"MSETNX\r\n":
+            out[at] = c
+            at += 1
+        for i in range(lo, hi):
+            m = mode[i]
+            name = mode_names[mode_ends[m] : mode_ends[m + 1]]
+            key = _key_length(len(prefix), user[i], sub[i], len(name))
+            at = _put_bulk_header(out, at, key)
+            at = _put_key(out, at, prefix, user[i], sub[i], name, False)
+            out[at] = 13
+            out[at + 1] = 10
+            start = value_ends[i]
+            length = value_ends[i + 1] - start
+            at = _put_bulk_header(out, at + 2, length)
+            out[at : at + length] = values[start : start + length]
+            out[at + length] = 13
+            out[at + length + 1] = 10
+            at += length + 2
+            start = history_starts[i]
+            length = history_ends[i] - start
+            if length:
+                at = _put_bulk_header(out, at, key + 8)
+                at = _put_key(out, at, prefix, user[i], sub[i], name, True)
+                out[at] = 13
+                out[at + 1] = 10
+                at = _put_bulk_header(out, at + 2, length)
+                out[at : at + length] = histories[start : start + length]
+                out[at + length] = 13
+                out[at + length + 1] = 10
+                at += length + 2
+    return out, commands
+
+
 def compile_all() -> None:
     """Compile (and cache) every kernel for the types the batch path calls them with."""
     i64 = np.zeros(1, dtype=np.int64)
@@ -478,6 +630,7 @@ def compile_all() -> None:
         i64, i64, i64, three, three, byte, four, byte, four, byte, two, byte, two, no,
         read_only_byte, read_only_two, u64, u64, i64, i64, three, u64, read_only_byte, two,
     )  # fmt: skip
+    msetnx_commands(byte, i64, i64, i64, byte, two, byte, two, byte, i64, i64, 1)
 
 
 if __name__ == "__main__":

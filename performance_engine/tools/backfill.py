@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,11 +203,21 @@ def _write_all(
     refused: list[ScopeKey] = []
     done = 0
     if fresh.packable(calculator):  # new scopes: written straight from the arrays
-        for start in range(0, len(fresh), CHUNK_SCOPES):
-            packed = fresh.packed(calculator, start, min(start + CHUNK_SCOPES, len(fresh)))
-            refused.extend(_create(store, packed, report))
-            done += len(packed.scopes)
-            progress("writing", done, total)
+        # A thread sends each chunk while this one packs the next: the send waits on Redis
+        # and the packing holds the GIL, so the two overlap. One chunk waits at most.
+        with ThreadPoolExecutor(1, thread_name_prefix="backfill-writer") as writer:
+            sending: Future[list[ScopeKey]] | None = None
+            for start in range(0, len(fresh), CHUNK_SCOPES):
+                packed = fresh.packed(calculator, start, min(start + CHUNK_SCOPES, len(fresh)))
+                if sending is not None:
+                    refused.extend(sending.result())
+                    done = start
+                    progress("writing", done, total)
+                sending = writer.submit(_create, store, packed, report)
+            if sending is not None:
+                refused.extend(sending.result())
+                done = len(fresh)
+                progress("writing", done, total)
     else:
         result = fresh.result(calculator).joined(result)
     for chunk in result.chunks(CHUNK_SCOPES):

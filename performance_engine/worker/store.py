@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
+import numpy as np
 import redis
 import redis.cluster
 from redis.crc import key_slot
@@ -278,14 +279,15 @@ def _rows_of(keyspace: KeySpace, writes: Sequence[ScopeWrite]) -> list[_Row]:
     return rows
 
 
-def _new_rows(keyspace: KeySpace, packed: PackedScopes) -> list[_Row]:
+def _new_rows(keyspace: KeySpace, packed: PackedScopes, first: int, last: int) -> list[_Row]:
+    """Rows ``first:last`` of packed new scopes."""
     values, histories = packed.values, packed.histories
     rows = []
     for scope, (lo, hi), start, end in zip(
-        packed.scopes,
-        pairwise(packed.value_ends),
-        packed.history_starts,
-        packed.history_ends,
+        packed.scopes[first:last],
+        pairwise(packed.value_ends[first : last + 1]),
+        packed.history_starts[first:last],
+        packed.history_ends[first:last],
         strict=True,
     ):
         key = keyspace.for_scope(scope)
@@ -294,6 +296,33 @@ def _new_rows(keyspace: KeySpace, packed: PackedScopes) -> list[_Row]:
             _Row(scope, key, f"{key}:history", b"", values[lo:hi], op, histories[start:end])
         )
     return rows
+
+
+def _msetnx_payload(prefix: str, packed: PackedScopes) -> tuple[bytes, int]:
+    """Packed new scopes as MSETNX commands of SCRIPT_BATCH scopes each, in the wire
+    protocol; and how many commands."""
+    from performance_engine.metrics.kernels import msetnx_commands  # numba: not for clients
+
+    scopes = packed.scopes
+    n = len(scopes)
+    names = sorted({scope.learning_mode for scope in scopes})
+    code = {name: i for i, name in enumerate(names)}
+    encoded = [name.encode() for name in names]
+    out, count = msetnx_commands(
+        np.frombuffer(prefix.encode(), dtype=np.uint8),
+        np.fromiter((scope.user_id for scope in scopes), np.int64, n),
+        np.fromiter((scope.sub_topic_id for scope in scopes), np.int64, n),
+        np.fromiter((code[scope.learning_mode] for scope in scopes), np.int64, n),
+        np.frombuffer(b"".join(encoded), dtype=np.uint8),
+        np.cumsum([0, *map(len, encoded)], dtype=np.int64),
+        np.frombuffer(packed.values, dtype=np.uint8),
+        np.array(packed.value_ends, dtype=np.int64),
+        np.frombuffer(packed.histories, dtype=np.uint8),
+        np.array(packed.history_starts, dtype=np.int64),
+        np.array(packed.history_ends, dtype=np.int64),
+        SCRIPT_BATCH,
+    )
+    return out.tobytes(), count
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,8 +464,39 @@ class StatsStore(_Store):
 
     def create(self, packed: PackedScopes) -> list[ScopeKey]:
         """Write scopes not stored yet (their values packed by the batch path), each only
-        if it is still not stored; returns the scopes that were (their writes refused)."""
-        return self._write(_new_rows(self.keys, packed))
+        if it is still not stored; returns the scopes that were (their writes refused).
+
+        The ``MSETNX`` commands go to Redis as one buffer written by a compiled loop (on
+        a cluster: through the pipeline, grouped by hash slot); a command that finds one
+        of its keys taken is retried through the compare-and-set script.
+        """
+        n = len(packed.scopes)
+        if self.cluster:
+            return self._write(_new_rows(self.keys, packed, 0, n))
+        payload, count = _msetnx_payload(self.keys.prefix, packed)
+        replies = self._send(payload, count)
+        retry: list[_Row] = []
+        for command, created in enumerate(replies):
+            if not created:
+                lo = command * SCRIPT_BATCH
+                retry += _new_rows(self.keys, packed, lo, min(n, lo + SCRIPT_BATCH))
+        return self._write(retry, script_only=True) if retry else []
+
+    def _send(self, payload: bytes, count: int) -> list[Any]:
+        """Send commands already in the wire protocol; the replies of ``count`` of them."""
+        pool = self.client.connection_pool
+        try:
+            connection = pool.get_connection()
+            try:
+                connection.send_packed_command([payload])
+                return [connection.read_response() for _ in range(count)]
+            except BaseException:
+                connection.disconnect()  # replies may be left unread: never reuse it
+                raise
+            finally:
+                pool.release(connection)
+        except REDIS_ERRORS as exc:
+            raise _failure(self.url, exc) from exc
 
     def _write(self, rows: list[_Row], *, script_only: bool = False) -> list[Any]:
         plan = _WritePlan.of(rows, self.cluster, script_only=script_only)
