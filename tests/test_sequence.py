@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from itertools import pairwise
 from typing import Any
 
 import msgspec
@@ -18,7 +19,7 @@ from performance_engine.metrics.columnar import _written
 from performance_engine.metrics.history import Entry, decode_entries, encode_entries
 from performance_engine.metrics.learning import LearningParams, fold_learning
 from performance_engine.metrics.sequence import (
-    encode_history_columns,
+    encode_history_buffer,
     fold_learning_columns,
     learning_order,
 )
@@ -59,7 +60,7 @@ def _columns(scopes: list[list[Entry]]) -> dict[str, Any]:
 def test_history_columns_encode_like_the_entries(scopes: list[list[Entry]]) -> None:
     """Every msgpack form: fixint to uint64, fixstr/str8/str16 ids (multi-byte UTF-8), nil."""
     c = _columns(scopes)
-    got = encode_history_columns(
+    buffer, ends = encode_history_buffer(
         c["offsets"],
         c["occurred"],
         c["ids"],
@@ -71,6 +72,8 @@ def test_history_columns_encode_like_the_entries(scopes: list[list[Entry]]) -> N
         c["spent"],
         c["spent_missing"],
     )
+    data = buffer.tobytes()
+    got = [data[a:b] for a, b in pairwise(ends.tolist())]
     assert got == [encode_entries(scope) for scope in scopes]
     assert [decode_entries(blob, len(scope)) for blob, scope in zip(got, scopes, strict=True)] == [
         sorted(scope, key=lambda e: (e[0], e[1])) for scope in scopes

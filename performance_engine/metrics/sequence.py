@@ -6,7 +6,7 @@ For a frame of distinct attempts of many scopes, each scope's rows in learning o
 * :func:`fold_learning_columns` is :func:`metrics.learning.fold_learning` for every scope
   (a compiled loop, :func:`metrics.kernels.fold_learning_scopes`: the same IEEE
   operations in the same order, so the same bits);
-* :func:`encode_history_columns` writes each scope's history exactly as
+* :func:`encode_history_buffer` writes each scope's history exactly as
   :func:`metrics.history.encode_entries` would (msgpack, smallest forms), without a
   Python object per attempt (:func:`metrics.kernels.encode_history_rows`).
 
@@ -16,7 +16,6 @@ For a frame of distinct attempts of many scopes, each scope's rows in learning o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,6 @@ from performance_engine.metrics.learning import LearningParams, LearningState
 __all__ = [
     "LearningColumns",
     "encode_history_buffer",
-    "encode_history_columns",
     "fold_learning_columns",
     "learning_order",
 ]
@@ -133,36 +131,6 @@ def fold_learning_columns(
 # -- history encoding ------------------------------------------------------------------
 
 
-def encode_history_columns(
-    offsets: Array,
-    occurred: Array,
-    ids: pa.Array,
-    question: Array,
-    difficulty: Array,
-    correct: Array,
-    number: Array,
-    number_missing: Array,
-    spent: Array,
-    spent_missing: Array,
-) -> list[bytes]:
-    """Each scope's stored history (rows in learning order; ``ids`` an Arrow binary array
-    of the rows' UTF-8 ids): ``encode_entries`` of its rows, byte for byte."""
-    buffer, ends = encode_history_buffer(
-        offsets,
-        occurred,
-        ids,
-        question,
-        difficulty,
-        correct,
-        number,
-        number_missing,
-        spent,
-        spent_missing,
-    )
-    data = buffer.tobytes()
-    return [data[a:b] for a, b in pairwise(ends.tolist())]
-
-
 def encode_history_buffer(
     offsets: Array,
     occurred: Array,
@@ -175,8 +143,10 @@ def encode_history_buffer(
     spent: Array,
     spent_missing: Array,
 ) -> tuple[Array, Array]:
-    """:func:`encode_history_columns` joined: one uint8 buffer, and the end of each scope's
-    history in it (``ends[0]`` is 0; scope i's is ``buffer[ends[i]:ends[i + 1]]``)."""
+    """Each scope's stored history (rows in learning order; ``ids`` an Arrow binary array
+    of the rows' UTF-8 ids), ``encode_entries`` of its rows byte for byte, all joined:
+    one uint8 buffer, and where each scope's ends in it (``ends[0]`` is 0; scope i's
+    history is ``buffer[ends[i]:ends[i + 1]]``)."""
     n_rows = len(occurred)
     if n_rows == 0:
         return np.zeros(0, dtype=np.uint8), np.zeros(len(offsets), dtype=np.int64)
