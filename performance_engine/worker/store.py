@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
-import numpy as np
 import redis
 import redis.cluster
 from redis.crc import key_slot
@@ -301,7 +300,9 @@ def _new_rows(keyspace: KeySpace, packed: PackedScopes, first: int, last: int) -
 def _msetnx_payload(prefix: str, packed: PackedScopes) -> tuple[bytes, int]:
     """Packed new scopes as MSETNX commands of SCRIPT_BATCH scopes each, in the wire
     protocol; and how many commands."""
-    from performance_engine.metrics.kernels import msetnx_commands  # numba: not for clients
+    import numpy as np  # the backfill's: the read API and the worker do without it
+
+    from performance_engine.metrics.kernels import msetnx_commands
 
     scopes = packed.scopes
     n = len(scopes)
