@@ -45,7 +45,7 @@ STEPS = [
     (batch_module, "fold_learning_columns", "  the learning fold"),
     (batch_module, "encode_history_buffer", "  encode the histories"),
     (batch_module.FreshScopes, "packed", "pack the new scopes' values"),
-    (batch_module, "columns_stats_json", "  their stats JSON"),
+    (batch_module, "columns_stats_buffer", "  their stats JSON"),
     (batch_module, "pack_scope_rows", "  their states, joined with the stats"),
     (backfill_module, "_create", "write the new scopes to Redis (in a thread)"),
     (batch_module.BatchResult, "stats_json", "the stats JSON of merged scopes"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
@@ -10,7 +11,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from performance_engine.metrics.attempt import Attempt
+from performance_engine.metrics.attempt import MAX_EPOCH_MS, Attempt
 from performance_engine.metrics.batch import compute_states, compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.history import Entry, decode_entries
@@ -316,3 +317,29 @@ def test_packing_gives_way_to_custom_metrics() -> None:
     calculator.register_metrics([TimeSpent()])
     fresh, _ = compute_parts(attempts_to_frame(stream), calculator)
     assert not fresh.packable(calculator)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.integers(0, MAX_EPOCH_MS) | st.sampled_from([0, 951_782_400_000, MAX_EPOCH_MS]),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_the_compiled_timestamps_read_as_the_records(stamps: list[int]) -> None:
+    """The compiled stats writer's timestamps, 1970 to the end of 9999 (leap days,
+    centuries), are the record's, and an unknown one is null."""
+    from performance_engine.metrics.builtin import format_timestamp
+    from performance_engine.metrics.kernels import TIMESTAMP, fill_templates
+
+    pieces = np.frombuffer(b"[,]", dtype=np.uint8)
+    ends = np.array([0, 1, 2, 3], dtype=np.int64)
+    kinds = np.array([TIMESTAMP, TIMESTAMP], dtype=np.int64)
+    rows = np.array([[stamp, -1] for stamp in stamps], dtype=np.int64)
+    out, row_ends = fill_templates(
+        pieces, ends, kinds, rows, np.zeros(0, dtype=np.uint8), np.zeros(1, dtype=np.int64)
+    )
+    data = out.tobytes()
+    got = [json.loads(data[a:b]) for a, b in pairwise(row_ends.tolist())]
+    assert got == [[format_timestamp(stamp), None] for stamp in stamps]

@@ -33,7 +33,7 @@ from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.columnar import (
     STATS_PRODUCT_LIMIT,
     StatsColumns,
-    columns_stats_json,
+    columns_stats_buffer,
 )
 from performance_engine.metrics.history import Entry, HistoryWrite, entry_of
 from performance_engine.metrics.kernels import distinct_attempts, pack_scope_rows, unseen
@@ -499,13 +499,12 @@ class FreshScopes:
     def packed(self, calculator: MetricsCalculator, lo: int, hi: int) -> PackedScopes:
         """The stored values and histories of scopes ``lo:hi``, written from the arrays
         (only where :meth:`packable`)."""
-        stats = columns_stats_json(
+        joined = columns_stats_buffer(
             self.scopes[lo:hi], self.stats_columns(lo, hi), calculator.learning_modes
         )
-        if stats is None:
+        if joined is None:
             raise ValueError("these scopes' counts are too large to pack: see packable()")
-        stats_ends = np.zeros(len(stats) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, stats), np.int64, len(stats)), out=stats_ends[1:])
+        stats, stats_ends = joined
         tails = self.tails
         tail_ends = np.frombuffer(tails.buffers()[1], dtype=np.int64)[tails.offset :]
         learning = self.learning
@@ -534,7 +533,7 @@ class FreshScopes:
             learning.longest[lo:hi],
             learning.first_correct[lo:hi],
             np.array(self.signatures, dtype=np.uint64)[self.scope_modes[lo:hi]],
-            _read_only(np.frombuffer(b"".join(stats), dtype=np.uint8)),
+            _read_only(stats),
             stats_ends,
         )
         base = int(history_ends[0])

@@ -13,14 +13,17 @@ the worker for batches of 64 scopes or more.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from itertools import pairwise
 from typing import Any
 
 import msgspec
 import numpy as np
 
+from performance_engine.metrics.kernels import INTEGER, TIMESTAMP, TOKEN, fill_templates
 from performance_engine.metrics.learning import LearningParams
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.state import ScopeState
@@ -30,6 +33,7 @@ __all__ = [
     "STATS_PRODUCT_LIMIT",
     "StatsColumns",
     "builtin_stats_json",
+    "columns_stats_buffer",
     "columns_stats_json",
 ]
 
@@ -124,49 +128,77 @@ def columns_stats_json(
     scopes: Sequence[ScopeKey], columns: StatsColumns, modes: LearningModes
 ) -> list[bytes] | None:
     """:func:`builtin_stats_json` of scopes given column-wise."""
+    joined = columns_stats_buffer(scopes, columns, modes)
+    if joined is None:
+        return None
+    buffer, ends = joined
+    data = buffer.tobytes()
+    return [data[lo:hi] for lo, hi in pairwise(ends.tolist())]
+
+
+def columns_stats_buffer(
+    scopes: Sequence[ScopeKey], columns: StatsColumns, modes: LearningModes
+) -> tuple[np.ndarray[Any, np.dtype[np.uint8]], np.ndarray[Any, np.dtype[np.int64]]] | None:
+    """:func:`columns_stats_json` joined: one buffer, and the end of each scope's JSON in
+    it (``ends[0]`` is 0); None if the counts are too large for this path.
+
+    Every value of the record is a number or one of few distinct texts (names, rounded
+    floats, difficulty lists, learning blocks): the texts go in one table, and a compiled
+    loop (``metrics.kernels.fill_templates``) writes each record from a row of numbers.
+    """
     rules = modes.rules
     n = len(scopes)
     if n == 0:
-        return []
+        return np.zeros(0, dtype=np.uint8), np.zeros(1, dtype=np.int64)
     attempts, correct = columns.attempts, columns.correct
     questions, solved = columns.questions, columns.solved
     if int(attempts.max()) * max(int(questions.max()), 1) >= STATS_PRODUCT_LIMIT:
         return None
-    required = np.array([rules[scope.learning_mode] for scope in scopes], dtype=np.int64)
+    names = sorted({scope.learning_mode for scope in scopes})
+    code = {name: i for i, name in enumerate(names)}
+    mode = np.fromiter((code[scope.learning_mode] for scope in scopes), np.int64, n)
+    required = np.array([rules[name] for name in names], dtype=np.int64)[mode]
     done = solved >= required
     tried = attempts > 0
-    passed = _names_by_mask((done * _BITS).sum(axis=1))
-    failed = _names_by_mask(((tried & ~done) * _BITS).sum(axis=1))
-    ranking = _ranking(attempts, questions, tried)
-    average = _float_tokens(attempts, questions)
-    accuracy = _float_tokens(correct, attempts)
-    completion = _COMPLETION[done.astype(np.int64)].reshape(-1).tolist()
-    names = {mode: msgspec.json.encode(mode) for mode in {scope.learning_mode for scope in scopes}}
-    average_t, accuracy_t, completion_t = (
-        np.array(tokens, dtype=object).reshape(n, 3).T.tolist()
-        for tokens in (average, accuracy, completion)
+    tokens: list[bytes] = []
+
+    def table(texts: Sequence[bytes]) -> int:
+        """Add texts to the token table; returns the index of the first."""
+        tokens.extend(texts)
+        return len(tokens) - len(texts)
+
+    row = np.empty((n, len(_KINDS)), dtype=np.int64)
+    row[:, 0] = np.fromiter((scope.user_id for scope in scopes), np.int64, n)
+    row[:, 1] = np.fromiter((scope.sub_topic_id for scope in scopes), np.int64, n)
+    row[:, 2] = table([msgspec.json.encode(name) for name in names]) + mode
+    row[:, 3] = columns.versions
+    row[:, 4] = attempts.sum(axis=1)
+    row[:, 5] = correct.sum(axis=1)
+    row[:, 6:9] = attempts
+    row[:, 9:12] = correct
+    row[:, 12:15] = solved
+    for at, (numerator, denominator) in ((15, (attempts, questions)), (18, (correct, attempts))):
+        texts, index = _float_token_indices(numerator, denominator)
+        row[:, at : at + 3] = table(texts) + index
+    row[:, 21:24] = table(_COMPLETION.tolist()) + done
+    masks = table(_MASK_NAMES)
+    row[:, 24] = masks + (done * _BITS).sum(axis=1)
+    row[:, 25] = masks + ((tried & ~done) * _BITS).sum(axis=1)
+    row[:, 26] = table(_RANKINGS) + _ranking(attempts, questions, tried)
+    row[:, 27] = columns.first_at
+    row[:, 28] = columns.last_at
+    blocks, which = _learning_blocks(scopes, columns.learning, modes, questions)
+    row[:, 29] = table(blocks) + which
+    token_ends = np.zeros(len(tokens) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, tokens), np.int64, len(tokens)), out=token_ends[1:])
+    return fill_templates(
+        _PIECES,
+        _PIECE_ENDS,
+        _KINDS,
+        row,
+        np.frombuffer(b"".join(tokens), dtype=np.uint8),
+        token_ends,
     )
-    columns_out = (
-        [scope.user_id for scope in scopes],
-        [scope.sub_topic_id for scope in scopes],
-        [names[scope.learning_mode] for scope in scopes],
-        columns.versions.tolist(),
-        attempts.sum(axis=1).tolist(),
-        correct.sum(axis=1).tolist(),
-        *attempts.T.tolist(),
-        *correct.T.tolist(),
-        *solved.T.tolist(),
-        *average_t,
-        *accuracy_t,
-        *completion_t,
-        passed,
-        failed,
-        ranking,
-        _timestamps(columns.first_at),
-        _timestamps(columns.last_at),
-        _learning_blocks(scopes, columns.learning, modes, questions),
-    )
-    return [_TEMPLATE % values for values in zip(*columns_out, strict=True)]
 
 
 def _learning_blocks(
@@ -174,8 +206,9 @@ def _learning_blocks(
     learning: np.ndarray[Any, Any],
     modes: LearningModes,
     questions: np.ndarray[Any, Any],
-) -> list[bytes]:
-    """Each scope's ``learning`` JSON (see ``metrics.learning.learning_stats``), or null.
+) -> tuple[list[bytes], np.ndarray[Any, np.dtype[np.int64]]]:
+    """The distinct ``learning`` JSON blocks (see ``metrics.learning.learning_stats``, or
+    null) of the scopes, and which one is each scope's.
 
     Scopes with few attempts share their values often (every new learner who got one
     easy question right has the same block): each distinct block is written once.
@@ -190,8 +223,7 @@ def _learning_blocks(
     keys[:, 7:10] = questions
     keys[:, 10] = mode
     distinct, inverse = _distinct_rows(keys)
-    blocks = _distinct_blocks(distinct, params)
-    return [blocks[i] for i in inverse.tolist()]
+    return _distinct_blocks(distinct, params), inverse
 
 
 def _distinct_rows(
@@ -264,6 +296,18 @@ def _float_tokens(
     return tokens.tolist()  # type: ignore[no-any-return]
 
 
+def _float_token_indices(
+    numerator: np.ndarray[Any, Any], denominator: np.ndarray[Any, Any]
+) -> tuple[list[bytes], np.ndarray[Any, np.dtype[np.int64]]]:
+    """:func:`_float_tokens` as distinct texts and, per value, the index of its text
+    (``null``, where 0 / 0, is the last)."""
+    rounded = _round4((numerator / np.maximum(denominator, 1)).reshape(-1))
+    bits, inverse = np.unique(rounded.view(np.uint64), return_inverse=True)
+    texts = msgspec.json.encode(bits.view(np.float64).tolist())[1:-1].split(b",")
+    index = np.where(denominator > 0, inverse.reshape(denominator.shape), len(texts))
+    return [*texts, b"null"], index
+
+
 def _written(values: np.ndarray[Any, Any]) -> list[bytes]:
     """``round(value, 4)`` of each value as msgspec writes it."""
     return _token_array(values).tolist()  # type: ignore[no-any-return]
@@ -302,11 +346,6 @@ def _round4(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return rounded
 
 
-def _names_by_mask(masks: np.ndarray[Any, Any]) -> list[bytes]:
-    """The JSON list of difficulties whose bit is set (easy = 1, medium = 2, hard = 4)."""
-    return [_mask_names(m) for m in masks.tolist()]
-
-
 @cache
 def _mask_names(mask: int) -> bytes:
     return msgspec.json.encode([d for i, d in enumerate(DIFFICULTIES) if mask >> i & 1])
@@ -314,8 +353,9 @@ def _mask_names(mask: int) -> bytes:
 
 def _ranking(
     attempts: np.ndarray[Any, Any], questions: np.ndarray[Any, Any], tried: np.ndarray[Any, Any]
-) -> list[bytes]:
-    """Attempted difficulties by exact average attempts, ties easy < medium < hard.
+) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """Attempted difficulties by exact average attempts, ties easy < medium < hard: the
+    code of each scope's order (see :data:`_RANKINGS`).
 
     A difficulty's position is the number of attempted others ranked before it: those
     with a smaller average (compared as fractions, a_j q_i < a_i q_j) or an equal one and
@@ -331,8 +371,7 @@ def _ranking(
             before = (left < right) | ((left == right) & (j < i))
             position[:, i] += tried[:, j] & before
     digits = np.where(tried, position, _NOT_RANKED)
-    codes = digits[:, 0] + 4 * digits[:, 1] + 16 * digits[:, 2]
-    return [_ranking_names(code) for code in codes.tolist()]
+    return digits[:, 0] + 4 * digits[:, 1] + 16 * digits[:, 2]  # type: ignore[no-any-return]
 
 
 @cache
@@ -342,12 +381,23 @@ def _ranking_names(code: int) -> bytes:
     return msgspec.json.encode([DIFFICULTIES[i] for _, i in ranked])
 
 
-def _timestamps(values: np.ndarray[Any, np.dtype[np.int64]]) -> list[bytes]:
-    """Epoch milliseconds as the RFC 3339 JSON strings of ``builtin.format_timestamp``
-    (``null`` where negative: unknown)."""
-    missing = (values < 0).tolist()
-    text = np.datetime_as_string(np.maximum(values, 0).astype("datetime64[ms]"), unit="ms")
-    return [
-        b"null" if gone else b'"%sZ"' % t.encode()
-        for t, gone in zip(text.tolist(), missing, strict=True)
+#: The JSON list of difficulties of each bit mask (easy = 1, medium = 2, hard = 4).
+_MASK_NAMES = [_mask_names(mask) for mask in range(8)]
+#: The ranking JSON of each base-4 code of :func:`_ranking`.
+_RANKINGS = [_ranking_names(code) for code in range(64)]
+
+
+def _template_parts(template: bytes) -> tuple[Any, Any, Any]:
+    """The literal pieces of a ``%d``/``%s`` template (joined, and their ends) and what
+    fills each placeholder: an integer (``%d``), a text of the token table, or a
+    timestamp (the ``%s`` after a ``..._at`` key)."""
+    pieces = re.split(rb"%[ds]", template)
+    kinds = [
+        INTEGER if marker == b"%d" else TIMESTAMP if piece.endswith(b'_at":') else TOKEN
+        for piece, marker in zip(pieces, re.findall(rb"%[ds]", template), strict=False)
     ]
+    ends = np.cumsum([0, *map(len, pieces)], dtype=np.int64)
+    return np.frombuffer(b"".join(pieces), dtype=np.uint8), ends, np.array(kinds, dtype=np.int64)
+
+
+_PIECES, _PIECE_ENDS, _KINDS = _template_parts(_TEMPLATE)

@@ -30,6 +30,7 @@ __all__ = [
     "compile_all",
     "distinct_attempts",
     "encode_history_rows",
+    "fill_templates",
     "fold_learning_scopes",
     "msetnx_commands",
     "pack_scope_rows",
@@ -610,6 +611,119 @@ def msetnx_commands(
     return out, commands
 
 
+#: What a placeholder of :func:`fill_templates` takes from its column.
+INTEGER, TOKEN, TIMESTAMP = 0, 1, 2
+
+
+@_jit
+def _timestamp_size(millis: int) -> int:
+    return 4 if millis < 0 else 26  # null, or "YYYY-MM-DDTHH:MM:SS.mmmZ" with its quotes
+
+
+@_jit
+def _put_digits(out: Array, at: int, value: int, width: int) -> int:
+    for k in range(width - 1, -1, -1):
+        out[at + k] = 48 + value % 10
+        value //= 10
+    return at + width
+
+
+@_jit
+def _put_timestamp(out: Array, at: int, millis: int) -> int:
+    """Epoch milliseconds (0 to the end of year 9999) as a JSON string in RFC 3339 UTC with
+    milliseconds, or ``null`` if negative (the civil date: H. Hinnant's algorithm)."""
+    if millis < 0:
+        for c in b"null":
+            out[at] = c
+            at += 1
+        return at
+    days = millis // 86_400_000
+    rest = millis % 86_400_000
+    z = days + 719_468
+    era = z // 146_097
+    doe = z - era * 146_097
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    year = yoe + era * 400 + (1 if month <= 2 else 0)
+    out[at] = 34  # "
+    at = _put_digits(out, at + 1, year, 4)
+    out[at] = 45  # -
+    at = _put_digits(out, at + 1, month, 2)
+    out[at] = 45
+    at = _put_digits(out, at + 1, day, 2)
+    out[at] = 84  # T
+    at = _put_digits(out, at + 1, rest // 3_600_000, 2)
+    out[at] = 58  # :
+    at = _put_digits(out, at + 1, rest // 60_000 % 60, 2)
+    out[at] = 58
+    at = _put_digits(out, at + 1, rest // 1000 % 60, 2)
+    out[at] = 46  # .
+    at = _put_digits(out, at + 1, rest % 1000, 3)
+    out[at] = 90  # Z
+    out[at + 1] = 34
+    return at + 2
+
+
+@_jit
+def _signed_size(value: int) -> int:
+    return 1 + _decimal_size(-value) if value < 0 else _decimal_size(value)
+
+
+@_jit
+def fill_templates(
+    pieces: Array, piece_ends: Array, kinds: Array, columns: Array, tokens: Array, token_ends: Array
+) -> tuple[Array, Array]:
+    """One text per row of ``columns``: a template's literal pieces
+    (``pieces[piece_ends[j]:piece_ends[j + 1]]``, one more than there are placeholders)
+    with placeholder j filled from ``columns[i, j]``: an integer in decimal, a token
+    (``tokens[token_ends[t]:token_ends[t + 1]]`` for ``t = columns[i, j]``) or a
+    timestamp (see ``_put_timestamp``), as ``kinds[j]`` says. All joined; ``ends[i + 1]``
+    is the end of row i's text (``ends[0]`` is 0)."""
+    n, k = columns.shape
+    literal = piece_ends[-1] - piece_ends[0]
+    ends = np.zeros(n + 1, dtype=np.int64)
+    size = 0
+    for i in range(n):
+        size += literal
+        for j in range(k):
+            value = columns[i, j]
+            if kinds[j] == 0:
+                size += _signed_size(value)
+            elif kinds[j] == 1:
+                size += token_ends[value + 1] - token_ends[value]
+            else:
+                size += _timestamp_size(value)
+        ends[i + 1] = size
+    out = np.empty(size, dtype=np.uint8)
+    for i in range(n):
+        at = ends[i]
+        for j in range(k + 1):
+            lo = piece_ends[j]
+            hi = piece_ends[j + 1]
+            out[at : at + hi - lo] = pieces[lo:hi]
+            at += hi - lo
+            if j == k:
+                break
+            value = columns[i, j]
+            if kinds[j] == 0:
+                if value < 0:
+                    out[at] = 45
+                    at = _put_decimal(out, at + 1, -value)
+                else:
+                    at = _put_decimal(out, at, value)
+            elif kinds[j] == 1:
+                lo = token_ends[value]
+                hi = token_ends[value + 1]
+                out[at : at + hi - lo] = tokens[lo:hi]
+                at += hi - lo
+            else:
+                at = _put_timestamp(out, at, value)
+    return out, ends
+
+
 def compile_all() -> None:
     """Compile (and cache) every kernel for the types the batch path calls them with."""
     i64 = np.zeros(1, dtype=np.int64)
@@ -634,6 +748,7 @@ def compile_all() -> None:
         read_only_byte, read_only_two, u64, u64, i64, i64, three, u64, read_only_byte, two,
     )  # fmt: skip
     msetnx_commands(byte, i64, i64, i64, byte, two, byte, two, byte, i64, i64, 1)
+    fill_templates(byte, np.zeros(3, dtype=np.int64), i64, np.zeros((1, 1), np.int64), byte, two)
 
 
 if __name__ == "__main__":
