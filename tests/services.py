@@ -146,7 +146,10 @@ class RedisSentinel:
             f"port {self.port}\nbind 127.0.0.1\ndir {self.directory}\n"
             f"sentinel monitor mymaster 127.0.0.1 {self.master_port} 1\n"
             "sentinel down-after-milliseconds mymaster 1000\n"
-            "sentinel failover-timeout mymaster 5000\n"
+            # Also how long a replica must have replicated from another address before
+            # Sentinel points it at the master itself (+fix-slave-config): a replica
+            # linked through a test's proxy must keep its link for the whole test.
+            "sentinel failover-timeout mymaster 120000\n"
         )
         with (self.directory / f"sentinel-{self.port}.log").open("ab") as log:
             self.process = subprocess.Popen(
