@@ -331,7 +331,8 @@ def test_the_compiled_timestamps_read_as_the_records(stamps: list[int]) -> None:
     """The compiled stats writer's timestamps, 1970 to the end of 9999 (leap days,
     centuries), are the record's, and an unknown one is null."""
     from performance_engine.metrics.builtin import format_timestamp
-    from performance_engine.metrics.kernels import TIMESTAMP, fill_templates
+    from performance_engine.metrics.columnar import TIMESTAMP
+    from performance_engine.metrics.kernels import fill_templates
 
     pieces = np.frombuffer(b"[,]", dtype=np.uint8)
     ends = np.array([0, 1, 2, 3], dtype=np.int64)

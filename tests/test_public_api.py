@@ -69,3 +69,22 @@ def test_the_worker_and_the_client_do_not_load_pandas() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_workers_columnar_stats_do_without_the_compiled_loops() -> None:
+    """A worker's large batch takes the columnar stats (numpy), not the backfill's
+    compiled loops: numba and its compiler (tens of MB) stay out of the worker."""
+    code = (
+        "import sys\n"
+        "from performance_engine.metrics.calculator import COLUMNAR_MIN_SCOPES, "
+        "MetricsCalculator\n"
+        "from performance_engine.metrics.types import ScopeKey\n"
+        "calculator = MetricsCalculator()\n"
+        "scopes = [ScopeKey(u, 1, 'standard') for u in range(COLUMNAR_MIN_SCOPES)]\n"
+        "states = [calculator.new_state() for _ in scopes]\n"
+        "calculator.stats_json_many(scopes, states)\n"
+        "assert 'numpy' in sys.modules, 'not the columnar path'\n"
+        "assert 'numba' not in sys.modules, 'numba loaded'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr

@@ -17,20 +17,21 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from itertools import pairwise
 from typing import Any
 
 import msgspec
 import numpy as np
 
-from performance_engine.metrics.kernels import INTEGER, TIMESTAMP, TOKEN, fill_templates
 from performance_engine.metrics.learning import LearningParams
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.state import ScopeState
 from performance_engine.metrics.types import DIFFICULTIES, CompletionStatusEnum, ScopeKey
 
 __all__ = [
+    "INTEGER",
     "STATS_PRODUCT_LIMIT",
+    "TIMESTAMP",
+    "TOKEN",
     "StatsColumns",
     "builtin_stats_json",
     "columns_stats_buffer",
@@ -127,31 +128,66 @@ def builtin_stats_json(
 def columns_stats_json(
     scopes: Sequence[ScopeKey], columns: StatsColumns, modes: LearningModes
 ) -> list[bytes] | None:
-    """:func:`builtin_stats_json` of scopes given column-wise."""
-    joined = columns_stats_buffer(scopes, columns, modes)
-    if joined is None:
+    """:func:`builtin_stats_json` of scopes given column-wise (in Python: the worker's
+    path, which does without the compiled loops)."""
+    found = _stats_rows(scopes, columns, modes)
+    if found is None:
         return None
-    buffer, ends = joined
-    data = buffer.tobytes()
-    return [data[lo:hi] for lo, hi in pairwise(ends.tolist())]
+    row, tokens = found
+    table = np.array(tokens, dtype=object)
+    values = [
+        row[:, j].tolist()
+        if kind == INTEGER
+        else table[row[:, j]].tolist()
+        if kind == TOKEN
+        else _timestamps(row[:, j])
+        for j, kind in enumerate(_KINDS.tolist())
+    ]
+    return [_TEMPLATE % record for record in zip(*values, strict=True)]
 
 
 def columns_stats_buffer(
     scopes: Sequence[ScopeKey], columns: StatsColumns, modes: LearningModes
 ) -> tuple[np.ndarray[Any, np.dtype[np.uint8]], np.ndarray[Any, np.dtype[np.int64]]] | None:
-    """:func:`columns_stats_json` joined: one buffer, and the end of each scope's JSON in
-    it (``ends[0]`` is 0); None if the counts are too large for this path.
+    """:func:`columns_stats_json` joined, by a compiled loop
+    (``metrics.kernels.fill_templates``: the backfill's path): one buffer, and the end of
+    each scope's JSON in it (``ends[0]`` is 0); None if the counts are too large."""
+    from performance_engine.metrics.kernels import fill_templates
+
+    found = _stats_rows(scopes, columns, modes)
+    if found is None:
+        return None
+    row, tokens = found
+    token_ends = np.zeros(len(tokens) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, tokens), np.int64, len(tokens)), out=token_ends[1:])
+    return fill_templates(
+        _PIECES,
+        _PIECE_ENDS,
+        _KINDS,
+        row,
+        np.frombuffer(b"".join(tokens), dtype=np.uint8),
+        token_ends,
+    )
+
+
+def _stats_rows(
+    scopes: Sequence[ScopeKey], columns: StatsColumns, modes: LearningModes
+) -> tuple[np.ndarray[Any, np.dtype[np.int64]], list[bytes]] | None:
+    """What fills each scope's record (a row of numbers, one per placeholder of
+    :data:`_TEMPLATE`, see :data:`_KINDS`) and the table of texts the row's tokens point
+    into; None if the counts are too large for this path.
 
     Every value of the record is a number or one of few distinct texts (names, rounded
-    floats, difficulty lists, learning blocks): the texts go in one table, and a compiled
-    loop (``metrics.kernels.fill_templates``) writes each record from a row of numbers.
+    floats, difficulty lists, learning blocks), each text written once.
     """
     rules = modes.rules
     n = len(scopes)
-    if n == 0:
-        return np.zeros(0, dtype=np.uint8), np.zeros(1, dtype=np.int64)
     attempts, correct = columns.attempts, columns.correct
     questions, solved = columns.questions, columns.solved
+    tokens: list[bytes] = []
+    row = np.empty((n, len(_KINDS)), dtype=np.int64)
+    if n == 0:
+        return row, tokens
     if int(attempts.max()) * max(int(questions.max()), 1) >= STATS_PRODUCT_LIMIT:
         return None
     names = sorted({scope.learning_mode for scope in scopes})
@@ -160,14 +196,12 @@ def columns_stats_buffer(
     required = np.array([rules[name] for name in names], dtype=np.int64)[mode]
     done = solved >= required
     tried = attempts > 0
-    tokens: list[bytes] = []
 
     def table(texts: Sequence[bytes]) -> int:
         """Add texts to the token table; returns the index of the first."""
         tokens.extend(texts)
         return len(tokens) - len(texts)
 
-    row = np.empty((n, len(_KINDS)), dtype=np.int64)
     row[:, 0] = np.fromiter((scope.user_id for scope in scopes), np.int64, n)
     row[:, 1] = np.fromiter((scope.sub_topic_id for scope in scopes), np.int64, n)
     row[:, 2] = table([msgspec.json.encode(name) for name in names]) + mode
@@ -189,16 +223,7 @@ def columns_stats_buffer(
     row[:, 28] = columns.last_at
     blocks, which = _learning_blocks(scopes, columns.learning, modes, questions)
     row[:, 29] = table(blocks) + which
-    token_ends = np.zeros(len(tokens) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, tokens), np.int64, len(tokens)), out=token_ends[1:])
-    return fill_templates(
-        _PIECES,
-        _PIECE_ENDS,
-        _KINDS,
-        row,
-        np.frombuffer(b"".join(tokens), dtype=np.uint8),
-        token_ends,
-    )
+    return row, tokens
 
 
 def _learning_blocks(
@@ -381,6 +406,9 @@ def _ranking_names(code: int) -> bytes:
     return msgspec.json.encode([DIFFICULTIES[i] for _, i in ranked])
 
 
+#: What fills a placeholder of the template: an integer, a text of the token table or a
+#: timestamp (``metrics.kernels.fill_templates`` takes the same codes).
+INTEGER, TOKEN, TIMESTAMP = 0, 1, 2
 #: The JSON list of difficulties of each bit mask (easy = 1, medium = 2, hard = 4).
 _MASK_NAMES = [_mask_names(mask) for mask in range(8)]
 #: The ranking JSON of each base-4 code of :func:`_ranking`.
@@ -401,3 +429,14 @@ def _template_parts(template: bytes) -> tuple[Any, Any, Any]:
 
 
 _PIECES, _PIECE_ENDS, _KINDS = _template_parts(_TEMPLATE)
+
+
+def _timestamps(values: np.ndarray[Any, np.dtype[np.int64]]) -> list[bytes]:
+    """Epoch milliseconds as the RFC 3339 JSON strings of ``builtin.format_timestamp``
+    (``null`` where negative: unknown)."""
+    missing = (values < 0).tolist()
+    text = np.datetime_as_string(np.maximum(values, 0).astype("datetime64[ms]"), unit="ms")
+    return [
+        b"null" if gone else b'"%sZ"' % t.encode()
+        for t, gone in zip(text.tolist(), missing, strict=True)
+    ]

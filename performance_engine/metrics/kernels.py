@@ -611,10 +611,6 @@ def msetnx_commands(
     return out, commands
 
 
-#: What a placeholder of :func:`fill_templates` takes from its column.
-INTEGER, TOKEN, TIMESTAMP = 0, 1, 2
-
-
 @_jit
 def _timestamp_size(millis: int) -> int:
     return 4 if millis < 0 else 26  # null, or "YYYY-MM-DDTHH:MM:SS.mmmZ" with its quotes
@@ -680,7 +676,8 @@ def fill_templates(
     (``pieces[piece_ends[j]:piece_ends[j + 1]]``, one more than there are placeholders)
     with placeholder j filled from ``columns[i, j]``: an integer in decimal, a token
     (``tokens[token_ends[t]:token_ends[t + 1]]`` for ``t = columns[i, j]``) or a
-    timestamp (see ``_put_timestamp``), as ``kinds[j]`` says. All joined; ``ends[i + 1]``
+    timestamp (see ``_put_timestamp``), as ``kinds[j]`` says: 0, 1 or 2
+    (``metrics.columnar.INTEGER``, ``TOKEN``, ``TIMESTAMP``). All joined; ``ends[i + 1]``
     is the end of row i's text (``ends[0]`` is 0)."""
     n, k = columns.shape
     literal = piece_ends[-1] - piece_ends[0]
