@@ -313,7 +313,6 @@ class FreshScopes:
         "history_ends",
         "last_at",
         "learning",
-        "limit",
         "modes",
         "question_ends",
         "questions",
@@ -324,6 +323,7 @@ class FreshScopes:
         "signatures",
         "solved",
         "solved_ends",
+        "spilled",
         "tails",
         "versions",
     )
@@ -343,7 +343,6 @@ class FreshScopes:
         n_scopes = len(scopes)
         self.scopes = scopes
         self._custom = (frame, sc, rows)
-        self.limit = calculator.history_inline_limit
         difficulty = frame["difficulty"].to_numpy(np.int64)[rows]
         correct = frame["is_correct"].to_numpy(bool)[rows]
         question = frame["question_id"].to_numpy(np.int64)[rows]
@@ -397,15 +396,13 @@ class FreshScopes:
             spent,
             spent_missing,
         )
+        # Small histories stay in the state; the others go to keys of their own.
+        self.spilled = np.diff(self.history_ends) > calculator.history_inline_limit
         self.tails = ordered_ids.take(pa.array(seen_offsets[1:] - 1)).cast(pa.large_binary())
         self.signatures = [calculator.signature(mode) for mode in self.modes]
 
     def __len__(self) -> int:
         return len(self.scopes)
-
-    def spilled(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
-        """Whether each scope's history goes to a key of its own (too long to keep inline)."""
-        return np.diff(self.history_ends) > self.limit
 
     def result(self, calculator: MetricsCalculator) -> BatchResult:
         """The scopes' states, history writes and (for frame-based metrics) entries."""
@@ -418,7 +415,7 @@ class FreshScopes:
         history = self.history.tobytes()
         blobs = _slices(history, self.history_ends.tolist())
         tails = self.tails.cast(pa.large_string()).to_pylist()
-        spilled = self.spilled().tolist()
+        spilled = self.spilled.tolist()
         versions = self.versions.tolist()
         attempts = self.attempts.tolist()
         corrects = self.correct.tolist()
@@ -456,7 +453,6 @@ class FreshScopes:
                 )
             )
         ]
-        # Small histories stay in the state; the others go to their own keys.
         histories: list[HistoryWrite | None] = [
             HistoryWrite(blob, True) if spill else None
             for blob, spill in zip(blobs, spilled, strict=True)
@@ -509,7 +505,7 @@ class FreshScopes:
         tail_ends = np.frombuffer(tails.buffers()[1], dtype=np.int64)[tails.offset :]
         learning = self.learning
         history_ends = self.history_ends[lo : hi + 1]
-        spilled = np.diff(history_ends) > self.limit
+        spilled = self.spilled[lo:hi]
         values, value_ends = pack_scope_rows(
             self.versions[lo:hi],
             self.first_at[lo:hi],

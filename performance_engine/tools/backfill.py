@@ -211,13 +211,12 @@ def _write_all(
                 packed = fresh.packed(calculator, start, min(start + CHUNK_SCOPES, len(fresh)))
                 if sending is not None:
                     refused.extend(sending.result())
-                    done = start
-                    progress("writing", done, total)
+                    progress("writing", start, total)
                 sending = writer.submit(_create, store, packed, report)
             if sending is not None:
                 refused.extend(sending.result())
-                done = len(fresh)
-                progress("writing", done, total)
+                progress("writing", len(fresh), total)
+        done = len(fresh)
     else:
         result = fresh.result(calculator).joined(result)
     for chunk in result.chunks(CHUNK_SCOPES):
