@@ -221,29 +221,26 @@ def _stats_rows(
     row[:, 26] = table(_RANKINGS) + _ranking(attempts, questions, tried)
     row[:, 27] = columns.first_at
     row[:, 28] = columns.last_at
-    blocks, which = _learning_blocks(scopes, columns.learning, modes, questions)
+    params = [modes.params(name) for name in names]
+    blocks, which = _learning_blocks(mode, params, columns.learning, questions)
     row[:, 29] = table(blocks) + which
     return row, tokens
 
 
 def _learning_blocks(
-    scopes: Sequence[ScopeKey],
+    mode: np.ndarray[Any, np.dtype[np.int64]],
+    params: Sequence[LearningParams],
     learning: np.ndarray[Any, Any],
-    modes: LearningModes,
     questions: np.ndarray[Any, Any],
 ) -> tuple[list[bytes], np.ndarray[Any, np.dtype[np.int64]]]:
     """The distinct ``learning`` JSON blocks (see ``metrics.learning.learning_stats``, or
-    null) of the scopes, and which one is each scope's.
+    null) of the scopes, and which one is each scope's; scope i's mode has the learning
+    parameters ``params[mode[i]]``.
 
     Scopes with few attempts share their values often (every new learner who got one
     easy question right has the same block): each distinct block is written once.
     """
-    n = len(scopes)
-    names = sorted({scope.learning_mode for scope in scopes})
-    index = {name: i for i, name in enumerate(names)}
-    params = [modes.params(name) for name in names]
-    mode = np.fromiter((index[scope.learning_mode] for scope in scopes), np.int64, n)
-    keys = np.empty((n, 11), dtype=np.float64)
+    keys = np.empty((len(mode), 11), dtype=np.float64)
     keys[:, :7] = learning
     keys[:, 7:10] = questions
     keys[:, 10] = mode
@@ -326,9 +323,7 @@ def _float_token_indices(
 ) -> tuple[list[bytes], np.ndarray[Any, np.dtype[np.int64]]]:
     """:func:`_float_tokens` as distinct texts and, per value, the index of its text
     (``null``, where 0 / 0, is the last)."""
-    rounded = _round4((numerator / np.maximum(denominator, 1)).reshape(-1))
-    bits, inverse = np.unique(rounded.view(np.uint64), return_inverse=True)
-    texts = msgspec.json.encode(bits.view(np.float64).tolist())[1:-1].split(b",")
+    texts, inverse = _distinct_texts(numerator / np.maximum(denominator, 1))
     index = np.where(denominator > 0, inverse.reshape(denominator.shape), len(texts))
     return [*texts, b"null"], index
 
@@ -344,12 +339,20 @@ def _token_array(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     Rounded stats repeat a lot (ratios of small counts, probabilities to four places):
     each distinct rounded value is written once.
     """
+    texts, inverse = _distinct_texts(values)
+    tokens = np.empty(len(texts), dtype=object)
+    tokens[:] = texts
+    expanded: np.ndarray[Any, Any] = tokens[inverse]
+    return expanded
+
+
+def _distinct_texts(values: np.ndarray[Any, Any]) -> tuple[list[bytes], np.ndarray[Any, Any]]:
+    """The distinct ``round(value, 4)`` of the values (flattened) as msgspec writes them,
+    and which one is each value's."""
     rounded = _round4(values.reshape(-1))
     bits, inverse = np.unique(rounded.view(np.uint64), return_inverse=True)  # -0.0 != 0.0
-    tokens = np.empty(len(bits), dtype=object)
-    tokens[:] = msgspec.json.encode(bits.view(np.float64).tolist())[1:-1].split(b",")
-    expanded: np.ndarray[Any, Any] = tokens[inverse.reshape(-1)]
-    return expanded
+    texts: list[bytes] = msgspec.json.encode(bits.view(np.float64).tolist())[1:-1].split(b",")
+    return texts, inverse.reshape(-1)
 
 
 def _round4(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
