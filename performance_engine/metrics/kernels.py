@@ -204,81 +204,10 @@ def _put_uint(out: Array, at: int, value: np.uint64) -> int:
 
 
 @_jit
-def _str_header_size(length: int) -> int:
-    if length <= 31:
+def _header_size(length: int, small: int) -> int:
+    """The size of a msgpack str or bin header (see :func:`_put_header`)."""
+    if length <= small:
         return 1
-    if length <= 255:
-        return 2
-    return 3
-
-
-@_jit
-def encode_history_rows(
-    occurred: Array,
-    id_offsets: Array,
-    id_data: Array,
-    question: Array,
-    difficulty: Array,
-    correct: Array,
-    number: Array,
-    number_missing: Array,
-    spent: Array,
-    spent_missing: Array,
-) -> tuple[Array, Array]:
-    """Each row as the msgpack array ``encode_entries`` writes for it, all joined; and the
-    end of each row in the result (``ends[0]`` is 0, ``ends[i + 1]`` row i's end).
-
-    The id of row i is ``id_data[id_offsets[i]:id_offsets[i + 1]]`` (UTF-8); absent
-    numbers (``*_missing``) are nil.
-    """
-    n = len(occurred)
-    ends = np.zeros(n + 1, dtype=np.int64)
-    size = 0
-    for i in range(n):
-        length = id_offsets[i + 1] - id_offsets[i]
-        size += 3 + _uint_size(np.uint64(occurred[i])) + _str_header_size(length) + length
-        size += _uint_size(np.uint64(question[i]))
-        size += 1 if number_missing[i] else _uint_size(np.uint64(number[i]))
-        size += 1 if spent_missing[i] else _uint_size(np.uint64(spent[i]))
-        ends[i + 1] = size
-    out = np.empty(size, dtype=np.uint8)
-    for i in range(n):
-        at = ends[i]
-        out[at] = 0x97  # an array of 7
-        at = _put_uint(out, at + 1, np.uint64(occurred[i]))
-        start = id_offsets[i]
-        length = id_offsets[i + 1] - start
-        if length <= 31:
-            out[at] = 0xA0 | length
-            at += 1
-        elif length <= 255:
-            out[at] = 0xD9
-            out[at + 1] = length
-            at += 2
-        else:
-            out[at] = 0xDA
-            out[at + 1] = length >> 8
-            out[at + 2] = length & 0xFF
-            at += 3
-        out[at : at + length] = id_data[start : start + length]
-        at = _put_uint(out, at + length, np.uint64(question[i]))
-        out[at] = difficulty[i]
-        out[at + 1] = 0xC3 if correct[i] else 0xC2
-        at += 2
-        if number_missing[i]:
-            out[at] = 0xC0
-            at += 1
-        else:
-            at = _put_uint(out, at, np.uint64(number[i]))
-        if spent_missing[i]:
-            out[at] = 0xC0
-        else:
-            _put_uint(out, at, np.uint64(spent[i]))
-    return out, ends
-
-
-@_jit
-def _bin_header_size(length: int) -> int:
     if length <= 255:
         return 2
     if length <= 65535:
@@ -317,6 +246,57 @@ def _put_bytes(out: Array, at: int, data: Array, lo: int, hi: int, small: int, c
     at = _put_header(out, at, hi - lo, small, codes)
     out[at : at + hi - lo] = data[lo:hi]
     return at + hi - lo
+
+
+@_jit
+def encode_history_rows(
+    occurred: Array,
+    id_offsets: Array,
+    id_data: Array,
+    question: Array,
+    difficulty: Array,
+    correct: Array,
+    number: Array,
+    number_missing: Array,
+    spent: Array,
+    spent_missing: Array,
+) -> tuple[Array, Array]:
+    """Each row as the msgpack array ``encode_entries`` writes for it, all joined; and the
+    end of each row in the result (``ends[0]`` is 0, ``ends[i + 1]`` row i's end).
+
+    The id of row i is ``id_data[id_offsets[i]:id_offsets[i + 1]]`` (UTF-8); absent
+    numbers (``*_missing``) are nil.
+    """
+    n = len(occurred)
+    ends = np.zeros(n + 1, dtype=np.int64)
+    size = 0
+    for i in range(n):
+        length = id_offsets[i + 1] - id_offsets[i]
+        size += 3 + _uint_size(np.uint64(occurred[i])) + _header_size(length, 31) + length
+        size += _uint_size(np.uint64(question[i]))
+        size += 1 if number_missing[i] else _uint_size(np.uint64(number[i]))
+        size += 1 if spent_missing[i] else _uint_size(np.uint64(spent[i]))
+        ends[i + 1] = size
+    out = np.empty(size, dtype=np.uint8)
+    for i in range(n):
+        at = ends[i]
+        out[at] = 0x97  # an array of 7
+        at = _put_uint(out, at + 1, np.uint64(occurred[i]))
+        at = _put_bytes(out, at, id_data, id_offsets[i], id_offsets[i + 1], 31, _STR)
+        at = _put_uint(out, at, np.uint64(question[i]))
+        out[at] = difficulty[i]
+        out[at + 1] = 0xC3 if correct[i] else 0xC2
+        at += 2
+        if number_missing[i]:
+            out[at] = 0xC0
+            at += 1
+        else:
+            at = _put_uint(out, at, np.uint64(number[i]))
+        if spent_missing[i]:
+            out[at] = 0xC0
+        else:
+            _put_uint(out, at, np.uint64(spent[i]))
+    return out, ends
 
 
 @_jit
@@ -386,16 +366,16 @@ def pack_scope_rows(
         for d in range(3):
             k = 3 * i + d
             length = question_ends[k + 1] - question_ends[k]
-            size += _bin_header_size(length) + length
+            size += _header_size(length, -1) + length
             length = solved_ends[k + 1] - solved_ends[k]
-            size += _bin_header_size(length) + length
+            size += _header_size(length, -1) + length
         length = seen_ends[i + 1] - seen_ends[i]
-        size += _bin_header_size(length) + length
+        size += _header_size(length, -1) + length
         size += 3  # custom {}, log [], spilled
         length = 0 if spilled[i] else history_ends[i + 1] - history_ends[i]
-        size += _bin_header_size(length) + length
+        size += _header_size(length, -1) + length
         length = tail_ends[i + 1] - tail_ends[i]
-        size += _str_header_size(length) + length
+        size += _header_size(length, 31) + length
         size += 1 + 9 + 9 + _uint_size(np.uint64(current[i])) + _uint_size(np.uint64(longest[i]))
         size += 1
         for d in range(3):
@@ -519,7 +499,7 @@ def _put_key(
     at += 1
     out[at : at + len(mode)] = mode
     at += len(mode)
-    if history:
+    if history:  # worker.keyspace.KeySpace.history_of
         for c in b":history":
             out[at] = c
             at += 1

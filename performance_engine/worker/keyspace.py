@@ -64,7 +64,12 @@ class KeySpace:
 
     def history(self, scope: ScopeKey) -> str:
         """The key of a scope's attempt history (same hash slot as the scope's key)."""
-        return f"{self.for_scope(scope)}:history"
+        return self.history_of(self.for_scope(scope))
+
+    @staticmethod
+    def history_of(scope_key: str) -> str:
+        """:meth:`history` of the scope whose key is ``scope_key``."""
+        return f"{scope_key}:history"
 
     def scope_pattern(self) -> str:
         """A SCAN pattern matching every scope key (and history key) of the prefix."""

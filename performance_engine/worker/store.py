@@ -269,7 +269,7 @@ def _rows_of(keyspace: KeySpace, writes: Sequence[ScopeWrite]) -> list[_Row]:
             _Row(
                 w,
                 key,
-                f"{key}:history",
+                keyspace.history_of(key),
                 _expected_header(w.expected_version),
                 pack_scope(w.state, w.stats_json),
                 *w.history_args(),
@@ -292,7 +292,7 @@ def _new_rows(keyspace: KeySpace, packed: PackedScopes, first: int, last: int) -
         key = keyspace.for_scope(scope)
         op = b"r" if end > start else b""
         rows.append(
-            _Row(scope, key, f"{key}:history", b"", values[lo:hi], op, histories[start:end])
+            _Row(scope, key, keyspace.history_of(key), b"", values[lo:hi], op, histories[start:end])
         )
     return rows
 
