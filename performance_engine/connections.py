@@ -49,10 +49,9 @@ def redis_client(settings: Settings) -> Any:
     options = redis_options(settings)
     if settings.redis_sentinels:
         _no_cluster_with_sentinels(settings)
-        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-            _sentinel_addresses(settings), **_sentinel_options()
-        )
-        return sentinel.master_for(  # type: ignore[no-untyped-call]
+        # Typed as Any: redis-py annotates Sentinel in some releases and not in others.
+        sentinel: Any = redis.sentinel.Sentinel
+        return sentinel(_sentinel_addresses(settings), **_sentinel_options()).master_for(
             settings.redis_sentinel_master, **options, **_master_options(settings)
         )
     if settings.redis_cluster:
@@ -69,10 +68,8 @@ def async_redis_client(settings: Settings) -> Any:
     options = redis_options(settings)
     if settings.redis_sentinels:
         _no_cluster_with_sentinels(settings)
-        sentinel = aiosentinel.Sentinel(  # type: ignore[no-untyped-call]
-            _sentinel_addresses(settings), **_sentinel_options()
-        )
-        return sentinel.master_for(
+        sentinel: Any = aiosentinel.Sentinel
+        return sentinel(_sentinel_addresses(settings), **_sentinel_options()).master_for(
             settings.redis_sentinel_master, **options, **_master_options(settings)
         )
     if settings.redis_cluster:
