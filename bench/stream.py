@@ -14,7 +14,8 @@ measures, in one run:
 * latency: attempts produced at a steady rate (300, 2,000 and 5,000/s), each timed from its
   send to the moment its scope's ``stats-updated`` event is readable (p50, p99), beside a
   bare aiokafka relay (consume, produce, commit; no Redis, no metrics) in the same run: the
-  broker's own floor;
+  broker's own floor; and, from the engine's ``/metrics`` read before and after, its batches
+  meanwhile (how many, records and milliseconds each, the oldest record's age when done);
 * memory: the engine's peak RSS while a stream of distinct scopes flows through it, and
   Redis's ``MEMORY USAGE`` per scope (state + latest stats + attempt history);
 * two workers on a 16-partition topic: rate and exactness;
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -49,6 +51,7 @@ import pandas as pd
 import redis
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
@@ -89,6 +92,7 @@ class Row:
     exact: str = "-"
     cpu_seconds: float | None = None  # the consumers' CPU time while draining
     vs_floor: tuple[float, float] | None = None  # p50, p99 over the relay's at that rate
+    batches: str | None = None  # what the worker's own metrics say of its batches
 
     @property
     def rate(self) -> float:
@@ -221,12 +225,14 @@ class Processes:
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
         self.running: list[tuple[subprocess.Popen[bytes], Path]] = []
+        self.web_ports: list[int] = []
 
     def start(
         self, command: list[str], settings: Settings, name: str, source: Path | None = None
     ) -> tuple[Any, Path]:
         log = self.lab.workdir / f"{name}-{len(self.running)}.log"
         env = with_source(self.lab.env(settings, f"{name}-{len(self.running)}"), source)
+        self.web_ports.append(int(env["PERF_ENGINE_WEB_PORT"]))
         with log.open("ab") as out:
             process = subprocess.Popen(
                 command,
@@ -266,6 +272,47 @@ class Processes:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
         self.running.clear()
+        self.web_ports.clear()
+
+
+#: The worker's histograms (``GET /metrics``) that say where a batch's time goes.
+BATCH_HISTOGRAMS = (
+    "perf_engine_batch_size",
+    "perf_engine_batch_duration_seconds",
+    "perf_engine_attempt_latency_seconds",
+)
+
+
+def batch_totals(port: int) -> dict[str, tuple[float, float]]:
+    """(sum, count) of each of the worker's batch histograms, read from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    totals: dict[str, tuple[float, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name in BATCH_HISTOGRAMS:
+            values = {sample.name: sample.value for sample in family.samples}
+            totals[family.name] = (values[family.name + "_sum"], values[family.name + "_count"])
+    return totals
+
+
+def describe_batches(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> str:
+    """The batches between two readings of :func:`batch_totals`: how many, their mean size,
+    the mean time each took, and the mean age of a batch's oldest record once it was done."""
+
+    def mean(name: str) -> tuple[float, float]:
+        total = after[name][0] - before[name][0]
+        count = after[name][1] - before[name][1]
+        return (total / count if count else 0.0), count
+
+    size, batches = mean("perf_engine_batch_size")
+    took, _ = mean("perf_engine_batch_duration_seconds")
+    age, _ = mean("perf_engine_attempt_latency_seconds")
+    return (
+        f"{batches:,.0f} batches of {size:.1f} records, {took * 1000:.1f} ms each, "
+        f"oldest record {age * 1000:.1f} ms old when done"
+    )
 
 
 def drain(
@@ -391,6 +438,8 @@ def latency(
         warming.wait(timeout=30)
         if not flowing:
             raise RuntimeError("the warm-up attempts never came out")
+        engine = command is ENGINE and source is None  # an older tree may lack the metrics
+        before = batch_totals(processes.web_ports[0]) if engine else {}
         subprocess.run(
             [
                 *probe,
@@ -404,11 +453,12 @@ def latency(
         )
         out, _ = reader.communicate(timeout=seconds * 3 + 120)
         observed: list[float] = sorted(json.loads(out))
+        batches = describe_batches(before, batch_totals(processes.web_ports[0])) if engine else None
     finally:
         processes.stop()
         lab.clean(settings)
     who = who or ("engine" if source is None else "previous release")
-    row = Row(f"{who} @ {rate:g}/s steady", count, seconds)
+    row = Row(f"{who} @ {rate:g}/s steady", count, seconds, batches=batches)
     if observed:
         row.p50_ms = observed[len(observed) // 2]
         row.p99_ms = observed[min(len(observed) - 1, int(len(observed) * 0.99))]
@@ -594,6 +644,8 @@ def main() -> int:
                                 (row.p99_ms or 0) / floor.p99_ms,
                             )
                         console.print(f"{row.name}: p50 {row.p50_ms} p99 {row.p99_ms}")
+                        if row.batches:
+                            console.print(f"  {row.batches}", soft_wrap=True)
                     rows += measured
 
             if "memory" in parts and args.memory_scopes:

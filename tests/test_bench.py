@@ -4,6 +4,7 @@ benchmark's exit status says every run it checked was exact."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,11 @@ def test_the_stream_benchmark_runs_every_part_exactly() -> None:
     ):
         assert line in out, f"{line!r} missing from the stream benchmark's output:\n{out}"
     assert "exact: no" not in out
+    # The worker's own metrics say what its batches were while the latency was timed.
+    batches = re.search(r"engine @ 300/s steady: .*\n  ([\d,]+) batches of ([\d.]+) records", out)
+    assert batches is not None, out
+    assert int(batches[1].replace(",", "")) > 0
+    assert float(batches[2]) >= 1.0
 
 
 @pytest.mark.redis
