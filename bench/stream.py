@@ -41,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -51,7 +50,6 @@ import pandas as pd
 import redis
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
-from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
@@ -62,7 +60,11 @@ from performance_engine.metrics.batch import compute_stats  # noqa: E402
 from performance_engine.metrics.calculator import MetricsCalculator  # noqa: E402
 from performance_engine.metrics.loader import normalise_frame  # noqa: E402
 from performance_engine.settings import Settings, settings_env  # noqa: E402
-from performance_engine.tools.demo import free_port, redis_server_command  # noqa: E402
+from performance_engine.tools.demo import (  # noqa: E402
+    free_port,
+    redis_server_command,
+    worker_metrics,
+)
 from performance_engine.tools.simulator import attempts_frame  # noqa: E402
 from performance_engine.worker.store import StatsStore  # noqa: E402
 from tests.services import (  # noqa: E402
@@ -275,35 +277,14 @@ class Processes:
         self.web_ports.clear()
 
 
-#: The worker's histograms (``GET /metrics``) that say where a batch's time goes.
-BATCH_HISTOGRAMS = (
-    "perf_engine_batch_size",
-    "perf_engine_batch_duration_seconds",
-    "perf_engine_attempt_latency_seconds",
-)
+def describe_batches(before: dict[str, float], after: dict[str, float]) -> str:
+    """The batches between two readings of the worker's metrics (:func:`worker_metrics`):
+    how many, their mean size, the mean time each took, and the mean age of a batch's
+    oldest record once it was done."""
 
-
-def batch_totals(port: int) -> dict[str, tuple[float, float]]:
-    """(sum, count) of each of the worker's batch histograms, read from its /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    totals: dict[str, tuple[float, float]] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name in BATCH_HISTOGRAMS:
-            values = {sample.name: sample.value for sample in family.samples}
-            totals[family.name] = (values[family.name + "_sum"], values[family.name + "_count"])
-    return totals
-
-
-def describe_batches(
-    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
-) -> str:
-    """The batches between two readings of :func:`batch_totals`: how many, their mean size,
-    the mean time each took, and the mean age of a batch's oldest record once it was done."""
-
-    def mean(name: str) -> tuple[float, float]:
-        total = after[name][0] - before[name][0]
-        count = after[name][1] - before[name][1]
+    def mean(histogram: str) -> tuple[float, float]:
+        total = after[histogram + "_sum"] - before[histogram + "_sum"]
+        count = after[histogram + "_count"] - before[histogram + "_count"]
         return (total / count if count else 0.0), count
 
     size, batches = mean("perf_engine_batch_size")
@@ -439,7 +420,8 @@ def latency(
         if not flowing:
             raise RuntimeError("the warm-up attempts never came out")
         engine = command is ENGINE and source is None  # an older tree may lack the metrics
-        before = batch_totals(processes.web_ports[0]) if engine else {}
+        port = processes.web_ports[0]
+        before = worker_metrics(port) if engine else {}
         subprocess.run(
             [
                 *probe,
@@ -453,7 +435,7 @@ def latency(
         )
         out, _ = reader.communicate(timeout=seconds * 3 + 120)
         observed: list[float] = sorted(json.loads(out))
-        batches = describe_batches(before, batch_totals(processes.web_ports[0])) if engine else None
+        batches = describe_batches(before, worker_metrics(port)) if engine else None
     finally:
         processes.stop()
         lab.clean(settings)

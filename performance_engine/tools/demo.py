@@ -37,7 +37,14 @@ from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData,
 from performance_engine.settings import Settings
 from performance_engine.worker.store import StatsStore
 
-__all__ = ["DemoOptions", "free_port", "redis_server_binary", "redis_server_command", "run_demo"]
+__all__ = [
+    "DemoOptions",
+    "free_port",
+    "redis_server_binary",
+    "redis_server_command",
+    "run_demo",
+    "worker_metrics",
+]
 
 TRACKED_LEARNERS = 6
 
@@ -171,7 +178,8 @@ def _start_redis(started: _Started, workdir: Path) -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
-def _metrics(port: int) -> dict[str, float]:
+def worker_metrics(port: int) -> dict[str, float]:
+    """Each sample of the worker's ``GET /metrics`` by name, summed over its labels."""
     totals: dict[str, float] = {}
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
         text = response.read().decode()
@@ -359,7 +367,7 @@ def run_demo(options: DemoOptions, environ: Mapping[str, str] | None = None) -> 
                     while options.duration is None or time.monotonic() - began < options.duration:
                         time.sleep(0.5)
                         with contextlib.suppress(OSError):
-                            totals = _metrics(web_port)
+                            totals = worker_metrics(web_port)
                         now = time.monotonic()
                         processed = totals.get("perf_engine_attempts_processed_total", 0.0)
                         rate = (processed - last_total) / (now - last_time)
