@@ -31,9 +31,9 @@ from rich.table import Table
 from performance_engine.metrics import batch as batch_module
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.settings import Settings, load_settings
+from performance_engine.store.stats_store import StatsStore
 from performance_engine.tools import backfill as backfill_module
 from performance_engine.tools.simulator import attempts_frame
-from performance_engine.worker.store import StatsStore
 
 #: The backfill's steps timed by --steps: (module, function, what it does). Nested steps
 #: are counted inside the ones that call them.

@@ -60,13 +60,13 @@ from performance_engine.metrics.batch import compute_stats  # noqa: E402
 from performance_engine.metrics.calculator import MetricsCalculator  # noqa: E402
 from performance_engine.metrics.loader import normalise_frame  # noqa: E402
 from performance_engine.settings import Settings, settings_env  # noqa: E402
+from performance_engine.store.stats_store import StatsStore  # noqa: E402
 from performance_engine.tools.demo import (  # noqa: E402
     free_port,
     redis_server_command,
     worker_metrics,
 )
 from performance_engine.tools.simulator import attempts_frame  # noqa: E402
-from performance_engine.worker.store import StatsStore  # noqa: E402
 from tests.services import (  # noqa: E402
     committed,
     late_arrivals,

@@ -38,10 +38,10 @@ from performance_engine.metrics.state import ScopeState, fingerprint
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 from performance_engine.plugins import build_calculator
 from performance_engine.settings import Settings, settings_env
+from performance_engine.store.stats_store import AsyncStatsStore, StatsStore
 from performance_engine.tools.simulator import generate_attempts
 from performance_engine.worker.processor import Publisher
 from performance_engine.worker.publisher import BatchPublisher
-from performance_engine.worker.store import AsyncStatsStore, StatsStore
 from tests.services import (
     attempt_records,
     committed,

@@ -38,9 +38,9 @@ from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.loader import normalise_frame
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.settings import Settings
+from performance_engine.store.stats_store import StatsStore
 from performance_engine.tools.backfill import backfill_frame
 from performance_engine.tools.simulator import generate_attempts
-from performance_engine.worker.store import StatsStore
 
 MODES = LearningModes.default()
 VALID = generate_attempts(1, users=1, seed=5)[0]

@@ -24,7 +24,7 @@ from performance_engine.metrics.learning import fold_learning, learning_stats
 from performance_engine.metrics.loader import attempts_to_frame
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.types import DifficultyEnum, LearningStats, ScopeKey
-from performance_engine.worker.store import unpack_scope
+from performance_engine.store.layout import unpack_scope
 from tests.example_metrics import WrongInARow
 from tests.helpers import SPILL_LIMITS, StreamModel, attempt, spec_attempts
 from tests.strategies import attempts

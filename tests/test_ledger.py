@@ -11,9 +11,9 @@ import redis
 
 from performance_engine.errors import DatabaseQueryError
 from performance_engine.settings import Settings
-from performance_engine.worker.keyspace import KeySpace
-from performance_engine.worker.ledger import Judgement, Ledger, StateLost, judge
-from performance_engine.worker.store import AsyncStatsStore
+from performance_engine.store.keyspace import KeySpace
+from performance_engine.store.ledger import Judgement, Ledger, StateLost, judge
+from performance_engine.store.stats_store import AsyncStatsStore
 from tests.helpers import run
 from tests.services import RedisServer
 

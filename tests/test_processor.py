@@ -102,8 +102,8 @@ def test_a_scope_stored_by_the_first_release_and_its_rebuild(
     worker counts a-6 and a-7 and says the learning block is unknown; a backfill of the
     whole history rebuilds it exactly, and a later attempt goes on in order."""
     from performance_engine.metrics.types import ScopeKey
+    from performance_engine.store.stats_store import StatsStore
     from performance_engine.tools.backfill import backfill_file
-    from performance_engine.worker.store import StatsStore
 
     scope = ScopeKey(123, 456, "standard")
     key = f"{stream_settings.key_prefix}:{{u123}}:456:standard"
@@ -144,8 +144,8 @@ def test_a_lost_history_is_reported_and_rebuilt(
     stream_settings: Settings, redis_client: Any, tmp_path: Path
 ) -> None:
     from performance_engine.metrics.types import ScopeKey
+    from performance_engine.store.stats_store import StatsStore
     from performance_engine.tools.backfill import backfill_file
-    from performance_engine.worker.store import StatsStore
 
     scope = ScopeKey(123, 456, "standard")
     rows = spec_rows()

@@ -18,6 +18,7 @@ from performance_engine.metrics.history import Entry, decode_entries
 from performance_engine.metrics.loader import attempts_to_frame
 from performance_engine.metrics.state import ScopeState, decode_state, encode_state
 from performance_engine.metrics.types import DifficultyEnum, PerformanceStatsData, ScopeKey
+from performance_engine.store.bulk import pack_fresh
 from tests.helpers import SPILL_LIMITS, StreamModel
 from tests.strategies import attempts
 
@@ -269,7 +270,7 @@ def test_packed_new_scopes_are_byte_equal_to_their_states(
     what ``pack_scope`` writes for their states and stats, chunk by chunk; and the
     histories that get keys of their own are the same bytes."""
     from performance_engine.metrics.batch import compute_parts
-    from performance_engine.worker.store import pack_scope
+    from performance_engine.store.layout import pack_scope
 
     calculator = MetricsCalculator(history_inline_limit=limit)
     fresh, rest = compute_parts(attempts_to_frame(stream), calculator)
@@ -280,7 +281,7 @@ def test_packed_new_scopes_are_byte_equal_to_their_states(
     values: list[bytes] = []
     histories: list[bytes | None] = []
     for lo in range(0, len(fresh), chunk):
-        packed = fresh.packed(calculator, lo, min(lo + chunk, len(fresh)))
+        packed = pack_fresh(fresh, calculator, lo, min(lo + chunk, len(fresh)))
         assert packed.scopes == result.scopes[lo : lo + chunk]
         assert packed.versions == [s.version for s in result.states[lo : lo + chunk]]
         ends = packed.value_ends

@@ -26,9 +26,9 @@ from performance_engine.errors import DatabaseQueryError, InputFileError
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.outbox import outbox_engine
 from performance_engine.settings import Settings
+from performance_engine.store.stats_store import StatsStore
 from performance_engine.tools.backfill import backfill_file, backfill_sql
 from performance_engine.tools.simulator import generate_attempts
-from performance_engine.worker.store import StatsStore
 from tests.helpers import oracle, run_cli, stored
 
 pytestmark = pytest.mark.redis

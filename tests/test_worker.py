@@ -17,8 +17,8 @@ import pytest
 
 from performance_engine.plugins import build_calculator
 from performance_engine.settings import Settings
+from performance_engine.store.stats_store import StatsStore
 from performance_engine.tools.simulator import generate_attempts
-from performance_engine.worker.store import StatsStore
 from tests.helpers import (
     assert_dead_letters,
     assert_last_events_carry_final_versions,

@@ -24,8 +24,8 @@ from performance_engine.metrics.history import decode_entries
 from performance_engine.metrics.state import ScopeState, fingerprint
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import load_settings
-from performance_engine.worker.keyspace import KeySpace
-from performance_engine.worker.store import pack_scope, unpack_scope
+from performance_engine.store.keyspace import KeySpace
+from performance_engine.store.layout import pack_scope, unpack_scope
 
 
 async def main() -> None:

@@ -18,8 +18,8 @@ from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.history import decode_entries
 from performance_engine.metrics.state import fingerprint
 from performance_engine.settings import load_settings
-from performance_engine.worker.keyspace import KeySpace
-from performance_engine.worker.store import pack_scope, unpack_scope
+from performance_engine.store.keyspace import KeySpace
+from performance_engine.store.layout import pack_scope, unpack_scope
 
 settings = load_settings()
 calculator = MetricsCalculator()

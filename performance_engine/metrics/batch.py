@@ -36,7 +36,7 @@ from performance_engine.metrics.columnar import (
     columns_stats_buffer,
 )
 from performance_engine.metrics.history import Entry, HistoryWrite, entry_of
-from performance_engine.metrics.kernels import distinct_attempts, pack_scope_rows, unseen
+from performance_engine.metrics.kernels import distinct_attempts, unseen
 from performance_engine.metrics.sequence import (
     encode_history_buffer,
     fold_learning_columns,
@@ -278,30 +278,13 @@ def _slices(buffer: bytes, offsets: list[int]) -> list[bytes]:
     return [buffer[lo:hi] for lo, hi in pairwise(offsets)]
 
 
-@dataclass(frozen=True, slots=True)
-class PackedScopes:
-    """New scopes' stored values, packed: scope i (``versions[i]`` attempts)'s value
-    (``worker.store.pack_scope``) is ``values[value_ends[i]:value_ends[i + 1]]``
-    (``value_ends[0]`` is 0); its history,
-    when it has a key of its own, ``histories[history_starts[i]:history_ends[i]]`` (an
-    empty range: none)."""
-
-    scopes: list[ScopeKey]
-    versions: list[int]
-    values: bytes
-    value_ends: list[int]
-    histories: bytes
-    history_starts: list[int]
-    history_ends: list[int]
-
-
 class FreshScopes:
     """New scopes (no stored state) computed column-wise: what their states are made of,
     as arrays over all of them, in the order of ``scopes``.
 
-    :meth:`result` makes their :class:`ScopeState` objects; :meth:`packed` writes their
-    stored values straight from the arrays (see ``metrics.kernels.pack_scope_rows``),
-    without an object per scope.
+    :meth:`result` makes their :class:`ScopeState` objects; the backfill writes their
+    stored values straight from these arrays (``store.bulk.pack_fresh``), without an
+    object per scope.
     """
 
     __slots__ = (
@@ -482,8 +465,9 @@ class FreshScopes:
         )
 
     def packable(self, calculator: MetricsCalculator) -> bool:
-        """Whether :meth:`packed` applies: no custom metric is registered, every mode is
-        known and the counts fit the columnar stats."""
+        """Whether the scopes can be written from the arrays (``store.bulk.pack_fresh``):
+        no custom metric is registered, every mode is known and the counts fit the
+        columnar stats."""
         modes = calculator.learning_modes
         if calculator.metrics or not set(self.modes) <= modes.rules.keys():
             return False
@@ -492,70 +476,17 @@ class FreshScopes:
         most = max(int(np.diff(self.question_ends).max()), 1)
         return int(self.attempts.max()) * most < STATS_PRODUCT_LIMIT
 
-    def packed(self, calculator: MetricsCalculator, lo: int, hi: int) -> PackedScopes:
-        """The stored values and histories of scopes ``lo:hi``, written from the arrays
-        (only where :meth:`packable`)."""
+    def stats_buffer(
+        self, calculator: MetricsCalculator, lo: int, hi: int
+    ) -> tuple[np.ndarray[Any, np.dtype[np.uint8]], np.ndarray[Any, np.dtype[np.int64]]]:
+        """The stats JSON of scopes ``lo:hi`` joined, and the end of each (only where
+        :meth:`packable`)."""
         joined = columns_stats_buffer(
             self.scopes[lo:hi], self.stats_columns(lo, hi), calculator.learning_modes
         )
         if joined is None:
             raise ValueError("these scopes' counts are too large to pack: see packable()")
-        stats, stats_ends = joined
-        tails = self.tails
-        tail_ends = np.frombuffer(tails.buffers()[1], dtype=np.int64)[tails.offset :]
-        learning = self.learning
-        history_ends = self.history_ends[lo : hi + 1]
-        spilled = self.spilled[lo:hi]
-        values, value_ends = pack_scope_rows(
-            self.versions[lo:hi],
-            self.first_at[lo:hi],
-            self.last_at[lo:hi],
-            self.attempts[lo:hi],
-            self.correct[lo:hi],
-            _bytes_of(self.questions),
-            self.question_ends[3 * lo : 3 * hi + 1] * 8,
-            _bytes_of(self.solved),
-            self.solved_ends[3 * lo : 3 * hi + 1] * 8,
-            _bytes_of(self.seen),
-            self.seen_ends[lo : hi + 1],
-            self.history,
-            history_ends,
-            spilled,
-            _read_only(np.frombuffer(tails.buffers()[2] or b"", dtype=np.uint8)),
-            _read_only(tail_ends[lo : hi + 1]),
-            learning.p[lo:hi].view(np.uint64),
-            learning.e[lo:hi].view(np.uint64),
-            learning.current[lo:hi],
-            learning.longest[lo:hi],
-            learning.first_correct[lo:hi],
-            np.array(self.signatures, dtype=np.uint64)[self.scope_modes[lo:hi]],
-            _read_only(stats),
-            stats_ends,
-        )
-        base = int(history_ends[0])
-        starts = history_ends[:-1] - base
-        return PackedScopes(
-            self.scopes[lo:hi],
-            self.versions[lo:hi].tolist(),
-            values.tobytes(),
-            value_ends.tolist(),
-            self.history[base : int(history_ends[-1])].tobytes(),
-            starts.tolist(),
-            np.where(spilled, history_ends[1:] - base, starts).tolist(),
-        )
-
-
-def _read_only(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """A read-only view: buffers from Arrow or ``bytes`` may be either, and the compiled
-    kernel is compiled (and cached) for one kind."""
-    view = array.view()
-    view.flags.writeable = False
-    return view
-
-
-def _bytes_of(values: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.uint8]]:
-    """The little-endian bytes of packed uint64 values, as a uint8 array (no copy)."""
-    return np.ascontiguousarray(values, dtype=_U8).view(np.uint8)
+        return joined
 
 
 def _optional(

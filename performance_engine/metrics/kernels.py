@@ -27,13 +27,20 @@ import numba
 import numpy as np
 
 __all__ = [
+    "BIN_CODES",
+    "STR_CODES",
     "compile_all",
+    "decimal_size",
     "distinct_attempts",
     "encode_history_rows",
     "fill_templates",
     "fold_learning_scopes",
-    "msetnx_commands",
-    "pack_scope_rows",
+    "header_size",
+    "put_bytes",
+    "put_decimal",
+    "put_header",
+    "put_uint",
+    "uint_size",
     "unseen",
 ]
 
@@ -168,7 +175,7 @@ def fold_learning_scopes(
 
 
 @_jit
-def _uint_size(value: np.uint64) -> int:
+def uint_size(value: np.uint64) -> int:
     if value < 128:
         return 1
     if value < 256:
@@ -181,7 +188,7 @@ def _uint_size(value: np.uint64) -> int:
 
 
 @_jit
-def _put_uint(out: Array, at: int, value: np.uint64) -> int:
+def put_uint(out: Array, at: int, value: np.uint64) -> int:
     """msgpack's smallest form of an unsigned integer at ``out[at:]``; returns the end."""
     if value < 128:
         out[at] = value
@@ -204,8 +211,8 @@ def _put_uint(out: Array, at: int, value: np.uint64) -> int:
 
 
 @_jit
-def _header_size(length: int, small: int) -> int:
-    """The size of a msgpack str or bin header (see :func:`_put_header`)."""
+def header_size(length: int, small: int) -> int:
+    """The size of a msgpack str or bin header (see :func:`put_header`)."""
     if length <= small:
         return 1
     if length <= 255:
@@ -216,7 +223,7 @@ def _header_size(length: int, small: int) -> int:
 
 
 @_jit
-def _put_header(out: Array, at: int, length: int, small: int, codes: Array) -> int:
+def put_header(out: Array, at: int, length: int, small: int, codes: Array) -> int:
     """A msgpack str or bin header (``codes``: its 8-, 16- and 32-bit length markers;
     ``small``: the longest length of the one-byte form, -1 if the type has none)."""
     if length <= small:
@@ -237,13 +244,13 @@ def _put_header(out: Array, at: int, length: int, small: int, codes: Array) -> i
     return at + 5
 
 
-_BIN = np.array([0xC4, 0xC5, 0xC6], dtype=np.uint8)
-_STR = np.array([0xD9, 0xDA, 0xDB], dtype=np.uint8)
+BIN_CODES = np.array([0xC4, 0xC5, 0xC6], dtype=np.uint8)
+STR_CODES = np.array([0xD9, 0xDA, 0xDB], dtype=np.uint8)
 
 
 @_jit
-def _put_bytes(out: Array, at: int, data: Array, lo: int, hi: int, small: int, codes: Array) -> int:
-    at = _put_header(out, at, hi - lo, small, codes)
+def put_bytes(out: Array, at: int, data: Array, lo: int, hi: int, small: int, codes: Array) -> int:
+    at = put_header(out, at, hi - lo, small, codes)
     out[at : at + hi - lo] = data[lo:hi]
     return at + hi - lo
 
@@ -272,18 +279,18 @@ def encode_history_rows(
     size = 0
     for i in range(n):
         length = id_offsets[i + 1] - id_offsets[i]
-        size += 3 + _uint_size(np.uint64(occurred[i])) + _header_size(length, 31) + length
-        size += _uint_size(np.uint64(question[i]))
-        size += 1 if number_missing[i] else _uint_size(np.uint64(number[i]))
-        size += 1 if spent_missing[i] else _uint_size(np.uint64(spent[i]))
+        size += 3 + uint_size(np.uint64(occurred[i])) + header_size(length, 31) + length
+        size += uint_size(np.uint64(question[i]))
+        size += 1 if number_missing[i] else uint_size(np.uint64(number[i]))
+        size += 1 if spent_missing[i] else uint_size(np.uint64(spent[i]))
         ends[i + 1] = size
     out = np.empty(size, dtype=np.uint8)
     for i in range(n):
         at = ends[i]
         out[at] = 0x97  # an array of 7
-        at = _put_uint(out, at + 1, np.uint64(occurred[i]))
-        at = _put_bytes(out, at, id_data, id_offsets[i], id_offsets[i + 1], 31, _STR)
-        at = _put_uint(out, at, np.uint64(question[i]))
+        at = put_uint(out, at + 1, np.uint64(occurred[i]))
+        at = put_bytes(out, at, id_data, id_offsets[i], id_offsets[i + 1], 31, STR_CODES)
+        at = put_uint(out, at, np.uint64(question[i]))
         out[at] = difficulty[i]
         out[at + 1] = 0xC3 if correct[i] else 0xC2
         at += 2
@@ -291,157 +298,16 @@ def encode_history_rows(
             out[at] = 0xC0
             at += 1
         else:
-            at = _put_uint(out, at, np.uint64(number[i]))
+            at = put_uint(out, at, np.uint64(number[i]))
         if spent_missing[i]:
             out[at] = 0xC0
         else:
-            _put_uint(out, at, np.uint64(spent[i]))
+            put_uint(out, at, np.uint64(spent[i]))
     return out, ends
 
 
 @_jit
-def _put_float(out: Array, at: int, bits: np.uint64) -> int:
-    """A msgpack float 64 of the given IEEE 754 bits."""
-    out[at] = 0xCB
-    for k in range(8):
-        out[at + 8 - k] = (bits >> np.uint64(8 * k)) & np.uint64(0xFF)
-    return at + 9
-
-
-@_jit
-def _put_big_endian(out: Array, at: int, value: int, width: int) -> int:
-    for k in range(width):
-        out[at + width - 1 - k] = (value >> (8 * k)) & 0xFF
-    return at + width
-
-
-@_jit
-def pack_scope_rows(
-    version: Array,
-    first_at: Array,
-    last_at: Array,
-    attempts: Array,
-    correct: Array,
-    questions: Array,
-    question_ends: Array,
-    solved: Array,
-    solved_ends: Array,
-    seen: Array,
-    seen_ends: Array,
-    history: Array,
-    history_ends: Array,
-    spilled: Array,
-    tails: Array,
-    tail_ends: Array,
-    p_bits: Array,
-    e_bits: Array,
-    current: Array,
-    longest: Array,
-    first_correct: Array,
-    signature: Array,
-    stats: Array,
-    stats_ends: Array,
-) -> tuple[Array, Array]:
-    """The stored value of each new scope (``store.pack_scope``: the version and length
-    header, the state as ``metrics.state.encode_state`` writes it, the stats JSON), all
-    joined, and the end of each (``ends[0]`` is 0).
-
-    Scope i's byte strings are ranges of the joined buffers: its questions and solved
-    sets per difficulty ``questions[question_ends[3i + d]:question_ends[3i + d + 1]]``,
-    its seen fingerprints, its encoded history (kept in the state unless ``spilled``),
-    its last attempt's UTF-8 id and its stats JSON ``x[x_ends[i]:x_ends[i + 1]]``.
-    ``p_bits`` and ``e_bits`` are the learning fold's floats viewed as uint64.
-    """
-    n = len(version)
-    ends = np.zeros(n + 1, dtype=np.int64)
-    size = 0
-    for i in range(n):
-        size += 12 + 3  # the header; the state's array of 17
-        size += _uint_size(np.uint64(version[i])) * 2  # version, history (the same)
-        size += _uint_size(np.uint64(first_at[i])) + _uint_size(np.uint64(last_at[i]))
-        size += 2  # two arrays of 3
-        for d in range(3):
-            size += _uint_size(np.uint64(attempts[i, d])) + _uint_size(np.uint64(correct[i, d]))
-        size += 2
-        for d in range(3):
-            k = 3 * i + d
-            length = question_ends[k + 1] - question_ends[k]
-            size += _header_size(length, -1) + length
-            length = solved_ends[k + 1] - solved_ends[k]
-            size += _header_size(length, -1) + length
-        length = seen_ends[i + 1] - seen_ends[i]
-        size += _header_size(length, -1) + length
-        size += 3  # custom {}, log [], spilled
-        length = 0 if spilled[i] else history_ends[i + 1] - history_ends[i]
-        size += _header_size(length, -1) + length
-        length = tail_ends[i + 1] - tail_ends[i]
-        size += _header_size(length, 31) + length
-        size += 1 + 9 + 9 + _uint_size(np.uint64(current[i])) + _uint_size(np.uint64(longest[i]))
-        size += 1
-        for d in range(3):
-            size += _uint_size(np.uint64(first_correct[i, d]))
-        size += 1 + _uint_size(np.uint64(signature[i]))  # sequential nil, signature
-        size += stats_ends[i + 1] - stats_ends[i]
-        ends[i + 1] = size
-    out = np.empty(size, dtype=np.uint8)
-    for i in range(n):
-        start = ends[i]
-        at = _put_big_endian(out, start, version[i], 8) + 4  # the state's length: below
-        state = at
-        out[at] = 0xDC  # an array of 17
-        out[at + 1] = 0
-        out[at + 2] = 17
-        at = _put_uint(out, at + 3, np.uint64(version[i]))
-        at = _put_uint(out, at, np.uint64(first_at[i]))
-        at = _put_uint(out, at, np.uint64(last_at[i]))
-        out[at] = 0x93
-        at += 1
-        for d in range(3):
-            at = _put_uint(out, at, np.uint64(attempts[i, d]))
-        out[at] = 0x93
-        at += 1
-        for d in range(3):
-            at = _put_uint(out, at, np.uint64(correct[i, d]))
-        out[at] = 0x93
-        at += 1
-        for d in range(3):
-            k = 3 * i + d
-            at = _put_bytes(out, at, questions, question_ends[k], question_ends[k + 1], -1, _BIN)
-        out[at] = 0x93
-        at += 1
-        for d in range(3):
-            k = 3 * i + d
-            at = _put_bytes(out, at, solved, solved_ends[k], solved_ends[k + 1], -1, _BIN)
-        at = _put_bytes(out, at, seen, seen_ends[i], seen_ends[i + 1], -1, _BIN)
-        out[at] = 0x80  # custom: {}
-        out[at + 1] = 0x90  # log: []
-        at = _put_uint(out, at + 2, np.uint64(version[i]))  # history: every attempt
-        out[at] = 0xC3 if spilled[i] else 0xC2
-        at += 1
-        if spilled[i]:
-            at = _put_bytes(out, at, history, 0, 0, -1, _BIN)
-        else:
-            at = _put_bytes(out, at, history, history_ends[i], history_ends[i + 1], -1, _BIN)
-        at = _put_bytes(out, at, tails, tail_ends[i], tail_ends[i + 1], 31, _STR)
-        out[at] = 0x95  # learning: an array of 5
-        at = _put_float(out, at + 1, p_bits[i])
-        at = _put_float(out, at, e_bits[i])
-        at = _put_uint(out, at, np.uint64(current[i]))
-        at = _put_uint(out, at, np.uint64(longest[i]))
-        out[at] = 0x93
-        at += 1
-        for d in range(3):
-            at = _put_uint(out, at, np.uint64(first_correct[i, d]))
-        out[at] = 0xC0  # sequential: None
-        at = _put_uint(out, at + 1, np.uint64(signature[i]))
-        _put_big_endian(out, state - 4, at - state, 4)
-        length = stats_ends[i + 1] - stats_ends[i]
-        out[at : at + length] = stats[stats_ends[i] : stats_ends[i + 1]]
-    return out, ends
-
-
-@_jit
-def _decimal_size(value: int) -> int:
+def decimal_size(value: int) -> int:
     size = 1
     while value >= 10:
         value //= 10
@@ -450,9 +316,9 @@ def _decimal_size(value: int) -> int:
 
 
 @_jit
-def _put_decimal(out: Array, at: int, value: int) -> int:
+def put_decimal(out: Array, at: int, value: int) -> int:
     """``value`` (>= 0) in ASCII decimal at ``out[at:]``; returns the end."""
-    end = at + _decimal_size(value)
+    end = at + decimal_size(value)
     k = end
     while True:
         k -= 1
@@ -460,135 +326,6 @@ def _put_decimal(out: Array, at: int, value: int) -> int:
         value //= 10
         if value == 0:
             return end
-
-
-@_jit
-def _put_bulk_header(out: Array, at: int, length: int) -> int:
-    out[at] = 36  # $
-    at = _put_decimal(out, at + 1, length)
-    out[at] = 13
-    out[at + 1] = 10
-    return at + 2
-
-
-@_jit
-def _bulk_size(length: int) -> int:
-    return 1 + _decimal_size(length) + 2 + length + 2
-
-
-@_jit
-def _key_length(prefix: int, user: int, sub: int, mode: int) -> int:
-    """The length of ``{prefix}:{u{user}}:{sub}:{mode}`` (see ``worker.keyspace``)."""
-    return prefix + 3 + _decimal_size(user) + 2 + _decimal_size(sub) + 1 + mode
-
-
-@_jit
-def _put_key(
-    out: Array, at: int, prefix: Array, user: int, sub: int, mode: Array, history: bool
-) -> int:
-    out[at : at + len(prefix)] = prefix
-    at += len(prefix)
-    out[at] = 58  # :
-    out[at + 1] = 123  # {
-    out[at + 2] = 117  # u
-    at = _put_decimal(out, at + 3, user)
-    out[at] = 125  # }
-    out[at + 1] = 58
-    at = _put_decimal(out, at + 2, sub)
-    out[at] = 58
-    at += 1
-    out[at : at + len(mode)] = mode
-    at += len(mode)
-    if history:  # worker.keyspace.KeySpace.history_of
-        for c in b":history":
-            out[at] = c
-            at += 1
-    return at
-
-
-@_jit
-def msetnx_commands(
-    prefix: Array,
-    user: Array,
-    sub: Array,
-    mode: Array,
-    mode_names: Array,
-    mode_ends: Array,
-    values: Array,
-    value_ends: Array,
-    histories: Array,
-    history_starts: Array,
-    history_ends: Array,
-    group: int,
-) -> tuple[Array, int]:
-    """``MSETNX`` commands in Redis's wire protocol, one per ``group`` scopes, all joined;
-    and how many there are.
-
-    Scope i sets its key (``worker.keyspace.KeySpace.for_scope``: the ``prefix``, its
-    user and sub-topic, the UTF-8 name ``mode_names[mode_ends[m]:mode_ends[m + 1]]`` of
-    its mode ``m = mode[i]``) to ``values[value_ends[i]:value_ends[i + 1]]``, and, if the
-    range is not empty, its history key to ``histories[history_starts[i]:history_ends[i]]``.
-    """
-    n = len(user)
-    size = 0
-    commands = 0
-    for lo in range(0, n, group):
-        hi = min(n, lo + group)
-        args = 1
-        for i in range(lo, hi):
-            m = mode[i]
-            key = _key_length(len(prefix), user[i], sub[i], mode_ends[m + 1] - mode_ends[m])
-            size += _bulk_size(key) + _bulk_size(value_ends[i + 1] - value_ends[i])
-            args += 2
-            length = history_ends[i] - history_starts[i]
-            if length:
-                size += _bulk_size(key + 8) + _bulk_size(length)
-                args += 2
-        size += 1 + _decimal_size(args) + 2 + _bulk_size(6)
-        commands += 1
-    out = np.empty(size, dtype=np.uint8)
-    at = 0
-    for lo in range(0, n, group):
-        hi = min(n, lo + group)
-        args = 1
-        for i in range(lo, hi):
-            args += 2 if history_ends[i] == history_starts[i] else 4
-        out[at] = 42  # *
-        at = _put_decimal(out, at + 1, args)
-        out[at] = 13
-        out[at + 1] = 10
-        at = _put_bulk_header(out, at + 2, 6)
-        for c in b"MSETNX\r\n":
-            out[at] = c
-            at += 1
-        for i in range(lo, hi):
-            m = mode[i]
-            name = mode_names[mode_ends[m] : mode_ends[m + 1]]
-            key = _key_length(len(prefix), user[i], sub[i], len(name))
-            at = _put_bulk_header(out, at, key)
-            at = _put_key(out, at, prefix, user[i], sub[i], name, False)
-            out[at] = 13
-            out[at + 1] = 10
-            start = value_ends[i]
-            length = value_ends[i + 1] - start
-            at = _put_bulk_header(out, at + 2, length)
-            out[at : at + length] = values[start : start + length]
-            out[at + length] = 13
-            out[at + length + 1] = 10
-            at += length + 2
-            start = history_starts[i]
-            length = history_ends[i] - start
-            if length:
-                at = _put_bulk_header(out, at, key + 8)
-                at = _put_key(out, at, prefix, user[i], sub[i], name, True)
-                out[at] = 13
-                out[at + 1] = 10
-                at = _put_bulk_header(out, at + 2, length)
-                out[at : at + length] = histories[start : start + length]
-                out[at + length] = 13
-                out[at + length + 1] = 10
-                at += length + 2
-    return out, commands
 
 
 @_jit
@@ -645,7 +382,7 @@ def _put_timestamp(out: Array, at: int, millis: int) -> int:
 
 @_jit
 def _signed_size(value: int) -> int:
-    return 1 + _decimal_size(-value) if value < 0 else _decimal_size(value)
+    return 1 + decimal_size(-value) if value < 0 else decimal_size(value)
 
 
 @_jit
@@ -688,9 +425,9 @@ def fill_templates(
             if kinds[j] == 0:
                 if value < 0:
                     out[at] = 45
-                    at = _put_decimal(out, at + 1, -value)
+                    at = put_decimal(out, at + 1, -value)
                 else:
-                    at = _put_decimal(out, at, value)
+                    at = put_decimal(out, at, value)
             elif kinds[j] == 1:
                 lo = token_ends[value]
                 hi = token_ends[value + 1]
@@ -702,7 +439,8 @@ def fill_templates(
 
 
 def compile_all() -> None:
-    """Compile (and cache) every kernel for the types the batch path calls them with."""
+    """Compile (and cache) every kernel for the types the batch path calls them with
+    (the store's bulk writers: ``performance_engine.store.kernels.compile_all``)."""
     i64 = np.zeros(1, dtype=np.int64)
     u64 = np.zeros(1, dtype=np.uint64)
     f64 = np.zeros(1, dtype=np.float64)
@@ -715,16 +453,6 @@ def compile_all() -> None:
     )
     byte = np.zeros(1, dtype=np.uint8)
     encode_history_rows(i64, two, byte, i64, i64, no, i64, no, i64, no)
-    three = np.zeros((1, 3), dtype=np.int64)
-    four = np.zeros(4, dtype=np.int64)
-    # The tails' and stats' buffers are passed read-only (see metrics.batch), as here.
-    read_only_byte = np.frombuffer(bytes(1), dtype=np.uint8)
-    read_only_two = np.frombuffer(two.tobytes(), dtype=np.int64)
-    pack_scope_rows(
-        i64, i64, i64, three, three, byte, four, byte, four, byte, two, byte, two, no,
-        read_only_byte, read_only_two, u64, u64, i64, i64, three, u64, read_only_byte, two,
-    )  # fmt: skip
-    msetnx_commands(byte, i64, i64, i64, byte, two, byte, two, byte, i64, i64, 1)
     fill_templates(byte, np.zeros(3, dtype=np.int64), i64, np.zeros((1, 1), np.int64), byte, two)
 
 

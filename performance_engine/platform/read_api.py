@@ -21,7 +21,7 @@ import threading
 from performance_engine.metrics.attempt import scope_key
 from performance_engine.metrics.types import LearningModeType, PerformanceStatsData, ScopeKey
 from performance_engine.settings import Settings, load_settings
-from performance_engine.worker.store import AsyncStatsStore, StatsStore
+from performance_engine.store.stats_store import AsyncStatsStore, StatsStore
 
 __all__ = ["AsyncPerformanceStats", "PerformanceStats", "scope_key"]
 

@@ -21,12 +21,13 @@ import numpy as np
 import pandas as pd
 
 from performance_engine.errors import StateConflictError
-from performance_engine.metrics.batch import PackedScopes, ScopeIndex, compute_parts, scope_index
+from performance_engine.metrics.batch import ScopeIndex, compute_parts, scope_index
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.history import Entry
 from performance_engine.metrics.loader import RowError, load_attempts
 from performance_engine.metrics.types import ScopeKey
-from performance_engine.worker.store import ScopeWrite, StatsStore, StoredScope
+from performance_engine.store.bulk import PackedScopes, pack_fresh
+from performance_engine.store.stats_store import ScopeWrite, StatsStore, StoredScope
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -208,7 +209,7 @@ def _write_all(
         with ThreadPoolExecutor(1, thread_name_prefix="backfill-writer") as writer:
             sending: Future[list[ScopeKey]] | None = None
             for start in range(0, len(fresh), CHUNK_SCOPES):
-                packed = fresh.packed(calculator, start, min(start + CHUNK_SCOPES, len(fresh)))
+                packed = pack_fresh(fresh, calculator, start, min(start + CHUNK_SCOPES, len(fresh)))
                 if sending is not None:
                     refused.extend(sending.result())
                     progress("writing", start, total)

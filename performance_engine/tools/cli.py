@@ -25,11 +25,11 @@ from performance_engine.errors import ConfigurationError, PerformanceEngineError
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData
 from performance_engine.settings import Settings, load_settings
-from performance_engine.worker.store import redact_url
+from performance_engine.store.failures import redact_url
 
 if TYPE_CHECKING:
+    from performance_engine.store.stats_store import StatsStore
     from performance_engine.tools.backfill import BackfillReport
-    from performance_engine.worker.store import StatsStore
 
 __all__ = ["backfill_progress", "main", "print_report"]
 
@@ -45,7 +45,7 @@ def _calculator(settings: Settings) -> MetricsCalculator:
 
 
 def _cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
-    from performance_engine.worker.store import StatsStore
+    from performance_engine.store.stats_store import StatsStore
 
     calculator = _calculator(settings)
     with StatsStore.from_settings(settings) as store, backfill_progress(args.quiet) as progress:
@@ -191,8 +191,8 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
     from performance_engine.broker import require_broker
+    from performance_engine.store.checks import require_redis, require_safe_redis
     from performance_engine.worker.app import create_app
-    from performance_engine.worker.store import require_redis, require_safe_redis
 
     settings = _with_flags(args, settings)
     require_redis(settings)
@@ -292,8 +292,8 @@ def _update_line(stats: PerformanceStatsData) -> str:
 
 def _cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     from performance_engine.broker import require_broker
+    from performance_engine.store.checks import eviction_policy, require_redis
     from performance_engine.topics import topic_names
-    from performance_engine.worker.store import eviction_policy, require_redis
 
     settings = _with_flags(args, settings)
     failed = False
@@ -363,7 +363,7 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     from performance_engine.platform.read_api import PerformanceStats
-    from performance_engine.worker.store import StatsStore
+    from performance_engine.store.stats_store import StatsStore
 
     with StatsStore.from_settings(settings) as store:
         stats = PerformanceStats.create_performance_stats(

@@ -35,7 +35,7 @@ from rich.table import Table
 from performance_engine.errors import ConfigurationError, PerformanceEngineError
 from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData, ScopeKey
 from performance_engine.settings import Settings
-from performance_engine.worker.store import StatsStore
+from performance_engine.store.stats_store import StatsStore
 
 __all__ = [
     "DemoOptions",

@@ -1,6 +1,6 @@
 """``perf-engine check``'s look at the state: does Redis still hold what the committed
 offsets stand for? The same judgement the worker makes when it is assigned partitions
-(:func:`performance_engine.worker.ledger.judge`), made from outside it."""
+(:func:`performance_engine.store.ledger.judge`), made from outside it."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from performance_engine.broker import broker_failed
 from performance_engine.connections import kafka_python_options
 from performance_engine.errors import DatabaseQueryError
 from performance_engine.settings import Settings
-from performance_engine.worker.ledger import Judgement, judge, parse_ledger
-from performance_engine.worker.store import REDIS_ERRORS, StatsStore
+from performance_engine.store.failures import REDIS_ERRORS
+from performance_engine.store.ledger import Judgement, judge, parse_ledger
+from performance_engine.store.stats_store import StatsStore
 
 __all__ = ["describe", "judge_state"]
 

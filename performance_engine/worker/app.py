@@ -26,6 +26,8 @@ from performance_engine.errors import DatabaseQueryError
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.plugins import build_calculator
 from performance_engine.settings import Settings
+from performance_engine.store.ledger import Ledger, StateLost, judge
+from performance_engine.store.stats_store import AsyncStatsStore
 from performance_engine.topics import create_missing_topics
 from performance_engine.worker.dashboard.feed import StatsFeed
 from performance_engine.worker.dashboard.index import DashboardIndex
@@ -37,7 +39,6 @@ from performance_engine.worker.faust_internals import (
     require_faust_internals,
 )
 from performance_engine.worker.instrumentation import EngineMetrics
-from performance_engine.worker.ledger import Ledger, StateLost, judge
 from performance_engine.worker.processor import (
     BatchAbandoned,
     BatchProcessor,
@@ -45,7 +46,6 @@ from performance_engine.worker.processor import (
     Record,
 )
 from performance_engine.worker.publisher import BatchPublisher
-from performance_engine.worker.store import AsyncStatsStore
 from performance_engine.worker.web import install_views
 
 __all__ = ["EngineApp", "EngineService", "create_app"]

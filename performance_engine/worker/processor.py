@@ -14,7 +14,7 @@ For a batch (records of the partitions this worker owns, in offset order per par
 4. publish one ``stats-updated`` event per touched scope, and the dead letters, and wait
    for the broker's acknowledgement;
 5. record in Redis how far its state now reaches in each partition (the positions ledger,
-   :mod:`~performance_engine.worker.ledger`; with replicas asked for, wait for them);
+   :mod:`~performance_engine.store.ledger`; with replicas asked for, wait for them);
 6. only then is the batch done: the caller commits its offsets.
 
 Redis and broker errors are retried with back-off and block the batch; they never let
@@ -45,9 +45,9 @@ from performance_engine.metrics.history import Entry, HistoryWrite
 from performance_engine.metrics.state import ScopeState, fingerprint
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings
-from performance_engine.worker.ledger import Ledger
+from performance_engine.store.ledger import Ledger
+from performance_engine.store.stats_store import AsyncStatsStore, ScopeWrite
 from performance_engine.worker.publisher import OutRecord
-from performance_engine.worker.store import AsyncStatsStore, ScopeWrite
 
 __all__ = [
     "BatchAbandoned",

@@ -13,8 +13,8 @@ from django.utils import timezone
 from performance_engine.errors import InputFileError
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.loader import COLUMNS, REQUIRED_COLUMNS, load_row_chunks
+from performance_engine.store.stats_store import StatsStore
 from performance_engine.tools.backfill import BackfillReport, Progress, backfill_frame
-from performance_engine.worker.store import StatsStore
 
 __all__ = ["backfill_queryset", "queryset_columns"]
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from performance_engine.errors import DatabaseQueryError
-from performance_engine.worker.keyspace import KeySpace
-from performance_engine.worker.store import REDIS_ERRORS
+from performance_engine.store.failures import REDIS_ERRORS
+from performance_engine.store.keyspace import KeySpace
 
 __all__ = ["ORDERS", "Cohort", "DashboardIndex", "scores"]
 

@@ -13,8 +13,8 @@ from performance_engine.contrib.django.backfill import backfill_queryset
 from performance_engine.errors import PerformanceEngineError
 from performance_engine.plugins import build_calculator
 from performance_engine.settings import load_settings
+from performance_engine.store.stats_store import StatsStore
 from performance_engine.tools.cli import backfill_progress, print_report
-from performance_engine.worker.store import StatsStore
 
 
 class Command(BaseCommand):

@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from performance_engine.errors import DatabaseQueryError, PerformanceEngineError
-from performance_engine.worker.store import REDIS_ERRORS, AsyncStatsStore, failure_hint
+from performance_engine.store.failures import REDIS_ERRORS, failure_hint
+from performance_engine.store.stats_store import AsyncStatsStore
 
 __all__ = ["Judgement", "Ledger", "ReplicasMissing", "StateLost", "judge", "parse_ledger"]
 

@@ -2,11 +2,8 @@
 
 Layout (``{prefix}`` is ``PERF_ENGINE_KEY_PREFIX``, ``pe`` by default)::
 
-    {prefix}:{u<user_id>}:<sub_topic_id>:<learning_mode>    a string, one per scope:
-        bytes 0-7     version: distinct attempts applied (unsigned, big-endian)
-        bytes 8-11    n, the length of the state (unsigned, big-endian)
-        next n bytes  rolling state (msgpack, format 2, see metrics/state.py)
-        the rest      latest PerformanceStatsData as JSON (SPEC 4)
+    {prefix}:{u<user_id>}:<sub_topic_id>:<learning_mode>    a string, one per scope: its
+        version, rolling state and latest stats JSON (the layout: store/layout.py)
 
     {prefix}:{u<user_id>}:<sub_topic_id>:<learning_mode>:history    a string, only for a
         scope whose attempt history outgrew its state (512 bytes by default; smaller
@@ -18,12 +15,12 @@ Layout (``{prefix}`` is ``PERF_ENGINE_KEY_PREFIX``, ``pe`` by default)::
 State formats: format 1 (the first release) had no history key and ten state fields;
 format 2 appended five. A format-1 scope is read as it is, its sequential metrics
 unknown, until its history is rebuilt (``perf-engine backfill`` of the platform's
-history); see the README's "Upgrading".
+history); see "Upgrading state from the first release" in docs/operations.md.
 
 One string rather than a hash: a hash whose values exceed ``hash-max-listpack-value``
 (64 bytes by default) becomes a hash table and costs about 300 bytes more per scope.
 
-    {prefix}:{stream}:positions    a hash, the positions ledger (see worker/ledger.py): per
+    {prefix}:{stream}:positions    a hash, the positions ledger (see store/ledger.py): per
         partition of the attempts topic (field ``<topic>:<partition>``) the next offset
         whose effect the state holds, written after each batch's state; ``created``, when
         the ledger was first written.
@@ -34,6 +31,9 @@ One string rather than a hash: a hash whose values exceed ``hash-max-listpack-va
         (a sorted set of user ids per order: stuck, mastery, attempts), ``learner:<user_id>``
         (a set of the learner's ``<sub_topic_id>:<learning_mode>``), ``followed`` (the
         index has read the stats topic from its start).
+
+Every key is built here; the backfill's compiled writer of keys takes the literal pieces
+of a scope's key from :meth:`KeySpace.scope_pieces`, so it cannot spell one differently.
 
 The ``{u<user_id>}`` part is a Redis Cluster hash tag: every key of one learner hashes to
 the same slot, so a learner's scopes can be written together. ``user_id`` and
@@ -56,7 +56,7 @@ class KeySpace:
 
     prefix: str
 
-    def scope(self, user_id: int, sub_topic_id: int, learning_mode: str) -> str:
+    def scope(self, user_id: int | str, sub_topic_id: int | str, learning_mode: str) -> str:
         return f"{self.prefix}:{{u{user_id}}}:{sub_topic_id}:{learning_mode}"
 
     def for_scope(self, scope: ScopeKey) -> str:
@@ -71,12 +71,29 @@ class KeySpace:
         """:meth:`history` of the scope whose key is ``scope_key``."""
         return f"{scope_key}:history"
 
+    def scope_pieces(self) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+        """The literal parts of a scope's key around its user id, sub-topic id and mode
+        (before, between, between, after), then the suffix of its history key: for a
+        writer that builds keys from arrays of ids (``store.kernels.msetnx_commands``)."""
+        marks = ("\x00u\x00", "\x00s\x00", "\x00m\x00")
+        key = self.history_of(self.scope(*marks))
+        rest = key
+        pieces = []
+        for mark in marks:
+            before, rest = rest.split(mark)
+            pieces.append(before.encode())
+        suffix = self.history_of("")
+        if not rest.endswith(suffix):
+            raise AssertionError(f"a history key must end with its suffix {suffix!r}")
+        pieces += (rest[: len(rest) - len(suffix)].encode(), suffix.encode())
+        return pieces[0], pieces[1], pieces[2], pieces[3], pieces[4]
+
     def scope_pattern(self) -> str:
         """A SCAN pattern matching every scope key (and history key) of the prefix."""
         return f"{self.prefix}:{{u*"
 
     def positions(self) -> str:
-        """The positions ledger (see :mod:`performance_engine.worker.ledger`)."""
+        """The positions ledger (see :mod:`performance_engine.store.ledger`)."""
         return f"{self.prefix}:{{stream}}:positions"
 
     def dashboard(self, *parts: object) -> str:

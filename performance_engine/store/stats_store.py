@@ -6,60 +6,46 @@ stream) cannot overwrite newer state: it gets a conflict and re-reads. Writing a
 whose version is already stored, with the same content, changes nothing. A scope's
 history key changes in the same script call as its state, and only when the
 compare-and-set succeeds, so the two never disagree.
-Key layout: see :mod:`performance_engine.worker.keyspace`.
+Key layout: see :mod:`.keyspace`; the stored value: :mod:`.layout`.
 
 Commands the store sends: GET, MGET, MSETNX, EVAL (the script runs GETRANGE, SET and
 APPEND) and PING; the eviction check (``eviction_policy``) adds INFO through the same client.
 Nothing else:
-the README's ACL line grants exactly these. On a Redis Cluster
+the ACL line in docs/operations.md grants exactly these. On a Redis Cluster
 (``PERF_ENGINE_REDIS_CLUSTER``) every multi-key command holds keys of one hash slot: a
 scope's key carries its learner's hash tag, so a learner's scopes travel together.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
-from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
-import redis
-import redis.cluster
 from redis.crc import key_slot
-from redis.exceptions import RedisClusterException
 
 from performance_engine.connections import async_redis_client, redis_client
-from performance_engine.errors import (
-    ConfigurationError,
-    DatabaseQueryError,
-    UserAttemptsNotFoundError,
-)
+from performance_engine.errors import UserAttemptsNotFoundError
 from performance_engine.metrics.history import Entry, HistoryError, HistoryWrite, decode_entries
-from performance_engine.metrics.state import ScopeState, decode_state, encode_state
+from performance_engine.metrics.state import ScopeState
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 from performance_engine.settings import Settings
-from performance_engine.worker.keyspace import KeySpace
+from performance_engine.store.failures import REDIS_ERRORS, failure
+from performance_engine.store.keyspace import KeySpace
+from performance_engine.store.layout import expected_header, pack_scope, stats_of, unpack_scope
 
 if TYPE_CHECKING:
-    from performance_engine.metrics.batch import PackedScopes
+    from performance_engine.store.bulk import PackedScopes
 
 __all__ = [
-    "REDIS_ERRORS",
+    "SCRIPT_BATCH",
+    "WRITE_SCOPES_LUA",
     "AsyncStatsStore",
     "ScopeWrite",
     "StatsStore",
     "StoredScope",
-    "eviction_policy",
-    "failure_hint",
-    "pack_scope",
-    "redact_url",
-    "require_redis",
-    "require_safe_redis",
-    "stats_of",
-    "unpack_scope",
 ]
 
 # KEYS: per scope, its key and its history key. ARGV: four values per scope: the expected
@@ -87,30 +73,6 @@ return refused
 """
 #: Scopes per script call, MSETNX or MGET: bounds how long one call holds Redis (~1 ms).
 SCRIPT_BATCH = 256
-_HEADER = struct.Struct(">QI")  # version, length of the state
-
-
-def pack_scope(state: ScopeState, stats_json: bytes) -> bytes:
-    """A scope's stored value: version and state length, the state, then the stats JSON."""
-    encoded = encode_state(state)
-    return _HEADER.pack(state.version, len(encoded)) + encoded + stats_json
-
-
-def unpack_scope(value: bytes) -> tuple[ScopeState, bytes]:
-    """The state and the stats JSON of a stored value."""
-    _version, length = _HEADER.unpack_from(value)
-    start = _HEADER.size
-    return decode_state(value[start : start + length]), value[start + length :]
-
-
-def stats_of(value: bytes) -> bytes:
-    """Only the stats JSON of a stored value (the state is not decoded)."""
-    _version, length = _HEADER.unpack_from(value)
-    return value[_HEADER.size + length :]
-
-
-def _expected_header(version: int) -> bytes:
-    return version.to_bytes(8, "big") if version else b""
 
 
 class StoredScope(msgspec.Struct, frozen=True, gc=False):
@@ -136,39 +98,6 @@ class ScopeWrite(msgspec.Struct, frozen=True, gc=False):
         if history is None:
             return b"", b""
         return (b"r" if history.replace else b"a"), history.data
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
-
-
-#: What a Redis client may raise (cluster routing errors are not RedisErrors).
-REDIS_ERRORS = (redis.RedisError, RedisClusterException)
-
-
-def failure_hint(exc: Exception) -> str:
-    """What the operator can do about a failed Redis call."""
-    if any(sign in str(exc) for sign in ("MOVED", "CROSSSLOT", "hash to the same slot")):
-        return "it is a Redis Cluster: set PERF_ENGINE_REDIS_CLUSTER=true"
-    if "maxmemory" in str(exc):
-        return "Redis is out of memory (maxmemory with noeviction): raise maxmemory"
-    if isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in str(exc):
-        return "the Redis user lacks a permission: see the ACL line in the README"
-    return "check that it is running and that PERF_ENGINE_REDIS_URL points at it"
-
-
-def _failure(url: str, exc: Exception) -> DatabaseQueryError:
-    error = DatabaseQueryError(f"Redis at {redact_url(url)} failed: {exc}; {failure_hint(exc)}")
-    error.__cause__ = exc
-    return error
 
 
 def _groups(keys: Sequence[str], cluster: bool) -> list[list[int]]:
@@ -270,7 +199,7 @@ def _rows_of(keyspace: KeySpace, writes: Sequence[ScopeWrite]) -> list[_Row]:
                 w,
                 key,
                 keyspace.history_of(key),
-                _expected_header(w.expected_version),
+                expected_header(w.expected_version),
                 pack_scope(w.state, w.stats_json),
                 *w.history_args(),
             )
@@ -295,35 +224,6 @@ def _new_rows(keyspace: KeySpace, packed: PackedScopes, first: int, last: int) -
             _Row(scope, key, keyspace.history_of(key), b"", values[lo:hi], op, histories[start:end])
         )
     return rows
-
-
-def _msetnx_payload(prefix: str, packed: PackedScopes) -> tuple[bytes, int]:
-    """Packed new scopes as MSETNX commands of SCRIPT_BATCH scopes each, in the wire
-    protocol; and how many commands."""
-    import numpy as np  # the backfill's: the read API and the worker do without it
-
-    from performance_engine.metrics.kernels import msetnx_commands
-
-    scopes = packed.scopes
-    n = len(scopes)
-    names = sorted({scope.learning_mode for scope in scopes})
-    code = {name: i for i, name in enumerate(names)}
-    encoded = [name.encode() for name in names]
-    out, count = msetnx_commands(
-        np.frombuffer(prefix.encode(), dtype=np.uint8),
-        np.fromiter((scope.user_id for scope in scopes), np.int64, n),
-        np.fromiter((scope.sub_topic_id for scope in scopes), np.int64, n),
-        np.fromiter((code[scope.learning_mode] for scope in scopes), np.int64, n),
-        np.frombuffer(b"".join(encoded), dtype=np.uint8),
-        np.cumsum([0, *map(len, encoded)], dtype=np.int64),
-        np.frombuffer(packed.values, dtype=np.uint8),
-        np.array(packed.value_ends, dtype=np.int64),
-        np.frombuffer(packed.histories, dtype=np.uint8),
-        np.array(packed.history_starts, dtype=np.int64),
-        np.array(packed.history_ends, dtype=np.int64),
-        SCRIPT_BATCH,
-    )
-    return out.tobytes(), count
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,14 +322,14 @@ class StatsStore(_Store):
         try:
             self.client.ping()
         except REDIS_ERRORS as exc:
-            raise _failure(self.url, exc) from exc
+            raise failure(self.url, exc) from exc
 
     def stats_json(self, scope: ScopeKey) -> bytes:
         """The stored stats JSON of a scope, or UserAttemptsNotFoundError."""
         try:
             raw = self.client.get(self.keys.for_scope(scope))
         except REDIS_ERRORS as exc:
-            raise _failure(self.url, exc) from exc
+            raise failure(self.url, exc) from exc
         if not isinstance(raw, bytes):
             raise _not_found(scope)
         return stats_of(raw)
@@ -456,7 +356,7 @@ class StatsStore(_Store):
                 plan.queue(pipe)
                 replies = pipe.execute()
         except REDIS_ERRORS as exc:
-            raise _failure(self.url, exc) from exc
+            raise failure(self.url, exc) from exc
         return plan.outcome(replies)
 
     def write(self, writes: Sequence[ScopeWrite]) -> list[ScopeWrite]:
@@ -474,7 +374,9 @@ class StatsStore(_Store):
         n = len(packed.scopes)
         if self.cluster:
             return self._write(_new_rows(self.keys, packed, 0, n))
-        payload, count = _msetnx_payload(self.keys.prefix, packed)
+        from performance_engine.store.bulk import msetnx_payload  # numpy: the backfill's
+
+        payload, count = msetnx_payload(self.keys, packed, SCRIPT_BATCH)
         replies = self._send(payload, count)
         retry: list[_Row] = []
         for command, created in enumerate(replies):
@@ -497,7 +399,7 @@ class StatsStore(_Store):
             finally:
                 pool.release(connection)
         except REDIS_ERRORS as exc:
-            raise _failure(self.url, exc) from exc
+            raise failure(self.url, exc) from exc
 
     def _write(self, rows: list[_Row], *, script_only: bool = False) -> list[Any]:
         plan = _WritePlan.of(rows, self.cluster, script_only=script_only)
@@ -506,7 +408,7 @@ class StatsStore(_Store):
                 plan.queue(pipe)
                 refused, retry = plan.outcome(pipe.execute())
         except REDIS_ERRORS as exc:
-            raise _failure(self.url, exc) from exc
+            raise failure(self.url, exc) from exc
         if retry:
             refused += self._write(retry, script_only=True)
         return refused
@@ -530,13 +432,13 @@ class AsyncStatsStore(_Store):
         try:
             await self.client.ping()
         except REDIS_ERRORS as exc:
-            raise _failure(self.url, exc) from exc
+            raise failure(self.url, exc) from exc
 
     async def stats_json(self, scope: ScopeKey) -> bytes:
         try:
             raw = await self.client.get(self.keys.for_scope(scope))
         except REDIS_ERRORS as exc:
-            raise _failure(self.url, exc) from exc
+            raise failure(self.url, exc) from exc
         if not isinstance(raw, bytes):
             raise _not_found(scope)
         return stats_of(raw)
@@ -564,7 +466,7 @@ class AsyncStatsStore(_Store):
                 plan.queue(pipe)
                 replies = await pipe.execute()
         except REDIS_ERRORS as exc:
-            raise _failure(self.url, exc) from exc
+            raise failure(self.url, exc) from exc
         return plan.outcome(replies)
 
     async def write(self, writes: Sequence[ScopeWrite]) -> list[ScopeWrite]:
@@ -578,52 +480,7 @@ class AsyncStatsStore(_Store):
                 plan.queue(pipe)
                 refused, retry = plan.outcome(await pipe.execute())
         except REDIS_ERRORS as exc:
-            raise _failure(self.url, exc) from exc
+            raise failure(self.url, exc) from exc
         if retry:
             refused += await self._write(retry, script_only=True)
         return refused
-
-
-# -- checks a command makes before it starts -----------------------------------------
-
-
-def require_redis(settings: Settings) -> None:
-    """Raise DatabaseQueryError unless Redis answers a PING."""
-    with StatsStore.from_settings(settings) as store:
-        store.ping()
-
-
-def eviction_policy(settings: Settings) -> str | None:
-    """Redis's ``maxmemory-policy`` (on a cluster: any node's that may evict, else
-    ``noeviction``), or None when this user may not read it.
-
-    Read from ``INFO memory``, which a restricted ACL user can be granted without CONFIG.
-    """
-    with StatsStore.from_settings(settings) as store:
-        try:
-            info = store.client.info("memory")
-        except redis.ResponseError:  # e.g. an ACL user without INFO
-            return None
-        except REDIS_ERRORS as exc:
-            store.ping()  # raises the engine's DatabaseQueryError with the reason
-            raise DatabaseQueryError(f"reading Redis's memory settings failed: {exc}") from exc
-    nodes = [info] if "maxmemory_policy" in info else list(info.values())
-    found = (node.get("maxmemory_policy") for node in nodes if isinstance(node, dict))
-    policies = {str(policy) for policy in found if policy is not None}
-    evicting = sorted(policies - {"noeviction"})
-    if evicting:
-        return evicting[0]
-    return "noeviction" if policies else None
-
-
-def require_safe_redis(settings: Settings) -> str | None:
-    """Refuse a Redis that may evict state, unless ``allow_eviction``; returns the policy."""
-    policy = eviction_policy(settings)
-    if policy not in (None, "noeviction") and not settings.allow_eviction:
-        raise ConfigurationError(
-            f"Redis's maxmemory-policy is {policy!r}: it may evict the engine's state and "
-            "lose attempts; set it to noeviction (CONFIG SET maxmemory-policy noeviction, or "
-            "in redis.conf), or accept the risk with --allow-eviction / "
-            "PERF_ENGINE_ALLOW_EVICTION=true"
-        )
-    return policy

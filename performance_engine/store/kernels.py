@@ -1,0 +1,387 @@
+"""Compiled writers of the store's bytes (numba): the backfill's new scopes, from arrays.
+
+:func:`pack_scope_rows` writes stored values (``store.layout.pack_scope``) and
+:func:`msetnx_commands` the ``MSETNX`` commands that create them, in Redis's wire protocol,
+with keys built from the literal pieces :meth:`store.keyspace.KeySpace.scope_pieces`
+gives. Neither defines a layout of its own: the field order they write is checked against
+``ScopeState`` and ``LearningState`` and the header against ``store.layout.HEADER`` when
+this module is imported (:func:`_check_layouts`), and ``tests/store/test_formats.py`` holds
+their bytes equal to the reference writers' (the commands parsed back with a RESP reader).
+The msgpack building blocks are shared with the metrics' kernels.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from performance_engine.metrics.kernels import (
+    BIN_CODES,
+    STR_CODES,
+    Array,
+    decimal_size,
+    header_size,
+    put_bytes,
+    put_decimal,
+    put_uint,
+    uint_size,
+)
+from performance_engine.metrics.learning import LearningState
+from performance_engine.metrics.state import ScopeState
+from performance_engine.store.layout import HEADER
+
+__all__ = ["compile_all", "msetnx_commands", "pack_scope_rows"]
+
+_jit = numba.njit(cache=True, nogil=True)
+
+#: The fields :func:`pack_scope_rows` writes, in its order.
+PACKED_STATE_FIELDS = (
+    "version",
+    "first_at",
+    "last_at",
+    "attempts",
+    "correct",
+    "questions",
+    "solved",
+    "seen",
+    "custom",
+    "log",
+    "history",
+    "spilled",
+    "inline",
+    "tail_id",
+    "learning",
+    "sequential",
+    "signature",
+)
+PACKED_LEARNING_FIELDS = ("p", "e", "current", "longest", "first_correct")
+
+
+def _check_layouts() -> None:
+    """Refuse to load writers that no longer match the layouts they write."""
+    if ScopeState.__struct_fields__ != PACKED_STATE_FIELDS:
+        raise ImportError(
+            "store.kernels.pack_scope_rows writes the fields "
+            f"{PACKED_STATE_FIELDS}, but ScopeState has {ScopeState.__struct_fields__}: "
+            "update the compiled writer with the state"
+        )
+    if LearningState.__struct_fields__ != PACKED_LEARNING_FIELDS:
+        raise ImportError(
+            "store.kernels.pack_scope_rows writes the learning fields "
+            f"{PACKED_LEARNING_FIELDS}, but LearningState has {LearningState.__struct_fields__}"
+        )
+    if HEADER.format != ">QI":
+        raise ImportError(f"store.kernels writes a '>QI' header, the layout's is {HEADER.format}")
+
+
+_check_layouts()
+
+
+@_jit
+def _put_float(out: Array, at: int, bits: np.uint64) -> int:
+    """A msgpack float 64 of the given IEEE 754 bits."""
+    out[at] = 0xCB
+    for k in range(8):
+        out[at + 8 - k] = (bits >> np.uint64(8 * k)) & np.uint64(0xFF)
+    return at + 9
+
+
+@_jit
+def _put_big_endian(out: Array, at: int, value: int, width: int) -> int:
+    for k in range(width):
+        out[at + width - 1 - k] = (value >> (8 * k)) & 0xFF
+    return at + width
+
+
+@_jit
+def pack_scope_rows(
+    version: Array,
+    first_at: Array,
+    last_at: Array,
+    attempts: Array,
+    correct: Array,
+    questions: Array,
+    question_ends: Array,
+    solved: Array,
+    solved_ends: Array,
+    seen: Array,
+    seen_ends: Array,
+    history: Array,
+    history_ends: Array,
+    spilled: Array,
+    tails: Array,
+    tail_ends: Array,
+    p_bits: Array,
+    e_bits: Array,
+    current: Array,
+    longest: Array,
+    first_correct: Array,
+    signature: Array,
+    stats: Array,
+    stats_ends: Array,
+) -> tuple[Array, Array]:
+    """The stored value of each new scope (``store.pack_scope``: the version and length
+    header, the state as ``metrics.state.encode_state`` writes it, the stats JSON), all
+    joined, and the end of each (``ends[0]`` is 0).
+
+    Scope i's byte strings are ranges of the joined buffers: its questions and solved
+    sets per difficulty ``questions[question_ends[3i + d]:question_ends[3i + d + 1]]``,
+    its seen fingerprints, its encoded history (kept in the state unless ``spilled``),
+    its last attempt's UTF-8 id and its stats JSON ``x[x_ends[i]:x_ends[i + 1]]``.
+    ``p_bits`` and ``e_bits`` are the learning fold's floats viewed as uint64.
+    """
+    n = len(version)
+    ends = np.zeros(n + 1, dtype=np.int64)
+    size = 0
+    for i in range(n):
+        size += 12 + 3  # the header; the state's array of 17
+        size += uint_size(np.uint64(version[i])) * 2  # version, history (the same)
+        size += uint_size(np.uint64(first_at[i])) + uint_size(np.uint64(last_at[i]))
+        size += 2  # two arrays of 3
+        for d in range(3):
+            size += uint_size(np.uint64(attempts[i, d])) + uint_size(np.uint64(correct[i, d]))
+        size += 2
+        for d in range(3):
+            k = 3 * i + d
+            length = question_ends[k + 1] - question_ends[k]
+            size += header_size(length, -1) + length
+            length = solved_ends[k + 1] - solved_ends[k]
+            size += header_size(length, -1) + length
+        length = seen_ends[i + 1] - seen_ends[i]
+        size += header_size(length, -1) + length
+        size += 3  # custom {}, log [], spilled
+        length = 0 if spilled[i] else history_ends[i + 1] - history_ends[i]
+        size += header_size(length, -1) + length
+        length = tail_ends[i + 1] - tail_ends[i]
+        size += header_size(length, 31) + length
+        size += 1 + 9 + 9 + uint_size(np.uint64(current[i])) + uint_size(np.uint64(longest[i]))
+        size += 1
+        for d in range(3):
+            size += uint_size(np.uint64(first_correct[i, d]))
+        size += 1 + uint_size(np.uint64(signature[i]))  # sequential nil, signature
+        size += stats_ends[i + 1] - stats_ends[i]
+        ends[i + 1] = size
+    out = np.empty(size, dtype=np.uint8)
+    for i in range(n):
+        start = ends[i]
+        at = _put_big_endian(out, start, version[i], 8) + 4  # the state's length: below
+        state = at
+        out[at] = 0xDC  # an array of 17: PACKED_STATE_FIELDS
+        out[at + 1] = 0
+        out[at + 2] = 17
+        at = put_uint(out, at + 3, np.uint64(version[i]))
+        at = put_uint(out, at, np.uint64(first_at[i]))
+        at = put_uint(out, at, np.uint64(last_at[i]))
+        out[at] = 0x93
+        at += 1
+        for d in range(3):
+            at = put_uint(out, at, np.uint64(attempts[i, d]))
+        out[at] = 0x93
+        at += 1
+        for d in range(3):
+            at = put_uint(out, at, np.uint64(correct[i, d]))
+        out[at] = 0x93
+        at += 1
+        for d in range(3):
+            k = 3 * i + d
+            at = put_bytes(
+                out, at, questions, question_ends[k], question_ends[k + 1], -1, BIN_CODES
+            )
+        out[at] = 0x93
+        at += 1
+        for d in range(3):
+            k = 3 * i + d
+            at = put_bytes(out, at, solved, solved_ends[k], solved_ends[k + 1], -1, BIN_CODES)
+        at = put_bytes(out, at, seen, seen_ends[i], seen_ends[i + 1], -1, BIN_CODES)
+        out[at] = 0x80  # custom: {}
+        out[at + 1] = 0x90  # log: []
+        at = put_uint(out, at + 2, np.uint64(version[i]))  # history: every attempt
+        out[at] = 0xC3 if spilled[i] else 0xC2
+        at += 1
+        if spilled[i]:
+            at = put_bytes(out, at, history, 0, 0, -1, BIN_CODES)
+        else:
+            at = put_bytes(out, at, history, history_ends[i], history_ends[i + 1], -1, BIN_CODES)
+        at = put_bytes(out, at, tails, tail_ends[i], tail_ends[i + 1], 31, STR_CODES)
+        out[at] = 0x95  # learning: an array of 5
+        at = _put_float(out, at + 1, p_bits[i])
+        at = _put_float(out, at, e_bits[i])
+        at = put_uint(out, at, np.uint64(current[i]))
+        at = put_uint(out, at, np.uint64(longest[i]))
+        out[at] = 0x93
+        at += 1
+        for d in range(3):
+            at = put_uint(out, at, np.uint64(first_correct[i, d]))
+        out[at] = 0xC0  # sequential: None
+        at = put_uint(out, at + 1, np.uint64(signature[i]))
+        _put_big_endian(out, state - 4, at - state, 4)
+        length = stats_ends[i + 1] - stats_ends[i]
+        out[at : at + length] = stats[stats_ends[i] : stats_ends[i + 1]]
+    return out, ends
+
+
+@_jit
+def _put_bulk_header(out: Array, at: int, length: int) -> int:
+    out[at] = 36  # $
+    at = put_decimal(out, at + 1, length)
+    out[at] = 13
+    out[at + 1] = 10
+    return at + 2
+
+
+@_jit
+def _bulk_size(length: int) -> int:
+    return 1 + decimal_size(length) + 2 + length + 2
+
+
+@_jit
+def _put_piece(out: Array, at: int, pieces: Array, piece_ends: Array, j: int) -> int:
+    lo = piece_ends[j]
+    hi = piece_ends[j + 1]
+    out[at : at + hi - lo] = pieces[lo:hi]
+    return at + int(hi - lo)
+
+
+@_jit
+def _key_length(pieces: int, user: int, sub: int, mode: int) -> int:
+    """The length of a scope's key without the history suffix: the literal ``pieces``'
+    total, the two ids in decimal and the mode's name."""
+    return pieces + decimal_size(user) + decimal_size(sub) + mode
+
+
+@_jit
+def _put_key(
+    out: Array,
+    at: int,
+    pieces: Array,
+    piece_ends: Array,
+    user: int,
+    sub: int,
+    mode: Array,
+    history: bool,
+) -> int:
+    """A scope's key (or its history key): piece 0, the user id, piece 1, the sub-topic
+    id, piece 2, the mode, piece 3 (and piece 4 for the history key)."""
+    at = _put_piece(out, at, pieces, piece_ends, 0)
+    at = put_decimal(out, at, user)
+    at = _put_piece(out, at, pieces, piece_ends, 1)
+    at = put_decimal(out, at, sub)
+    at = _put_piece(out, at, pieces, piece_ends, 2)
+    out[at : at + len(mode)] = mode
+    at = _put_piece(out, at + len(mode), pieces, piece_ends, 3)
+    if history:
+        at = _put_piece(out, at, pieces, piece_ends, 4)
+    return at
+
+
+@_jit
+def msetnx_commands(
+    pieces: Array,
+    piece_ends: Array,
+    user: Array,
+    sub: Array,
+    mode: Array,
+    mode_names: Array,
+    mode_ends: Array,
+    values: Array,
+    value_ends: Array,
+    histories: Array,
+    history_starts: Array,
+    history_ends: Array,
+    group: int,
+) -> tuple[Array, int]:
+    """``MSETNX`` commands in Redis's wire protocol, one per ``group`` scopes, all joined;
+    and how many there are.
+
+    Scope i sets its key (``store.keyspace.KeySpace.for_scope``, from the literal
+    ``pieces[piece_ends[j]:piece_ends[j + 1]]`` of ``KeySpace.scope_pieces``, its user and
+    sub-topic, the UTF-8 name ``mode_names[mode_ends[m]:mode_ends[m + 1]]`` of its mode
+    ``m = mode[i]``) to ``values[value_ends[i]:value_ends[i + 1]]``, and, if the range is
+    not empty, its history key to ``histories[history_starts[i]:history_ends[i]]``.
+    """
+    n = len(user)
+    literal = piece_ends[4] - piece_ends[0]  # pieces 0 to 3: every key has them
+    suffix = piece_ends[5] - piece_ends[4]  # piece 4: the history key's suffix
+    size = 0
+    commands = 0
+    for lo in range(0, n, group):
+        hi = min(n, lo + group)
+        args = 1
+        for i in range(lo, hi):
+            m = mode[i]
+            key = _key_length(literal, user[i], sub[i], mode_ends[m + 1] - mode_ends[m])
+            size += _bulk_size(key) + _bulk_size(value_ends[i + 1] - value_ends[i])
+            args += 2
+            length = history_ends[i] - history_starts[i]
+            if length:
+                size += _bulk_size(key + suffix) + _bulk_size(length)
+                args += 2
+        size += 1 + decimal_size(args) + 2 + _bulk_size(6)
+        commands += 1
+    out = np.empty(size, dtype=np.uint8)
+    at = 0
+    for lo in range(0, n, group):
+        hi = min(n, lo + group)
+        args = 1
+        for i in range(lo, hi):
+            args += 2 if history_ends[i] == history_starts[i] else 4
+        out[at] = 42  # *
+        at = put_decimal(out, at + 1, args)
+        out[at] = 13
+        out[at + 1] = 10
+        at = _put_bulk_header(out, at + 2, 6)
+        for c in b"MSETNX\r\n":
+            out[at] = c
+            at += 1
+        for i in range(lo, hi):
+            m = mode[i]
+            name = mode_names[mode_ends[m] : mode_ends[m + 1]]
+            key = _key_length(literal, user[i], sub[i], len(name))
+            at = _put_bulk_header(out, at, key)
+            at = _put_key(out, at, pieces, piece_ends, user[i], sub[i], name, False)
+            out[at] = 13
+            out[at + 1] = 10
+            start = value_ends[i]
+            length = value_ends[i + 1] - start
+            at = _put_bulk_header(out, at + 2, length)
+            out[at : at + length] = values[start : start + length]
+            out[at + length] = 13
+            out[at + length + 1] = 10
+            at += length + 2
+            start = history_starts[i]
+            length = history_ends[i] - start
+            if length:
+                at = _put_bulk_header(out, at, key + suffix)
+                at = _put_key(out, at, pieces, piece_ends, user[i], sub[i], name, True)
+                out[at] = 13
+                out[at + 1] = 10
+                at = _put_bulk_header(out, at + 2, length)
+                out[at : at + length] = histories[start : start + length]
+                out[at + length] = 13
+                out[at + length + 1] = 10
+                at += length + 2
+    return out, commands
+
+
+def compile_all() -> None:
+    """Compile (and cache) the store's kernels for the types the backfill calls them with."""
+    i64 = np.zeros(1, dtype=np.int64)
+    u64 = np.zeros(1, dtype=np.uint64)
+    no = np.zeros(1, dtype=np.bool_)
+    two = np.array([0, 1], dtype=np.int64)
+    byte = np.zeros(1, dtype=np.uint8)
+    three = np.zeros((1, 3), dtype=np.int64)
+    four = np.zeros(4, dtype=np.int64)
+    # The tails' and stats' buffers are passed read-only (see store.bulk), as here.
+    read_only_byte = np.frombuffer(bytes(1), dtype=np.uint8)
+    read_only_two = np.frombuffer(two.tobytes(), dtype=np.int64)
+    pack_scope_rows(
+        i64, i64, i64, three, three, byte, four, byte, four, byte, two, byte, two, no,
+        read_only_byte, read_only_two, u64, u64, i64, i64, three, u64, read_only_byte, two,
+    )  # fmt: skip
+    six = np.zeros(6, dtype=np.int64)
+    msetnx_commands(byte, six, i64, i64, i64, byte, two, byte, two, byte, i64, i64, 1)
+
+
+if __name__ == "__main__":
+    compile_all()
