@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 from performance_engine.metrics.batch import compute_stats  # noqa: E402
 from performance_engine.metrics.calculator import MetricsCalculator  # noqa: E402
-from performance_engine.metrics.loader import normalise_frame  # noqa: E402
+from performance_engine.metrics.frame import normalise_frame  # noqa: E402
 from performance_engine.settings import Settings, settings_env  # noqa: E402
 from performance_engine.store.stats_store import StatsStore  # noqa: E402
 from performance_engine.tools.demo import (  # noqa: E402

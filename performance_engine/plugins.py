@@ -13,8 +13,7 @@ import importlib
 from performance_engine.errors import ConfigurationError
 from performance_engine.metrics.base import BaseMetric
 from performance_engine.metrics.calculator import MetricsCalculator
-from performance_engine.metrics.modes import LearningModes
-from performance_engine.settings import Settings
+from performance_engine.settings import Settings, load_learning_modes
 
 __all__ = ["build_calculator", "load_metric"]
 
@@ -44,6 +43,6 @@ def load_metric(path: str) -> BaseMetric:
 
 def build_calculator(settings: Settings) -> MetricsCalculator:
     """The learning-mode rules and custom metrics the settings name, in one calculator."""
-    calculator = MetricsCalculator(learning_modes=LearningModes.load(settings.learning_modes_path))
+    calculator = MetricsCalculator(learning_modes=load_learning_modes(settings.learning_modes_path))
     calculator.register_metrics([load_metric(path) for path in settings.metrics])
     return calculator

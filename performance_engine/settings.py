@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from performance_engine.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from performance_engine.metrics.modes import LearningModes
 
 __all__ = [
     "ENV_NAMES",
@@ -23,6 +27,7 @@ __all__ = [
     "KAFKA_SASL_MECHANISMS",
     "KAFKA_SECURITY_PROTOCOLS",
     "Settings",
+    "load_learning_modes",
     "load_settings",
     "settings_env",
 ]
@@ -275,3 +280,21 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if text:
             values[f.name] = f.metadata["parse"](text, name)
     return Settings(**values)
+
+
+def load_learning_modes(path: Path | None) -> LearningModes:
+    """The learning-mode rules: the built-in ones, merged with the TOML file at ``path``
+    (``PERF_ENGINE_LEARNING_MODES``) when one is given; every value checked on load."""
+    from performance_engine.metrics.modes import LearningModes
+
+    if path is None:
+        return LearningModes.default()
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError(
+            f"learning-mode file {path} does not exist; fix PERF_ENGINE_LEARNING_MODES"
+        ) from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"learning-mode file {path} cannot be read: {exc}") from exc
+    return LearningModes.default().merged(document, source=str(path))

@@ -31,14 +31,15 @@ from performance_engine.metrics.attempt import (
 )
 from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.frame import attempts_to_frame
 from performance_engine.metrics.history import Entry, decode_entries
-from performance_engine.metrics.loader import attempts_to_frame, load_attempts
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.state import ScopeState, fingerprint
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 from performance_engine.plugins import build_calculator
 from performance_engine.settings import Settings, settings_env
 from performance_engine.store.stats_store import AsyncStatsStore, StatsStore
+from performance_engine.tools.history_files import load_attempts
 from performance_engine.tools.simulator import generate_attempts
 from performance_engine.worker.processor import Publisher
 from performance_engine.worker.publisher import BatchPublisher

@@ -35,9 +35,9 @@ from performance_engine.metrics.attempt import (
     decode_attempt,
 )
 from performance_engine.metrics.calculator import MetricsCalculator
-from performance_engine.metrics.loader import normalise_frame
+from performance_engine.metrics.frame import normalise_frame
 from performance_engine.metrics.modes import LearningModes
-from performance_engine.settings import Settings
+from performance_engine.settings import Settings, load_learning_modes
 from performance_engine.store.stats_store import StatsStore
 from performance_engine.tools.backfill import backfill_frame
 from performance_engine.tools.simulator import generate_attempts
@@ -233,7 +233,7 @@ def test_hostile_mode_names_and_prefixes_cannot_be_configured(tmp_path: Any) -> 
         path = tmp_path / "modes.toml"
         path.write_text(f"[modes.{json.dumps(name)}]\neasy = 1\nmedium = 1\nhard = 1\n")
         with pytest.raises(ConfigurationError):
-            LearningModes.load(path)
+            load_learning_modes(path)
         if name != ":":  # a colon is a fine prefix separator ("app:pe"); the rest are not
             with pytest.raises(ConfigurationError):
                 Settings(key_prefix=name)

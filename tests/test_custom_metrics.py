@@ -12,7 +12,7 @@ from performance_engine.errors import ConfigurationError
 from performance_engine.metrics.attempt import Attempt
 from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
-from performance_engine.metrics.loader import attempts_to_frame
+from performance_engine.metrics.frame import attempts_to_frame
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 from performance_engine.plugins import build_calculator
 from performance_engine.settings import Settings

@@ -19,11 +19,12 @@ from performance_engine.errors import ConfigurationError
 from performance_engine.metrics.attempt import Attempt
 from performance_engine.metrics.batch import compute_states
 from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.frame import attempts_to_frame
 from performance_engine.metrics.history import entry_of, learning_key
 from performance_engine.metrics.learning import fold_learning, learning_stats
-from performance_engine.metrics.loader import attempts_to_frame
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.types import DifficultyEnum, LearningStats, ScopeKey
+from performance_engine.settings import load_learning_modes
 from performance_engine.store.layout import unpack_scope
 from tests.example_metrics import WrongInARow
 from tests.helpers import SPILL_LIMITS, StreamModel, attempt, spec_attempts
@@ -192,14 +193,14 @@ def test_a_mode_file_with_bad_parameters_is_refused(
     path = tmp_path / "f.toml"
     path.write_text(f"[modes.standard]\n{table}\n", encoding="utf-8")
     with pytest.raises(ConfigurationError, match=message) as info:
-        LearningModes.from_toml(path)
+        load_learning_modes(path)
     assert "\n" not in str(info.value)
 
 
 def test_parameters_for_a_new_mode_start_from_the_defaults(tmp_path: Path) -> None:
     path = tmp_path / "modes.toml"
     path.write_text("[modes.exam]\nrequired = 2\nslip = { hard = 0.3 }\n", encoding="utf-8")
-    exam = LearningModes.from_toml(path).params("exam")
+    exam = load_learning_modes(path).params("exam")
     assert (exam.slip, exam.guess, exam.prior) == ((0.05, 0.1, 0.3), (0.25, 0.2, 0.15), 0.2)
 
 

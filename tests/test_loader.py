@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from performance_engine.errors import InputFileError, InvalidAttemptError
 from performance_engine.metrics.attempt import attempt_from_mapping
-from performance_engine.metrics.loader import COLUMNS, attempts_to_frame, load_attempts
+from performance_engine.metrics.frame import COLUMNS, attempts_to_frame
 from performance_engine.metrics.modes import LearningModes
+from performance_engine.tools.history_files import load_attempts
 from tests.helpers import raw
 
 MODES = LearningModes.default()

@@ -9,6 +9,7 @@ import pytest
 from performance_engine.errors import ConfigurationError, InvalidAttemptError
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.types import DifficultyEnum
+from performance_engine.settings import load_learning_modes
 
 
 def test_defaults() -> None:
@@ -24,7 +25,7 @@ def test_toml_overrides_and_adds(tmp_path: Path) -> None:
     path.write_text(
         "[modes.standard]\nhard = 3\n\n[modes.exam]\nrequired = 4\nhard = 5\n", encoding="utf-8"
     )
-    modes = LearningModes.from_toml(path)
+    modes = load_learning_modes(path)
     assert modes.rules == {
         "standard": (2, 2, 3),
         "practice": (1, 1, 1),
@@ -51,12 +52,12 @@ def test_bad_files_are_configuration_errors(tmp_path: Path, text: str, message: 
     path = tmp_path / "modes.toml"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigurationError, match=message):
-        LearningModes.from_toml(path)
+        load_learning_modes(path)
 
 
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="does not exist"):
-        LearningModes.load(tmp_path / "absent.toml")
+        load_learning_modes(tmp_path / "absent.toml")
 
 
 def test_unknown_mode_is_an_attempt_error() -> None:

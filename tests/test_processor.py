@@ -17,7 +17,7 @@ from performance_engine.events import decode_stats_event
 from performance_engine.metrics.attempt import attempt_from_mapping
 from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
-from performance_engine.metrics.loader import attempts_to_frame
+from performance_engine.metrics.frame import attempts_to_frame
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings
 from performance_engine.tools.simulator import generate_attempts

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from performance_engine.metrics.attempt import MAX_EPOCH_MS, Attempt
 from performance_engine.metrics.batch import compute_states, compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.frame import attempts_to_frame
 from performance_engine.metrics.history import Entry, decode_entries
-from performance_engine.metrics.loader import attempts_to_frame
 from performance_engine.metrics.state import ScopeState, decode_state, encode_state
 from performance_engine.metrics.types import DifficultyEnum, PerformanceStatsData, ScopeKey
 from performance_engine.store.bulk import pack_fresh

@@ -25,11 +25,11 @@ from performance_engine import PerformanceStats
 from performance_engine.errors import ConfigurationError
 from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
-from performance_engine.metrics.loader import load_attempts
 from performance_engine.settings import Settings, load_settings, settings_env
 from performance_engine.store.ledger import Ledger
 from performance_engine.store.stats_store import AsyncStatsStore, StatsStore
 from performance_engine.tools.demo import free_port, redis_server_command
+from performance_engine.tools.history_files import load_attempts
 from performance_engine.tools.simulator import generate_attempts
 from performance_engine.worker.dashboard.index import DashboardIndex
 from tests.helpers import dataset, oracle, wait_for_oracle

@@ -174,7 +174,7 @@ def test_vectorised_rounding_writes_what_round_writes(values: list[float]) -> No
 _BATCH_PATH = """
 from performance_engine.metrics.batch import compute_states
 from performance_engine.metrics.calculator import MetricsCalculator
-from performance_engine.metrics.loader import normalise_frame
+from performance_engine.metrics.frame import normalise_frame
 from performance_engine.tools.simulator import attempts_frame
 
 calculator = MetricsCalculator()

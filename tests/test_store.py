@@ -22,13 +22,13 @@ from performance_engine import (
 from performance_engine.errors import InvalidScopeError
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.history import decode_entries
-from performance_engine.metrics.loader import load_attempts
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 from performance_engine.settings import Settings
 from performance_engine.store.layout import unpack_scope
 from performance_engine.store.stats_store import AsyncStatsStore, ScopeWrite, StatsStore
 from performance_engine.tools.backfill import backfill_file, backfill_frame
 from performance_engine.tools.demo import free_port
+from performance_engine.tools.history_files import load_attempts
 from performance_engine.tools.simulator import generate_attempts
 from tests.helpers import oracle, run_cli, spec_rows
 

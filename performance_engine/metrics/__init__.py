@@ -3,7 +3,7 @@
 No Kafka, no Redis, no Faust: the stream and the batch path both call into here. Each
 metric has one reference definition (``builtin``, ``learning``); the column-wise twins
 that many scopes at once go through (``columnar``, ``sequence``) are held equal to them by
-property tests. The pandas parts (``metrics.batch``, ``metrics.loader``) are imported
+property tests. The pandas parts (``metrics.batch``, ``metrics.frame``) are imported
 from their modules, so that the worker and the platform's client do not load pandas and
 pyarrow (about 100 MB) unless they use them.
 """

@@ -146,7 +146,7 @@ def _fingerprints(ids: pa.Array) -> np.ndarray[Any, np.dtype[np.uint64]]:
 def compute_stats(
     frame: pd.DataFrame, calculator: MetricsCalculator
 ) -> dict[ScopeKey, PerformanceStatsData]:
-    """The stats of every scope of a normalised frame (see ``metrics.loader``)."""
+    """The stats of every scope of a normalised frame (see ``metrics.frame``)."""
     return compute_states(frame, calculator).stats(calculator)
 
 

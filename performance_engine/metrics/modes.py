@@ -1,10 +1,12 @@
 """Learning-mode rules: how many correct questions complete each difficulty, and the
 parameters of the learning metrics.
 
-Modes are configuration, not code. The built-in rules are ``standard`` 2, ``practice`` 1
-and ``mastery`` 3 correct questions per difficulty, each with the learning parameters of
-SPEC 3.1 (:data:`metrics.learning.DEFAULT_LEARNING`). A TOML file can override them or add
-modes, per difficulty::
+Modes are configuration, not code: the settings layer reads the learning-mode file
+(``settings.load_learning_modes``) and hands its parsed document to
+:meth:`LearningModes.merged`; nothing here reads a file. The built-in rules are
+``standard`` 2, ``practice`` 1 and ``mastery`` 3 correct questions per difficulty, each
+with the learning parameters of SPEC 3.1 (:data:`metrics.learning.DEFAULT_LEARNING`). A
+TOML file can override them or add modes, per difficulty::
 
     [modes.standard]
     hard = 3            # only hard changes; easy and medium keep 2
@@ -25,10 +27,8 @@ Mode names are lower-case: 1 to 32 of ``a-z 0-9 _ -``, starting with a letter.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from performance_engine.errors import ConfigurationError, InvalidAttemptError
@@ -64,22 +64,6 @@ class LearningModes:
         """Every built-in mode and difficulty needs ``required`` (the seed's single number)."""
         _check_count(required, "required_correct_questions")
         return cls(dict.fromkeys(DEFAULT_REQUIREMENTS, (required,) * 3))
-
-    @classmethod
-    def from_toml(cls, path: Path) -> LearningModes:
-        try:
-            document = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigurationError(
-                f"learning-mode file {path} does not exist; fix PERF_ENGINE_LEARNING_MODES"
-            ) from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigurationError(f"learning-mode file {path} cannot be read: {exc}") from exc
-        return cls.default().merged(document, source=str(path))
-
-    @classmethod
-    def load(cls, path: Path | None) -> LearningModes:
-        return cls.default() if path is None else cls.from_toml(path)
 
     def merged(self, document: Mapping[str, Any], *, source: str = "rules") -> LearningModes:
         """These rules overridden and extended by a parsed TOML document."""

@@ -25,7 +25,7 @@ from performance_engine.broker import broker_failed, require_broker
 from performance_engine.connections import kafka_python_options
 from performance_engine.metrics.attempt import Attempt, attempt_from_mapping
 from performance_engine.metrics.modes import LearningModes
-from performance_engine.settings import Settings, load_settings
+from performance_engine.settings import Settings, load_learning_modes, load_settings
 
 __all__ = ["AttemptProducer"]
 
@@ -41,7 +41,7 @@ class AttemptProducer:
         **kafka_options: Any,
     ) -> None:
         self.settings = settings or load_settings()
-        self.learning_modes = learning_modes or LearningModes.load(
+        self.learning_modes = learning_modes or load_learning_modes(
             self.settings.learning_modes_path
         )
         options: dict[str, Any] = {

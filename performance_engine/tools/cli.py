@@ -206,7 +206,8 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def _read_input(args: argparse.Namespace, settings: Settings) -> Any:
     """Attempts from a file or stdin, validated (the loaders of the backfill)."""
-    from performance_engine.metrics.loader import frame_attempts, load_attempts
+    from performance_engine.metrics.frame import frame_attempts
+    from performance_engine.tools.history_files import load_attempts
 
     modes = _calculator(settings).learning_modes
     if str(args.file) != "-":

@@ -3,7 +3,7 @@
 The rows come from a query (``SELECT id AS attempt_id, learner_id AS user_id, ...``) or a
 table whose columns carry the SPEC 2 names, through pandas and SQLAlchemy in chunks (a
 server-side cursor where the driver has one), and are validated exactly like a file's
-rows (:func:`performance_engine.metrics.loader.load_row_chunks`).
+rows (:func:`performance_engine.metrics.frame.load_row_chunks`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 from sqlalchemy.sql import Select, TextClause
 
 from performance_engine.errors import ConfigurationError, DatabaseQueryError, InputFileError
-from performance_engine.metrics.loader import COLUMNS, REQUIRED_COLUMNS, LoadResult, load_row_chunks
+from performance_engine.metrics.frame import COLUMNS, REQUIRED_COLUMNS, LoadResult, load_row_chunks
 from performance_engine.metrics.modes import LearningModes
 
 __all__ = ["CHUNK_ROWS", "load_sql_attempts"]

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from performance_engine.errors import InputFileError
 from performance_engine.metrics.calculator import MetricsCalculator
-from performance_engine.metrics.loader import COLUMNS, REQUIRED_COLUMNS, load_row_chunks
+from performance_engine.metrics.frame import COLUMNS, REQUIRED_COLUMNS, load_row_chunks
 from performance_engine.store.stats_store import StatsStore
 from performance_engine.tools.backfill import BackfillReport, Progress, backfill_frame
 

@@ -13,7 +13,7 @@ from performance_engine.contrib.django.models import OutboxRow
 from performance_engine.metrics.attempt import Attempt
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.platform.outbox import outbox_rows
-from performance_engine.settings import load_settings
+from performance_engine.settings import load_learning_modes, load_settings
 
 __all__ = ["record_attempt", "record_attempts"]
 
@@ -56,7 +56,7 @@ def record_attempts(
 
 @functools.cache
 def _configured_modes() -> LearningModes:
-    return LearningModes.load(load_settings().learning_modes_path)
+    return load_learning_modes(load_settings().learning_modes_path)
 
 
 def _utc_now() -> datetime:

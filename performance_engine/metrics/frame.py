@@ -1,4 +1,4 @@
-"""Reading historical attempts (CSV, JSON Lines, Parquet) into one normalised frame.
+"""Historical attempts as one normalised frame: validated column-wise, no file reading.
 
 The normalised frame has one row per attempt with the columns of :data:`COLUMNS`:
 ``learning_mode`` canonical, ``difficulty`` the code 0/1/2 (easy/medium/hard),
@@ -8,11 +8,13 @@ Validation is vectorised; a row the fast path cannot prove valid is re-checked b
 record validator of :mod:`metrics.attempt`, which names the exact reason. So a file row
 is accepted exactly when the same attempt would be accepted as a Kafka event.
 
-CSV cells are text: integers are decimal, ``is_correct`` is ``true``/``false`` (any case)
-or ``1``/``0``, ``occurred_at`` is RFC 3339 or epoch milliseconds, and an empty optional
-cell means absent. Parquet columns keep their types: integers may also be floats with
-whole values (pandas writes integer columns with gaps that way; NaN means absent), and
-``occurred_at`` may be a time-zone-aware timestamp column.
+The readers of files (``tools.history_files``) and of databases (``tools.sql_history``,
+the Django app) hand their tables here. CSV cells are text: integers are decimal,
+``is_correct`` is ``true``/``false`` (any case) or ``1``/``0``, ``occurred_at`` is RFC
+3339 or epoch milliseconds, and an empty optional cell means absent. Parquet columns keep
+their types: integers may also be floats with whole values (pandas writes integer columns
+with gaps that way; NaN means absent), and ``occurred_at`` may be a time-zone-aware
+timestamp column.
 """
 
 from __future__ import annotations
@@ -29,8 +31,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from performance_engine.errors import InputFileError, InvalidAttemptError
 from performance_engine.metrics.attempt import (
@@ -39,7 +39,6 @@ from performance_engine.metrics.attempt import (
     RFC3339_PATTERN,
     Attempt,
     attempt_from_mapping,
-    decode_attempt,
 )
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.types import DIFFICULTIES
@@ -51,9 +50,9 @@ __all__ = [
     "RowError",
     "attempts_to_frame",
     "frame_attempts",
-    "load_attempts",
     "load_row_chunks",
     "normalise_frame",
+    "normalise_table",
 ]
 
 OPTIONAL_COLUMNS = ("attempt_number", "time_spent_ms")
@@ -87,29 +86,6 @@ class LoadResult:
     errors: list[RowError] = field(default_factory=list)
 
 
-def load_attempts(
-    path: Path | str, modes: LearningModes, *, skip_invalid: bool = False
-) -> LoadResult:
-    """Read and validate a CSV, JSON Lines or Parquet file of attempts.
-
-    A bad row raises :class:`InputFileError` naming the row, unless ``skip_invalid``,
-    when it is dropped and listed in ``LoadResult.errors``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"{path}: no such file; give the path of a CSV, JSONL or Parquet file")
-    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
-    if suffix in (".csv", ".csv.gz"):
-        return _load_csv(path, modes, skip_invalid)
-    if suffix in (".jsonl", ".ndjson", ".json", ".jsonl.gz"):
-        return _load_jsonl(path, modes, skip_invalid)
-    if suffix in (".parquet", ".pq"):
-        return _load_parquet(path, modes, skip_invalid)
-    raise InputFileError(
-        f"{path}: unknown file type {suffix!r}; use .csv, .jsonl (JSON Lines) or .parquet"
-    )
-
-
 def frame_attempts(frame: pd.DataFrame) -> list[Attempt]:
     """The attempts of a normalised frame, in order (one Python object per row)."""
     from performance_engine.metrics.base import attempt_from_row
@@ -138,61 +114,7 @@ def attempts_to_frame(attempts: list[Attempt]) -> pd.DataFrame:
     )
 
 
-# --- JSON Lines: every line through the Kafka decoder ---------------------------------
-
-
-def _load_jsonl(path: Path, modes: LearningModes, skip_invalid: bool) -> LoadResult:
-    opener: Callable[..., Any] = open
-    if path.suffix == ".gz":
-        import gzip
-
-        opener = gzip.open
-    attempts: list[Attempt] = []
-    errors: list[RowError] = []
-    row = 0
-    with opener(path, "rb") as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            row += 1
-            try:
-                attempts.append(decode_attempt(line.rstrip(b"\r\n"), modes))
-            except InvalidAttemptError as exc:
-                error = RowError(row, exc.error_class, exc.reason)
-                if not skip_invalid:
-                    raise InputFileError(
-                        f"{path}: {error}; fix it or pass --skip-invalid"
-                    ) from None
-                errors.append(error)
-    return LoadResult(attempts_to_frame(attempts), errors)
-
-
-# --- CSV and Parquet: vectorised, with the record validator for suspect rows -----------
-
-
-def _load_csv(path: Path, modes: LearningModes, skip_invalid: bool) -> LoadResult:
-    try:
-        header = pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16)).schema
-        names = header.names
-        table = pacsv.read_csv(
-            path,
-            convert_options=pacsv.ConvertOptions(
-                column_types={name: pa.string() for name in names},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputFileError(f"{path}: not a readable CSV file: {exc}") from None
-    return _normalise_table(table, path, modes, skip_invalid)
-
-
-def _load_parquet(path: Path, modes: LearningModes, skip_invalid: bool) -> LoadResult:
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputFileError(f"{path}: not a readable Parquet file: {exc}") from None
-    return _normalise_table(table, path, modes, skip_invalid)
+# --- validation: vectorised, with the record validator for suspect rows ---------------
 
 
 def normalise_frame(
@@ -200,7 +122,7 @@ def normalise_frame(
 ) -> LoadResult:
     """Validate and normalise a DataFrame of raw attempts (as read from a file)."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    return _normalise_table(table, Path(source), modes, skip_invalid)
+    return normalise_table(table, Path(source), modes, skip_invalid)
 
 
 def load_row_chunks(
@@ -226,7 +148,7 @@ def load_row_chunks(
     read = 0
     for chunk in chunks:
         table = pa.Table.from_pandas(_database_types(chunk), preserve_index=False)
-        loaded = _normalise_table(table, Path(source), modes, skip_invalid, first_row=read + 1)
+        loaded = normalise_table(table, Path(source), modes, skip_invalid, first_row=read + 1)
         frames.append(loaded.frame)
         errors += loaded.errors
         read += len(chunk)
@@ -276,7 +198,7 @@ def _utc_if_naive(value: Any) -> Any:
     return value
 
 
-def _normalise_table(
+def normalise_table(
     table: pa.Table, path: Path, modes: LearningModes, skip_invalid: bool, first_row: int = 0
 ) -> LoadResult:
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
