@@ -35,8 +35,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from performance_engine.metrics.attempt import ATTEMPT_COLUMNS, Attempt
-from performance_engine.metrics.history import Entry
-from performance_engine.metrics.types import DIFFICULTIES, DifficultyEnum, ScopeKey
+from performance_engine.metrics.types import DIFFICULTIES, DifficultyEnum, Entry, ScopeKey
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -5,7 +5,7 @@ Sequential metrics are defined over the attempts in learning order (``occurred_a
 one that arrives out of order is put in its place in the history and the sequential
 metrics are folded again over it, which gives exactly the in-order result.
 
-An entry is the tuple :data:`Entry`. A history is the concatenation of each entry's
+An entry is the tuple ``metrics.types.Entry``. A history is the concatenation of each entry's
 msgpack encoding (an array of seven), read back by putting an array header with the entry
 count (kept in the scope's state) in front. About 20 bytes plus the length of the
 ``attempt_id`` per attempt. A small history is kept inside the scope's state; a large one
@@ -21,7 +21,7 @@ from collections.abc import Iterable
 import msgspec
 
 from performance_engine.metrics.attempt import Attempt
-from performance_engine.metrics.types import DIFFICULTIES, ScopeKey
+from performance_engine.metrics.types import DIFFICULTIES, DIFFICULTY_INDEX, Entry, ScopeKey
 
 __all__ = [
     "DIFFICULTY_INDEX",
@@ -35,12 +35,6 @@ __all__ = [
     "entry_of",
     "learning_key",
 ]
-
-DIFFICULTY_INDEX = {d: i for i, d in enumerate(DIFFICULTIES)}
-
-#: One attempt of a history: (occurred_at, attempt_id, question_id, difficulty code,
-#: is_correct, attempt_number, time_spent_ms).
-Entry = tuple[int, str, int, int, bool, int | None, int | None]
 
 #: Learning order: occurred_at, then attempt_id (Python compares str by code point, which
 #: is the order of their UTF-8 bytes).

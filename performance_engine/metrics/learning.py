@@ -27,15 +27,12 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from performance_engine.errors import ConfigurationError
-from performance_engine.metrics.types import DIFFICULTIES, LearningStats
-
-if TYPE_CHECKING:  # metrics.history imports attempt, which imports modes, which imports this
-    from performance_engine.metrics.history import Entry
+from performance_engine.metrics.types import DIFFICULTIES, Entry, LearningStats
 
 __all__ = [
     "DEFAULT_LEARNING",

@@ -1,4 +1,6 @@
-"""The domain vocabulary: difficulties, completion, learning modes and the stats record."""
+"""The domain vocabulary: difficulties, completion, learning modes, a history entry and
+the stats record. Everything else in ``metrics`` (and the settings) builds on these; this
+module imports nothing of the engine's."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ import msgspec
 
 __all__ = [
     "DIFFICULTIES",
+    "DIFFICULTY_INDEX",
     "CompletionStatusEnum",
     "DifficultyEnum",
+    "Entry",
     "LearningModeType",
     "LearningStats",
     "PerformanceStatsData",
@@ -26,6 +30,13 @@ class DifficultyEnum(str, Enum):
 
 #: Every difficulty in its canonical order (easy < medium < hard); index = difficulty code.
 DIFFICULTIES: tuple[DifficultyEnum, ...] = tuple(DifficultyEnum)
+DIFFICULTY_INDEX = {d: i for i, d in enumerate(DIFFICULTIES)}
+
+#: One attempt of a scope's history (``metrics.history``): (occurred_at, attempt_id,
+#: question_id, difficulty code, is_correct, attempt_number, time_spent_ms). The one
+#: definition of the entry's fields and their order: the history's stored form is this
+#: tuple as a msgpack array, and its compiled writer checks its width against it.
+Entry = tuple[int, str, int, int, bool, int | None, int | None]
 
 
 class CompletionStatusEnum(str, Enum):

@@ -46,6 +46,7 @@ from performance_engine.worker.processor import (
     Record,
 )
 from performance_engine.worker.publisher import BatchPublisher
+from performance_engine.worker.status import attach_status
 from performance_engine.worker.web import install_views
 
 __all__ = ["EngineApp", "EngineService", "create_app"]
@@ -109,9 +110,13 @@ class EngineService(Service):
         self._lost = False
         #: Why the worker refuses to go on (Redis lost state that Kafka no longer holds).
         self.refusal: str | None = None
-        self.metrics = EngineMetrics(self._counters, self.lag, lambda: self.refusal is not None)
+        self.metrics = EngineMetrics(self.counters, self.lag, lambda: self.refusal is not None)
 
-    def _counters(self) -> Counters | None:
+    @property
+    def settings(self) -> Settings:
+        return self.app.settings
+
+    def counters(self) -> Counters | None:
         return self.processor.counters if self.processor is not None else None
 
     def _assignment(self) -> set[TP]:
@@ -403,9 +408,10 @@ def create_app(settings: Settings, calculator: MetricsCalculator | None = None) 
 
     service = EngineService(app, calculator, beacon=app.beacon)
     app.service(cast(Any, service))
-    install_views(app, service)
+    attach_status(app, service)
+    install_views(app)
     if settings.dashboard:
         from performance_engine.worker.dashboard.views import install_dashboard
 
-        install_dashboard(app, service)
+        install_dashboard(app)
     return app

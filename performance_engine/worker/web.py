@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from faust.web import Request, Response, View
 
@@ -22,12 +22,11 @@ from performance_engine.errors import (
     UserAttemptsNotFoundError,
 )
 from performance_engine.metrics.attempt import scope_key
+from performance_engine.settings import Settings
 from performance_engine.worker.instrumentation import CONTENT_TYPE
+from performance_engine.worker.status import status_of
 
-if TYPE_CHECKING:
-    from performance_engine.worker.app import EngineApp, EngineService
-
-__all__ = ["install_views"]
+__all__ = ["HealthView", "MetricsView", "StatsView", "install_views"]
 
 
 def _int(text: str, name: str) -> int:
@@ -36,9 +35,9 @@ def _int(text: str, name: str) -> int:
     return int(text)
 
 
-async def _broker_answers(app: EngineApp) -> tuple[bool, str]:
+async def _broker_answers(settings: Settings) -> tuple[bool, str]:
     errors = []
-    for host, port in bootstrap_hosts(app.settings):
+    for host, port in bootstrap_hosts(settings):
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
         except (OSError, TimeoutError) as exc:
@@ -49,65 +48,77 @@ async def _broker_answers(app: EngineApp) -> tuple[bool, str]:
     return False, "; ".join(errors)
 
 
-def install_views(app: EngineApp, service: EngineService) -> None:
-    """Register the engine's views on the app's web server."""
+class StatsView(View):
+    """``GET /stats/{user_id}/{sub_topic_id}/{learning_mode}``."""
 
-    @app.page("/stats/{user_id}/{sub_topic_id}/{learning_mode}")
-    class StatsView(View):
-        async def get(
-            self, request: Request, user_id: str, sub_topic_id: str, learning_mode: str
-        ) -> Response:
-            try:
-                scope = scope_key(
-                    _int(user_id, "user_id"), _int(sub_topic_id, "sub_topic_id"), learning_mode
-                )
-            except InvalidScopeError as exc:
-                return self.error(400, str(exc))
-            store = service.store
-            if store is None:
-                return self.error(503, "the worker is starting; try again shortly")
-            try:
-                body = await store.stats_json(scope)
-            except UserAttemptsNotFoundError as exc:
-                return self.error(404, str(exc))
-            except DatabaseQueryError as exc:
-                return self.error(503, str(exc))
-            return self.bytes(body, content_type="application/json")
-
-    @app.page("/health")
-    class HealthView(View):
-        async def get(self, request: Request) -> Response:
-            redis_state: dict[str, Any] = {"ok": False}
-            if service.store is None:
-                redis_state["error"] = "not connected yet"
-            else:
-                try:
-                    await service.store.ping()
-                    redis_state["ok"] = True
-                except DatabaseQueryError as exc:
-                    redis_state["error"] = str(exc)
-            broker_ok, broker_error = await _broker_answers(app)
-            kafka_state: dict[str, Any] = {
-                "ok": broker_ok,
-                "assigned_partitions": sorted(service.assigned_partitions()),
-            }
-            if broker_error:
-                kafka_state["error"] = broker_error
-            state: dict[str, Any] = {"ok": service.refusal is None}
-            if service.refusal is not None:
-                state["error"] = service.refusal
-            healthy = redis_state["ok"] and broker_ok and state["ok"]
-            return self.json(
-                {
-                    "status": "ok" if healthy else "unavailable",
-                    "redis": redis_state,
-                    "kafka": kafka_state,
-                    "state": state,
-                },
-                status=200 if healthy else 503,
+    async def get(
+        self, request: Request, user_id: str, sub_topic_id: str, learning_mode: str
+    ) -> Response:
+        try:
+            scope = scope_key(
+                _int(user_id, "user_id"), _int(sub_topic_id, "sub_topic_id"), learning_mode
             )
+        except InvalidScopeError as exc:
+            return self.error(400, str(exc))
+        store = status_of(self).store
+        if store is None:
+            return self.error(503, "the worker is starting; try again shortly")
+        try:
+            body = await store.stats_json(scope)
+        except UserAttemptsNotFoundError as exc:
+            return self.error(404, str(exc))
+        except DatabaseQueryError as exc:
+            return self.error(503, str(exc))
+        return self.bytes(body, content_type="application/json")
 
-    @app.page("/metrics")
-    class MetricsView(View):
-        async def get(self, request: Request) -> Response:
-            return self.bytes(service.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+class HealthView(View):
+    """``GET /health``."""
+
+    async def get(self, request: Request) -> Response:
+        status = status_of(self)
+        redis_state: dict[str, Any] = {"ok": False}
+        if status.store is None:
+            redis_state["error"] = "not connected yet"
+        else:
+            try:
+                await status.store.ping()
+                redis_state["ok"] = True
+            except DatabaseQueryError as exc:
+                redis_state["error"] = str(exc)
+        broker_ok, broker_error = await _broker_answers(status.settings)
+        kafka_state: dict[str, Any] = {
+            "ok": broker_ok,
+            "assigned_partitions": sorted(status.assigned_partitions()),
+        }
+        if broker_error:
+            kafka_state["error"] = broker_error
+        state: dict[str, Any] = {"ok": status.refusal is None}
+        if status.refusal is not None:
+            state["error"] = status.refusal
+        healthy = redis_state["ok"] and broker_ok and state["ok"]
+        return self.json(
+            {
+                "status": "ok" if healthy else "unavailable",
+                "redis": redis_state,
+                "kafka": kafka_state,
+                "state": state,
+            },
+            status=200 if healthy else 503,
+        )
+
+
+class MetricsView(View):
+    """``GET /metrics``."""
+
+    async def get(self, request: Request) -> Response:
+        body = status_of(self).metrics.render()
+        return self.bytes(body, headers={"Content-Type": CONTENT_TYPE})
+
+
+def install_views(app: Any) -> None:
+    """Register the engine's views on the app's web server (the app carries the worker's
+    status: ``worker.status.attach_status``)."""
+    app.page("/stats/{user_id}/{sub_topic_id}/{learning_mode}")(StatsView)
+    app.page("/health")(HealthView)
+    app.page("/metrics")(MetricsView)

@@ -29,7 +29,8 @@ import json
 import time
 from collections import deque
 from importlib.resources import files
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from weakref import WeakKeyDictionary
 
 from aiohttp import web
 from faust.web import Request, Response, View
@@ -39,9 +40,7 @@ from performance_engine.metrics.attempt import scope_key
 from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData
 from performance_engine.worker.dashboard.feed import Update
 from performance_engine.worker.dashboard.index import ORDERS
-
-if TYPE_CHECKING:
-    from performance_engine.worker.app import EngineApp, EngineService
+from performance_engine.worker.status import WorkerStatus, status_of
 
 __all__ = ["install_dashboard"]
 
@@ -124,211 +123,236 @@ class _Rate:
         return (n1 - n0) / (t1 - t0) if t1 - t0 >= 0.5 else 0.0
 
 
-def install_dashboard(app: EngineApp, service: EngineService) -> None:
-    """Register the dashboard's pages and JSON on the worker's web server."""
-    rate = _Rate()
+#: Each running worker's attempts-per-second reading (a worker's views share one).
+_RATES: WeakKeyDictionary[Any, _Rate] = WeakKeyDictionary()
 
-    def overview() -> dict[str, Any]:
-        counters = service.processor.counters if service.processor is not None else None
-        feed = service.feed
-        handled = 0 if counters is None else counters.attempts_applied + counters.duplicates
-        return {
-            "attempts_per_second": round(rate(handled), 1),
-            "totals": {
-                "attempts_applied": counters.attempts_applied if counters else 0,
-                "duplicates": counters.duplicates if counters else 0,
-                "stats_published": counters.stats_published if counters else 0,
-                "batches": counters.batches if counters else 0,
-                "state_recoveries": counters.state_recoveries if counters else 0,
-            },
-            "rejected": dict(sorted(counters.rejected.items())) if counters else {},
-            "lag": {str(p): n for p, n in sorted(service.lag().items())},
-            "batch_seconds": service.metrics.batch_seconds(),
-            "stats_updates_per_second": round(feed.updates_per_second(), 1) if feed else 0.0,
-            "recent": [_update(u) for u in reversed(feed.recent)] if feed else [],
-            "refusal": service.refusal,
-        }
 
-    class _Base(View):
-        def fail(self, status: int, message: str) -> Response:
-            return self.json({"error": message}, status=status, headers=dict(SECURITY_HEADERS))
+def overview(status: WorkerStatus) -> dict[str, Any]:
+    """The overview's JSON: rates, totals, rejected records, lag, batch times, updates."""
+    rate = _RATES.setdefault(status, _Rate())
+    counters = status.counters()
+    feed = status.feed
+    handled = 0 if counters is None else counters.attempts_applied + counters.duplicates
+    return {
+        "attempts_per_second": round(rate(handled), 1),
+        "totals": {
+            "attempts_applied": counters.attempts_applied if counters else 0,
+            "duplicates": counters.duplicates if counters else 0,
+            "stats_published": counters.stats_published if counters else 0,
+            "batches": counters.batches if counters else 0,
+            "state_recoveries": counters.state_recoveries if counters else 0,
+        },
+        "rejected": dict(sorted(counters.rejected.items())) if counters else {},
+        "lag": {str(p): n for p, n in sorted(status.lag().items())},
+        "batch_seconds": status.metrics.batch_seconds(),
+        "stats_updates_per_second": round(feed.updates_per_second(), 1) if feed else 0.0,
+        "recent": [_update(u) for u in reversed(feed.recent)] if feed else [],
+        "refusal": status.refusal,
+    }
 
-        def ok(self, value: Any) -> Response:
-            return self.json(value, headers=dict(SECURITY_HEADERS))
 
-    for path in ("/dashboard", "/dashboard/cohort", "/dashboard/learner"):
+class _Base(View):
+    def fail(self, status: int, message: str) -> Response:
+        return self.json({"error": message}, status=status, headers=dict(SECURITY_HEADERS))
 
-        @app.page(path, name=f"dashboard-page{path}")
-        class Page(_Base):
-            async def get(self, request: Request) -> Response:
-                body = _static("index.html")
-                assert body is not None
-                return self.bytes(body, content_type="text/html", headers=dict(SECURITY_HEADERS))
+    def ok(self, value: Any) -> Response:
+        return self.json(value, headers=dict(SECURITY_HEADERS))
 
-    for prefix in ("static", "vendor"):
 
-        @app.page(f"/dashboard/{prefix}/{{name}}", name=f"dashboard-{prefix}")
-        class Static(_Base):
-            folder = "" if prefix == "static" else "vendor/"
+class Page(_Base):
+    """The HTML shell of every page (``static/app.js`` draws each)."""
 
-            async def get(self, request: Request, name: str) -> Response:
-                body = _static(self.folder + name)
-                suffix = name[name.rfind(".") :] if "." in name else ""
-                if body is None or suffix not in CONTENT_TYPES:
-                    return self.fail(404, f"no file {name[:60]!r}")
-                return self.bytes(
-                    body, content_type=CONTENT_TYPES[suffix], headers=dict(SECURITY_HEADERS)
-                )
+    async def get(self, request: Request) -> Response:
+        body = _static("index.html")
+        assert body is not None
+        return self.bytes(body, content_type="text/html", headers=dict(SECURITY_HEADERS))
 
-    @app.page("/dashboard/api/overview")
-    class Overview(_Base):
-        async def get(self, request: Request) -> Response:
-            return self.ok(overview())
 
-    @app.page("/dashboard/api/cohorts")
-    class Cohorts(_Base):
-        async def get(self, request: Request) -> Response:
-            if service.dashboard_index is None:
-                return self.fail(503, "the worker is starting; try again shortly")
-            try:
-                found = await service.dashboard_index.cohorts()
-            except DatabaseQueryError as exc:
-                return self.fail(503, str(exc))
-            return self.ok(
-                {
-                    "cohorts": [
-                        {
-                            "sub_topic_id": c.sub_topic_id,
-                            "learning_mode": c.learning_mode,
-                            "learners": c.learners,
-                        }
-                        for c in found
-                    ]
-                }
+class Static(_Base):
+    """A file of ``static/``."""
+
+    folder = ""
+
+    async def get(self, request: Request, name: str) -> Response:
+        body = _static(self.folder + name)
+        suffix = name[name.rfind(".") :] if "." in name else ""
+        if body is None or suffix not in CONTENT_TYPES:
+            return self.fail(404, f"no file {name[:60]!r}")
+        return self.bytes(body, content_type=CONTENT_TYPES[suffix], headers=dict(SECURITY_HEADERS))
+
+
+class Vendor(Static):
+    """A file of ``static/vendor/`` (the charting library)."""
+
+    folder = "vendor/"
+
+
+class Overview(_Base):
+    async def get(self, request: Request) -> Response:
+        return self.ok(overview(status_of(self)))
+
+
+class Cohorts(_Base):
+    async def get(self, request: Request) -> Response:
+        index = status_of(self).dashboard_index
+        if index is None:
+            return self.fail(503, "the worker is starting; try again shortly")
+        try:
+            found = await index.cohorts()
+        except DatabaseQueryError as exc:
+            return self.fail(503, str(exc))
+        return self.ok(
+            {
+                "cohorts": [
+                    {
+                        "sub_topic_id": c.sub_topic_id,
+                        "learning_mode": c.learning_mode,
+                        "learners": c.learners,
+                    }
+                    for c in found
+                ]
+            }
+        )
+
+
+class CohortPage(_Base):
+    async def get(self, request: Request, sub_topic_id: str, learning_mode: str) -> Response:
+        status = status_of(self)
+        index, store = status.dashboard_index, status.store
+        if index is None or store is None:
+            return self.fail(503, "the worker is starting; try again shortly")
+        query = request.query
+        try:
+            sub = _positive(sub_topic_id, "sub_topic_id")
+            mode = scope_key(1, sub, learning_mode).learning_mode
+            order = query.get("order", "stuck")
+            if order not in ORDERS:
+                raise BadRequest(f"order must be one of {', '.join(ORDERS)}")
+            direction = query.get("dir", "asc" if order == "mastery" else "desc")
+            if direction not in ("asc", "desc"):
+                raise BadRequest("dir must be asc or desc")
+            page = _positive(query.get("page"), "page", 1)
+            per_page = _positive(query.get("per_page"), "per_page", 50)
+            if per_page > MAX_PER_PAGE:
+                raise BadRequest(f"per_page must be at most {MAX_PER_PAGE}")
+            wanted = query.get("user_id")
+            user = _positive(wanted, "user_id") if wanted else None
+        except (BadRequest, InvalidScopeError) as exc:
+            return self.fail(400, str(exc))
+        try:
+            total, users = await index.page(
+                sub,
+                mode,
+                order,
+                descending=direction == "desc",
+                offset=(page - 1) * per_page,
+                limit=per_page,
             )
+            if total == 0:
+                return self.fail(404, f"no learners in sub-topic {sub}, mode {mode!r}")
+            if user is not None:
+                users = [user] if (sub, mode) in await index.learner_cohorts(user) else []
+            stored = await store.read([scope_key(u, sub, mode) for u in users])
+        except DatabaseQueryError as exc:
+            return self.fail(503, str(exc))
+        rows = [
+            _row(u, None if s is None else PerformanceStatsData.from_json(s.stats_json))
+            for u, s in zip(users, stored, strict=True)
+        ]
+        return self.ok(
+            {
+                "sub_topic_id": sub,
+                "learning_mode": mode,
+                "order": order,
+                "dir": direction,
+                "page": page,
+                "per_page": per_page,
+                "learners": total,
+                "rows": rows,
+            }
+        )
 
-    @app.page("/dashboard/api/cohorts/{sub_topic_id}/{learning_mode}")
-    class CohortPage(_Base):
-        async def get(self, request: Request, sub_topic_id: str, learning_mode: str) -> Response:
-            index, store = service.dashboard_index, service.store
-            if index is None or store is None:
-                return self.fail(503, "the worker is starting; try again shortly")
-            query = request.query
-            try:
-                sub = _positive(sub_topic_id, "sub_topic_id")
-                mode = scope_key(1, sub, learning_mode).learning_mode
-                order = query.get("order", "stuck")
-                if order not in ORDERS:
-                    raise BadRequest(f"order must be one of {', '.join(ORDERS)}")
-                direction = query.get("dir", "asc" if order == "mastery" else "desc")
-                if direction not in ("asc", "desc"):
-                    raise BadRequest("dir must be asc or desc")
-                page = _positive(query.get("page"), "page", 1)
-                per_page = _positive(query.get("per_page"), "per_page", 50)
-                if per_page > MAX_PER_PAGE:
-                    raise BadRequest(f"per_page must be at most {MAX_PER_PAGE}")
-                wanted = query.get("user_id")
-                user = _positive(wanted, "user_id") if wanted else None
-            except (BadRequest, InvalidScopeError) as exc:
-                return self.fail(400, str(exc))
-            try:
-                total, users = await index.page(
-                    sub,
-                    mode,
-                    order,
-                    descending=direction == "desc",
-                    offset=(page - 1) * per_page,
-                    limit=per_page,
-                )
-                if total == 0:
-                    return self.fail(404, f"no learners in sub-topic {sub}, mode {mode!r}")
-                if user is not None:
-                    users = [user] if (sub, mode) in await index.learner_cohorts(user) else []
-                stored = await store.read([scope_key(u, sub, mode) for u in users])
-            except DatabaseQueryError as exc:
-                return self.fail(503, str(exc))
-            rows = [
-                _row(u, None if s is None else PerformanceStatsData.from_json(s.stats_json))
-                for u, s in zip(users, stored, strict=True)
-            ]
-            return self.ok(
-                {
-                    "sub_topic_id": sub,
-                    "learning_mode": mode,
-                    "order": order,
-                    "dir": direction,
-                    "page": page,
-                    "per_page": per_page,
-                    "learners": total,
-                    "rows": rows,
-                }
-            )
 
-    @app.page("/dashboard/api/learners/{user_id}")
-    class Learner(_Base):
-        async def get(self, request: Request, user_id: str) -> Response:
-            index, store, feed = service.dashboard_index, service.store, service.feed
-            if index is None or store is None or feed is None:
-                return self.fail(503, "the worker is starting; try again shortly")
-            try:
-                user = _positive(user_id, "user_id")
-            except BadRequest as exc:
-                return self.fail(400, str(exc))
-            try:
-                cohorts = await index.learner_cohorts(user)
-                scopes = [scope_key(user, sub, mode) for sub, mode in cohorts]
-                stored = await store.read(scopes)
-            except DatabaseQueryError as exc:
-                return self.fail(503, str(exc))
-            found = [
-                {
-                    "stats": json.loads(item.stats_json),
-                    "history": [_point(p) for p in feed.history(scope)],
-                }
-                for scope, item in zip(scopes, stored, strict=True)
-                if item is not None
-            ]
-            if not found:
-                return self.fail(404, f"no stats for learner {user}")
-            return self.ok({"user_id": user, "scopes": found})
+class Learner(_Base):
+    async def get(self, request: Request, user_id: str) -> Response:
+        status = status_of(self)
+        index, store, feed = status.dashboard_index, status.store, status.feed
+        if index is None or store is None or feed is None:
+            return self.fail(503, "the worker is starting; try again shortly")
+        try:
+            user = _positive(user_id, "user_id")
+        except BadRequest as exc:
+            return self.fail(400, str(exc))
+        try:
+            cohorts = await index.learner_cohorts(user)
+            scopes = [scope_key(user, sub, mode) for sub, mode in cohorts]
+            stored = await store.read(scopes)
+        except DatabaseQueryError as exc:
+            return self.fail(503, str(exc))
+        found = [
+            {
+                "stats": json.loads(item.stats_json),
+                "history": [_point(p) for p in feed.history(scope)],
+            }
+            for scope, item in zip(scopes, stored, strict=True)
+            if item is not None
+        ]
+        if not found:
+            return self.fail(404, f"no stats for learner {user}")
+        return self.ok({"user_id": user, "scopes": found})
 
-    @app.page("/dashboard/api/stream")
-    class Stream(_Base):
-        async def get(self, request: Request) -> Any:
-            feed = service.feed
-            if feed is None:
-                return self.fail(503, "the worker is starting; try again shortly")
-            wanted = request.query.get("user_id")
-            try:
-                user = _positive(wanted, "user_id") if wanted else None
-            except BadRequest as exc:
-                return self.fail(400, str(exc))
-            response = web.StreamResponse(
-                headers={**SECURITY_HEADERS, "Content-Type": "text/event-stream"}
-            )
-            await response.prepare(request)  # type: ignore[arg-type]
-            queue = feed.listen(user)
-            try:
-                while not service.should_stop:
-                    await response.write(_event("overview", overview()))
-                    deadline = time.monotonic() + 1.0
-                    newest: deque[Update] = deque(maxlen=20)  # a busy second: its last 20
-                    while (left := deadline - time.monotonic()) > 0:
-                        try:
-                            update = await asyncio.wait_for(queue.get(), left)
-                        except TimeoutError:
-                            break
-                        if user is not None:  # one learner's: every update, at once
-                            await response.write(_event("update", _update(update)))
-                        else:
-                            newest.append(update)
-                    for update in newest:
+
+class Stream(_Base):
+    async def get(self, request: Request) -> Any:
+        status = status_of(self)
+        feed = status.feed
+        if feed is None:
+            return self.fail(503, "the worker is starting; try again shortly")
+        wanted = request.query.get("user_id")
+        try:
+            user = _positive(wanted, "user_id") if wanted else None
+        except BadRequest as exc:
+            return self.fail(400, str(exc))
+        response = web.StreamResponse(
+            headers={**SECURITY_HEADERS, "Content-Type": "text/event-stream"}
+        )
+        await response.prepare(request)  # type: ignore[arg-type]
+        queue = feed.listen(user)
+        try:
+            while not status.should_stop:
+                await response.write(_event("overview", overview(status)))
+                deadline = time.monotonic() + 1.0
+                newest: deque[Update] = deque(maxlen=20)  # a busy second: its last 20
+                while (left := deadline - time.monotonic()) > 0:
+                    try:
+                        update = await asyncio.wait_for(queue.get(), left)
+                    except TimeoutError:
+                        break
+                    if user is not None:  # one learner's: every update, at once
                         await response.write(_event("update", _update(update)))
-            except (ConnectionResetError, asyncio.CancelledError):
-                pass
-            finally:
-                feed.stop_listening(queue)
-            return response
+                    else:
+                        newest.append(update)
+                for update in newest:
+                    await response.write(_event("update", _update(update)))
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            feed.stop_listening(queue)
+        return response
+
+
+def install_dashboard(app: Any) -> None:
+    """Register the dashboard's pages and JSON on the worker's web server (the app
+    carries the worker's status: ``worker.status.attach_status``)."""
+    for path in ("/dashboard", "/dashboard/cohort", "/dashboard/learner"):
+        app.page(path, name=f"dashboard-page{path}")(Page)
+    app.page("/dashboard/static/{name}", name="dashboard-static")(Static)
+    app.page("/dashboard/vendor/{name}", name="dashboard-vendor")(Vendor)
+    app.page("/dashboard/api/overview")(Overview)
+    app.page("/dashboard/api/cohorts")(Cohorts)
+    app.page("/dashboard/api/cohorts/{sub_topic_id}/{learning_mode}")(CohortPage)
+    app.page("/dashboard/api/learners/{user_id}")(Learner)
+    app.page("/dashboard/api/stream")(Stream)
 
 
 def _point(point: Any) -> list[Any]:
