@@ -18,7 +18,6 @@ from performance_engine.metrics.frame import attempts_to_frame
 from performance_engine.metrics.history import Entry, decode_entries
 from performance_engine.metrics.state import ScopeState, decode_state, encode_state
 from performance_engine.metrics.types import DifficultyEnum, PerformanceStatsData, ScopeKey
-from performance_engine.store.bulk import pack_fresh
 from tests.helpers import SPILL_LIMITS, StreamModel
 from tests.strategies import attempts
 
@@ -259,41 +258,6 @@ def test_columnar_learning_blocks_on_a_hash_collision(monkeypatch: Any) -> None:
     monkeypatch.setattr(columnar, "_MIX", np.uint64(0))  # the hash: the last column only
     got = columnar.builtin_stats_json(result.scopes, result.states, calculator.learning_modes)
     assert got == expected
-
-
-@settings(max_examples=300, deadline=None)
-@given(attempts(), st.sampled_from(SPILL_LIMITS), st.integers(1, 7))
-def test_packed_new_scopes_are_byte_equal_to_their_states(
-    stream: list[Attempt], limit: int, chunk: int
-) -> None:
-    """What the backfill writes for new scopes straight from the arrays is, byte for byte,
-    what ``pack_scope`` writes for their states and stats, chunk by chunk; and the
-    histories that get keys of their own are the same bytes."""
-    from performance_engine.metrics.batch import compute_parts
-    from performance_engine.store.layout import pack_scope
-
-    calculator = MetricsCalculator(history_inline_limit=limit)
-    fresh, rest = compute_parts(attempts_to_frame(stream), calculator)
-    assert not rest.scopes
-    assert fresh.packable(calculator)
-    result = fresh.result(calculator)
-    stats = [calculator.stats(scope, state).to_json() for scope, state in result.items()]
-    values: list[bytes] = []
-    histories: list[bytes | None] = []
-    for lo in range(0, len(fresh), chunk):
-        packed = pack_fresh(fresh, calculator, lo, min(lo + chunk, len(fresh)))
-        assert packed.scopes == result.scopes[lo : lo + chunk]
-        assert packed.versions == [s.version for s in result.states[lo : lo + chunk]]
-        ends = packed.value_ends
-        values += [packed.values[a:b] for a, b in pairwise(ends)]
-        histories += [
-            packed.histories[a:b] if b > a else None
-            for a, b in zip(packed.history_starts, packed.history_ends, strict=True)
-        ]
-    expected = [pack_scope(state, js) for state, js in zip(result.states, stats, strict=True)]
-    assert values == expected
-    assert histories == [None if h is None else h.data for h in result.histories]
-    assert all(h is None or h.replace for h in result.histories)
 
 
 def test_packing_gives_way_to_custom_metrics() -> None:

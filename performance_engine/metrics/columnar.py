@@ -25,7 +25,13 @@ import numpy as np
 from performance_engine.metrics.learning import LearningParams
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.state import ScopeState
-from performance_engine.metrics.types import DIFFICULTIES, CompletionStatusEnum, ScopeKey
+from performance_engine.metrics.types import (
+    DIFFICULTIES,
+    CompletionStatusEnum,
+    LearningStats,
+    PerformanceStatsData,
+    ScopeKey,
+)
 
 __all__ = [
     "INTEGER",
@@ -54,6 +60,36 @@ _LEARNING = (
     b'"recommended_difficulty":%s,"recent_accuracy":%s,"current_streak":%d,'
     b'"longest_streak":%d,"first_attempt_accuracy":' + _TOKENS + b"}"
 )
+
+
+def _top_level_keys(template: bytes) -> tuple[str, ...]:
+    """The keys of a JSON object template's outermost level, in order."""
+    keys: list[str] = []
+    depth = 0
+    for match in re.finditer(rb'[{}\[\]]|"(\w+)":', template):
+        token = match.group(0)
+        if token in (b"{", b"["):
+            depth += 1
+        elif token in (b"}", b"]"):
+            depth -= 1
+        elif depth == 1:
+            keys.append(match.group(1).decode())
+    return tuple(keys)
+
+
+def _check_templates() -> None:
+    """Refuse to load templates that no longer spell the records they stand for: their
+    keys must be the records' fields in order (``PerformanceStatsData`` is the one
+    definition of the stats JSON; the values are held equal by the format tests)."""
+    for template, record in ((_TEMPLATE, PerformanceStatsData), (_LEARNING, LearningStats)):
+        if _top_level_keys(template) != record.__struct_fields__:
+            raise ImportError(
+                f"metrics.columnar's template writes {_top_level_keys(template)}, but "
+                f"{record.__name__} has {record.__struct_fields__}: update the template"
+            )
+
+
+_check_templates()
 _BOOLEANS = np.array([b"false", b"true"], dtype=object)
 _DIFFICULTY_TOKENS = np.array([msgspec.json.encode(d) for d in DIFFICULTIES], dtype=object)
 _COMPLETION = np.array(  # index: 1 if complete

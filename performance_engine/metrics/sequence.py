@@ -16,13 +16,14 @@ For a frame of distinct attempts of many scopes, each scope's rows in learning o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pyarrow as pa
 
 from performance_engine.metrics.kernels import encode_history_rows, fold_learning_scopes
 from performance_engine.metrics.learning import LearningParams, LearningState
+from performance_engine.metrics.types import Entry
 
 __all__ = [
     "LearningColumns",
@@ -30,6 +31,14 @@ __all__ = [
     "fold_learning_columns",
     "learning_order",
 ]
+
+#: ``kernels.encode_history_rows`` writes each entry as a msgpack array of this many.
+HISTORY_ENTRY_WIDTH = 7
+if len(get_args(Entry)) != HISTORY_ENTRY_WIDTH:
+    raise ImportError(
+        f"metrics.kernels.encode_history_rows writes entries of {HISTORY_ENTRY_WIDTH} fields, "
+        f"but metrics.types.Entry has {len(get_args(Entry))}: update the compiled encoder"
+    )
 
 Array = np.ndarray[Any, Any]
 

@@ -1,0 +1,251 @@
+"""One test per stored format: every implementation that writes it, on the same inputs,
+byte for byte against the reference writer (the format's one definition).
+
+- the stats JSON: ``PerformanceStatsData.to_json`` (reference); the columnar path in
+  Python (the worker's) and through the compiled loop (the backfill's);
+- the history: ``metrics.history.encode_entries`` (reference); the compiled encoder
+  (``metrics.sequence.encode_history_buffer``, through the batch path);
+- a scope's stored value: ``store.layout.pack_scope`` (reference); the compiled writer
+  (``store.bulk.pack_fresh``);
+- the keys and the ``MSETNX`` commands that create new scopes: the arguments the store's
+  own write plan sends, keys from ``KeySpace`` (reference); the compiled wire-protocol
+  writer (``store.bulk.msetnx_payload``), parsed back with a RESP reader of the test's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import pairwise
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from performance_engine.metrics import columnar
+from performance_engine.metrics.attempt import Attempt
+from performance_engine.metrics.batch import FreshScopes, compute_parts
+from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.frame import attempts_to_frame
+from performance_engine.metrics.history import encode_entries, entry_of, learning_key
+from performance_engine.metrics.types import DifficultyEnum, ScopeKey
+from performance_engine.store.bulk import msetnx_payload, pack_fresh
+from performance_engine.store.keyspace import KeySpace
+from performance_engine.store.layout import pack_scope
+from performance_engine.store.stats_store import _new_rows, _WritePlan
+from tests.strategies import attempts
+
+SPILL_LIMITS = (0, 64, 512)
+
+
+class Case:
+    """The inputs every writer of a format gets: a batch of new scopes."""
+
+    def __init__(self, stream: list[Attempt], limit: int) -> None:
+        self.calculator = MetricsCalculator(history_inline_limit=limit)
+        self.stream = stream
+        fresh, rest = compute_parts(attempts_to_frame(stream), self.calculator)
+        assert not rest.scopes
+        self.fresh: FreshScopes = fresh
+        self.result = fresh.result(self.calculator)
+
+    @property
+    def scopes(self) -> list[ScopeKey]:
+        return self.result.scopes
+
+
+# -- the stats JSON ------------------------------------------------------------------
+
+
+def stats_reference(case: Case) -> list[bytes]:
+    return [case.calculator.stats(s, state).to_json() for s, state in case.result.items()]
+
+
+def stats_columnar_python(case: Case) -> list[bytes]:
+    found = columnar.builtin_stats_json(
+        case.result.scopes, case.result.states, case.calculator.learning_modes
+    )
+    assert found is not None
+    return found
+
+
+def stats_columnar_compiled(case: Case) -> list[bytes]:
+    n = len(case.fresh)
+    if n == 0:
+        return []
+    buffer, ends = case.fresh.stats_buffer(case.calculator, 0, n)
+    data = buffer.tobytes()
+    return [data[a:b] for a, b in pairwise(ends.tolist())]
+
+
+# -- the history ---------------------------------------------------------------------
+
+
+def history_reference(case: Case) -> list[bytes]:
+    """Each scope's distinct attempts (the first of an id in stream order) in learning
+    order, encoded entry by entry."""
+    by_scope: dict[ScopeKey, dict[str, Attempt]] = {}
+    for attempt in case.stream:
+        by_scope.setdefault(attempt.scope, {}).setdefault(attempt.attempt_id, attempt)
+    return [
+        encode_entries(sorted(map(entry_of, by_scope[scope].values()), key=learning_key))
+        for scope in case.scopes
+    ]
+
+
+def history_compiled(case: Case) -> list[bytes]:
+    data = case.fresh.history.tobytes()
+    return [data[a:b] for a, b in pairwise(case.fresh.history_ends.tolist())]
+
+
+# -- the stored value ----------------------------------------------------------------
+
+
+def value_reference(case: Case) -> list[bytes]:
+    stats = stats_reference(case)
+    return [pack_scope(state, js) for state, js in zip(case.result.states, stats, strict=True)]
+
+
+def value_compiled(case: Case) -> list[bytes]:
+    values: list[bytes] = []
+    for lo in range(0, len(case.fresh), 3):  # in chunks, as the backfill packs them
+        packed = pack_fresh(case.fresh, case.calculator, lo, min(lo + 3, len(case.fresh)))
+        values += [packed.values[a:b] for a, b in pairwise(packed.value_ends)]
+    return values
+
+
+# -- the keys and commands -----------------------------------------------------------
+
+GROUP = 2  # scopes per MSETNX: small, so that the cases hold several commands
+KEYS = KeySpace("pe-test.formats")
+
+
+def commands_reference(case: Case) -> list[list[bytes]]:
+    """What the store's own write plan sends for the same new scopes, keys from KeySpace."""
+    packed = pack_fresh(case.fresh, case.calculator, 0, len(case.fresh))
+    sent: list[list[bytes]] = []
+    for lo in range(0, len(packed.scopes), GROUP):
+        hi = min(lo + GROUP, len(packed.scopes))
+        plan = _WritePlan.of(_new_rows(KEYS, packed, lo, hi), cluster=False)
+        assert [msetnx for msetnx, _ in plan.commands] == [True], "one MSETNX per group"
+        recorder = _Recorder()
+        plan.queue(recorder)
+        sent += recorder.commands
+    return sent
+
+
+def commands_compiled(case: Case) -> list[list[bytes]]:
+    packed = pack_fresh(case.fresh, case.calculator, 0, len(case.fresh))
+    payload, count = msetnx_payload(KEYS, packed, GROUP)
+    commands = read_resp(payload)
+    assert len(commands) == count
+    return commands
+
+
+class _Recorder:
+    """Stands where a redis-py pipeline would, keeping the commands queued on it."""
+
+    def __init__(self) -> None:
+        self.commands: list[list[bytes]] = []
+
+    def execute_command(self, *args: Any) -> None:
+        self.commands.append([a if isinstance(a, bytes) else str(a).encode() for a in args])
+
+
+def read_resp(data: bytes) -> list[list[bytes]]:
+    """Commands in Redis's wire protocol (arrays of bulk strings) back as lists of bytes;
+    anything else in ``data`` fails the test."""
+    commands: list[list[bytes]] = []
+    at = 0
+    while at < len(data):
+        assert data[at : at + 1] == b"*", f"an array expected at byte {at}"
+        end = data.index(b"\r\n", at)
+        count = int(data[at + 1 : end])
+        at = end + 2
+        args = []
+        for _ in range(count):
+            assert data[at : at + 1] == b"$", f"a bulk string expected at byte {at}"
+            end = data.index(b"\r\n", at)
+            length = int(data[at + 1 : end])
+            at = end + 2
+            args.append(data[at : at + length])
+            assert data[at + length : at + length + 2] == b"\r\n"
+            at += length + 2
+        commands.append(args)
+    return commands
+
+
+# -- one test per format, every implementation -----------------------------------------
+
+Writer = Callable[[Case], Any]
+FORMATS: dict[str, tuple[Writer, dict[str, Writer]]] = {
+    "stats-json": (
+        stats_reference,
+        {"numpy": stats_columnar_python, "compiled": stats_columnar_compiled},
+    ),
+    "history": (history_reference, {"compiled": history_compiled}),
+    "stored-value": (value_reference, {"compiled": value_compiled}),
+    "msetnx-commands": (commands_reference, {"compiled": commands_compiled}),
+}
+
+
+@pytest.mark.parametrize(
+    ("layout", "implementation"),
+    [(layout, name) for layout, (_, writers) in FORMATS.items() for name in writers],
+)
+@settings(max_examples=150, deadline=None)
+@given(stream=attempts(), limit=st.sampled_from(SPILL_LIMITS))
+def test_every_writer_writes_the_reference_bytes(
+    layout: str, implementation: str, stream: list[Attempt], limit: int
+) -> None:
+    case = Case(stream, limit)
+    reference, writers = FORMATS[layout]
+    assert writers[implementation](case) == reference(case)
+
+
+def test_the_reference_commands_hold_keyspace_keys() -> None:
+    """The reference the compiled commands are held to is spelled by KeySpace itself."""
+    stream = [
+        Attempt(
+            attempt_id=f"a{i}",
+            user_id=10**18 + i,
+            sub_topic_id=7,
+            learning_mode="practice",
+            question_id=1,
+            difficulty=DifficultyEnum.EASY,
+            is_correct=True,
+            occurred_at=1_700_000_000_000 + i,
+        )
+        for i in range(3)
+    ]
+    case = Case(stream, 0)  # every history gets a key of its own
+    commands = commands_compiled(case)
+    keys = [arg for command in commands for arg in command[1::2]]
+    expected = []
+    for scope in case.scopes:
+        key = KEYS.for_scope(scope)
+        expected += [key.encode(), KEYS.history_of(key).encode()]
+    assert [c[0] for c in commands] == [b"MSETNX"] * 2
+    assert keys == expected
+
+
+def test_a_key_prefix_with_every_allowed_character_is_written_as_keyspace_spells_it() -> None:
+    case = Case(
+        [
+            Attempt(
+                attempt_id="x",
+                user_id=1,
+                sub_topic_id=2,
+                learning_mode="standard",
+                question_id=3,
+                difficulty=DifficultyEnum.HARD,
+                is_correct=False,
+                occurred_at=0,
+            )
+        ],
+        512,
+    )
+    packed = pack_fresh(case.fresh, case.calculator, 0, 1)
+    keys = KeySpace("Ab-9_.x")
+    payload, _ = msetnx_payload(keys, packed, GROUP)
+    assert read_resp(payload)[0][1] == keys.for_scope(case.scopes[0]).encode()
