@@ -8,12 +8,19 @@ fresh key prefix of the Redis at PERF_ENGINE_REDIS_URL. Prints a table with the 
 the baseline; the key prefix is deleted afterwards. ``--steps`` also prints where the
 first backfill's wall time went, step by step. ``--repeat N`` runs the baseline and the
 two backfills N times in turns (each turn into a fresh prefix) and keeps the medians: the
-speed of a shared machine moves by half within minutes.
+speed of a shared machine moves by half within minutes. ``--previous DIR`` (a checkout of
+an earlier tree) adds that tree's backfill of the same file to each turn, run like this
+tree's in a process of its own, and prints its ratio. ``--custom-metric`` registers one
+incremental custom metric (what that costs the backfill).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,12 +35,25 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.example_metrics
+
 from performance_engine.metrics import batch as batch_module
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.settings import Settings, load_settings
-from performance_engine.store.stats_store import StatsStore
 from performance_engine.tools import backfill as backfill_module
 from performance_engine.tools.simulator import attempts_frame
+
+try:
+    from performance_engine.store import bulk as bulk_module
+    from performance_engine.store.stats_store import StatsStore
+except ImportError:  # a tree from before the store package (run as --previous)
+    from performance_engine.worker.store import (  # type: ignore[no-redef,import-not-found]
+        StatsStore,
+    )
+
+    bulk_module = None  # type: ignore[assignment]
+
+ROOT = Path(__file__).resolve().parents[1]
 
 #: The backfill's steps timed by --steps: (module, function, what it does). Nested steps
 #: are counted inside the ones that call them.
@@ -48,9 +68,9 @@ STEPS = [
     (batch_module, "learning_order", "  learning order"),
     (batch_module, "fold_learning_columns", "  the learning fold"),
     (batch_module, "encode_history_buffer", "  encode the histories"),
-    (getattr(batch_module, "FreshScopes", None), "packed", "pack the new scopes' values"),
+    (backfill_module, "pack_fresh", "pack the new scopes' values"),
     (batch_module, "columns_stats_buffer", "  their stats JSON"),
-    (batch_module, "pack_scope_rows", "  their states, joined with the stats"),
+    (bulk_module, "pack_scope_rows", "  their states, joined with the stats"),
     (backfill_module, "_create", "write the new scopes to Redis (in a thread)"),
     (batch_module.BatchResult, "stats_json", "the stats JSON of merged scopes"),
     (backfill_module, "_flush", "write the merged scopes to Redis"),
@@ -61,7 +81,7 @@ def time_steps() -> dict[str, float]:
     """Wrap each of STEPS with a stopwatch; returns the totals, filled as they run."""
     totals: dict[str, float] = {}
     for owner, name, label in STEPS:
-        if not hasattr(owner, name):  # an older tree without this step
+        if owner is None or not hasattr(owner, name):  # a tree without this step
             continue
         function = getattr(owner, name)
         totals[label] = 0.0
@@ -83,6 +103,40 @@ def timed(action: object) -> float:
     return time.perf_counter() - start
 
 
+def calculator_for(custom_metric: bool) -> MetricsCalculator:
+    calculator = MetricsCalculator()
+    if custom_metric:
+        from tests.example_metrics import TimeSpent
+
+        calculator.register_metrics([TimeSpent()])
+    return calculator
+
+
+def child(path: Path, prefix: str, custom_metric: bool) -> int:
+    """One backfill of ``path`` into ``prefix``, timed; prints its seconds as JSON (the
+    tree is whichever ``performance_engine`` this process imports)."""
+    settings = replace(load_settings(), key_prefix=prefix)
+    calculator = calculator_for(custom_metric)
+    for module in ("performance_engine.metrics.kernels", "performance_engine.store.kernels"):
+        with contextlib.suppress(ImportError):  # compiled once per install and cached
+            __import__(module, fromlist=["compile_all"]).compile_all()
+    with StatsStore.from_settings(settings) as store:
+        seconds = timed(lambda: backfill_module.backfill_file(path, store, calculator))
+    print(json.dumps({"seconds": seconds}))
+    return 0
+
+
+def in_process_of(tree: Path, path: Path, prefix: str, custom_metric: bool) -> float:
+    """:func:`child` in a process whose ``performance_engine`` is ``tree``'s."""
+    command = [sys.executable, __file__, "--child", str(path), "--prefix", prefix]
+    if custom_metric:
+        command.append("--custom-metric")
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=True, cwd=tree)
+    seconds: float = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+    return seconds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--attempts", type=int, default=1_000_000)
@@ -93,7 +147,15 @@ def main() -> int:
     parser.add_argument(
         "--repeat", type=int, default=1, help="run baseline and backfills N times, keep medians"
     )
+    parser.add_argument(
+        "--previous", type=Path, help="a checkout of an earlier tree: its backfill in turns"
+    )
+    parser.add_argument("--custom-metric", action="store_true", help="register one custom metric")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child is not None:
+        return child(args.child, args.prefix, args.custom_metric)
 
     base = load_settings()
     settings = Settings(redis_url=base.redis_url, key_prefix=f"pe-bench-{uuid.uuid4().hex[:8]}")
@@ -125,17 +187,19 @@ def main() -> int:
                     .agg({"is_correct": "sum", "question_id": "nunique"})
                 )
 
-        calculator = MetricsCalculator()
-        try:  # compiled once per install and cached; not part of a backfill's time
-            from performance_engine.metrics.kernels import compile_all
-        except ImportError:  # an older tree, without compiled loops
-            pass
-        else:
-            compiling = timed(compile_all)
-            console.print(f"kernels compiled or loaded from the cache in {compiling:.1f} s")
+        calculator = calculator_for(args.custom_metric)
+        from performance_engine.metrics.kernels import compile_all
+
+        compiling = timed(compile_all)
+        if bulk_module is not None:
+            from performance_engine.store.kernels import compile_all as compile_store
+
+            compiling += timed(compile_store)
+        console.print(f"kernels compiled or loaded from the cache in {compiling:.1f} s")
         baselines: list[float] = []
         firsts: list[float] = []
         agains: list[float] = []
+        pairs: list[tuple[float, float]] = []  # (this tree, the previous), each in a process
         totals = time_steps() if args.steps else {}
         steps: dict[str, float] = {}
         for turn in range(args.repeat):  # in turns: each run beside its own baseline
@@ -149,6 +213,14 @@ def main() -> int:
             keys = list(client.scan_iter(match=f"{prefix}:*", count=10_000))
             for i in range(0, len(keys), 10_000):
                 client.delete(*keys[i : i + 10_000])
+            if args.previous is not None:
+                pair = []
+                for tree, name in ((ROOT, "this"), (args.previous.resolve(), "previous")):
+                    into = f"{prefix}-{name}"
+                    pair.append(in_process_of(tree, path, into, args.custom_metric))
+                    for key in client.scan_iter(match=f"{into}:*", count=10_000):
+                        client.delete(key)
+                pairs.append((pair[0], pair[1]))
         baseline, first, second = map(median, (baselines, firsts, agains))
         if args.repeat > 1:
             ratios = ", ".join(f"{f / b:.1f}" for f, b in zip(firsts, baselines, strict=True))
@@ -164,7 +236,17 @@ def main() -> int:
         ("perf-engine backfill again (no change)", second),
     ):
         table.add_row(name, f"{seconds:.2f}", f"{rows / seconds:,.0f}", f"{seconds / baseline:.1f}")
-    console.print(table)
+    if pairs:
+        this, previous = (median(p[i] for p in pairs) for i in (0, 1))
+        turns = ", ".join(f"{a / b:.3f}" for a, b in pairs)
+        table.add_row("this tree, in a process of its own", f"{this:.2f}", f"{rows / this:,.0f}",
+                      f"{this / baseline:.1f}")  # fmt: skip
+        table.add_row("previous tree, the same", f"{previous:.2f}", f"{rows / previous:,.0f}",
+                      f"{previous / baseline:.1f}")  # fmt: skip
+        console.print(table)
+        console.print(f"this tree / previous tree: {this / previous:.3f} (median; turns: {turns})")
+    else:
+        console.print(table)
     if steps:
         table = Table(title="where the first backfill's wall time went")
         table.add_column("step")

@@ -111,3 +111,36 @@ def test_settings_name_the_metrics() -> None:
         )
     )
     assert sorted(calc.metrics) == ["most_tried_question", "time_spent"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(attempts(), st.sampled_from(SPILL_LIMITS))
+def test_custom_metrics_ride_the_columnar_stats_path(items: list[Attempt], limit: int) -> None:
+    """Many scopes' stats with custom metrics of every kind registered: the columnar path
+    writes the same bytes as the per-scope records."""
+    from performance_engine.metrics import calculator as calculator_module
+    from performance_engine.metrics.batch import compute_states
+    from performance_engine.metrics.history import decode_entries
+    from tests.example_metrics import WrongInARow
+
+    calc = MetricsCalculator(history_inline_limit=limit)
+    calc.register_metrics([MostTriedQuestion(), TimeSpent(), WrongInARow(), LatestTimes()])
+    result = compute_states(attempts_to_frame(items), calc)
+    histories = [state.inline_entries() if not state.spilled else None for state in result.states]
+    spilled = [i for i, state in enumerate(result.states) if state.spilled]
+    for i in spilled:  # a spilled history is what the backfill wrote for it
+        write = result.histories[i]
+        assert write is not None
+        histories[i] = decode_entries(write.data, result.states[i].history)
+    expected = [
+        calc.stats(scope, state, history).to_json()
+        for scope, state, history in zip(result.scopes, result.states, histories, strict=True)
+    ]
+    minimum = calculator_module.COLUMNAR_MIN_SCOPES
+    calculator_module.COLUMNAR_MIN_SCOPES = 1  # every batch takes the columnar path
+    try:
+        got = calc.stats_json_many(result.scopes, result.states, histories)
+    finally:
+        calculator_module.COLUMNAR_MIN_SCOPES = minimum
+    assert got == expected
+    assert all(b'"custom_metrics":{}' not in js for js in got)

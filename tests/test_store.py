@@ -366,3 +366,28 @@ def test_cli_backfill_errors(settings: Settings, tmp_path: Path) -> None:
     assert unreachable.returncode == 1
     assert "Connection refused" in unreachable.stderr
     assert len(unreachable.stderr.strip().splitlines()) == 1
+
+
+def test_a_backfill_with_custom_metrics_says_once_which_path_they_turn_off(
+    store: StatsStore, history: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from performance_engine.tools import backfill as backfill_module
+    from tests.example_metrics import TimeSpent
+
+    backfill_module._WARNED.clear()
+    calculator = MetricsCalculator()
+    calculator.register_metrics([TimeSpent()])
+    with caplog.at_level(logging.WARNING, logger="performance_engine.tools.backfill"):
+        backfill_file(history, store, calculator)
+        backfill_file(history, store, calculator)  # nothing new: no second warning anyway
+        keys = type(store.keys)(store.keys.prefix + "-again")
+        other = StatsStore(store.client, keys)  # the same client: not closed here
+        backfill_file(history, other, calculator)  # new scopes again: warned already
+    warnings = [r.getMessage() for r in caplog.records if "custom metrics" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "time_spent" in warnings[0]
+    assert "docs/metrics.md" in warnings[0]
+    stats = store.stats(next(iter(oracle(history))))
+    assert "time_spent" in stats.custom_metrics
+    for key in store.client.scan_iter(match=f"{keys.prefix}:*"):
+        store.client.delete(key)

@@ -65,7 +65,14 @@ from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.state import DUPLICATE, NEW_QUESTION, ScopeState, fingerprint
 from performance_engine.metrics.types import LearningStats, PerformanceStatsData, ScopeKey
 
-__all__ = ["COLUMNAR_MIN_SCOPES", "HISTORY_INLINE_LIMIT", "Applied", "MetricsCalculator", "Plan"]
+__all__ = [
+    "COLUMNAR_MIN_SCOPES",
+    "HISTORY_INLINE_LIMIT",
+    "Applied",
+    "MetricsCalculator",
+    "Plan",
+    "with_custom_metrics",
+]
 
 #: A scope's history is kept in its state up to this many bytes (about 20 attempts), then
 #: in a key of its own (see ``metrics.history``).
@@ -74,6 +81,20 @@ HISTORY_INLINE_LIMIT = 512
 #: From this many scopes on, stats_json_many takes the columnar path (below it, numpy's
 #: fixed cost per call is more than the per-scope path's).
 COLUMNAR_MIN_SCOPES = 64
+
+
+_NO_CUSTOM_METRICS = b'"custom_metrics":{}}'
+_JSON = msgspec.json.Encoder()
+
+
+def with_custom_metrics(stats_json: bytes, custom: dict[str, Any]) -> bytes:
+    """A stats JSON written without custom metrics (it ends with an empty
+    ``custom_metrics``), with ``custom`` in their place: the bytes ``to_json`` gives."""
+    if not custom:
+        return stats_json
+    if not stats_json.endswith(_NO_CUSTOM_METRICS):
+        raise ValueError("the stats JSON does not end with an empty custom_metrics")
+    return stats_json[:-3] + _JSON.encode(custom) + b"}"
 
 
 class Plan(msgspec.Struct, gc=False):
@@ -398,20 +419,30 @@ class MetricsCalculator:
     ) -> list[bytes]:
         """Each scope's stats JSON, byte-equal to ``self.stats(scope, state).to_json()``.
 
-        Without custom metrics, many scopes at once take the columnar path
-        (:mod:`metrics.columnar`, numpy: several times faster per scope).
+        Many scopes at once take the columnar path for the built-in metrics
+        (:mod:`metrics.columnar`, numpy: several times faster per scope); registered
+        custom metrics are then computed per scope and written into each record's
+        ``custom_metrics``.
         """
         modes = self.learning_modes
         if (
             len(scopes) >= COLUMNAR_MIN_SCOPES
-            and not self._metrics
             and {scope.learning_mode for scope in scopes} <= modes.rules.keys()
         ):
             from performance_engine.metrics.columnar import builtin_stats_json
 
             columnar = builtin_stats_json(scopes, states, modes)
             if columnar is not None:
-                return columnar
+                if not self._metrics:
+                    return columnar
+                if histories is None:
+                    histories = [None] * len(scopes)
+                return [
+                    with_custom_metrics(js, self.custom_metrics(s, state, history))
+                    for js, s, state, history in zip(
+                        columnar, scopes, states, histories, strict=True
+                    )
+                ]
         if histories is None:
             return [self.stats(s, state).to_json() for s, state in zip(scopes, states, strict=True)]
         return [
@@ -430,8 +461,22 @@ class MetricsCalculator:
                 f"learning mode {scope.learning_mode!r} of scope {scope} is not configured; "
                 "add it to the learning-mode file (PERF_ENGINE_LEARNING_MODES)"
             )
-        fields = builtin_fields(state, required)
+        return PerformanceStatsData(
+            user_id=scope.user_id,
+            sub_topic_id=scope.sub_topic_id,
+            learning_mode=scope.learning_mode,
+            learning=self.learning(scope, state),
+            custom_metrics=self.custom_metrics(scope, state, history),
+            **builtin_fields(state, required),
+        )
+
+    def custom_metrics(
+        self, scope: ScopeKey, state: ScopeState, history: Sequence[Entry] | None = None
+    ) -> dict[str, Any]:
+        """The ``custom_metrics`` block of a scope's stats (empty without custom metrics)."""
         custom: dict[str, Any] = {}
+        if not self._metrics:
+            return custom
         complete = state.history_complete
         for name, metric in self._metrics.items():
             if isinstance(metric, IncrementalMetric):
@@ -450,14 +495,7 @@ class MetricsCalculator:
             groups = log_frame(scope, history[-self.attempt_log_limit :]).groupby("difficulty")
             for frame_metric in self._frame:
                 custom[frame_metric.name] = frame_metric(groups)
-        return PerformanceStatsData(
-            user_id=scope.user_id,
-            sub_topic_id=scope.sub_topic_id,
-            learning_mode=scope.learning_mode,
-            learning=self.learning(scope, state),
-            custom_metrics=custom,
-            **fields,
-        )
+        return custom
 
     def learning(self, scope: ScopeKey, state: ScopeState) -> LearningStats | None:
         """The ``learning`` block of a scope, or None while its history is incomplete."""

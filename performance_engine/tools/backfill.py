@@ -220,6 +220,8 @@ def _write_all(
                 progress("writing", len(fresh), total)
         done = len(fresh)
     else:
+        if calculator.metrics and len(fresh):
+            _warn_slow_path(calculator)
         result = fresh.result(calculator).joined(result)
     for chunk in result.chunks(CHUNK_SCOPES):
         writes: list[ScopeWrite] = []
@@ -236,6 +238,24 @@ def _write_all(
         done += len(chunk)
         progress("writing", done, total)
     return refused
+
+
+#: The custom metrics already warned about (once per process and set of metrics).
+_WARNED: set[tuple[str, ...]] = set()
+
+
+def _warn_slow_path(calculator: MetricsCalculator) -> None:
+    """Say once that custom metrics turn the packed writer of new scopes off."""
+    names = tuple(sorted(calculator.metrics))
+    if names in _WARNED:
+        return
+    _WARNED.add(names)
+    logger.warning(
+        "custom metrics %s: the backfill writes new scopes one by one (a ScopeState and "
+        "the per-scope custom metrics each) instead of packing them from arrays; see "
+        "docs/metrics.md for what that costs",
+        ", ".join(names),
+    )
 
 
 def _create(store: StatsStore, packed: PackedScopes, report: BackfillReport) -> list[ScopeKey]:
