@@ -1,4 +1,10 @@
-"""Shared fixtures. Redis is real: PERF_ENGINE_TEST_REDIS_URL, else the local server."""
+"""Shared fixtures. Redis is real: PERF_ENGINE_TEST_REDIS_URL, else the local server.
+
+Markers say what a test needs (declared in pyproject.toml): ``kafka``, ``redis``, ``db``
+(PostgreSQL or MariaDB), ``browser`` (chromium), ``slow``. A test that uses a fixture of
+one of those services is marked for it here, whatever its file says, so ``-m "not
+kafka"`` never starts a broker.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,28 @@ from performance_engine.metrics.modes import LearningModes
 from performance_engine.settings import Settings
 
 TEST_REDIS_URL = os.environ.get("PERF_ENGINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+#: The fixtures that reach a service, and the marker a test using one gets.
+SERVICE_FIXTURES = {
+    "broker": "kafka",
+    "stream_settings": "kafka",
+    "own_broker": "kafka",
+    "redis_url": "redis",
+    "database_url": "db",
+    "django_database_url": "db",
+    "postgresql_url": "db",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            marker = SERVICE_FIXTURES.get(fixture)
+            callspec = getattr(item, "callspec", None)
+            if callspec is not None and callspec.params.get(fixture) == "sqlite":
+                continue  # a file of the test's own: no server
+            if marker is not None and item.get_closest_marker(marker) is None:
+                item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")

@@ -18,24 +18,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from aiokafka import AIOKafkaProducer
 from kafka import KafkaProducer
 
 from performance_engine.errors import InvalidAttemptError
 from performance_engine.events import DLQ_HEADERS, Source, decode_stats_event, event_id, stats_event
 from performance_engine.metrics.attempt import (
+    ATTEMPT_COLUMNS,
     MAX_VALUE_BYTES,
     Attempt,
     attempt_from_mapping,
     decode_attempt,
 )
-from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
-from performance_engine.metrics.frame import attempts_to_frame
 from performance_engine.metrics.history import Entry, decode_entries
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.state import ScopeState, fingerprint
-from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
+from performance_engine.metrics.types import (
+    DIFFICULTIES,
+    DifficultyEnum,
+    PerformanceStatsData,
+    ScopeKey,
+)
 from performance_engine.plugins import build_calculator
 from performance_engine.settings import Settings, settings_env
 from performance_engine.store.stats_store import AsyncStatsStore, StatsStore
@@ -43,6 +48,7 @@ from performance_engine.tools.history_files import load_attempts
 from performance_engine.tools.simulator import generate_attempts
 from performance_engine.worker.processor import Publisher
 from performance_engine.worker.publisher import BatchPublisher
+from tests.oracle import oracle_stats
 from tests.services import (
     attempt_records,
     committed,
@@ -51,6 +57,10 @@ from tests.services import (
     topic_end,
     wait_until,
 )
+
+#: The checkout's root, and the tests' folder (data, fuzz seeds, the Django project).
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"
 
 _COUNTER = iter(range(1, 10**9))
 
@@ -180,13 +190,18 @@ def oracle(
     source: Sequence[tuple[bytes | None, bytes | None]] | Sequence[Mapping[str, Any]] | Path,
     calculator: MetricsCalculator | None = None,
 ) -> dict[ScopeKey, PerformanceStatsData]:
-    """The stats every scope must end with: the pandas batch path over the distinct valid
-    attempts of ``source`` (Kafka records as (key, value) pairs, attempt objects, or a
-    history file); invalid records are left out, as the worker dead-letters them."""
+    """The stats every scope must end with, by the tests' own pandas oracle
+    (``tests/oracle.py``) over the valid attempts of ``source`` (Kafka records as (key,
+    value) pairs, attempt objects, or a history file); invalid records are left out, as
+    the worker dead-letters them."""
     calculator = calculator or MetricsCalculator()
     modes = calculator.learning_modes
     if isinstance(source, Path):
-        return compute_stats(load_attempts(source, modes).frame, calculator)
+        frame = load_attempts(source, modes).frame
+        names = [d.value for d in DIFFICULTIES]
+        return oracle_stats(
+            frame.assign(difficulty=frame["difficulty"].map(names.__getitem__)), calculator
+        )
     attempts: list[Attempt] = []
     for item in source:
         try:
@@ -196,7 +211,15 @@ def oracle(
                 attempts.append(decode_attempt(item[1], modes))
         except InvalidAttemptError:
             continue
-    return compute_stats(attempts_to_frame(attempts), calculator)
+    return oracle_stats(attempts_frame_of(attempts), calculator)
+
+
+def attempts_frame_of(attempts: Sequence[Attempt]) -> pd.DataFrame:
+    """Attempts as a plain frame for the oracle (SPEC 2 fields, difficulty by name)."""
+    columns = ATTEMPT_COLUMNS
+    rows = [{c: getattr(a, c) for c in columns} for a in attempts]
+    frame = pd.DataFrame(rows, columns=list(columns))
+    return frame.assign(difficulty=frame["difficulty"].map(lambda d: DifficultyEnum(d).value))
 
 
 def stored(settings: Settings, scopes: list[ScopeKey]) -> dict[ScopeKey, Any]:

@@ -3,8 +3,9 @@
 Vectorised over the whole frame (sorts, bincounts and segment reductions); the only
 Python loop runs once per *scope* to assemble its state. Duplicates of an ``attempt_id``
 within a scope count once (the first in frame order wins), exactly as in the stream,
-because both deduplicate by the same fingerprint. This is also the oracle the stream
-is tested against.
+because both deduplicate by the same fingerprint. It is a fast twin of the reference
+definitions (``metrics.builtin``, ``metrics.learning``), held equal to them and to the
+stream by property tests; end-to-end results are judged by an oracle of the tests' own.
 
 New scopes are built column-wise, sequential metrics and histories included
 (:mod:`metrics.sequence`). Scopes that already have a state (``base``: a backfill into

@@ -2,7 +2,7 @@
 
 ``builtin_stats_json(scopes, states, modes)`` returns, for every scope, the same bytes as
 ``MetricsCalculator.stats(scope, state).to_json()`` when no custom metric is registered
-(``tests/test_properties.py`` holds the two together): the numbers of SPEC 3 and the
+(``tests/metrics/test_properties.py`` holds the two together): the numbers of SPEC 3 and the
 ``learning`` block of SPEC 3.1 (from the folded values in each state) are computed with
 numpy over all scopes (the reference definitions are :mod:`metrics.builtin` and
 :mod:`metrics.learning`), floats are rounded by Python's ``round`` and written by msgspec

@@ -4,11 +4,11 @@ Each kernel is the inner loop of a function of the batch path, which prepares it
 :func:`metrics.sequence.fold_learning_columns` and
 :func:`metrics.sequence.encode_history_buffer` (held equal to their references,
 ``metrics.learning.fold_learning`` and ``metrics.history.encode_entries``, by
-``tests/test_sequence.py``), and the distinct and not yet seen attempts of
-:mod:`metrics.batch` (held to their definitions and to the stream by
-``tests/test_properties.py``); the backfill's writers of new scopes' stored values
-(:func:`pack_scope_rows`, held byte-equal to ``worker.store.pack_scope`` by
-``tests/test_properties.py``) and of their ``MSETNX`` commands (:func:`msetnx_commands`).
+``tests/metrics/test_sequence.py`` and ``tests/store/test_formats.py``), the distinct and
+not yet seen attempts of :mod:`metrics.batch` (held to their definitions and to the
+stream by ``tests/metrics/test_properties.py``), and the stats JSON's template filler
+(:func:`fill_templates`, for :mod:`metrics.columnar`). The msgpack and decimal building
+blocks here are shared with the store's compiled writers (``store.kernels``).
 The kernels are compiled on first use and cached
 beside this file (where it is not writable: in ``NUMBA_CACHE_DIR`` or the user's cache
 directory); compiling them all takes several seconds, once. ``python -m

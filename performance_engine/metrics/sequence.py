@@ -10,7 +10,7 @@ For a frame of distinct attempts of many scopes, each scope's rows in learning o
   :func:`metrics.history.encode_entries` would (msgpack, smallest forms), without a
   Python object per attempt (:func:`metrics.kernels.encode_history_rows`).
 
-``tests/test_sequence.py`` holds each equal to its reference.
+``tests/metrics/test_sequence.py`` holds each equal to its reference.
 """
 
 from __future__ import annotations

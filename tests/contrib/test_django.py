@@ -18,10 +18,8 @@ from sqlalchemy import inspect
 from performance_engine.outbox import LANES_TABLE, OUTBOX_TABLE, outbox_engine
 from performance_engine.platform.outbox import outbox_table
 from performance_engine.settings import Settings
-from tests.helpers import oracle, stored, wait_for_oracle
+from tests.helpers import ROOT, oracle, stored, wait_for_oracle
 from tests.services import read_topic, worker_env
-
-ROOT = Path(__file__).parent.parent
 
 
 def scenario(

@@ -32,7 +32,7 @@ from performance_engine.tools.demo import free_port, redis_server_command
 from performance_engine.tools.history_files import load_attempts
 from performance_engine.tools.simulator import generate_attempts
 from performance_engine.worker.dashboard.index import DashboardIndex
-from tests.helpers import dataset, oracle, wait_for_oracle
+from tests.helpers import ROOT, dataset, oracle, wait_for_oracle
 from tests.services import RedisClusterNodes, RedisServer, produce, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]  # servers of its own, per test
@@ -133,7 +133,7 @@ ACL_RULES = "on >{password} resetkeys ~{prefix}:* resetchannels -@all " + (
 
 
 def test_the_documented_acl_line_is_the_one_tested() -> None:
-    docs = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
+    docs = (ROOT / "docs" / "operations.md").read_text()
     documented = ACL_RULES.format(password="CHANGE-ME", prefix="pe")
     assert f"ACL SETUSER perf-engine {documented}\n" in docs
 

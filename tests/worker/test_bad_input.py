@@ -41,6 +41,7 @@ from performance_engine.settings import Settings, load_learning_modes
 from performance_engine.store.stats_store import StatsStore
 from performance_engine.tools.backfill import backfill_frame
 from performance_engine.tools.simulator import generate_attempts
+from tests.helpers import TESTS
 
 MODES = LearningModes.default()
 VALID = generate_attempts(1, users=1, seed=5)[0]
@@ -269,7 +270,7 @@ def test_coverage_guided_fuzzing_with_atheris(tmp_path: Path) -> None:
         pytest.skip("atheris has no wheel for this platform (the dev extra's marker leaves it out)")
     import atheris  # noqa: F401  on a platform with a wheel, a missing install fails here
 
-    here = Path(__file__).parent / "fuzz"
+    here = TESTS / "fuzz"
     corpus = tmp_path / "corpus"
     shutil.copytree(here / "seeds", corpus)
     done = subprocess.run(

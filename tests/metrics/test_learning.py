@@ -27,11 +27,10 @@ from performance_engine.metrics.types import DifficultyEnum, LearningStats, Scop
 from performance_engine.settings import load_learning_modes
 from performance_engine.store.layout import unpack_scope
 from tests.example_metrics import WrongInARow
-from tests.helpers import SPILL_LIMITS, StreamModel, attempt, spec_attempts
+from tests.helpers import ROOT, SPILL_LIMITS, StreamModel, attempt, spec_attempts
 from tests.strategies import attempts
 
 E, M, H = DifficultyEnum.EASY, DifficultyEnum.MEDIUM, DifficultyEnum.HARD
-ROOT = Path(__file__).resolve().parent.parent
 START = 1_795_510_800_000  # 2026-11-24T09:00:00Z
 
 

@@ -21,8 +21,7 @@ from performance_engine.worker.faust_internals import (
     missing_internals,
     require_faust_internals,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
 
 
 def test_the_installed_faust_has_every_private_name_the_worker_uses() -> None:

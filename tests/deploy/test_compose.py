@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from performance_engine.settings import ENV_NAMES, Settings, load_settings
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
 
 
 def compose() -> dict[str, Any]:
@@ -80,5 +78,6 @@ def test_dockerfile_builds_the_worker() -> None:
     assert "COPY performance_engine ./performance_engine" in dockerfile
     assert 'CMD ["perf-engine", "worker"]' in dockerfile
     assert "USER engine" in dockerfile
-    assert "python -m performance_engine.metrics.kernels" in dockerfile  # compiled in the image
+    for kernels in ("metrics", "store"):  # compiled in the image
+        assert f"python -m performance_engine.{kernels}.kernels" in dockerfile
     assert "EXPOSE 6066" in dockerfile

@@ -30,7 +30,7 @@ from performance_engine.tools.backfill import backfill_file, backfill_frame
 from performance_engine.tools.demo import free_port
 from performance_engine.tools.history_files import load_attempts
 from performance_engine.tools.simulator import generate_attempts
-from tests.helpers import oracle, run_cli, spec_rows
+from tests.helpers import ROOT, TESTS, oracle, run_cli, spec_rows
 
 pytestmark = pytest.mark.redis
 
@@ -132,7 +132,7 @@ def test_cli_stats_of_a_first_release_scope_rebuilt_into_the_spec_example(
     pd.DataFrame(spec_rows()).to_csv(history, index=False)
     redis_client.set(  # a-1 .. a-5 as the first release stored them
         f"{settings.key_prefix}:{{u123}}:456:standard",
-        (Path(__file__).parent / "data" / "state-format-1.bin").read_bytes(),
+        (TESTS / "data" / "state-format-1.bin").read_bytes(),
     )
     old = run_cli(settings, "stats", "123", "456")
     assert old.returncode == 0
@@ -141,7 +141,7 @@ def test_cli_stats_of_a_first_release_scope_rebuilt_into_the_spec_example(
     # the whole history rebuilds it: exactly the SPEC's example
     assert run_cli(settings, "backfill", str(history), "--quiet").returncode == 0
     shown = run_cli(settings, "stats", "123", "456", "--json")
-    spec = (Path(__file__).parent.parent / "docs" / "SPEC.md").read_text()
+    spec = (ROOT / "docs" / "SPEC.md").read_text()
     printed = spec[spec.index("## 4.") :].split("```json\n")[1].split("```")[0]
     assert json.loads(shown.stdout) == json.loads(printed)
     table = run_cli(settings, "stats", "123", "456").stdout

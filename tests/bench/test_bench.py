@@ -7,13 +7,13 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import POSTGRES_ADMIN_URL
+from tests.helpers import ROOT
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+BENCH = ROOT / "bench"
 
 
 def run_bench(script: str, *args: str, timeout: float, **env: str) -> str:

@@ -22,7 +22,7 @@ from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings
 from performance_engine.tools.simulator import generate_attempts
 from performance_engine.worker.processor import BatchProcessor
-from tests.helpers import Rec, oracle, real_store_and_broker, records, run, spec_rows
+from tests.helpers import TESTS, Rec, oracle, real_store_and_broker, records, run, spec_rows
 from tests.services import read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
@@ -107,7 +107,7 @@ def test_a_scope_stored_by_the_first_release_and_its_rebuild(
 
     scope = ScopeKey(123, 456, "standard")
     key = f"{stream_settings.key_prefix}:{{u123}}:456:standard"
-    old = (Path(__file__).parent / "data" / "state-format-1.bin").read_bytes()
+    old = (TESTS / "data" / "state-format-1.bin").read_bytes()
     redis_client.set(key, old)
     rows = spec_rows()
 

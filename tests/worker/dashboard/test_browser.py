@@ -21,12 +21,11 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from performance_engine.settings import Settings
 from performance_engine.tools.simulator import generate_attempts
-from tests.helpers import oracle, produce_slowly, wait_for_oracle
+from tests.helpers import ROOT, oracle, produce_slowly, wait_for_oracle
 from tests.services import attempt_records, produce, wait_until
 
-pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
+pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("PERF_ENGINE_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 #: Headless, and nothing that reaches for the network (this machine has none to reach).
 CHROMIUM_ARGS = [
