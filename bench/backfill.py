@@ -10,8 +10,8 @@ first backfill's wall time went, step by step. ``--repeat N`` runs the baseline 
 two backfills N times in turns (each turn into a fresh prefix) and keeps the medians: the
 speed of a shared machine moves by half within minutes. ``--previous DIR`` (a checkout of
 an earlier tree) adds that tree's backfill of the same file to each turn, run like this
-tree's in a process of its own, and prints its ratio. ``--custom-metric`` registers one
-incremental custom metric (what that costs the backfill).
+tree's in a process of its own (the two taking turns to go first), and prints the ratio.
+``--custom-metric`` registers one incremental custom metric (what that costs the backfill).
 """
 
 from __future__ import annotations
@@ -214,13 +214,14 @@ def main() -> int:
             for i in range(0, len(keys), 10_000):
                 client.delete(*keys[i : i + 10_000])
             if args.previous is not None:
-                pair = []
-                for tree, name in ((ROOT, "this"), (args.previous.resolve(), "previous")):
+                took: dict[str, float] = {}
+                trees = [(ROOT, "this"), (args.previous.resolve(), "previous")]
+                for tree, name in trees if turn % 2 == 0 else trees[::-1]:  # each goes first
                     into = f"{prefix}-{name}"
-                    pair.append(in_process_of(tree, path, into, args.custom_metric))
+                    took[name] = in_process_of(tree, path, into, args.custom_metric)
                     for key in client.scan_iter(match=f"{into}:*", count=10_000):
                         client.delete(key)
-                pairs.append((pair[0], pair[1]))
+                pairs.append((took["this"], took["previous"]))
         baseline, first, second = map(median, (baselines, firsts, agains))
         if args.repeat > 1:
             ratios = ", ".join(f"{f / b:.1f}" for f, b in zip(firsts, baselines, strict=True))

@@ -96,8 +96,7 @@ def frame_attempts(frame: pd.DataFrame) -> list[Attempt]:
 
 
 def attempts_to_frame(attempts: list[Attempt]) -> pd.DataFrame:
-    """A normalised frame from validated attempts (the JSON Lines loader and the tests'
-    oracles use this)."""
+    """A normalised frame from validated attempts (the JSON Lines reader uses this)."""
     return pd.DataFrame(
         {
             "attempt_id": pd.array([a.attempt_id for a in attempts], dtype=object),

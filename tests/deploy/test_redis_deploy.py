@@ -212,7 +212,7 @@ def test_a_missing_permission_is_named_in_one_line(acl_server: RedisServer, hist
     )
     done = cli(settings, "backfill", str(history), "--quiet")
     assert done.returncode != 0
-    assert "lacks a permission" in done.stderr
+    assert "lacks a permission: see the ACL line in docs/operations.md" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 
 
