@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -245,7 +246,12 @@ def main() -> int:
         table.add_row("previous tree, the same", f"{previous:.2f}", f"{rows / previous:,.0f}",
                       f"{previous / baseline:.1f}")  # fmt: skip
         console.print(table)
-        console.print(f"this tree / previous tree: {this / previous:.3f} (median; turns: {turns})")
+        ratios = [a / b for a, b in pairs]
+        mean = math.prod(ratios) ** (1 / len(ratios))
+        console.print(
+            f"this tree / previous tree: {this / previous:.3f} (medians), {mean:.3f} (geometric "
+            f"mean of the turns, whose order alternates: {turns})"
+        )
     else:
         console.print(table)
     if steps:
@@ -253,8 +259,8 @@ def main() -> int:
         table.add_column("step")
         table.add_column("seconds", justify="right")
         table.add_column("share", justify="right")
-        for label, took in steps.items():
-            table.add_row(label, f"{took:.2f}", f"{took / firsts[0]:.0%}")
+        for label, spent in steps.items():
+            table.add_row(label, f"{spent:.2f}", f"{spent / firsts[0]:.0%}")
         table.add_row("whole backfill", f"{firsts[0]:.2f}", "100%")
         console.print(table)
     return 0

@@ -8,7 +8,9 @@ Registered custom metrics are user code: the oracle calls their own definitions.
 
 from __future__ import annotations
 
+import decimal
 from datetime import UTC, datetime
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any, cast
 
@@ -39,23 +41,43 @@ def _time(ms: int) -> str:
     )
 
 
+def _mastery(rows: pd.DataFrame, params: Any) -> Decimal:
+    """P(learned) after the rows (SPEC 3.1's BKT), exactly: carried as odds in ``decimal``
+    (relative precision, so no run of answers can push it to 1)."""
+    with decimal.localcontext() as context:
+        context.prec = 60
+        one, prior = Decimal(1), Decimal(params.prior)
+        odds: Decimal | None = None if prior == 1 else prior / (one - prior)  # None: p is 1
+        learn, forget = Decimal(params.learn), Decimal(params.forget)
+        for level, correct in rows[["difficulty", "is_correct"]].itertuples(index=False):
+            if odds is None:  # the skill is known whatever the answer: p becomes 1 - F
+                odds = None if forget == 0 else (one - forget) / forget
+                continue
+            d = LEVELS.index(level)
+            g, s = Decimal(params.guess[d]), Decimal(params.slip[d])
+            odds *= (one - s) / g if correct else s / (one - g)
+            below = odds * forget + (one - learn)
+            odds = None if below == 0 else (odds * (one - forget) + learn) / below
+        return one if odds is None else odds / (one + odds)
+
+
 def _learning(rows: pd.DataFrame, params: Any, questions: dict[str, int]) -> LearningStats:
     """SPEC 3.1, folded over the rows in learning order."""
-    p, e, streak, longest = params.prior, params.ewma_prior, 0, 0
+    e, streak, longest = params.ewma_prior, 0, 0
     first_try: dict[tuple[str, int], bool] = {}
     for level, question, correct in rows[["difficulty", "question_id", "is_correct"]].itertuples(
         index=False
     ):
-        d = LEVELS.index(level)
-        g, s = params.guess[d], params.slip[d]
-        a, b = (1 - s, g) if correct else (s, 1 - g)
-        q = p * a / (p * a + (1 - p) * b)
-        p = q * (1 - params.forget) + (1 - q) * params.learn
         e = params.ewma_alpha * correct + (1 - params.ewma_alpha) * e
         streak = streak + 1 if correct else 0
         longest = max(longest, streak)
         first_try.setdefault((level, question), bool(correct))
-    predicted = [p * (1 - params.slip[d]) + (1 - p) * params.guess[d] for d in range(3)]
+    exact = _mastery(rows, params)
+    p = float(exact)
+    predicted = [
+        float(exact * (1 - Decimal(params.slip[d])) + (1 - exact) * Decimal(params.guess[d]))
+        for d in range(3)
+    ]
     reaching = [d for d in (2, 1) if predicted[d] >= params.target_success]
     first = {
         level: round(

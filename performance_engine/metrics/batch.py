@@ -451,7 +451,7 @@ class FreshScopes:
         """What the built-in stats of scopes ``lo:hi`` derive from (``metrics.columnar``)."""
         learning = self.learning
         rows = np.empty((hi - lo, 7), dtype=np.float64)
-        rows[:, 0], rows[:, 1] = learning.p[lo:hi], learning.e[lo:hi]
+        rows[:, 0], rows[:, 1] = learning.logit[lo:hi], learning.e[lo:hi]
         rows[:, 2], rows[:, 3] = learning.current[lo:hi], learning.longest[lo:hi]
         rows[:, 4:] = learning.first_correct[lo:hi]
         return StatsColumns(

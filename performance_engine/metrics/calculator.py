@@ -54,6 +54,7 @@ from performance_engine.metrics.history import (
 )
 from performance_engine.metrics.history import encode_entry as _encode_entry
 from performance_engine.metrics.learning import (
+    FOLD_FORMAT,
     Coefficients,
     LearningParams,
     fold_learning,
@@ -209,13 +210,16 @@ class MetricsCalculator:
         return self._frame
 
     def signature(self, mode: str) -> int:
-        """What a scope's sequential values were folded with: the mode's learning
-        parameters and the sequential metrics' names and versions (never 0)."""
+        """What a scope's sequential values were folded with: the form of the stored
+        learning values, the mode's learning parameters and the sequential metrics' names
+        and versions (never 0). A state with another signature is folded again."""
         found = self._signatures.get(mode)
         if found is None:
             params = self.learning_modes.params(mode).as_tuple()
             metrics = [(m.name, m.version) for m in self._sequential]
-            digest = xxhash.xxh3_64_intdigest(msgspec.msgpack.encode((params, metrics)))
+            digest = xxhash.xxh3_64_intdigest(
+                msgspec.msgpack.encode((FOLD_FORMAT, params, metrics))
+            )
             found = self._signatures[mode] = digest or 1
         return found
 
@@ -450,6 +454,15 @@ class MetricsCalculator:
             for s, state, history in zip(scopes, states, histories, strict=True)
         ]
 
+    def _folded_as_now(self, scopes: Sequence[ScopeKey], states: Sequence[ScopeState]) -> bool:
+        """Whether every state's learning values were folded with today's parameters (the
+        columnar path takes them as they are; :meth:`learning` folds the others again)."""
+        signature = self.signature
+        return all(
+            state.signature == signature(scope.learning_mode) or not state.version
+            for scope, state in zip(scopes, states, strict=True)
+        )
+
     def stats(
         self, scope: ScopeKey, state: ScopeState, history: Sequence[Entry] | None = None
     ) -> PerformanceStatsData:
@@ -465,7 +478,7 @@ class MetricsCalculator:
             user_id=scope.user_id,
             sub_topic_id=scope.sub_topic_id,
             learning_mode=scope.learning_mode,
-            learning=self.learning(scope, state),
+            learning=self.learning(scope, state, history),
             custom_metrics=self.custom_metrics(scope, state, history),
             **builtin_fields(state, required),
         )
@@ -497,12 +510,26 @@ class MetricsCalculator:
                 custom[frame_metric.name] = frame_metric(groups)
         return custom
 
-    def learning(self, scope: ScopeKey, state: ScopeState) -> LearningStats | None:
-        """The ``learning`` block of a scope, or None while its history is incomplete."""
+    def learning(
+        self, scope: ScopeKey, state: ScopeState, history: Sequence[Entry] | None = None
+    ) -> LearningStats | None:
+        """The ``learning`` block of a scope, or None while its history is incomplete.
+
+        Values folded with other parameters, or by a release that stored them in another
+        form (``FOLD_FORMAT``), are folded again from the history when it is at hand (kept
+        in the state, or given); else the block is None until the scope's next write.
+        """
         if not state.history_complete:
             return None
-        params = self.learning_modes.params(scope.learning_mode)
-        folded = state.learning if state.learning is not None else initial_learning(params)
+        params, _, signature = self._mode(scope.learning_mode)
+        folded = state.learning
+        if state.version == 0 or folded is None:
+            folded = initial_learning(params)
+        elif state.signature != signature:
+            if history is None and state.spilled:
+                return None
+            entries = history if history is not None else state.inline_entries()
+            folded = fold_learning(entries, params)
         questions = state.questions
         counts = (len(questions[0]) >> 3, len(questions[1]) >> 3, len(questions[2]) >> 3)
         return learning_stats(folded, params, counts)

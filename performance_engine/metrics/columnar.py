@@ -13,6 +13,7 @@ the worker for batches of 64 scopes or more.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from performance_engine.metrics.learning import LearningParams
+from performance_engine.metrics.learning import LearningParams, logit, sigmoid
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.state import ScopeState
 from performance_engine.metrics.types import (
@@ -112,8 +113,8 @@ class StatsColumns:
 
     ``attempts``, ``correct`` and the distinct ``questions`` and ``solved`` counts are
     n x 3; ``first_at`` and ``last_at`` are -1 where unknown; ``learning`` is n x 7: the
-    learning fold's p, e, current and longest runs and first-try corrects per difficulty,
-    p = -1 where the block is null.
+    learning fold's log-odds, e, current and longest runs and first-try corrects per
+    difficulty, the log-odds NaN where the block is null.
     """
 
     versions: np.ndarray[Any, np.dtype[np.int64]]
@@ -131,9 +132,9 @@ class StatsColumns:
     ) -> StatsColumns:
         n = len(states)
         params = {name: modes.params(name) for name in {scope.learning_mode for scope in scopes}}
-        unknown = (-1.0, 0.0, 0, 0, 0, 0, 0)
+        unknown = (math.nan, 0.0, 0, 0, 0, 0, 0)
         learning = [
-            (f.p, f.e, f.current, f.longest, *f.first_correct)
+            (f.logit, f.e, f.current, f.longest, *f.first_correct)
             if s.history == s.version and (f := s.learning) is not None
             else _initial_row(params[scope.learning_mode])
             if s.version == 0
@@ -155,7 +156,9 @@ class StatsColumns:
 def builtin_stats_json(
     scopes: Sequence[ScopeKey], states: Sequence[ScopeState], modes: LearningModes
 ) -> list[bytes] | None:
-    """The stats JSON of each scope, or None if its counts are too large for this path."""
+    """The stats JSON of each scope, or None if its counts are too large for this path.
+    The states' learning values are taken as folded with the modes' current parameters
+    (the calculator sends others through the per-scope path, which folds them again)."""
     if not states:
         return []
     return columns_stats_json(scopes, StatsColumns.of_states(scopes, states, modes), modes)
@@ -302,17 +305,22 @@ def _distinct_rows(
 
 
 def _distinct_blocks(keys: np.ndarray[Any, Any], params: Sequence[LearningParams]) -> list[bytes]:
-    """The learning JSON of each row of (p, e, current, longest, first correct x3,
-    questions x3, mode); ``null`` where p is -1."""
+    """The learning JSON of each row of (log-odds, e, current, longest, first correct x3,
+    questions x3, mode); ``null`` where the log-odds are NaN. ``p`` and ``1 - p`` are
+    ``learning.sigmoid`` of them, in Python (once per distinct row): the same bits as
+    the reference's."""
     u = len(keys)
-    p, e = keys[:, 0], keys[:, 1]
+    logits = keys[:, 0].tolist()
+    p = np.array([sigmoid(x) for x in logits], dtype=np.float64)
+    not_p = np.array([sigmoid(-x) for x in logits], dtype=np.float64)
+    e = keys[:, 1]
     mode = keys[:, 10].astype(np.int64)
     coefficients = [q.coefficients for q in params]
     one_minus_slip = np.array([c.one_minus_slip for c in coefficients], dtype=np.float64)[mode]
     guess = np.array([c.guess for c in coefficients], dtype=np.float64)[mode]
     threshold = np.array([q.mastery_threshold for q in params], dtype=np.float64)[mode]
     target = np.array([q.target_success for q in params], dtype=np.float64)[mode]
-    predicted = p[:, None] * one_minus_slip + (1 - p)[:, None] * guess
+    predicted = p[:, None] * one_minus_slip + not_p[:, None] * guess
     reaches = predicted >= target[:, None]
     recommended = np.where(reaches[:, 2], 2, np.where(reaches[:, 1], 1, 0))
     rounded = _written(np.concatenate([p, e, predicted.reshape(-1)]))
@@ -330,13 +338,13 @@ def _distinct_blocks(keys: np.ndarray[Any, Any], params: Sequence[LearningParams
         strict=True,
     )
     return [
-        b"null" if known < 0 else _LEARNING % values
-        for known, values in zip(p.tolist(), columns, strict=True)
+        b"null" if math.isnan(x) else _LEARNING % values
+        for x, values in zip(logits, columns, strict=True)
     ]
 
 
 def _initial_row(params: LearningParams) -> tuple[float, float, int, int, int, int, int]:
-    return (params.prior, params.ewma_prior, 0, 0, 0, 0, 0)
+    return (logit(params.prior), params.ewma_prior, 0, 0, 0, 0, 0)
 
 
 def _counts(blobs: list[bytes], n: int) -> np.ndarray[Any, np.dtype[np.int64]]:

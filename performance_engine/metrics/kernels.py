@@ -21,6 +21,7 @@ fast-math, so they give the same bits.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numba
@@ -102,30 +103,44 @@ def unseen(offsets: Array, fingerprints: Array, seen_offsets: Array, seen: Array
 
 
 @_jit
+def _softplus(x: float) -> float:
+    """``metrics.learning.softplus``, the same operations."""
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+@_jit
+def _log_sum_exp(a: float, b: float) -> float:
+    """``metrics.learning.log_sum_exp``, the same operations."""
+    top = max(a, b)
+    if top == -math.inf:
+        return top
+    return top + math.log1p(math.exp(-abs(a - b)))
+
+
+@_jit
 def fold_learning_scopes(
     offsets: Array,
     difficulty: Array,
     correct: Array,
     question: Array,
     which: Array,
-    prior: Array,
+    prior_logit: Array,
     ewma_prior: Array,
-    posterior: Array,
+    evidence: Array,
+    transition: Array,
     ewma: Array,
-    one_minus_forget: Array,
-    learn: Array,
     one_minus_alpha: Array,
 ) -> tuple[Array, Array, Array, Array, Array]:
     """Per scope (rows ``offsets[i]:offsets[i + 1]``, in learning order, parameters row
-    ``which[i]`` of the coefficient arrays): mastery, recent accuracy, the current and
-    longest runs of correct answers, and per difficulty the questions whose first try
-    was correct.
+    ``which[i]`` of the coefficient arrays): the mastery's log-odds, recent accuracy, the
+    current and longest runs of correct answers, and per difficulty the questions whose
+    first try was correct; ``metrics.learning.learning_step``, the same operations.
 
-    ``posterior[w, d, c]`` is the (A, B) pair and ``ewma[w, c]`` the ``a*c`` term of
-    ``learning.Coefficients``.
+    ``evidence[w, d, c]``, ``transition[w]`` (ln(1 - F), ln F, ln T, ln(1 - T)) and
+    ``ewma[w, c]`` are the terms of ``learning.Coefficients``.
     """
     n = len(offsets) - 1
-    p_out = np.empty(n, dtype=np.float64)
+    logit_out = np.empty(n, dtype=np.float64)
     e_out = np.empty(n, dtype=np.float64)
     current_out = np.zeros(n, dtype=np.int64)
     longest_out = np.zeros(n, dtype=np.int64)
@@ -133,8 +148,10 @@ def fold_learning_scopes(
     seen = np.zeros(3, dtype=np.bool_)
     for i in range(n):
         w = which[i]
-        p = prior[w]
+        logit = prior_logit[w]
         e = ewma_prior[w]
+        keep, forget = transition[w, 0], transition[w, 1]
+        learn, stay = transition[w, 2], transition[w, 3]
         current = 0
         longest = 0
         lo = offsets[i]
@@ -142,16 +159,19 @@ def fold_learning_scopes(
         for r in range(lo, hi):
             d = difficulty[r]
             c = 1 if correct[r] else 0
-            num = p * posterior[w, d, c, 0]
-            q = num / (num + (1 - p) * posterior[w, d, c, 1])
-            p = q * one_minus_forget[w] + (1 - q) * learn[w]
+            x = logit + evidence[w, d, c]
+            known = -_softplus(-x)
+            unknown = -_softplus(x)
+            logit = _log_sum_exp(known + keep, unknown + learn) - _log_sum_exp(
+                known + forget, unknown + stay
+            )
             e = ewma[w, c] + one_minus_alpha[w] * e
             if c:
                 current += 1
                 longest = max(longest, current)
             else:
                 current = 0
-        p_out[i] = p
+        logit_out[i] = logit
         e_out[i] = e
         current_out[i] = current
         longest_out[i] = longest
@@ -171,7 +191,7 @@ def fold_learning_scopes(
                     if correct[r]:
                         first_out[i, d] += 1
                 j += 1
-    return p_out, e_out, current_out, longest_out, first_out
+    return logit_out, e_out, current_out, longest_out, first_out
 
 
 @_jit
@@ -449,7 +469,17 @@ def compile_all() -> None:
     distinct_attempts(i64, u64, 1)
     unseen(two, u64, two, np.frombuffer(bytes(8), dtype=np.uint64))  # read-only, as given
     fold_learning_scopes(
-        two, i64, no, i64, i64, f64, f64, np.ones((1, 3, 2, 2)), np.zeros((1, 2)), f64, f64, f64
+        two,
+        i64,
+        no,
+        i64,
+        i64,
+        f64,
+        f64,
+        np.ones((1, 3, 2)),
+        np.zeros((1, 4)),
+        np.zeros((1, 2)),
+        f64,
     )
     byte = np.zeros(1, dtype=np.uint8)
     encode_history_rows(i64, two, byte, i64, i64, no, i64, no, i64, no)

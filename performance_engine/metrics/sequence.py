@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from performance_engine.metrics.kernels import encode_history_rows, fold_learning_scopes
-from performance_engine.metrics.learning import LearningParams, LearningState
+from performance_engine.metrics.learning import LearningParams, LearningState, logit
 from performance_engine.metrics.types import Entry
 
 __all__ = [
@@ -82,13 +82,14 @@ def learning_order(
 
 
 class LearningColumns:
-    """The folded learning values of n scopes (arrays of n, ``first_correct`` n x 3)."""
+    """The folded learning values of n scopes (arrays of n, ``first_correct`` n x 3);
+    ``logit``: the mastery's log-odds."""
 
-    __slots__ = ("current", "e", "first_correct", "longest", "p")
+    __slots__ = ("current", "e", "first_correct", "logit", "longest")
 
-    def __init__(self, p: Array, e: Array, current: Array, longest: Array, first: Array):
-        self.p, self.e, self.current, self.longest, self.first_correct = (
-            p,
+    def __init__(self, logit: Array, e: Array, current: Array, longest: Array, first: Array):
+        self.logit, self.e, self.current, self.longest, self.first_correct = (
+            logit,
             e,
             current,
             longest,
@@ -97,9 +98,9 @@ class LearningColumns:
 
     def states(self) -> list[LearningState]:
         return [
-            LearningState(p, e, c, longest, (first[0], first[1], first[2]))
-            for p, e, c, longest, first in zip(
-                self.p.tolist(),
+            LearningState(x, e, c, longest, (first[0], first[1], first[2]))
+            for x, e, c, longest, first in zip(
+                self.logit.tolist(),
                 self.e.tolist(),
                 self.current.tolist(),
                 self.longest.tolist(),
@@ -120,21 +121,22 @@ def fold_learning_columns(
     """The learning fold of each scope; scope i's rows (in learning order) are
     ``offsets[i]:offsets[i + 1]``, its parameters ``params[scope_params[i]]``."""
     k = [q.coefficients for q in params]
-    p, e, current, longest, first = fold_learning_scopes(
+    logits, e, current, longest, first = fold_learning_scopes(
         np.asarray(offsets, dtype=np.int64),
         np.asarray(difficulty, dtype=np.int64),
         np.asarray(correct, dtype=np.bool_),
         np.asarray(question, dtype=np.int64),
         np.asarray(scope_params, dtype=np.int64),
-        np.array([q.prior for q in params], dtype=np.float64),
+        np.array([logit(q.prior) for q in params], dtype=np.float64),
         np.array([q.ewma_prior for q in params], dtype=np.float64),
-        np.array([c.posterior for c in k], dtype=np.float64).reshape(len(k), 3, 2, 2),
+        np.array([c.evidence for c in k], dtype=np.float64).reshape(len(k), 3, 2),
+        np.array(
+            [(c.log_keep, c.log_forget, c.log_learn, c.log_stay) for c in k], dtype=np.float64
+        ).reshape(len(k), 4),
         np.array([c.ewma for c in k], dtype=np.float64).reshape(len(k), 2),
-        np.array([c.one_minus_forget for c in k], dtype=np.float64),
-        np.array([c.learn for c in k], dtype=np.float64),
         np.array([c.one_minus_alpha for c in k], dtype=np.float64),
     )
-    return LearningColumns(p, e, current, longest, first)
+    return LearningColumns(logits, e, current, longest, first)
 
 
 # -- history encoding ------------------------------------------------------------------

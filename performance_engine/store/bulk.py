@@ -68,7 +68,7 @@ def pack_fresh(fresh: FreshScopes, calculator: MetricsCalculator, lo: int, hi: i
         spilled,
         _read_only(np.frombuffer(tails.buffers()[2] or b"", dtype=np.uint8)),
         _read_only(tail_ends[lo : hi + 1]),
-        learning.p[lo:hi].view(np.uint64),
+        learning.logit[lo:hi].view(np.uint64),
         learning.e[lo:hi].view(np.uint64),
         learning.current[lo:hi],
         learning.longest[lo:hi],

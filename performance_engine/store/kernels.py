@@ -54,7 +54,7 @@ PACKED_STATE_FIELDS = (
     "sequential",
     "signature",
 )
-PACKED_LEARNING_FIELDS = ("p", "e", "current", "longest", "first_correct")
+PACKED_LEARNING_FIELDS = ("logit", "e", "current", "longest", "first_correct")
 
 
 def _check_layouts() -> None:
@@ -111,7 +111,7 @@ def pack_scope_rows(
     spilled: Array,
     tails: Array,
     tail_ends: Array,
-    p_bits: Array,
+    logit_bits: Array,
     e_bits: Array,
     current: Array,
     longest: Array,
@@ -128,7 +128,7 @@ def pack_scope_rows(
     sets per difficulty ``questions[question_ends[3i + d]:question_ends[3i + d + 1]]``,
     its seen fingerprints, its encoded history (kept in the state unless ``spilled``),
     its last attempt's UTF-8 id and its stats JSON ``x[x_ends[i]:x_ends[i + 1]]``.
-    ``p_bits`` and ``e_bits`` are the learning fold's floats viewed as uint64.
+    ``logit_bits`` and ``e_bits`` are the learning fold's floats viewed as uint64.
     """
     n = len(version)
     ends = np.zeros(n + 1, dtype=np.int64)
@@ -204,7 +204,7 @@ def pack_scope_rows(
             at = put_bytes(out, at, history, history_ends[i], history_ends[i + 1], -1, BIN_CODES)
         at = put_bytes(out, at, tails, tail_ends[i], tail_ends[i + 1], 31, STR_CODES)
         out[at] = 0x95  # learning: an array of 5
-        at = _put_float(out, at + 1, p_bits[i])
+        at = _put_float(out, at + 1, logit_bits[i])
         at = _put_float(out, at, e_bits[i])
         at = put_uint(out, at, np.uint64(current[i]))
         at = put_uint(out, at, np.uint64(longest[i]))

@@ -226,6 +226,7 @@ def test_columnar_stats_json_on_arbitrary_counts(rows: list[Any]) -> None:
                 solved=[b"\0" * 8 * s for s in solved],
                 history=sum(tries) if learning is not None else 0,
                 learning=folded,
+                signature=calculator.signature(mode),
             )
         )
         scopes.append(ScopeKey(i + 1, 7, mode))
