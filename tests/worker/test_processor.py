@@ -140,6 +140,71 @@ def test_a_scope_stored_by_the_first_release_and_its_rebuild(
     assert counters.refolds == 0  # in order: one step, no history read
 
 
+def previous_release_rows() -> list[dict[str, Any]]:
+    """The attempts of tests/data/state-format-2-*: 30 right easy answers, then 25 wrong
+    hard ones (the long scope; the small one holds the first 12)."""
+    return [
+        {
+            "attempt_id": f"p-{i:03d}",
+            "user_id": 5,
+            "sub_topic_id": 6,
+            "learning_mode": "standard",
+            "question_id": 100 + i,
+            "difficulty": "easy" if i < 30 else "hard",
+            "is_correct": i < 30,
+            "occurred_at": 1_795_510_800_000 + i * 1000,
+        }
+        for i in range(55)
+    ]
+
+
+def test_state_of_the_previous_release_is_folded_again_in_log_odds(
+    stream_settings: Settings, redis_client: Any
+) -> None:
+    """The previous release stored mastery as p, which its arithmetic had pinned at 1.0
+    ("mastered") for the long scope after 30 right answers and 25 wrong (exact BKT: 0.78). Read now, that
+    state is folded again from its history, never taken as log-odds: the read path does
+    it where the history is in the state, the next attempt where it has a key of its own;
+    both end exactly as the oracle."""
+    from performance_engine.metrics.learning import FOLD_FORMAT
+    from performance_engine.store.layout import unpack_scope
+    from performance_engine.store.stats_store import StatsStore
+
+    assert FOLD_FORMAT == 2
+    rows = previous_release_rows()
+    small = (TESTS / "data" / "state-format-2-small.bin").read_bytes()
+    state, _ = unpack_scope(small)
+    scope = ScopeKey(5, 6, "standard")
+    assert not state.spilled
+    assert MetricsCalculator().stats(scope, state) == oracle(rows[:12])[scope]
+
+    long = (TESTS / "data" / "state-format-2-long.bin").read_bytes()
+    state, stats_json = unpack_scope(long)
+    assert b'"mastered":true' in stats_json  # what the previous release showed
+    assert state.spilled
+    assert MetricsCalculator().stats(scope, state).learning is None  # history not at hand
+    key = f"{stream_settings.key_prefix}:{{u5}}:6:standard"
+    redis_client.set(key, long)
+    redis_client.set(
+        f"{key}:history", (TESTS / "data" / "state-format-2-long.history").read_bytes()
+    )
+    later = {**rows[-1], "attempt_id": "p-055", "occurred_at": rows[-1]["occurred_at"] + 1000}
+
+    async def stream(batch: list[Rec]) -> Any:
+        async with real_store_and_broker(stream_settings) as (store, publish):
+            processor = BatchProcessor(stream_settings, MetricsCalculator(), store, publish)
+            await processor.process(batch)
+            return processor.counters
+
+    counters = run(stream(records(stream_settings, [later])))
+    with StatsStore.from_settings(stream_settings) as store:
+        stats = store.stats(scope)
+    assert stats == oracle([*rows, later])[scope]
+    assert stats.learning is not None
+    assert not stats.learning.mastered
+    assert counters.refolds == 1
+
+
 def test_a_lost_history_is_reported_and_rebuilt(
     stream_settings: Settings, redis_client: Any, tmp_path: Path
 ) -> None:
