@@ -246,8 +246,7 @@ def main() -> int:
         table.add_row("previous tree, the same", f"{previous:.2f}", f"{rows / previous:,.0f}",
                       f"{previous / baseline:.1f}")  # fmt: skip
         console.print(table)
-        ratios = [a / b for a, b in pairs]
-        mean = math.prod(ratios) ** (1 / len(ratios))
+        mean = math.prod(a / b for a, b in pairs) ** (1 / len(pairs))
         console.print(
             f"this tree / previous tree: {this / previous:.3f} (medians), {mean:.3f} (geometric "
             f"mean of the turns, whose order alternates: {turns})"

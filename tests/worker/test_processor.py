@@ -162,9 +162,10 @@ def test_state_of_the_previous_release_is_folded_again_in_log_odds(
     stream_settings: Settings, redis_client: Any
 ) -> None:
     """The previous release stored mastery as p, which its arithmetic had pinned at 1.0
-    ("mastered") for the long scope after 30 right answers and 25 wrong (exact BKT: 0.78). Read now, that
-    state is folded again from its history, never taken as log-odds: the read path does
-    it where the history is in the state, the next attempt where it has a key of its own;
+    ("mastered") for the long scope after 30 right answers and 25 wrong (exact BKT: 0.78).
+    Read now, that state is folded again from its history, never taken as log-odds: the
+    read path does it where the history is in the state, the next attempt where it has a
+    key of its own;
     both end exactly as the oracle."""
     from performance_engine.metrics.learning import FOLD_FORMAT
     from performance_engine.store.layout import unpack_scope
