@@ -3,6 +3,7 @@ SPEC 3 (the oracle shares no code with the calculator), on the same random attem
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +17,7 @@ from tests.oracle import oracle_stats
 from tests.strategies import attempts
 
 
+@pytest.mark.timeout(120)  # hundreds of generated cases; slower on a loaded box
 @settings(max_examples=200, deadline=None)
 @given(attempts(), st.booleans())
 def test_the_oracle_agrees_with_the_batch_path(stream: list[Attempt], custom: bool) -> None:

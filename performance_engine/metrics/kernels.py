@@ -483,7 +483,11 @@ def compile_all() -> None:
     )
     byte = np.zeros(1, dtype=np.uint8)
     encode_history_rows(i64, two, byte, i64, i64, no, i64, no, i64, no)
-    fill_templates(byte, np.zeros(3, dtype=np.int64), i64, np.zeros((1, 1), np.int64), byte, two)
+    # The template's pieces and the token table are views of bytes (read-only), as here.
+    read_only_byte = np.frombuffer(bytes(1), dtype=np.uint8)
+    fill_templates(
+        read_only_byte, np.zeros(3, np.int64), i64, np.zeros((1, 1), np.int64), read_only_byte, two
+    )
 
 
 if __name__ == "__main__":

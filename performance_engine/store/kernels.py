@@ -380,7 +380,11 @@ def compile_all() -> None:
         read_only_byte, read_only_two, u64, u64, i64, i64, three, u64, read_only_byte, two,
     )  # fmt: skip
     six = np.zeros(6, dtype=np.int64)
-    msetnx_commands(byte, six, i64, i64, i64, byte, two, byte, two, byte, i64, i64, 1)
+    # The key pieces, mode names, values and histories are views of bytes (read-only).
+    msetnx_commands(
+        read_only_byte, six, i64, i64, i64, read_only_byte, two, read_only_byte, two,
+        read_only_byte, i64, i64, 1,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

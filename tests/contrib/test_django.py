@@ -42,6 +42,7 @@ def scenario(
 @pytest.mark.kafka
 @pytest.mark.redis
 @pytest.mark.slow
+@pytest.mark.timeout(180)  # a Django project's migrations, relay and backfill per database
 def test_a_django_platform_records_in_its_transactions_relays_reads_and_backfills(
     django_database_url: str,
     stream_settings: Settings,
@@ -108,6 +109,7 @@ def test_migrate_keeps_an_outbox_made_by_the_command_line(tmp_path: Path) -> Non
     engine.dispose()
 
 
+@pytest.mark.timeout(120)  # one Django process per refusal
 def test_the_management_commands_refuse_with_one_clear_line(tmp_path: Path) -> None:
     env = {"TEST_DJANGO_DATABASE_URL": f"sqlite:///{tmp_path / 'platform.db'}"}
     scenario(env, "record", "5")

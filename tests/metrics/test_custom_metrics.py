@@ -113,6 +113,7 @@ def test_settings_name_the_metrics() -> None:
     assert sorted(calc.metrics) == ["most_tried_question", "time_spent"]
 
 
+@pytest.mark.timeout(120)  # hundreds of generated cases; slower on a loaded box
 @settings(max_examples=100, deadline=None)
 @given(attempts(), st.sampled_from(SPILL_LIMITS))
 def test_custom_metrics_ride_the_columnar_stats_path(items: list[Attempt], limit: int) -> None:

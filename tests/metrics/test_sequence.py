@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -181,12 +182,21 @@ calculator = MetricsCalculator()
 frame = normalise_frame(attempts_frame(400, 20), calculator.learning_modes).frame
 first = compute_states(frame.iloc[:200], calculator)
 compute_states(frame, calculator, dict(first.items()), load_history=lambda s: [[]] * len(s))
+
+from performance_engine.metrics.batch import compute_parts
+from performance_engine.store.bulk import msetnx_payload, pack_fresh
+from performance_engine.store.keyspace import KeySpace
+
+fresh, _ = compute_parts(frame, calculator)
+msetnx_payload(KeySpace("pe"), pack_fresh(fresh, calculator, 0, len(fresh)), 256)
 """
 
 
+@pytest.mark.timeout(120)  # compiles every kernel in a fresh interpreter
 def test_every_kernel_compiles_ahead_for_the_types_the_batch_path_uses(tmp_path: Any) -> None:
     """What the Dockerfile runs: a fresh interpreter with an empty cache compiles each
-    kernel and caches it; the batch path (new scopes and a merge) then only loads them."""
+    kernel and caches it; the batch path (new scopes and a merge, and the backfill's
+    packing of new scopes and their commands) then only loads them."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_DEBUG_CACHE": "1"}
 
     def run(*args: str) -> str:
@@ -202,9 +212,18 @@ def test_every_kernel_compiles_ahead_for_the_types_the_batch_path_uses(tmp_path:
         return done.stdout
 
     compiled = run("-m", "performance_engine.metrics.kernels")
+    compiled += run("-m", "performance_engine.store.kernels")
     assert "data saved" in compiled
     cached = {path.name.split(".")[1].split("-")[0] for path in tmp_path.rglob("*.nbi")}
-    assert {"distinct_attempts", "unseen", "fold_learning_scopes", "encode_history_rows"} <= cached
+    assert {
+        "distinct_attempts",
+        "unseen",
+        "fold_learning_scopes",
+        "encode_history_rows",
+        "fill_templates",
+        "pack_scope_rows",
+        "msetnx_commands",
+    } <= cached
     used = run("-c", _BATCH_PATH)
     assert "data loaded" in used
     assert "data saved" not in used

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # a whole demo, started and stopped
 
 
 def test_demo_runs_shows_stats_and_leaves_nothing_behind(tmp_path: Path) -> None:

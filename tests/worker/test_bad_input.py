@@ -114,6 +114,7 @@ def check(value: bytes) -> Attempt | InvalidAttemptError:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # 12,000 generated payloads: about a minute on a busy box
 @settings(
     max_examples=12_000,
     deadline=None,
@@ -264,6 +265,7 @@ ATHERIS_PLATFORM = (
 )
 
 
+@pytest.mark.timeout(180)
 def test_coverage_guided_fuzzing_with_atheris(tmp_path: Path) -> None:
     """1,000,000 coverage-guided inputs from the seeds in tests/fuzz/seeds (atheris)."""
     if not ATHERIS_PLATFORM:
