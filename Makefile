@@ -26,10 +26,11 @@ test:
 check: install
 	PYTHON=$(BIN)/python scripts/check
 
-## The unit and property tests that need no broker and start no servers (about a minute).
+## The unit and property tests that need no broker and start no servers (under a minute),
+## in two processes.
 check-fast: install
 	$(BIN)/python -m ruff check .
-	$(BIN)/python -m pytest -q -m "not kafka and not slow"
+	$(BIN)/python -m pytest -q -n 2 -m "not kafka and not slow"
 
 clean:
 	rm -rf $(VENV) .venv-ci .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -18,7 +18,7 @@ from tests.strategies import attempts
 
 
 @pytest.mark.timeout(120)  # hundreds of generated cases; slower on a loaded box
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(attempts(), st.booleans())
 def test_the_oracle_agrees_with_the_batch_path(stream: list[Attempt], custom: bool) -> None:
     calculator = MetricsCalculator()

@@ -54,6 +54,8 @@ def test_the_stream_benchmark_runs_every_part_exactly() -> None:
 
 
 @pytest.mark.redis
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 def test_the_backfill_benchmark_times_every_step(redis_url: str) -> None:
     out = run_bench(
         "backfill.py",
@@ -72,6 +74,7 @@ def test_the_backfill_benchmark_times_every_step(redis_url: str) -> None:
 
 
 @pytest.mark.kafka
+@pytest.mark.slow
 def test_the_outbox_benchmark_measures_every_path() -> None:
     out = run_bench(
         "outbox.py",

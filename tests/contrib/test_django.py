@@ -109,6 +109,7 @@ def test_migrate_keeps_an_outbox_made_by_the_command_line(tmp_path: Path) -> Non
     engine.dispose()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)  # one Django process per refusal
 def test_the_management_commands_refuse_with_one_clear_line(tmp_path: Path) -> None:
     env = {"TEST_DJANGO_DATABASE_URL": f"sqlite:///{tmp_path / 'platform.db'}"}

@@ -192,6 +192,7 @@ msetnx_payload(KeySpace("pe"), pack_fresh(fresh, calculator, 0, len(fresh)), 256
 """
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)  # compiles every kernel in a fresh interpreter
 def test_every_kernel_compiles_ahead_for_the_types_the_batch_path_uses(tmp_path: Any) -> None:
     """What the Dockerfile runs: a fresh interpreter with an empty cache compiles each

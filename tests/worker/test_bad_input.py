@@ -265,6 +265,7 @@ ATHERIS_PLATFORM = (
 )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_coverage_guided_fuzzing_with_atheris(tmp_path: Path) -> None:
     """1,000,000 coverage-guided inputs from the seeds in tests/fuzz/seeds (atheris)."""
