@@ -476,6 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--quiet", action="store_true", help="no progress bar")
     backfill.set_defaults(handler=_cmd_backfill)
 
+    from performance_engine.tools.learning_cli import add_commands as add_learning_commands
+
+    add_learning_commands(commands)
+
     demo = commands.add_parser(
         "demo", help="the embedded demo: broker, Redis, worker and a simulated platform, live"
     )
