@@ -2,7 +2,7 @@
 
 A ``stats-updated`` event (SPEC 4): key ``"{user_id}:{sub_topic_id}:{learning_mode}"``,
 value ``{"event_id", "stats", "updated_at", "source": {"topic", "partition", "offset",
-"attempt_id"}}``. ``event_id`` is a UUID-5 of (scope, version): the same stats version
+"attempt_id"}}``. ``event_id`` is a UUID-5 of (scope, revision): the same stats revision
 always has the same id, so a subscriber can drop repeats.
 
 A dead letter keeps the rejected record's key and value unchanged and adds the headers
@@ -86,9 +86,9 @@ _DECODER = msgspec.json.Decoder(StatsUpdated)
 _NAMESPACE_BYTES = EVENT_NAMESPACE.bytes
 
 
-def event_id(scope: ScopeKey, version: int) -> str:
-    """``uuid.uuid5(EVENT_NAMESPACE, f"{scope}:{version}")``, without the UUID object."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{scope}:{version}".encode()).digest())
+def event_id(scope: ScopeKey, revision: int) -> str:
+    """``uuid.uuid5(EVENT_NAMESPACE, f"{scope}:{revision}")``, without the UUID object."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{scope}:{revision}".encode()).digest())
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = digest[:16].hex()
@@ -96,13 +96,13 @@ def event_id(scope: ScopeKey, version: int) -> str:
 
 
 def stats_event(
-    scope: ScopeKey, version: int, stats_json: bytes, source: Source, now_ms: int | None = None
+    scope: ScopeKey, revision: int, stats_json: bytes, source: Source, now_ms: int | None = None
 ) -> tuple[bytes, bytes]:
-    """The key and value of the ``stats-updated`` event of a scope at a version."""
+    """The key and value of the ``stats-updated`` event of a scope at a revision."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
     value = _ENCODER.encode(
         _StatsUpdatedWire(
-            event_id=event_id(scope, version),
+            event_id=event_id(scope, revision),
             stats=msgspec.Raw(stats_json),
             updated_at=format_timestamp(now) or "",
             source=source,

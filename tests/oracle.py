@@ -155,6 +155,7 @@ def oracle_stats(
             sub_topic_id=scope.sub_topic_id,
             learning_mode=scope.learning_mode,
             version=len(sequence),
+            revision=0,  # how a writer batched the attempts: not part of the results
             total_attempts=len(sequence),
             total_correct_attempts=sum(r.values()),
             attempts={DifficultyEnum(lv): t[lv] for lv in LEVELS},

@@ -447,8 +447,9 @@ class FreshScopes:
             entries = _custom_metrics(frame, calculator, self.scopes, states, sc, rows)
         return BatchResult(self.scopes, states, histories, entries)
 
-    def stats_columns(self, lo: int, hi: int) -> StatsColumns:
-        """What the built-in stats of scopes ``lo:hi`` derive from (``metrics.columnar``)."""
+    def stats_columns(self, lo: int, hi: int, revision: int = 0) -> StatsColumns:
+        """What the built-in stats of scopes ``lo:hi`` derive from (``metrics.columnar``),
+        each at ``revision`` (0: not stored; the writer that stores them says)."""
         learning = self.learning
         rows = np.empty((hi - lo, 7), dtype=np.float64)
         rows[:, 0], rows[:, 1] = learning.logit[lo:hi], learning.e[lo:hi]
@@ -456,6 +457,7 @@ class FreshScopes:
         rows[:, 4:] = learning.first_correct[lo:hi]
         return StatsColumns(
             self.versions[lo:hi],
+            np.full(hi - lo, revision, dtype=np.int64),
             self.attempts[lo:hi],
             self.correct[lo:hi],
             np.diff(self.question_ends[3 * lo : 3 * hi + 1]).reshape(-1, 3),
@@ -478,12 +480,12 @@ class FreshScopes:
         return int(self.attempts.max()) * most < STATS_PRODUCT_LIMIT
 
     def stats_buffer(
-        self, calculator: MetricsCalculator, lo: int, hi: int
+        self, calculator: MetricsCalculator, lo: int, hi: int, revision: int = 0
     ) -> tuple[np.ndarray[Any, np.dtype[np.uint8]], np.ndarray[Any, np.dtype[np.int64]]]:
-        """The stats JSON of scopes ``lo:hi`` joined, and the end of each (only where
-        :meth:`packable`)."""
+        """The stats JSON of scopes ``lo:hi`` at ``revision`` joined, and the end of each
+        (only where :meth:`packable`)."""
         joined = columns_stats_buffer(
-            self.scopes[lo:hi], self.stats_columns(lo, hi), calculator.learning_modes
+            self.scopes[lo:hi], self.stats_columns(lo, hi, revision), calculator.learning_modes
         )
         if joined is None:
             raise ValueError("these scopes' counts are too large to pack: see packable()")

@@ -15,7 +15,8 @@ For each difficulty d (index 0, 1, 2 = easy, medium, hard):
   complete; both in the order easy, medium, hard.
 * ``difficulty_ranking`` (the seed's "Difficulty Ranking"): attempted difficulties by
   exact average attempts (compared as fractions), ties easy < medium < hard.
-* totals, first and last ``occurred_at``, and ``version`` (distinct attempts applied).
+* totals, first and last ``occurred_at``, ``version`` (distinct attempts applied) and
+  ``revision`` (the state's: how many times its stored stats changed).
 
 Floats are rounded to 4 decimals.
 """
@@ -34,6 +35,7 @@ __all__ = ["BUILTIN_FIELDS", "builtin_fields", "format_timestamp"]
 #: The PerformanceStatsData fields the built-in metrics fill.
 BUILTIN_FIELDS = (
     "version",
+    "revision",
     "total_attempts",
     "total_correct_attempts",
     "attempts",
@@ -97,6 +99,7 @@ def builtin_fields(state: ScopeState, required: tuple[int, int, int]) -> dict[st
             j -= 1
     return {
         "version": state.version,
+        "revision": state.revision,
         "total_attempts": a0 + a1 + a2,
         "total_correct_attempts": c0 + c1 + c2,
         "attempts": {E: a0, M: a1, H: a2},

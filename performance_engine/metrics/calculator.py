@@ -73,6 +73,7 @@ __all__ = [
     "MetricsCalculator",
     "Plan",
     "with_custom_metrics",
+    "with_revision",
 ]
 
 #: A scope's history is kept in its state up to this many bytes (about 20 attempts), then
@@ -96,6 +97,17 @@ def with_custom_metrics(stats_json: bytes, custom: dict[str, Any]) -> bytes:
     if not stats_json.endswith(_NO_CUSTOM_METRICS):
         raise ValueError("the stats JSON does not end with an empty custom_metrics")
     return stats_json[:-3] + _JSON.encode(custom) + b"}"
+
+
+_REVISION = b',"revision":'
+
+
+def with_revision(stats_json: bytes, revision: int) -> bytes:
+    """A stats JSON with its ``revision`` replaced (the top-level one: it comes before
+    any custom metric's text), the bytes ``to_json`` gives at that revision."""
+    at = stats_json.index(_REVISION) + len(_REVISION)
+    end = stats_json.index(b",", at)
+    return b"%s%d%s" % (stats_json[:at], revision, stats_json[end:])
 
 
 class Plan(msgspec.Struct, gc=False):

@@ -48,7 +48,7 @@ __all__ = [
 _TRIPLE = b'{"easy":%d,"medium":%d,"hard":%d}'
 _TOKENS = b'{"easy":%s,"medium":%s,"hard":%s}'
 _TEMPLATE = (
-    b'{"user_id":%d,"sub_topic_id":%d,"learning_mode":%s,"version":%d,'
+    b'{"user_id":%d,"sub_topic_id":%d,"learning_mode":%s,"version":%d,"revision":%d,'
     b'"total_attempts":%d,"total_correct_attempts":%d,'
     b'"attempts":' + _TRIPLE + b',"correct_attempts":' + _TRIPLE + b","
     b'"difficulty_scores":' + _TRIPLE + b',"average_attempts":' + _TOKENS + b","
@@ -118,6 +118,7 @@ class StatsColumns:
     """
 
     versions: np.ndarray[Any, np.dtype[np.int64]]
+    revisions: np.ndarray[Any, np.dtype[np.int64]]
     attempts: np.ndarray[Any, np.dtype[np.int64]]
     correct: np.ndarray[Any, np.dtype[np.int64]]
     questions: np.ndarray[Any, np.dtype[np.int64]]
@@ -143,6 +144,7 @@ class StatsColumns:
         ]
         return cls(
             np.fromiter((s.version for s in states), np.int64, n),
+            np.fromiter((s.revision for s in states), np.int64, n),
             np.array([s.attempts for s in states], dtype=np.int64).reshape(n, 3),
             np.array([s.correct for s in states], dtype=np.int64).reshape(n, 3),
             _counts([b for s in states for b in s.questions], n),
@@ -245,24 +247,25 @@ def _stats_rows(
     row[:, 1] = np.fromiter((scope.sub_topic_id for scope in scopes), np.int64, n)
     row[:, 2] = table([msgspec.json.encode(name) for name in names]) + mode
     row[:, 3] = columns.versions
-    row[:, 4] = attempts.sum(axis=1)
-    row[:, 5] = correct.sum(axis=1)
-    row[:, 6:9] = attempts
-    row[:, 9:12] = correct
-    row[:, 12:15] = solved
-    for at, (numerator, denominator) in ((15, (attempts, questions)), (18, (correct, attempts))):
+    row[:, 4] = columns.revisions
+    row[:, 5] = attempts.sum(axis=1)
+    row[:, 6] = correct.sum(axis=1)
+    row[:, 7:10] = attempts
+    row[:, 10:13] = correct
+    row[:, 13:16] = solved
+    for at, (numerator, denominator) in ((16, (attempts, questions)), (19, (correct, attempts))):
         texts, index = _float_token_indices(numerator, denominator)
         row[:, at : at + 3] = table(texts) + index
-    row[:, 21:24] = table(_COMPLETION.tolist()) + done
+    row[:, 22:25] = table(_COMPLETION.tolist()) + done
     masks = table(_MASK_NAMES)
-    row[:, 24] = masks + (done * _BITS).sum(axis=1)
-    row[:, 25] = masks + ((tried & ~done) * _BITS).sum(axis=1)
-    row[:, 26] = table(_RANKINGS) + _ranking(attempts, questions, tried)
-    row[:, 27] = columns.first_at
-    row[:, 28] = columns.last_at
+    row[:, 25] = masks + (done * _BITS).sum(axis=1)
+    row[:, 26] = masks + ((tried & ~done) * _BITS).sum(axis=1)
+    row[:, 27] = table(_RANKINGS) + _ranking(attempts, questions, tried)
+    row[:, 28] = columns.first_at
+    row[:, 29] = columns.last_at
     params = [modes.params(name) for name in names]
     blocks, which = _learning_blocks(mode, params, columns.learning, questions)
-    row[:, 29] = table(blocks) + which
+    row[:, 30] = table(blocks) + which
     return row, tokens
 
 

@@ -8,7 +8,9 @@ carries the running values of the sequential metrics (SPEC 3.1) after the last a
 learning order, and how many attempts the scope's history (``metrics.history``, stored
 apart) holds.
 
-Format 2 (this one) appended the fields from ``history`` on. A format-1 state (written
+Format 2 appended the fields from ``history`` on; format 3 (this one) appended
+``revision``. A state of an earlier format decodes with ``revision == 0``; the store then
+takes its revision from the value's header, which held its version. A format-1 state (written
 before the history existed) decodes with ``history == 0`` while ``version > 0``: its
 sequential metrics cannot be known until its history is rebuilt (see
 ``MetricsCalculator``), and they are reported as unknown meanwhile, never guessed.
@@ -99,7 +101,9 @@ class ScopeState(msgspec.Struct, array_like=True, gc=False):
     last attempt in learning order (its time is ``last_at``);
     ``learning`` and ``sequential``: the built-in and custom sequential folds after it
     (``sequential`` is None while no custom sequential metric is registered);
-    ``signature``: of the parameters and metrics they were folded with.
+    ``signature``: of the parameters and metrics they were folded with; ``revision``:
+    how many times the scope's stored stats changed (set by the writers, never by the
+    metrics: 0 until stored).
     """
 
     version: int = 0
@@ -119,6 +123,7 @@ class ScopeState(msgspec.Struct, array_like=True, gc=False):
     learning: LearningState | None = None
     sequential: dict[str, Any] | None = None
     signature: int = 0
+    revision: int = 0
 
     @property
     def history_complete(self) -> bool:
@@ -182,6 +187,7 @@ class ScopeState(msgspec.Struct, array_like=True, gc=False):
             None if self.learning is None else self.learning.copy(),
             None if self.sequential is None else _deep_copy(self.sequential),
             self.signature,
+            self.revision,
         )
 
 

@@ -81,12 +81,15 @@ class PerformanceStatsData(msgspec.Struct, frozen=True, kw_only=True):
 
     Per-difficulty fields are dicts keyed by :class:`DifficultyEnum` with every
     difficulty present. Timestamps are RFC 3339 strings in UTC (millisecond precision).
+    ``version`` counts the distinct attempts applied; ``revision`` rises by one with every
+    change of the scope's stored stats and never falls (compare-and-set, "newer than").
     """
 
     user_id: int
     sub_topic_id: int
     learning_mode: str
     version: int
+    revision: int
     total_attempts: int
     total_correct_attempts: int
     attempts: dict[DifficultyEnum, int]

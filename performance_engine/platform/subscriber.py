@@ -10,8 +10,8 @@
 
 ``events()`` yields the whole event (``event_id``, ``updated_at``, ``source``) and can stop
 after a timeout. With ``drop_duplicates`` (the default) an ``event_id`` seen before is
-skipped (the engine may publish a version again after a redelivery); with ``skip_stale``
-an event older than the newest version already seen for its scope is skipped too.
+skipped (the engine may publish a revision again after a redelivery); with ``skip_stale``
+an event older than the newest revision already seen for its scope is skipped too.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class StatsSubscriber:
         self.skip_stale = skip_stale
         self.poll_timeout = poll_timeout
         self._seen: OrderedDict[str, None] = OrderedDict()
-        self._versions: dict[ScopeKey, int] = {}
+        self._revisions: dict[ScopeKey, int] = {}
         options: dict[str, Any] = {
             "bootstrap_servers": self.settings.kafka_bootstrap.split(","),
             "group_id": group_id,
@@ -108,9 +108,9 @@ class StatsSubscriber:
                 self._seen.popitem(last=False)
         if self.skip_stale:
             scope = event.stats.scope
-            if event.stats.version < self._versions.get(scope, 0):
+            if event.stats.revision < self._revisions.get(scope, 0):
                 return False
-            self._versions[scope] = event.stats.version
+            self._revisions[scope] = event.stats.revision
         return True
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ from performance_engine.metrics.types import ScopeKey
 from performance_engine.store.kernels import msetnx_commands, pack_scope_rows
 from performance_engine.store.keyspace import KeySpace
 
-__all__ = ["PackedScopes", "msetnx_payload", "pack_fresh"]
+__all__ = ["FIRST_REVISION", "PackedScopes", "msetnx_payload", "pack_fresh"]
 
 _U8 = np.dtype("<u8")
 
@@ -42,10 +42,14 @@ class PackedScopes:
     history_ends: list[int]
 
 
+#: The revision of a scope's first stored value.
+FIRST_REVISION = 1
+
+
 def pack_fresh(fresh: FreshScopes, calculator: MetricsCalculator, lo: int, hi: int) -> PackedScopes:
     """The stored values and histories of new scopes ``lo:hi``, written from the batch
-    path's arrays (only where ``fresh.packable(calculator)``)."""
-    stats, stats_ends = fresh.stats_buffer(calculator, lo, hi)
+    path's arrays (only where ``fresh.packable(calculator)``), at their first revision."""
+    stats, stats_ends = fresh.stats_buffer(calculator, lo, hi, FIRST_REVISION)
     tails = fresh.tails
     tail_ends = np.frombuffer(tails.buffers()[1], dtype=np.int64)[tails.offset :]
     learning = fresh.learning
@@ -76,6 +80,7 @@ def pack_fresh(fresh: FreshScopes, calculator: MetricsCalculator, lo: int, hi: i
         np.array(fresh.signatures, dtype=np.uint64)[fresh.scope_modes[lo:hi]],
         _read_only(stats),
         stats_ends,
+        FIRST_REVISION,
     )
     base = int(history_ends[0])
     starts = history_ends[:-1] - base

@@ -53,6 +53,7 @@ PACKED_STATE_FIELDS = (
     "learning",
     "sequential",
     "signature",
+    "revision",
 )
 PACKED_LEARNING_FIELDS = ("logit", "e", "current", "longest", "first_correct")
 
@@ -119,10 +120,11 @@ def pack_scope_rows(
     signature: Array,
     stats: Array,
     stats_ends: Array,
+    revision: int,
 ) -> tuple[Array, Array]:
-    """The stored value of each new scope (``store.pack_scope``: the version and length
-    header, the state as ``metrics.state.encode_state`` writes it, the stats JSON), all
-    joined, and the end of each (``ends[0]`` is 0).
+    """The stored value of each new scope, at ``revision`` (``store.pack_scope``: the
+    revision and length header, the state as ``metrics.state.encode_state`` writes it, the
+    stats JSON), all joined, and the end of each (``ends[0]`` is 0).
 
     Scope i's byte strings are ranges of the joined buffers: its questions and solved
     sets per difficulty ``questions[question_ends[3i + d]:question_ends[3i + d + 1]]``,
@@ -134,7 +136,7 @@ def pack_scope_rows(
     ends = np.zeros(n + 1, dtype=np.int64)
     size = 0
     for i in range(n):
-        size += 12 + 3  # the header; the state's array of 17
+        size += 12 + 3  # the header; the state's array of 18
         size += uint_size(np.uint64(version[i])) * 2  # version, history (the same)
         size += uint_size(np.uint64(first_at[i])) + uint_size(np.uint64(last_at[i]))
         size += 2  # two arrays of 3
@@ -159,16 +161,17 @@ def pack_scope_rows(
         for d in range(3):
             size += uint_size(np.uint64(first_correct[i, d]))
         size += 1 + uint_size(np.uint64(signature[i]))  # sequential nil, signature
+        size += uint_size(np.uint64(revision))
         size += stats_ends[i + 1] - stats_ends[i]
         ends[i + 1] = size
     out = np.empty(size, dtype=np.uint8)
     for i in range(n):
         start = ends[i]
-        at = _put_big_endian(out, start, version[i], 8) + 4  # the state's length: below
+        at = _put_big_endian(out, start, revision, 8) + 4  # the state's length: below
         state = at
-        out[at] = 0xDC  # an array of 17: PACKED_STATE_FIELDS
+        out[at] = 0xDC  # an array of 18: PACKED_STATE_FIELDS
         out[at + 1] = 0
-        out[at + 2] = 17
+        out[at + 2] = 18
         at = put_uint(out, at + 3, np.uint64(version[i]))
         at = put_uint(out, at, np.uint64(first_at[i]))
         at = put_uint(out, at, np.uint64(last_at[i]))
@@ -214,6 +217,7 @@ def pack_scope_rows(
             at = put_uint(out, at, np.uint64(first_correct[i, d]))
         out[at] = 0xC0  # sequential: None
         at = put_uint(out, at + 1, np.uint64(signature[i]))
+        at = put_uint(out, at, np.uint64(revision))
         _put_big_endian(out, state - 4, at - state, 4)
         length = stats_ends[i + 1] - stats_ends[i]
         out[at : at + length] = stats[stats_ends[i] : stats_ends[i + 1]]
@@ -377,7 +381,7 @@ def compile_all() -> None:
     read_only_two = np.frombuffer(two.tobytes(), dtype=np.int64)
     pack_scope_rows(
         i64, i64, i64, three, three, byte, four, byte, four, byte, two, byte, two, no,
-        read_only_byte, read_only_two, u64, u64, i64, i64, three, u64, read_only_byte, two,
+        read_only_byte, read_only_two, u64, u64, i64, i64, three, u64, read_only_byte, two, 1,
     )  # fmt: skip
     six = np.zeros(6, dtype=np.int64)
     # The key pieces, mode names, values and histories are views of bytes (read-only).

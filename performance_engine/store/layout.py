@@ -2,9 +2,11 @@
 
 ``{prefix}:{u<user_id>}:<sub_topic_id>:<learning_mode>`` (see :mod:`.keyspace`) holds::
 
-    bytes 0-7     version: distinct attempts applied (unsigned, big-endian)
+    bytes 0-7     revision: how many times the stored stats changed (unsigned, big-endian;
+                  the compare-and-set compares it; values written before revisions
+                  existed hold their version here, which then counts as their revision)
     bytes 8-11    n, the length of the state (unsigned, big-endian)
-    next n bytes  rolling state (msgpack of ``metrics.state.ScopeState``, format 2)
+    next n bytes  rolling state (msgpack of ``metrics.state.ScopeState``, format 3)
     the rest      latest PerformanceStatsData as JSON (SPEC 4)
 
 :func:`pack_scope` is the reference writer; the backfill's compiled writer
@@ -18,31 +20,48 @@ import struct
 
 from performance_engine.metrics.state import ScopeState, decode_state, encode_state
 
-__all__ = ["HEADER", "expected_header", "pack_scope", "stats_of", "unpack_scope"]
+__all__ = [
+    "HEADER",
+    "expected_header",
+    "pack_scope",
+    "revision_of",
+    "stats_of",
+    "unpack_scope",
+]
 
-#: The value's header: version, length of the state.
+#: The value's header: revision, length of the state.
 HEADER = struct.Struct(">QI")
 
 
 def pack_scope(state: ScopeState, stats_json: bytes) -> bytes:
-    """A scope's stored value: version and state length, the state, then the stats JSON."""
+    """A scope's stored value: revision and state length, the state, then the stats JSON."""
     encoded = encode_state(state)
-    return HEADER.pack(state.version, len(encoded)) + encoded + stats_json
+    return HEADER.pack(state.revision, len(encoded)) + encoded + stats_json
 
 
 def unpack_scope(value: bytes) -> tuple[ScopeState, bytes]:
-    """The state and the stats JSON of a stored value."""
-    _version, length = HEADER.unpack_from(value)
+    """The state and the stats JSON of a stored value. A state written before revisions
+    existed takes its header's number (its version then) as its revision."""
+    revision, length = HEADER.unpack_from(value)
     start = HEADER.size
-    return decode_state(value[start : start + length]), value[start + length :]
+    state = decode_state(value[start : start + length])
+    if not state.revision:
+        state.revision = revision
+    return state, value[start + length :]
 
 
 def stats_of(value: bytes) -> bytes:
     """Only the stats JSON of a stored value (the state is not decoded)."""
-    _version, length = HEADER.unpack_from(value)
+    _revision, length = HEADER.unpack_from(value)
     return value[HEADER.size + length :]
 
 
-def expected_header(version: int) -> bytes:
+def revision_of(value: bytes) -> int:
+    """A stored value's revision, from its header alone."""
+    revision: int = HEADER.unpack_from(value)[0]
+    return revision
+
+
+def expected_header(revision: int) -> bytes:
     """What a compare-and-set expects to find in bytes 0-7 (empty: no value yet)."""
-    return version.to_bytes(8, "big") if version else b""
+    return revision.to_bytes(8, "big") if revision else b""

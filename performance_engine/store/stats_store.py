@@ -1,9 +1,9 @@
 """The Redis stats store: each scope's state, latest stats and history, sync and asyncio.
 
-Every write is a compare-and-set on the scope's version (a Lua script, many scopes a call), so a
-writer that read stale state (a zombie worker after a rebalance, a backfill racing the
-stream) cannot overwrite newer state: it gets a conflict and re-reads. Writing a state
-whose version is already stored, with the same content, changes nothing. A scope's
+Every write is a compare-and-set on the scope's revision (a Lua script, many scopes a
+call), so a writer that read stale state (a zombie worker after a rebalance, a backfill
+racing the stream) cannot overwrite newer state: it gets a conflict and re-reads. Writing
+a state whose revision is already stored, with the same content, changes nothing. A scope's
 history key changes in the same script call as its state, and only when the
 compare-and-set succeeds, so the two never disagree.
 Key layout: see :mod:`.keyspace`; the stored value: :mod:`.layout`.
@@ -83,11 +83,12 @@ class StoredScope(msgspec.Struct, frozen=True, gc=False):
 
 
 class ScopeWrite(msgspec.Struct, frozen=True, gc=False):
-    """A compare-and-set write: applies only if the stored version is ``expected_version``;
+    """A compare-and-set write: applies only if the stored revision is ``expected_revision``
+    (0: nothing stored yet);
     ``history`` is done to the scope's history with it."""
 
     scope: ScopeKey
-    expected_version: int
+    expected_revision: int
     state: ScopeState
     stats_json: bytes
     history: HistoryWrite | None = None
@@ -199,7 +200,7 @@ def _rows_of(keyspace: KeySpace, writes: Sequence[ScopeWrite]) -> list[_Row]:
                 w,
                 key,
                 keyspace.history_of(key),
-                expected_header(w.expected_version),
+                expected_header(w.expected_revision),
                 pack_scope(w.state, w.stats_json),
                 *w.history_args(),
             )

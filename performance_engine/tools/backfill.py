@@ -22,11 +22,11 @@ import pandas as pd
 
 from performance_engine.errors import StateConflictError
 from performance_engine.metrics.batch import ScopeIndex, compute_parts, scope_index
-from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.calculator import MetricsCalculator, with_revision
 from performance_engine.metrics.frame import RowError
 from performance_engine.metrics.history import Entry
 from performance_engine.metrics.types import ScopeKey
-from performance_engine.store.bulk import PackedScopes, pack_fresh
+from performance_engine.store.bulk import FIRST_REVISION, PackedScopes, pack_fresh
 from performance_engine.store.stats_store import ScopeWrite, StatsStore, StoredScope
 from performance_engine.tools.history_files import load_attempts
 
@@ -225,16 +225,25 @@ def _write_all(
         result = fresh.result(calculator).joined(result)
     for chunk in result.chunks(CHUNK_SCOPES):
         writes: list[ScopeWrite] = []
+        applies: list[int] = []
+        for scope, state in zip(chunk.scopes, chunk.states, strict=True):
+            if scope not in base:
+                state.revision = FIRST_REVISION
         for scope, state, stats_json, history in zip(
             chunk.scopes, chunk.states, chunk.stats_json(calculator), chunk.histories, strict=True
         ):
             before = base.get(scope)
-            if before is not None and before.state == state and before.stats_json == stats_json:
+            if before is None:
+                writes.append(ScopeWrite(scope, 0, state, stats_json, history))
+                applies.append(state.version)
+            elif before.state == state and before.stats_json == stats_json:
                 report.unchanged += 1
-            else:
-                expected = before.state.version if before is not None else 0
-                writes.append(ScopeWrite(scope, expected, state, stats_json, history))
-        refused.extend(_flush(store, writes, report))
+            else:  # a change: the next revision
+                state.revision = before.state.revision + 1
+                stats_json = with_revision(stats_json, state.revision)
+                writes.append(ScopeWrite(scope, before.state.revision, state, stats_json, history))
+                applies.append(state.version - before.state.version)
+        refused.extend(_flush(store, writes, applies, report))
         done += len(chunk)
         progress("writing", done, total)
     return refused
@@ -268,14 +277,17 @@ def _create(store: StatsStore, packed: PackedScopes, report: BackfillReport) -> 
     return refused
 
 
-def _flush(store: StatsStore, writes: list[ScopeWrite], report: BackfillReport) -> list[ScopeKey]:
+def _flush(
+    store: StatsStore, writes: list[ScopeWrite], applies: list[int], report: BackfillReport
+) -> list[ScopeKey]:
+    """Write; count what landed (``applies``: the attempts each write applies)."""
     if not writes:
         return []
     refused = {w.scope for w in store.write(writes)}
-    for w in writes:
+    for w, applied in zip(writes, applies, strict=True):
         if w.scope not in refused:
             report.written += 1
-            report.attempts_applied += w.state.version - w.expected_version
+            report.attempts_applied += applied
     return list(refused)
 
 

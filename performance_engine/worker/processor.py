@@ -235,7 +235,7 @@ class BatchProcessor:
                     self._count(tally)
                     events.append(
                         stats_event(
-                            w.scope, w.state.version, w.stats_json, _source(touched, w), now_ms
+                            w.scope, w.state.revision, w.stats_json, _source(touched, w), now_ms
                         )
                     )
             if refused:
@@ -293,7 +293,7 @@ class BatchProcessor:
         for scope, plan in zip(scopes, plans, strict=True):
             state = self._cache[scope]
             states.append(state)
-            expected.append(state.version)
+            expected.append(state.revision)
             history: list[Entry] | None = None
             lost = False
             if scope in histories:
@@ -308,6 +308,8 @@ class BatchProcessor:
                         scope,
                     )
             outcome = calculator.apply_plan(scope, state, plan, history, lost=lost)
+            if outcome.applied or plan.refold or not state.revision:
+                state.revision += 1  # its stored stats change: the next revision
             entries.append(outcome.entries)
             history_writes.append(outcome.history)
             tallies.append(_Tally(outcome.applied, plan.given, plan.refold, lost))
@@ -315,10 +317,10 @@ class BatchProcessor:
             scopes, states, entries if calculator.frame_metrics else None
         )
         # Unchanged scopes are written too: the compare-and-set then proves the cached
-        # version is current before its stats are published again.
+        # revision is current before its stats are published again.
         writes = [
-            ScopeWrite(scope, version, state, stats_json, history_write)
-            for scope, version, state, stats_json, history_write in zip(
+            ScopeWrite(scope, revision, state, stats_json, history_write)
+            for scope, revision, state, stats_json, history_write in zip(
                 scopes, expected, states, stats, history_writes, strict=True
             )
         ]

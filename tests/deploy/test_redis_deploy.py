@@ -32,7 +32,7 @@ from performance_engine.tools.demo import free_port, redis_server_command
 from performance_engine.tools.history_files import load_attempts
 from performance_engine.tools.simulator import generate_attempts
 from performance_engine.worker.dashboard.index import DashboardIndex
-from tests.helpers import ROOT, dataset, oracle, wait_for_oracle
+from tests.helpers import ROOT, dataset, oracle, results, wait_for_oracle
 from tests.services import RedisClusterNodes, RedisServer, produce, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]  # servers of its own, per test
@@ -62,7 +62,7 @@ def assert_backfill_and_reads_match_the_oracle(settings: Settings, history: Path
     calculator = MetricsCalculator()
     expected = compute_stats(load_attempts(history, calculator.learning_modes).frame, calculator)
     with StatsStore.from_settings(settings) as store:
-        assert {scope: store.stats(scope) for scope in expected} == expected
+        assert results({scope: store.stats(scope) for scope in expected}) == expected
     scope = min(expected)
     reader = PerformanceStats.create_performance_stats(
         user_id=scope.user_id,
@@ -70,7 +70,7 @@ def assert_backfill_and_reads_match_the_oracle(settings: Settings, history: Path
         learning_mode=scope.learning_mode,
         settings=settings,
     )
-    assert reader() == expected[scope]
+    assert results(reader()) == expected[scope]
     shown = cli(settings, "stats", str(scope.user_id), str(scope.sub_topic_id), "--json")
     assert shown.returncode == 0, shown.stderr
 

@@ -37,6 +37,7 @@ def expected(**fields: Any) -> PerformanceStatsData:
         "user_id": 123,
         "sub_topic_id": 456,
         "learning_mode": "standard",
+        "revision": 0,
         "custom_metrics": {},
     }
     base.update(fields)

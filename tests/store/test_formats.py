@@ -18,6 +18,7 @@ from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,7 +30,7 @@ from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.frame import attempts_to_frame
 from performance_engine.metrics.history import encode_entries, entry_of, learning_key
 from performance_engine.metrics.types import DifficultyEnum, ScopeKey
-from performance_engine.store.bulk import msetnx_payload, pack_fresh
+from performance_engine.store.bulk import FIRST_REVISION, msetnx_payload, pack_fresh
 from performance_engine.store.keyspace import KeySpace
 from performance_engine.store.layout import pack_scope
 from performance_engine.store.stats_store import _new_rows, _WritePlan
@@ -102,8 +103,12 @@ def history_compiled(case: Case) -> list[bytes]:
 
 
 def value_reference(case: Case) -> list[bytes]:
-    stats = stats_reference(case)
-    return [pack_scope(state, js) for state, js in zip(case.result.states, stats, strict=True)]
+    """Each new scope stored at its first revision, as the backfill's per-scope path does."""
+    states = [msgspec.structs.replace(s, revision=FIRST_REVISION) for s in case.result.states]
+    return [
+        pack_scope(state, case.calculator.stats(scope, state).to_json())
+        for scope, state in zip(case.scopes, states, strict=True)
+    ]
 
 
 def value_compiled(case: Case) -> list[bytes]:

@@ -30,7 +30,7 @@ from performance_engine.tools.backfill import backfill_file, backfill_frame
 from performance_engine.tools.demo import free_port
 from performance_engine.tools.history_files import load_attempts
 from performance_engine.tools.simulator import generate_attempts
-from tests.helpers import ROOT, TESTS, oracle, run_cli, spec_rows
+from tests.helpers import ROOT, TESTS, oracle, results, run_cli, spec_rows
 
 pytestmark = pytest.mark.redis
 
@@ -73,7 +73,7 @@ def test_backfill_then_read_every_scope(
         )()
         for scope in expected
     }
-    assert read == expected
+    assert results(read) == expected
 
     async def read_async() -> dict[ScopeKey, PerformanceStatsData]:
         async with AsyncStatsStore.from_settings(settings) as shared:
@@ -87,7 +87,7 @@ def test_backfill_then_read_every_scope(
                 for scope in expected
             }
 
-    assert asyncio.run(read_async()) == expected
+    assert results(asyncio.run(read_async())) == expected
 
 
 def test_cli_backfill_and_stats(settings: Settings, history: Path) -> None:
@@ -171,7 +171,7 @@ def test_backfill_merges_with_existing_state(store: StatsStore, tmp_path: Path) 
     report = backfill_file(second, store, calculator)
     assert report.attempts_applied == 400
     expected = oracle(everything)
-    assert {scope: store.stats(scope) for scope in expected} == expected
+    assert results({scope: store.stats(scope) for scope in expected}) == expected
 
 
 def test_compare_and_set_refuses_a_stale_write(store: StatsStore, history: Path) -> None:
@@ -213,7 +213,7 @@ def test_a_backfill_merges_scopes_created_while_it_ran(
     assert "changed during the backfill; merging them again" in caplog.text
     assert report.attempts_applied == len(rows) - 40  # the 20 shared ones count once
     expected = oracle(everything)
-    assert {scope: store.stats(scope) for scope in expected} == expected
+    assert results({scope: store.stats(scope) for scope in expected}) == expected
 
 
 @pytest.mark.parametrize("use_async", [False, True])

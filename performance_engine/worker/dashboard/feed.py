@@ -92,6 +92,7 @@ class Summary(msgspec.Struct):
     attempts: dict[str, int]
     passed_difficulties: list[str]
     learning: _Learning | None = None
+    revision: int = 0
 
     @property
     def scope(self) -> ScopeKey:
@@ -244,7 +245,7 @@ class StatsFeed:
             latest: dict[ScopeKey, Summary] = {}
             for event in events:  # a scope's newest only
                 known = latest.get(event.stats.scope)
-                if known is None or known.version < event.stats.version:
+                if known is None or known.revision < event.stats.revision:
                     latest[event.stats.scope] = event.stats
             await self._retry(lambda: self.index.add(list(latest.values())))
         for event in events:
@@ -269,8 +270,10 @@ class StatsFeed:
                 self._history.popitem(last=False)
         else:
             self._history.move_to_end(scope)
-        if flat and flat[-1] >= point.version:
-            return
+        if flat and flat[-1] > point.version:
+            return  # older than what the chart shows
+        if flat and flat[-1] == point.version:
+            del flat[-_FIELDS:]  # the same attempts, stats of a newer revision (a refold)
         flat.extend((point.at, _nan_if_none(point.mastery), _nan_if_none(point.accuracy)))
         flat.append(point.version)
         if len(flat) > HISTORY_POINTS * _FIELDS:
