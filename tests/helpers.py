@@ -234,6 +234,15 @@ def results(stats: Any) -> Any:
     return stats
 
 
+def results_json(stats_json: bytes | str | dict[str, Any]) -> dict[str, Any]:
+    """A stats JSON (text or parsed) without its ``revision``: see :func:`results`."""
+    found: dict[str, Any] = (
+        dict(stats_json) if isinstance(stats_json, dict) else json.loads(stats_json)
+    )
+    found.pop("revision", None)
+    return found
+
+
 def stored(settings: Settings, scopes: list[ScopeKey]) -> dict[ScopeKey, Any]:
     """The stats recomputed from each scope's stored state (and history, for frame-based
     metrics), or None where there is none."""
@@ -282,16 +291,21 @@ def wait_for_oracle(
 def assert_last_events_carry_final_versions(
     settings: Settings, expected: dict[ScopeKey, PerformanceStatsData]
 ) -> None:
-    def last_versions() -> dict[str, int]:
-        last: dict[str, int] = {}
+    """The last event of every scope carries its final version, and the revision stored
+    in Redis (events are identified by scope and revision)."""
+    with StatsStore.from_settings(settings) as store:
+        revisions = {str(s): store.stats(s).revision for s in expected}
+
+    def last_versions() -> dict[str, tuple[int, int]]:
+        last: dict[str, tuple[int, int]] = {}
         for message in read_topic(settings.kafka_bootstrap, settings.stats_topic):
             event = decode_stats_event(message.value)
-            assert event.event_id == event_id(event.stats.scope, event.stats.version)
+            assert event.event_id == event_id(event.stats.scope, event.stats.revision)
             assert message.key.decode() == str(event.stats.scope)
-            last[message.key.decode()] = event.stats.version
+            last[message.key.decode()] = (event.stats.version, event.stats.revision)
         return last
 
-    want = {str(scope): stats.version for scope, stats in expected.items()}
+    want = {str(scope): (stats.version, revisions[str(scope)]) for scope, stats in expected.items()}
     wait_until(lambda: last_versions() == want, 60, "the final stats events", every=1.0)
 
 
@@ -376,13 +390,14 @@ async def real_store_and_broker(
 
 
 def publish_events(settings: Settings, events: list[tuple[ScopeKey, int]]) -> None:
+    """Stats events of these scopes at these revisions (each one's version the same)."""
     calculator = MetricsCalculator()
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-    for scope, version in events:
+    for scope, revision in events:
         state = calculator.new_state()
-        state.version = version
+        state.version = state.revision = revision
         stats_json = calculator.stats(scope, state).to_json()
-        key, value = stats_event(scope, version, stats_json, Source("attempts", 0, version, "a"))
+        key, value = stats_event(scope, revision, stats_json, Source("attempts", 0, revision, "a"))
         producer.send(settings.stats_topic, key=key, value=value)
     producer.flush()
     producer.close()

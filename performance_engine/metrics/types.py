@@ -89,7 +89,7 @@ class PerformanceStatsData(msgspec.Struct, frozen=True, kw_only=True):
     sub_topic_id: int
     learning_mode: str
     version: int
-    revision: int
+    revision: int = 0  # stats written before revisions existed have none
     total_attempts: int
     total_correct_attempts: int
     attempts: dict[DifficultyEnum, int]

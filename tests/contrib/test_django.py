@@ -18,7 +18,7 @@ from sqlalchemy import inspect
 from performance_engine.outbox import LANES_TABLE, OUTBOX_TABLE, outbox_engine
 from performance_engine.platform.outbox import outbox_table
 from performance_engine.settings import Settings
-from tests.helpers import ROOT, oracle, stored, wait_for_oracle
+from tests.helpers import ROOT, oracle, results_json, stored, wait_for_oracle
 from tests.services import read_topic, worker_env
 
 
@@ -80,7 +80,7 @@ def test_a_django_platform_records_in_its_transactions_relays_reads_and_backfill
 
     scope = sorted(expected)[0]
     read = scenario(env, "read", str(scope.user_id), str(scope.sub_topic_id), scope.learning_mode)
-    assert json.loads(read.stdout) == json.loads(expected[scope].to_json())
+    assert results_json(read.stdout) == results_json(expected[scope].to_json())
 
     from_model = replace(stream_settings, key_prefix=f"{stream_settings.key_prefix}:model")
     backfilled = scenario(

@@ -30,7 +30,7 @@ from performance_engine.tools.backfill import backfill_file, backfill_frame
 from performance_engine.tools.demo import free_port
 from performance_engine.tools.history_files import load_attempts
 from performance_engine.tools.simulator import generate_attempts
-from tests.helpers import ROOT, TESTS, oracle, results, run_cli, spec_rows
+from tests.helpers import ROOT, TESTS, oracle, results, results_json, run_cli, spec_rows
 
 pytestmark = pytest.mark.redis
 
@@ -106,7 +106,7 @@ def test_cli_backfill_and_stats(settings: Settings, history: Path) -> None:
             "--json",
         )
         assert shown.returncode == 0, shown.stderr
-        assert json.loads(shown.stdout) == json.loads(expected[scope].to_json())
+        assert results_json(shown.stdout) == results_json(expected[scope].to_json())
     table = run_cli(
         settings,
         "stats",
@@ -143,7 +143,8 @@ def test_cli_stats_of_a_first_release_scope_rebuilt_into_the_spec_example(
     shown = run_cli(settings, "stats", "123", "456", "--json")
     spec = (ROOT / "docs" / "SPEC.md").read_text()
     printed = spec[spec.index("## 4.") :].split("```json\n")[1].split("```")[0]
-    assert json.loads(shown.stdout) == json.loads(printed)
+    assert results_json(shown.stdout) == results_json(printed)
+    assert json.loads(shown.stdout)["revision"] == 6  # the first release's 5 writes, then one
     table = run_cli(settings, "stats", "123", "456").stdout
     assert "mastery 71.6% (not mastered) · next: medium · recent accuracy 61.1%" in table
 
@@ -263,8 +264,9 @@ def test_keys_live_under_the_prefix_with_a_user_hash_tag(
         value = redis_client.get(key)
         assert isinstance(value, bytes)
         state, stats_json = unpack_scope(value)
-        assert value[:8] == state.version.to_bytes(8, "big")
+        assert value[:8] == state.revision.to_bytes(8, "big") == (1).to_bytes(8, "big")
         assert json.loads(stats_json)["version"] == state.version
+        assert json.loads(stats_json)["revision"] == 1  # written once
         prefix, tag, sub, mode = key.split(":")
         assert prefix == settings.key_prefix
         assert (tag[:2], tag[-1], tag[2:-1].isdigit()) == ("{u", "}", True)

@@ -7,7 +7,6 @@ Each test prints how long the engine took from the fault to exact stats (pytest 
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import time
@@ -22,7 +21,7 @@ import pytest
 
 from performance_engine.settings import Settings
 from performance_engine.tools.simulator import generate_attempts
-from tests.helpers import Records, applied, oracle, run_cli, wait_for_oracle
+from tests.helpers import Records, applied, oracle, results_json, run_cli, wait_for_oracle
 from tests.services import (
     HoldingProxy,
     RedisSentinel,
@@ -174,7 +173,7 @@ def test_a_sentinel_failover_to_a_lagging_replica_is_followed_and_replayed(
                 "--mode", scope.learning_mode, "--json",
             )  # fmt: skip
             assert shown.returncode == 0, shown.stderr
-            assert json.loads(shown.stdout) == json.loads(expected[scope].to_json())
+            assert results_json(shown.stdout) == results_json(expected[scope].to_json())
             assert lost_state_lines(worker) >= 1
             assert worker.alive()
         finally:

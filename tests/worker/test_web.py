@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from performance_engine.settings import Settings
 from performance_engine.tools.simulator import generate_attempts
-from tests.helpers import oracle, wait_for_oracle
+from tests.helpers import oracle, results_json, wait_for_oracle
 from tests.services import attempt_records, produce, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
@@ -67,7 +67,7 @@ def test_endpoints(stream_settings: Settings, workers: Callable[..., Any]) -> No
             f"{base}/stats/{scope.user_id}/{scope.sub_topic_id}/{scope.learning_mode}"
         )
         assert (status, content_type.split(";")[0]) == (200, "application/json")
-        assert json.loads(body) == json.loads(stats.to_json())
+        assert results_json(body) == results_json(stats.to_json())
         assert json.loads(body)["learning"]["mastery_probability"] is not None
 
     status, content_type, body = get(f"{base}/stats/999999/1/standard")

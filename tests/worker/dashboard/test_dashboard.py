@@ -23,7 +23,7 @@ from performance_engine.tools.simulator import generate_attempts
 from performance_engine.worker.dashboard import feed as feed_module
 from performance_engine.worker.dashboard.feed import Point, StatsFeed, Summary
 from performance_engine.worker.dashboard.index import DashboardIndex
-from tests.helpers import oracle, run, wait_for_oracle
+from tests.helpers import oracle, results_json, run, wait_for_oracle
 from tests.services import RedisServer, attempt_records, produce, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
@@ -95,8 +95,10 @@ def test_the_dashboards_json_follows_the_stats(
     status, learner = get_json(f"{base}/api/learners/{user}")
     assert status == 200
     mine = {s: stats for s, stats in expected.items() if s.user_id == user}
-    assert sorted(json.dumps(s["stats"], sort_keys=True) for s in learner["scopes"]) == sorted(
-        json.dumps(json.loads(stats.to_json()), sort_keys=True) for stats in mine.values()
+    assert sorted(
+        json.dumps(results_json(s["stats"]), sort_keys=True) for s in learner["scopes"]
+    ) == sorted(
+        json.dumps(results_json(stats.to_json()), sort_keys=True) for stats in mine.values()
     )
     assert all(s["history"] for s in learner["scopes"])
 
