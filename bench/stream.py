@@ -335,9 +335,7 @@ def check_exact(settings: Settings, frame: pd.DataFrame) -> str:
         for start in range(0, len(scopes), 5000):
             chunk = scopes[start : start + 5000]
             for scope, item in zip(chunk, store.read(chunk), strict=True):
-                if item is None or _results(item.stats_json) != _results(
-                    expected[scope].to_json()
-                ):
+                if item is None or _results(item.stats_json) != _results(expected[scope].to_json()):
                     return "NO"
     return "yes"
 

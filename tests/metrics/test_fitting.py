@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from performance_engine.errors import ConfigurationError
 from performance_engine.metrics.fitting import (
+    Bounds,
     GroupFit,
     Sequences,
     auc,
@@ -172,3 +174,90 @@ def test_a_hand_edited_file_must_drop_its_version() -> None:
         ParameterSet.from_dict(document)
     document.pop("version")
     assert ParameterSet.from_dict(document).groups[("standard", 7)].prior == 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_fit_is_no_worse_than_pybkt_where_pybkt_keeps_the_bounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pyBKT 1.4's EM with ``multigs`` per difficulty, on the same small data (two skills,
+    5,400 answers): the engine's fit reaches at least pyBKT's log-likelihood (both scored
+    by the same forward pass) for every skill whose pyBKT solution lies within the
+    engine's bounds. pyBKT runs without bounds; a solution outside them is not comparable
+    and is said so."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pyBKT.fit.EM_fit as em_fit
+        import pyBKT.models as pybkt
+
+    run = em_fit.run
+
+    def run_with_a_scalar_likelihood(*args: Any, **kwargs: Any) -> Any:
+        """pyBKT 1.4 stores a one-element array where it wants a number, which NumPy 2
+        refuses ("setting an array element with a sequence"): hand it the number."""
+        result = run(*args, **kwargs)
+        result["total_loglike"] = float(np.sum(result["total_loglike"]))
+        return result
+
+    monkeypatch.setattr(em_fit, "run", run_with_a_scalar_likelihood)
+    import pandas as pd
+
+    data = simulate(TRUTH[:2], 150, 18, seed=21)
+    names = ("easy", "medium", "hard")
+    rows = []
+    for i, g in enumerate(data.group.tolist()):
+        for r in range(int(data.offsets[i]), int(data.offsets[i + 1])):
+            rows.append(
+                {
+                    "order_id": r,
+                    "user_id": i,
+                    "skill_name": f"s{g}",
+                    "correct": int(data.correct[r]),
+                    "difficulty": names[int(data.difficulty[r])],
+                }
+            )
+    with warnings.catch_warnings():  # pyBKT sets pandas options that pandas deprecated
+        warnings.simplefilter("ignore")
+        model = pybkt.Model(seed=7, num_fits=3, parallel=False)
+        model.fit(data=pd.DataFrame(rows), multigs="difficulty")
+        values = model.params()["value"]
+    ours = fit_groups(data, 2)
+    compared = 0
+    for g, found in enumerate(ours):
+        skill = f"s{g}"
+
+        def value(param: str, label: str = "default", skill: str = skill) -> float:
+            return float(values[(skill, param, label)])
+
+        theirs = GroupFit(
+            value("prior"),
+            value("learns"),
+            0.0,
+            (value("guesses", "easy"), value("guesses", "medium"), value("guesses", "hard")),
+            (value("slips", "easy"), value("slips", "medium"), value("slips", "hard")),
+            0.0, 0, 0, 0,
+        )  # fmt: skip
+        bounds = Bounds()
+        within = (
+            bounds.prior[0] <= theirs.prior <= bounds.prior[1]
+            and theirs.learn <= bounds.learn[1]
+            and all(bounds.guess[0] <= x <= bounds.guess[1] for x in theirs.guess)
+            and all(bounds.slip[0] <= x <= bounds.slip[1] for x in theirs.slip)
+        )
+        if not within:
+            print(f"skill {skill}: pyBKT's solution leaves the bounds: {theirs}")
+            continue
+        mine = group_likelihood(data, g, found)
+        assert mine >= group_likelihood(data, g, theirs) - 1e-6
+        compared += 1
+    assert compared >= 1  # the truths lie well inside the bounds: pyBKT finds them too
+
+
+def group_likelihood(data: Sequences, g: int, fit: GroupFit) -> float:
+    """The log-likelihood of group ``g``'s answers under ``fit`` (the forward pass)."""
+    p = predict_sequences(data, [fit, fit])  # the same parameters for either group
+    rows = np.repeat(data.group == g, np.diff(data.offsets))
+    y = data.correct[rows]
+    q = p[rows]
+    return float(np.sum(np.where(y, np.log(q), np.log1p(-q))))
