@@ -216,17 +216,11 @@ def fit_groups(
         guess = np.full((n_groups, 3), start_guess)
         slip = np.full((n_groups, 3), start_slip)
         previous = np.full(n_groups, -np.inf)
-        ll = np.zeros(n_groups)
         active = np.ones(n_groups, dtype=bool)
         used = np.zeros(n_groups, dtype=np.int64)
+        answers = (offsets, group, difficulty, correct)
         for _ in range(options.iterations):
-            counts = np.zeros((n_groups, 6))
-            per_class = np.zeros((n_groups, 3, 4))
-            ll = np.zeros(n_groups)
-            em_pass(
-                offsets, group, difficulty, correct, prior, learn, forget, guess, slip,
-                counts, per_class, ll,
-            )  # fmt: skip
+            counts, per_class, ll = _e_step(answers, prior, learn, forget, guess, slip)
             done += 1
             progress(done, total)
             improved = ll - previous
@@ -250,13 +244,7 @@ def fit_groups(
             slip = np.where(active[:, None], np.clip(new_slip, *b.slip), slip)
         # The log-likelihood of the parameters as they ended (the last pass's E-step ran
         # on them where the group converged; a last pass scores the rest).
-        counts = np.zeros((n_groups, 6))
-        per_class = np.zeros((n_groups, 3, 4))
-        ll = np.zeros(n_groups)
-        em_pass(
-            offsets, group, difficulty, correct, prior, learn, forget, guess, slip,
-            counts, per_class, ll,
-        )  # fmt: skip
+        _, _, ll = _e_step(answers, prior, learn, forget, guess, slip)
         for g in range(n_groups):
             found = best[g]
             if found is None or ll[g] > found.log_likelihood:
@@ -273,6 +261,23 @@ def fit_groups(
                 )
     progress(total, total)
     return [fit for fit in best if fit is not None]
+
+
+def _e_step(
+    answers: tuple[Array, Array, Array, Array],
+    prior: Array,
+    learn: Array,
+    forget: Array,
+    guess: Array,
+    slip: Array,
+) -> tuple[Array, Array, Array]:
+    """:func:`em_pass` with fresh accumulators: (counts, per-class counts, log-likelihood)."""
+    n_groups = len(prior)
+    counts = np.zeros((n_groups, 6))
+    per_class = np.zeros((n_groups, 3, 4))
+    ll = np.zeros(n_groups)
+    em_pass(*answers, prior, learn, forget, guess, slip, counts, per_class, ll)
+    return counts, per_class, ll
 
 
 def _ratio(numerator: Array, denominator: Array, keep: Array) -> Array:

@@ -26,6 +26,8 @@ from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData
 from performance_engine.settings import Settings, load_settings
 from performance_engine.store.failures import redact_url
+from performance_engine.tools.learning_cli import add_commands as add_learning_commands
+from performance_engine.tools.learning_cli import add_history_source
 
 if TYPE_CHECKING:
     from performance_engine.store.stats_store import StatsStore
@@ -460,24 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     backfill = commands.add_parser(
         "backfill", help="compute state and stats for historical attempts and store them"
     )
-    backfill.add_argument(
-        "source",
-        metavar="SOURCE",
-        help="a CSV, JSON Lines (.jsonl) or Parquet file, or a database's SQLAlchemy URL",
-    )
-    what = backfill.add_mutually_exclusive_group()
-    what.add_argument("--query", help="from a database: the SQL that selects the attempts")
-    what.add_argument("--table", help="from a database: a table with the attempts' columns")
-    backfill.add_argument(
-        "--skip-invalid",
-        action="store_true",
-        help="skip bad rows (and count them) instead of stopping",
-    )
-    backfill.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_history_source(backfill, "SOURCE")
     backfill.set_defaults(handler=_cmd_backfill)
-
-    from performance_engine.tools.learning_cli import add_commands as add_learning_commands
-
     add_learning_commands(commands)
 
     demo = commands.add_parser(

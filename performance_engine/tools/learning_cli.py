@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pandas, pyarrow and numba load with the commands, not with 
 #: The fit's default upper bound of guess and of slip (``metrics.fitting.Bounds``).
 MAX_GUESS_OR_SLIP = 0.45
 
-__all__ = ["add_commands", "read_parameter_file"]
+__all__ = ["add_commands", "add_history_source", "read_parameter_file"]
 
 
 def add_commands(commands: Any) -> None:
@@ -57,15 +57,27 @@ def add_commands(commands: Any) -> None:
     evaluate.set_defaults(handler=_cmd_evaluate)
 
 
-def _history_arguments(parser: argparse.ArgumentParser) -> None:
+def add_history_source(parser: argparse.ArgumentParser, metavar: str = "HISTORY") -> None:
+    """Where history is read from, as every command that reads it takes it: a file or a
+    database URL with ``--query`` or ``--table``; ``--skip-invalid``; ``--quiet``."""
     parser.add_argument(
         "source",
-        metavar="HISTORY",
+        metavar=metavar,
         help="a CSV, JSON Lines (.jsonl) or Parquet file, or a database's SQLAlchemy URL",
     )
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--query", help="from a database: the SQL that selects the attempts")
     what.add_argument("--table", help="from a database: a table with the attempts' columns")
+    parser.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip bad rows (and count them) instead of stopping",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _history_arguments(parser: argparse.ArgumentParser) -> None:
+    add_history_source(parser)
     parser.add_argument(
         "--split",
         type=float,
@@ -73,8 +85,6 @@ def _history_arguments(parser: argparse.ArgumentParser) -> None:
         help="learners whose user_id hashes below F form the test part (0 < F < 1)",
     )
     parser.add_argument("--part", choices=["train", "test"], default=None)
-    parser.add_argument("--skip-invalid", action="store_true", help="skip bad rows")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _read(args: argparse.Namespace, modes: LearningModes) -> LoadResult:
