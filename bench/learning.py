@@ -77,7 +77,7 @@ def main() -> int:
     parser.add_argument("--folds", default="1,2,3,4,5", help="the folds to score")
     parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=120)
     modes = LearningModes.default()
     frames = {k: read_fold(args.data / f"assist2017_pid_test{k}.csv") for k in range(1, 6)}
     normalised = {k: normalise_frame(f, modes).frame for k, f in frames.items()}
