@@ -22,13 +22,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import xxhash
 
+from performance_engine.metrics.attempt import Attempt
 from performance_engine.metrics.base import attempt_from_row
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.columnar import (
@@ -509,18 +510,22 @@ def _custom_metrics(
     sc: np.ndarray[Any, Any],
     rows: np.ndarray[Any, Any],
 ) -> list[list[Entry] | None] | None:
-    """Fill the custom metrics' states (the slow path, only when some are registered);
-    returns each scope's history entries when frame-based metrics need them.
+    """Fill the custom metrics' states (only when some are registered: a Python call per
+    attempt and metric); returns each scope's history entries when frame-based metrics
+    need them.
 
     Incremental and sequential metrics are folded over each scope's attempts in learning
     order (occurred_at, then attempt_id).
     """
-    distinct = seed_frame(frame.iloc[rows]).assign(_scope=sc)
+    distinct = frame.iloc[rows].assign(_scope=sc)
     distinct = distinct.sort_values(["_scope", "occurred_at", "attempt_id"], kind="stable")
     entries: list[list[Entry] | None] | None = [] if calculator.frame_metrics else None
-    for code, group in distinct.groupby("_scope", sort=False):
-        state = states[cast(int, code)]
-        attempts = [attempt_from_row(row) for row in group.to_dict("records")]
+    codes = distinct["_scope"].to_numpy(np.int64)
+    bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True]).tolist()
+    every = _attempts_of(distinct)  # one pass over the rows, no group-by per scope
+    for lo, hi in pairwise(bounds):
+        state = states[int(codes[lo])]
+        attempts = every[lo:hi]
         for metric in calculator.incremental_metrics:
             value = metric.initial()
             for attempt in attempts:
@@ -536,6 +541,42 @@ def _custom_metrics(
         if entries is not None:
             entries.append([entry_of(attempt) for attempt in attempts])
     return entries
+
+
+def _attempts_of(frame: pd.DataFrame) -> list[Attempt]:
+    """The rows of a normalised frame as attempts, column by column."""
+    names = list(DIFFICULTIES)
+    number, spent = frame["attempt_number"], frame["time_spent_ms"]
+    rows = zip(
+        frame["attempt_id"].tolist(),
+        frame["user_id"].tolist(),
+        frame["sub_topic_id"].tolist(),
+        frame["learning_mode"].tolist(),
+        frame["question_id"].tolist(),
+        frame["difficulty"].tolist(),
+        frame["is_correct"].tolist(),
+        frame["occurred_at"].tolist(),
+        number.fillna(0).tolist(),
+        number.isna().tolist(),
+        spent.fillna(0).tolist(),
+        spent.isna().tolist(),
+        strict=True,
+    )
+    return [
+        Attempt(
+            attempt_id=str(i),
+            user_id=u,
+            sub_topic_id=s,
+            learning_mode=m,
+            question_id=q,
+            difficulty=names[d],
+            is_correct=c,
+            occurred_at=at,
+            attempt_number=None if no_n else int(n),
+            time_spent_ms=None if no_t else int(t),
+        )
+        for i, u, s, m, q, d, c, at, n, no_n, t, no_t in rows
+    ]
 
 
 def seed_frame(frame: pd.DataFrame) -> pd.DataFrame:
