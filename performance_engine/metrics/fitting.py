@@ -42,7 +42,9 @@ __all__ = [
     "log_loss",
     "predict_sequences",
     "question_classes",
+    "question_offsets",
     "rmse",
+    "with_offsets",
 ]
 
 Array = np.ndarray[Any, Any]
@@ -284,6 +286,37 @@ def _ratio(numerator: Array, denominator: Array, keep: Array) -> Array:
     """``numerator / denominator``, the old value where there is nothing to divide."""
     safe = denominator > 1e-12
     return np.where(safe, numerator / np.where(safe, denominator, 1.0), keep)
+
+
+def question_offsets(
+    question: Array, correct: Array, predicted: Array, *, spread: float = 1.0, steps: int = 10
+) -> dict[int, float]:
+    """Per question, the offset ``b`` to the log-odds of the model's predictions that fits
+    its answers best: ``P = sigmoid(logit(p) + b)``, ``b`` maximising the answers'
+    likelihood times a normal prior of standard deviation ``spread`` (so a question seen
+    a few times stays near 0). Newton steps, every question at once."""
+    question = np.asarray(question, dtype=np.int64)
+    right = np.asarray(correct, dtype=np.float64)
+    p = np.clip(np.asarray(predicted, dtype=np.float64), 1e-9, 1 - 1e-9)
+    base = np.log(p) - np.log1p(-p)
+    ids, inverse = np.unique(question, return_inverse=True)
+    offset = np.zeros(len(ids))
+    precision = 1.0 / spread**2
+    for _ in range(steps):
+        q = 1.0 / (1.0 + np.exp(-(base + offset[inverse])))
+        gradient = np.bincount(inverse, weights=right - q, minlength=len(ids)) - precision * offset
+        curvature = np.bincount(inverse, weights=q * (1 - q), minlength=len(ids)) + precision
+        offset += gradient / curvature
+    return dict(zip(ids.tolist(), offset.tolist(), strict=True))
+
+
+def with_offsets(predicted: Array, question: Array, offsets: dict[int, float]) -> Array:
+    """Predictions with each question's offset added to their log-odds (0 if it has none)."""
+    if not offsets:
+        return np.asarray(predicted, dtype=np.float64)
+    p = np.clip(np.asarray(predicted, dtype=np.float64), 1e-12, 1 - 1e-12)
+    b = np.fromiter((offsets.get(q, 0.0) for q in np.asarray(question).tolist()), np.float64)
+    return 1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p) + b)))
 
 
 def question_classes(

@@ -17,7 +17,8 @@ As JSON (``perf-engine fit --out``)::
                  "log_likelihood": -4810.2}],
      "kept": [{"learning_mode": "standard", "sub_topic_id": 9, "learners": 12,
                "attempts": 140, "reason": "fewer than 50 learners"}],
-     "questions": {"1001": "hard", ...}}
+     "questions": {"1001": "hard", ...},
+     "question_offsets": {"1001": -0.42, ...}}
 
 Nothing here reads a file: the settings layer and the tools hand the parsed document in.
 """
@@ -93,6 +94,7 @@ class ParameterSet:
     kept: tuple[Mapping[str, Any], ...] = ()
     questions: Mapping[int, int] = field(default_factory=dict)
     source: Mapping[str, Any] = field(default_factory=dict)
+    offsets: Mapping[int, float] = field(default_factory=dict)
 
     @property
     def version(self) -> str:
@@ -109,6 +111,10 @@ class ParameterSet:
         """A question's difficulty class as fitted, else the attempt's own (``given``)."""
         return self.questions.get(question_id, given)
 
+    def question_offset(self, question_id: int) -> float:
+        """A question's offset to the predicted log-odds of a right answer (0 if none)."""
+        return self.offsets.get(question_id, 0.0)
+
     def _content(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
@@ -116,6 +122,7 @@ class ParameterSet:
             "groups": [g.to_dict() for _, g in sorted(self.groups.items())],
             "kept": [dict(k) for k in self.kept],
             "questions": {str(q): _NAMES[c] for q, c in sorted(self.questions.items())},
+            "question_offsets": {str(q): b for q, b in sorted(self.offsets.items())},
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -149,11 +156,23 @@ class ParameterSet:
                     f"{where}: questions.{text} must map a question id to easy, medium or hard"
                 )
             questions[int(text)] = _NAMES.index(name)
+        offsets: dict[int, float] = {}
+        raw_offsets = document.get("question_offsets", {})
+        if not isinstance(raw_offsets, dict):
+            raise ConfigurationError(f"{where}: question_offsets must be an object")
+        for text, value in raw_offsets.items():
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if not (isinstance(text, str) and text.isdigit()) or not ok or not math.isfinite(value):
+                raise ConfigurationError(
+                    f"{where}: question_offsets.{text} must map a question id to a finite number"
+                )
+            offsets[int(text)] = float(value)
         found = cls(
             groups,
             tuple(_list(document, "kept", where)),
             questions,
             dict(document.get("source", {})),
+            offsets,
         )
         stated = document.get("version")
         if stated is not None and stated != found.version:

@@ -29,7 +29,9 @@ from performance_engine.metrics.fitting import (
     log_loss,
     predict_sequences,
     question_classes,
+    question_offsets,
     rmse,
+    with_offsets,
 )
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.params import FittedGroup, ParameterSet
@@ -166,9 +168,8 @@ def fit(
         remap = np.full(len(history.groups), -1, dtype=np.int64)
         remap[fitted] = np.arange(len(fitted))
         chosen = remap[sequences.group] >= 0
-        offsets = history.offsets
-        lengths = np.diff(offsets)[chosen]
-        answers = np.repeat(chosen, np.diff(offsets))
+        lengths = np.diff(history.offsets)[chosen]
+        answers = np.repeat(chosen, np.diff(history.offsets))
         subset = Sequences(
             np.r_[0, np.cumsum(lengths)].astype(np.int64),
             remap[sequences.group][chosen],
@@ -179,6 +180,13 @@ def fit(
         for g, result in zip(fitted.tolist(), results, strict=True):
             mode, sub = history.groups[g]
             groups[(mode, sub)] = _group(mode, sub, result, int(learners[g]))
+    offsets: dict[int, float] = {}
+    if per_question:  # each question's own offset, on top of its class
+        base = ParameterSet(groups, questions=classes)
+        predicted = _predictions(history, sequences, modes, base)
+        offsets = question_offsets(
+            history.frame["question_id"].to_numpy(np.int64), sequences.correct, predicted
+        )
     provenance = {
         **(source or {}),
         "fitted_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -194,7 +202,33 @@ def fit(
         },
         "modes": {mode: _mode_params(modes, mode) for mode, _ in history.groups},
     }
-    return ParameterSet(groups, tuple(kept), classes, provenance)
+    return ParameterSet(groups, tuple(kept), classes, provenance, offsets)
+
+
+def _predictions(
+    history: History, sequences: Sequences, modes: LearningModes, params: ParameterSet | None
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Each attempt's BKT prediction from the earlier ones, with each group's parameters:
+    fitted where ``params`` has them, else the mode's."""
+    fits = []
+    for mode, sub in history.groups:
+        base = modes.params(mode)
+        chosen = params.params(mode, sub, base) if params is not None else base
+        fits.append(
+            GroupFit(
+                chosen.prior,
+                chosen.learn,
+                chosen.forget,
+                chosen.guess,
+                chosen.slip,
+                math.nan,
+                0,
+                0,
+                0,
+            )
+        )
+    predicted: np.ndarray[Any, np.dtype[np.float64]] = predict_sequences(sequences, fits)
+    return predicted
 
 
 def _group(mode: str, sub: int, result: GroupFit, learners: int) -> FittedGroup:
@@ -244,24 +278,10 @@ def evaluate(history: History, modes: LearningModes, params: ParameterSet | None
     fitted group's parameters (and question classes) where there are some, else the mode's."""
     classes = dict(params.questions) if params is not None else None
     sequences = history.sequences(classes)
-    fits = []
-    for mode, sub in history.groups:
-        base = modes.params(mode)
-        chosen = params.params(mode, sub, base) if params is not None else base
-        fits.append(
-            GroupFit(
-                chosen.prior,
-                chosen.learn,
-                chosen.forget,
-                chosen.guess,
-                chosen.slip,
-                math.nan,
-                0,
-                0,
-                0,
-            )
-        )
-    predicted = predict_sequences(sequences, fits)
+    predicted = _predictions(history, sequences, modes, params)
+    if params is not None:
+        questions = history.frame["question_id"].to_numpy(np.int64)
+        predicted = with_offsets(predicted, questions, dict(params.offsets))
     outcome = sequences.correct
     return Evaluation(
         len(outcome),

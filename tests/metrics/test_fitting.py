@@ -21,7 +21,9 @@ from performance_engine.metrics.fitting import (
     fit_groups,
     log_loss,
     predict_sequences,
+    question_offsets,
     rmse,
+    with_offsets,
 )
 from performance_engine.metrics.learning import DEFAULT_LEARNING
 from performance_engine.metrics.params import FittedGroup, ParameterSet
@@ -133,6 +135,7 @@ def parameter_set() -> ParameterSet:
         ({"learning_mode": "standard", "sub_topic_id": 9, "reason": "fewer than 50 learners"},),
         {1001: 2, 1002: 0},
         {"history": "h.parquet", "attempts": 9260},
+        {1001: -0.75, 1002: 0.5},
     )
 
 
@@ -146,6 +149,7 @@ def test_a_parameter_file_round_trips_with_its_version() -> None:
     assert found.params("standard", 8, DEFAULT_LEARNING) == DEFAULT_LEARNING
     assert found.params("standard", 7, DEFAULT_LEARNING).mastery_threshold == 0.95
     assert (found.question_class(1001, 0), found.question_class(5, 1)) == (2, 1)
+    assert (found.question_offset(1001), found.question_offset(5)) == (-0.75, 0.0)
 
 
 @pytest.mark.parametrize(
@@ -164,6 +168,33 @@ def test_a_bad_parameter_file_is_refused_naming_the_group_and_parameter(
     document.pop("version")
     document["groups"][0].update(change)
     with pytest.raises(ConfigurationError, match=message.replace("+", r"\+")):
+        ParameterSet.from_dict(document, "parameter file p.json")
+
+
+def test_question_offsets_find_each_questions_own_difficulty() -> None:
+    """Answers whose true log-odds are the model's plus a per-question offset: the fitted
+    offsets recover them (shrunk a little towards 0 by their prior), and a question seen
+    twice stays near 0."""
+    rng = np.random.default_rng(9)
+    true = {q: float(rng.normal(0, 1)) for q in range(40)}
+    question = np.array([q for q in range(40) for _ in range(500)] + [99, 99])
+    base = rng.uniform(0.2, 0.8, len(question))
+    logit = np.log(base / (1 - base)) + np.array([true.get(int(q), 3.0) for q in question])
+    right = rng.random(len(question)) < 1 / (1 + np.exp(-logit))
+    found = question_offsets(question, right, base)
+    for q, b in true.items():
+        assert found[q] == pytest.approx(b, abs=0.3)
+    assert abs(found[99]) < 1.0  # two right answers: pulled towards 0, not to +3
+    assert np.allclose(with_offsets(base, question, {}), base)
+    shifted = with_offsets(base, question, found)
+    assert log_loss(right, shifted) < log_loss(right, base)
+
+
+def test_a_bad_question_offset_is_refused() -> None:
+    document = parameter_set().to_dict()
+    document.pop("version")
+    document["question_offsets"]["1001"] = "hard"
+    with pytest.raises(ConfigurationError, match=r"question_offsets.1001 must map"):
         ParameterSet.from_dict(document, "parameter file p.json")
 
 
