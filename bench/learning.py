@@ -13,7 +13,7 @@ only. Contenders, measured in the same run:
   learners (shrunk towards its skill's by ten pseudo-answers; the skill's, then everyone's,
   for a problem never seen), the same for every learner;
 - the engine's fit per skill (``perf-engine fit``), guess and slip per difficulty class;
-- the same with per-question difficulty classes (``--per-question``).
+- the same with per-question difficulty classes and offsets (``--per-question``).
 
 Prints one table: AUC, RMSE and log-loss (mean and spread over the folds), fit seconds and
 predictions per second.
@@ -102,7 +102,7 @@ def main() -> int:
 
         for name, per_question in (
             ("engine, fitted per skill", False),
-            ("engine, fitted, per-question classes", True),
+            ("engine, fitted, per-question classes and offsets", True),
         ):
             start = time.perf_counter()
             params = fit(train, modes, per_question=per_question)

@@ -37,7 +37,7 @@ def add_commands(commands: Any) -> None:
     fit.add_argument(
         "--per-question",
         action="store_true",
-        help="learn each question's difficulty class from the answers",
+        help="learn each question's difficulty class and offset from the answers",
     )
     fit.add_argument("--min-learners", type=int, default=50, metavar="N")
     fit.add_argument("--min-attempts", type=int, default=500, metavar="N")
