@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
@@ -189,6 +190,7 @@ def fit(
         )
     provenance = {
         **(source or {}),
+        "engine_version": _engine_version(),
         "fitted_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "attempts": len(history.frame),
         "learners": int(history.frame["user_id"].nunique()),
@@ -229,6 +231,13 @@ def _predictions(
         )
     predicted: np.ndarray[Any, np.dtype[np.float64]] = predict_sequences(sequences, fits)
     return predicted
+
+
+def _engine_version() -> str:
+    try:
+        return version("performance-engine")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
 
 
 def _group(mode: str, sub: int, result: GroupFit, learners: int) -> FittedGroup:
