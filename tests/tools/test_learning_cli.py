@@ -70,7 +70,8 @@ def test_fit_then_evaluate_on_held_out_learners(tmp_path: Path) -> None:
     assert found.source["split"] == 0.3
     assert found.source["options"]["min_learners"] == 50
     assert found.source["engine_version"] == "0.1.0"  # pyproject's version
-    assert found.source["attempts"] > 0 and found.source["first_attempt_ms"] is not None
+    assert found.source["attempts"] > 0
+    assert found.source["first_attempt_ms"] is not None
     for sub in (1, 2, 3):
         assert found.groups[("standard", sub)].guess == pytest.approx(
             TRUTH[sub - 1]["guess"], abs=0.08
