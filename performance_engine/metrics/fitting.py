@@ -26,13 +26,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numba
 import numpy as np
 
 __all__ = [
     "Bounds",
+    "ChainParameters",
     "FitOptions",
     "GroupFit",
     "Sequences",
@@ -112,6 +113,22 @@ class GroupFit:
 
 
 @_jit
+def _answer(
+    known: float, right: bool, guess: float, slip: float, learn: float, forget: float
+) -> tuple[float, float, float]:
+    """One answer seen by the chain: its probability given the belief ``known`` before
+    it, the belief after it (the posterior), and the belief before the next answer."""
+    if right:
+        a1 = known * (1.0 - slip)
+        z = a1 + (1.0 - known) * guess
+    else:
+        a1 = known * slip
+        z = a1 + (1.0 - known) * (1.0 - guess)
+    q = a1 / z
+    return z, q, q * (1.0 - forget) + (1.0 - q) * learn
+
+
+@_jit
 def em_pass(
     offsets: Array,
     group: Array,
@@ -149,19 +166,11 @@ def em_pass(
         known = prior[g]
         for t in range(n):
             d = difficulty[lo + t]
-            if correct[lo + t]:
-                e1 = 1.0 - slip[g, d]
-                e0 = guess[g, d]
-            else:
-                e1 = slip[g, d]
-                e0 = 1.0 - guess[g, d]
             predicted[t] = known
-            a1 = known * e1
-            z = a1 + (1.0 - known) * e0
+            z, filtered[t], known = _answer(
+                known, correct[lo + t], guess[g, d], slip[g, d], t_learn, t_forget
+            )
             log_likelihood[g] += math.log(z)
-            q = a1 / z
-            filtered[t] = q
-            known = q * (1.0 - t_forget) + (1.0 - q) * t_learn
         predicted[n] = known
         # Backward: the smoothed belief, from the last answer to the first.
         smooth = filtered[n - 1]
@@ -361,17 +370,27 @@ def _predict(
         for r in range(offsets[i], offsets[i + 1]):
             d = difficulty[r]
             out[r] = known * (1.0 - slip[g, d]) + (1.0 - known) * guess[g, d]
-            if correct[r]:
-                a1 = known * (1.0 - slip[g, d])
-                q = a1 / (a1 + (1.0 - known) * guess[g, d])
-            else:
-                a1 = known * slip[g, d]
-                q = a1 / (a1 + (1.0 - known) * (1.0 - guess[g, d]))
-            known = q * (1.0 - forget[g]) + (1.0 - q) * learn[g]
+            _, _, known = _answer(known, correct[r], guess[g, d], slip[g, d], learn[g], forget[g])
     return out
 
 
-def predict_sequences(data: Sequences, fits: Sequence[GroupFit]) -> Array:
+class ChainParameters(Protocol):
+    """What a prediction needs of a group's parameters (a ``GroupFit``, or the
+    ``LearningParams`` of a mode or of a fitted sub-topic)."""
+
+    @property
+    def prior(self) -> float: ...
+    @property
+    def learn(self) -> float: ...
+    @property
+    def forget(self) -> float: ...
+    @property
+    def guess(self) -> tuple[float, float, float]: ...
+    @property
+    def slip(self) -> tuple[float, float, float]: ...
+
+
+def predict_sequences(data: Sequences, fits: Sequence[ChainParameters]) -> Array:
     """Each answer's predicted probability of being right, from the earlier answers of
     its sequence only, with its group's parameters (``fits[group]``)."""
     return _predict(

@@ -212,24 +212,11 @@ def _predictions(
 ) -> np.ndarray[Any, np.dtype[np.float64]]:
     """Each attempt's BKT prediction from the earlier ones, with each group's parameters:
     fitted where ``params`` has them, else the mode's."""
-    fits = []
-    for mode, sub in history.groups:
-        base = modes.params(mode)
-        chosen = params.params(mode, sub, base) if params is not None else base
-        fits.append(
-            GroupFit(
-                chosen.prior,
-                chosen.learn,
-                chosen.forget,
-                chosen.guess,
-                chosen.slip,
-                math.nan,
-                0,
-                0,
-                0,
-            )
-        )
-    predicted: np.ndarray[Any, np.dtype[np.float64]] = predict_sequences(sequences, fits)
+    chosen = [
+        modes.params(mode) if params is None else params.params(mode, sub, modes.params(mode))
+        for mode, sub in history.groups
+    ]
+    predicted: np.ndarray[Any, np.dtype[np.float64]] = predict_sequences(sequences, chosen)
     return predicted
 
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from performance_engine.errors import ConfigurationError
 from performance_engine.metrics.fitting import (
     Bounds,
-    GroupFit,
+    ChainParameters,
     Sequences,
     auc,
     fit_groups,
@@ -25,7 +25,7 @@ from performance_engine.metrics.fitting import (
     rmse,
     with_offsets,
 )
-from performance_engine.metrics.learning import DEFAULT_LEARNING
+from performance_engine.metrics.learning import DEFAULT_LEARNING, LearningParams
 from performance_engine.metrics.params import FittedGroup, ParameterSet
 
 TRUTH: list[dict[str, Any]] = [
@@ -80,21 +80,12 @@ def test_the_fit_beats_the_truth_and_the_defaults_in_likelihood_on_its_data() ->
     data = simulate(TRUTH[:1], 300, 30, seed=5)
     (found,) = fit_groups(data, 1)
     truth = TRUTH[0]
-    as_truth = GroupFit(
-        truth["prior"],
-        truth["learn"],
-        0.0,
-        truth["guess"],
-        truth["slip"],
-        0,
-        0,
-        0,
-        0,
+    as_truth = LearningParams(
+        prior=truth["prior"], learn=truth["learn"], guess=truth["guess"], slip=truth["slip"]
     )
-    d = DEFAULT_LEARNING
-    defaults = GroupFit(d.prior, d.learn, d.forget, d.guess, d.slip, 0, 0, 0, 0)
+    defaults = DEFAULT_LEARNING
 
-    def likelihood(fit: GroupFit) -> float:
+    def likelihood(fit: ChainParameters) -> float:
         p = predict_sequences(data, [fit])
         y = data.correct
         return float(np.sum(np.where(y, np.log(p), np.log1p(-p))))
@@ -261,14 +252,12 @@ def test_the_fit_is_no_worse_than_pybkt_where_pybkt_keeps_the_bounds(
         def value(param: str, label: str = "default", skill: str = skill) -> float:
             return float(values[(skill, param, label)])
 
-        theirs = GroupFit(
-            value("prior"),
-            value("learns"),
-            0.0,
-            (value("guesses", "easy"), value("guesses", "medium"), value("guesses", "hard")),
-            (value("slips", "easy"), value("slips", "medium"), value("slips", "hard")),
-            0.0, 0, 0, 0,
-        )  # fmt: skip
+        theirs = LearningParams(
+            prior=value("prior"),
+            learn=value("learns"),
+            guess=(value("guesses", "easy"), value("guesses", "medium"), value("guesses", "hard")),
+            slip=(value("slips", "easy"), value("slips", "medium"), value("slips", "hard")),
+        )
         bounds = Bounds()
         within = (
             bounds.prior[0] <= theirs.prior <= bounds.prior[1]
@@ -285,7 +274,7 @@ def test_the_fit_is_no_worse_than_pybkt_where_pybkt_keeps_the_bounds(
     assert compared >= 1  # the truths lie well inside the bounds: pyBKT finds them too
 
 
-def group_likelihood(data: Sequences, g: int, fit: GroupFit) -> float:
+def group_likelihood(data: Sequences, g: int, fit: ChainParameters) -> float:
     """The log-likelihood of group ``g``'s answers under ``fit`` (the forward pass)."""
     p = predict_sequences(data, [fit, fit])  # the same parameters for either group
     rows = np.repeat(data.group == g, np.diff(data.offsets))

@@ -29,11 +29,12 @@ from performance_engine.metrics.batch import FreshScopes, compute_parts
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.frame import attempts_to_frame
 from performance_engine.metrics.history import encode_entries, entry_of, learning_key
-from performance_engine.metrics.types import DifficultyEnum, ScopeKey
+from performance_engine.metrics.types import ScopeKey
 from performance_engine.store.bulk import FIRST_REVISION, msetnx_payload, pack_fresh
 from performance_engine.store.keyspace import KeySpace
 from performance_engine.store.layout import pack_scope
 from performance_engine.store.stats_store import _new_rows, _WritePlan
+from tests.helpers import attempt
 from tests.strategies import attempts
 
 SPILL_LIMITS = (0, 64, 512)
@@ -86,8 +87,8 @@ def history_reference(case: Case) -> list[bytes]:
     """Each scope's distinct attempts (the first of an id in stream order) in learning
     order, encoded entry by entry."""
     by_scope: dict[ScopeKey, dict[str, Attempt]] = {}
-    for attempt in case.stream:
-        by_scope.setdefault(attempt.scope, {}).setdefault(attempt.attempt_id, attempt)
+    for item in case.stream:
+        by_scope.setdefault(item.scope, {}).setdefault(item.attempt_id, item)
     return [
         encode_entries(sorted(map(entry_of, by_scope[scope].values()), key=learning_key))
         for scope in case.scopes
@@ -211,16 +212,7 @@ def test_every_writer_writes_the_reference_bytes(
 def test_the_reference_commands_hold_keyspace_keys() -> None:
     """The reference the compiled commands are held to is spelled by KeySpace itself."""
     stream = [
-        Attempt(
-            attempt_id=f"a{i}",
-            user_id=10**18 + i,
-            sub_topic_id=7,
-            learning_mode="practice",
-            question_id=1,
-            difficulty=DifficultyEnum.EASY,
-            is_correct=True,
-            occurred_at=1_700_000_000_000 + i,
-        )
+        attempt(user_id=10**18 + i, sub_topic_id=7, learning_mode="practice", occurred_at=i)
         for i in range(3)
     ]
     case = Case(stream, 0)  # every history gets a key of its own
@@ -235,21 +227,7 @@ def test_the_reference_commands_hold_keyspace_keys() -> None:
 
 
 def test_a_key_prefix_with_every_allowed_character_is_written_as_keyspace_spells_it() -> None:
-    case = Case(
-        [
-            Attempt(
-                attempt_id="x",
-                user_id=1,
-                sub_topic_id=2,
-                learning_mode="standard",
-                question_id=3,
-                difficulty=DifficultyEnum.HARD,
-                is_correct=False,
-                occurred_at=0,
-            )
-        ],
-        512,
-    )
+    case = Case([attempt(user_id=1, sub_topic_id=2, difficulty="hard", is_correct=False)], 512)
     packed = pack_fresh(case.fresh, case.calculator, 0, 1)
     keys = KeySpace("Ab-9_.x")
     payload, _ = msetnx_payload(keys, packed, GROUP)
