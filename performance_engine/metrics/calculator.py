@@ -64,7 +64,12 @@ from performance_engine.metrics.learning import (
 )
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.state import DUPLICATE, NEW_QUESTION, ScopeState, fingerprint
-from performance_engine.metrics.types import LearningStats, PerformanceStatsData, ScopeKey
+from performance_engine.metrics.types import (
+    LearningStats,
+    PerformanceStatsData,
+    ScopeKey,
+    with_custom_metrics,
+)
 
 __all__ = [
     "COLUMNAR_MIN_SCOPES",
@@ -72,8 +77,6 @@ __all__ = [
     "Applied",
     "MetricsCalculator",
     "Plan",
-    "with_custom_metrics",
-    "with_revision",
 ]
 
 #: A scope's history is kept in its state up to this many bytes (about 20 attempts), then
@@ -83,31 +86,6 @@ HISTORY_INLINE_LIMIT = 512
 #: From this many scopes on, stats_json_many takes the columnar path (below it, numpy's
 #: fixed cost per call is more than the per-scope path's).
 COLUMNAR_MIN_SCOPES = 64
-
-
-_NO_CUSTOM_METRICS = b'"custom_metrics":{}}'
-_JSON = msgspec.json.Encoder()
-
-
-def with_custom_metrics(stats_json: bytes, custom: dict[str, Any]) -> bytes:
-    """A stats JSON written without custom metrics (it ends with an empty
-    ``custom_metrics``), with ``custom`` in their place: the bytes ``to_json`` gives."""
-    if not custom:
-        return stats_json
-    if not stats_json.endswith(_NO_CUSTOM_METRICS):
-        raise ValueError("the stats JSON does not end with an empty custom_metrics")
-    return stats_json[:-3] + _JSON.encode(custom) + b"}"
-
-
-_REVISION = b',"revision":'
-
-
-def with_revision(stats_json: bytes, revision: int) -> bytes:
-    """A stats JSON with its ``revision`` replaced (the top-level one: it comes before
-    any custom metric's text), the bytes ``to_json`` gives at that revision."""
-    at = stats_json.index(_REVISION) + len(_REVISION)
-    end = stats_json.index(b",", at)
-    return b"%s%d%s" % (stats_json[:at], revision, stats_json[end:])
 
 
 class Plan(msgspec.Struct, gc=False):

@@ -19,6 +19,8 @@ __all__ = [
     "LearningStats",
     "PerformanceStatsData",
     "ScopeKey",
+    "with_custom_metrics",
+    "with_revision",
 ]
 
 
@@ -124,3 +126,32 @@ class PerformanceStatsData(msgspec.Struct, frozen=True, kw_only=True):
 
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(PerformanceStatsData)
+
+
+# -- edits of a written stats JSON, where rewriting the whole record would cost more --------
+# They rely on the field order above: ``revision`` among the first fields, before any text
+# a custom metric writes, and ``custom_metrics`` last (checked here, at import).
+_FIELDS = PerformanceStatsData.__struct_fields__
+if _FIELDS[-1] != "custom_metrics" or _FIELDS.index("revision") > _FIELDS.index("learning"):
+    raise ImportError("with_revision and with_custom_metrics rely on the stats' field order")
+
+_NO_CUSTOM_METRICS = b'"custom_metrics":{}}'
+_REVISION = b',"revision":'
+
+
+def with_custom_metrics(stats_json: bytes, custom: dict[str, Any]) -> bytes:
+    """A stats JSON written without custom metrics (it ends with an empty
+    ``custom_metrics``), with ``custom`` in their place: the bytes ``to_json`` gives."""
+    if not custom:
+        return stats_json
+    if not stats_json.endswith(_NO_CUSTOM_METRICS):
+        raise ValueError("the stats JSON does not end with an empty custom_metrics")
+    return stats_json[:-3] + _ENCODER.encode(custom) + b"}"
+
+
+def with_revision(stats_json: bytes, revision: int) -> bytes:
+    """A stats JSON with its ``revision`` replaced (the top-level one: it comes before
+    any custom metric's text), the bytes ``to_json`` gives at that revision."""
+    at = stats_json.index(_REVISION) + len(_REVISION)
+    end = stats_json.index(b",", at)
+    return b"%s%d%s" % (stats_json[:at], revision, stats_json[end:])

@@ -22,10 +22,10 @@ import pandas as pd
 
 from performance_engine.errors import StateConflictError
 from performance_engine.metrics.batch import ScopeIndex, compute_parts, scope_index
-from performance_engine.metrics.calculator import MetricsCalculator, with_revision
+from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.frame import RowError
 from performance_engine.metrics.history import Entry
-from performance_engine.metrics.types import ScopeKey
+from performance_engine.metrics.types import ScopeKey, with_revision
 from performance_engine.store.bulk import FIRST_REVISION, PackedScopes, pack_fresh
 from performance_engine.store.stats_store import ScopeWrite, StatsStore, StoredScope
 from performance_engine.tools.history_files import load_attempts
