@@ -29,7 +29,6 @@ import pandas as pd
 import pyarrow as pa
 import xxhash
 
-from performance_engine.metrics.attempt import Attempt
 from performance_engine.metrics.base import attempt_from_row
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.columnar import (
@@ -37,6 +36,7 @@ from performance_engine.metrics.columnar import (
     StatsColumns,
     columns_stats_buffer,
 )
+from performance_engine.metrics.frame import frame_attempts
 from performance_engine.metrics.history import Entry, HistoryWrite, entry_of
 from performance_engine.metrics.kernels import distinct_attempts, unseen
 from performance_engine.metrics.sequence import (
@@ -522,7 +522,7 @@ def _custom_metrics(
     entries: list[list[Entry] | None] | None = [] if calculator.frame_metrics else None
     codes = distinct["_scope"].to_numpy(np.int64)
     bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True]).tolist()
-    every = _attempts_of(distinct)  # one pass over the rows, no group-by per scope
+    every = frame_attempts(distinct)  # one pass over the rows, no group-by per scope
     for lo, hi in pairwise(bounds):
         state = states[int(codes[lo])]
         attempts = every[lo:hi]
@@ -541,42 +541,6 @@ def _custom_metrics(
         if entries is not None:
             entries.append([entry_of(attempt) for attempt in attempts])
     return entries
-
-
-def _attempts_of(frame: pd.DataFrame) -> list[Attempt]:
-    """The rows of a normalised frame as attempts, column by column."""
-    names = list(DIFFICULTIES)
-    number, spent = frame["attempt_number"], frame["time_spent_ms"]
-    rows = zip(
-        frame["attempt_id"].tolist(),
-        frame["user_id"].tolist(),
-        frame["sub_topic_id"].tolist(),
-        frame["learning_mode"].tolist(),
-        frame["question_id"].tolist(),
-        frame["difficulty"].tolist(),
-        frame["is_correct"].tolist(),
-        frame["occurred_at"].tolist(),
-        number.fillna(0).tolist(),
-        number.isna().tolist(),
-        spent.fillna(0).tolist(),
-        spent.isna().tolist(),
-        strict=True,
-    )
-    return [
-        Attempt(
-            attempt_id=str(i),
-            user_id=u,
-            sub_topic_id=s,
-            learning_mode=m,
-            question_id=q,
-            difficulty=names[d],
-            is_correct=c,
-            occurred_at=at,
-            attempt_number=None if no_n else int(n),
-            time_spent_ms=None if no_t else int(t),
-        )
-        for i, u, s, m, q, d, c, at, n, no_n, t, no_t in rows
-    ]
 
 
 def seed_frame(frame: pd.DataFrame) -> pd.DataFrame:

@@ -87,12 +87,40 @@ class LoadResult:
 
 
 def frame_attempts(frame: pd.DataFrame) -> list[Attempt]:
-    """The attempts of a normalised frame, in order (one Python object per row)."""
-    from performance_engine.metrics.base import attempt_from_row
-
-    names = np.array([d.value for d in DIFFICULTIES], dtype=object)
-    rows = frame.assign(difficulty=names[frame["difficulty"].to_numpy(np.int64)])
-    return [attempt_from_row(row) for row in rows.to_dict("records")]
+    """The attempts of a normalised frame, in order (one Python object per row, built
+    column by column)."""
+    names = list(DIFFICULTIES)
+    number, spent = frame["attempt_number"], frame["time_spent_ms"]
+    rows = zip(
+        frame["attempt_id"].tolist(),
+        frame["user_id"].tolist(),
+        frame["sub_topic_id"].tolist(),
+        frame["learning_mode"].tolist(),
+        frame["question_id"].tolist(),
+        frame["difficulty"].tolist(),
+        frame["is_correct"].tolist(),
+        frame["occurred_at"].tolist(),
+        number.fillna(0).tolist(),
+        number.isna().tolist(),
+        spent.fillna(0).tolist(),
+        spent.isna().tolist(),
+        strict=True,
+    )
+    return [
+        Attempt(
+            attempt_id=str(i),
+            user_id=u,
+            sub_topic_id=s,
+            learning_mode=m,
+            question_id=q,
+            difficulty=names[d],
+            is_correct=c,
+            occurred_at=at,
+            attempt_number=None if no_n else int(n),
+            time_spent_ms=None if no_t else int(t),
+        )
+        for i, u, s, m, q, d, c, at, n, no_n, t, no_t in rows
+    ]
 
 
 def attempts_to_frame(attempts: list[Attempt]) -> pd.DataFrame:
