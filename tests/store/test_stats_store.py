@@ -90,6 +90,7 @@ def test_backfill_then_read_every_scope(
     assert results(asyncio.run(read_async())) == expected
 
 
+@pytest.mark.slow  # runs perf-engine in processes of its own
 def test_cli_backfill_and_stats(settings: Settings, history: Path) -> None:
     expected = oracle(history)
     done = run_cli(settings, "backfill", str(history), "--quiet")
@@ -125,6 +126,7 @@ def test_cli_backfill_and_stats(settings: Settings, history: Path) -> None:
     assert f"next: {learning.recommended_difficulty.value}" in table.stdout
 
 
+@pytest.mark.slow  # runs perf-engine in processes of its own
 def test_cli_stats_of_a_first_release_scope_rebuilt_into_the_spec_example(
     settings: Settings, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
@@ -342,6 +344,7 @@ def test_malformed_scope_is_refused_before_redis(kwargs: dict[str, Any], message
         PerformanceStats.create_performance_stats(**(args | kwargs), settings=Settings())
 
 
+@pytest.mark.slow  # runs perf-engine in processes of its own
 def test_cli_backfill_errors(settings: Settings, tmp_path: Path) -> None:
     missing = run_cli(settings, "backfill", str(tmp_path / "absent.csv"), "--quiet")
     assert (missing.returncode, missing.stderr.strip().splitlines()[-1]) == (

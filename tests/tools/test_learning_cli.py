@@ -54,6 +54,7 @@ def history_file(tmp_path: Path, learners: int = 120, answers: int = 25) -> Path
     return path
 
 
+@pytest.mark.slow  # runs perf-engine in processes of its own
 def test_fit_then_evaluate_on_held_out_learners(tmp_path: Path) -> None:
     history = history_file(tmp_path)
     params = tmp_path / "params.json"
@@ -121,6 +122,7 @@ def test_evaluate_predicts_each_attempt_from_the_earlier_ones_only(tmp_path: Pat
     assert np.array_equal(before, after)
 
 
+@pytest.mark.slow  # runs perf-engine in processes of its own
 def test_bad_input_is_one_line(tmp_path: Path) -> None:
     history = history_file(tmp_path, learners=5)
     done = run_cli("fit", str(history), "--out", str(tmp_path / "p.json"), "--split", "1.5")

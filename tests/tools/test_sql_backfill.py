@@ -154,6 +154,7 @@ def test_a_query_aliases_other_column_names_and_bad_rows_are_named(
     engine.dispose()
 
 
+@pytest.mark.slow  # runs perf-engine in processes of its own
 def test_sql_backfill_errors_are_one_clear_line(settings: Settings, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'platform.db'}"
     engine = outbox_engine(url)
@@ -184,6 +185,7 @@ def test_sql_backfill_errors_are_one_clear_line(settings: Settings, tmp_path: Pa
     assert "give its SQLAlchemy URL" in not_a_database.stderr
 
 
+@pytest.mark.slow  # runs perf-engine in processes of its own
 def test_cli_backfill_from_a_table_with_its_progress_bar(
     settings: Settings, tmp_path: Path
 ) -> None:
