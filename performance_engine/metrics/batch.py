@@ -298,10 +298,10 @@ class FreshScopes:
         "history_ends",
         "last_at",
         "learning",
-        "modes",
+        "groups",
         "question_ends",
         "questions",
-        "scope_modes",
+        "scope_groups",
         "scopes",
         "seen",
         "seen_ends",
@@ -354,18 +354,16 @@ class FreshScopes:
         ordered_ids = ids.take(pa.array(ordered_rows))
         difficulty_in_order, correct_in_order = difficulty[order], correct[order]
         question_in_order = question[order]
-        self.modes = sorted({scope.learning_mode for scope in scopes})
-        mode_code = {mode: i for i, mode in enumerate(self.modes)}
-        self.scope_modes = np.array(
-            [mode_code[scope.learning_mode] for scope in scopes], dtype=np.int64
-        )
+        model = calculator.model
+        params, _, self.groups, self.scope_groups = model.groups(scopes)
         self.learning = fold_learning_columns(
             seen_offsets,
             difficulty_in_order,
             correct_in_order,
             question_in_order,
-            [calculator.learning_modes.params(mode) for mode in self.modes],
-            self.scope_modes,
+            params,
+            self.scope_groups,
+            model.class_column(question_in_order, difficulty_in_order) if model.classes else None,
         )
         number, number_missing = _optional(frame["attempt_number"], ordered_rows)
         spent, spent_missing = _optional(frame["time_spent_ms"], ordered_rows)
@@ -384,7 +382,7 @@ class FreshScopes:
         # Small histories stay in the state; the others go to keys of their own.
         self.spilled = np.diff(self.history_ends) > calculator.history_inline_limit
         self.tails = ordered_ids.take(pa.array(seen_offsets[1:] - 1)).cast(pa.large_binary())
-        self.signatures = [calculator.signature(mode) for mode in self.modes]
+        self.signatures = [calculator.signature(mode, sub) for mode, sub in self.groups]
 
     def __len__(self) -> int:
         return len(self.scopes)
@@ -433,7 +431,7 @@ class FreshScopes:
                     spilled,
                     tails,
                     self.learning.states(),
-                    self.scope_modes.tolist(),
+                    self.scope_groups.tolist(),
                     strict=True,
                 )
             )
@@ -473,7 +471,7 @@ class FreshScopes:
         no custom metric is registered, every mode is known and the counts fit the
         columnar stats."""
         modes = calculator.learning_modes
-        if calculator.metrics or not set(self.modes) <= modes.rules.keys():
+        if calculator.metrics or not {mode for mode, _ in self.groups} <= modes.rules.keys():
             return False
         if not len(self.scopes):
             return True
@@ -486,7 +484,7 @@ class FreshScopes:
         """The stats JSON of scopes ``lo:hi`` at ``revision`` joined, and the end of each
         (only where :meth:`packable`)."""
         joined = columns_stats_buffer(
-            self.scopes[lo:hi], self.stats_columns(lo, hi, revision), calculator.learning_modes
+            self.scopes[lo:hi], self.stats_columns(lo, hi, revision), calculator.model
         )
         if joined is None:
             raise ValueError("these scopes' counts are too large to pack: see packable()")

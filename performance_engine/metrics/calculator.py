@@ -28,7 +28,7 @@ replay of the topic), are put into it without being counted twice.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import xxhash
@@ -57,12 +57,16 @@ from performance_engine.metrics.learning import (
     FOLD_FORMAT,
     Coefficients,
     LearningParams,
+    LearningState,
     fold_learning,
     initial_learning,
     learning_stats,
     learning_step,
+    predict_correct,
 )
+from performance_engine.metrics.model import LearningModel
 from performance_engine.metrics.modes import LearningModes
+from performance_engine.metrics.params import ParameterSet
 from performance_engine.metrics.state import DUPLICATE, NEW_QUESTION, ScopeState, fingerprint
 from performance_engine.metrics.types import (
     LearningStats,
@@ -130,7 +134,8 @@ class MetricsCalculator:
 
     ``required_correct_questions`` is the seed's single threshold: when given, it applies
     to every built-in learning mode and difficulty. Otherwise the thresholds come from
-    ``learning_modes`` (the built-in rules by default).
+    ``learning_modes`` (the built-in rules by default). ``parameters``: a fitted parameter
+    set (SPEC 3.2), which :meth:`use_parameters` replaces while the calculator runs.
     """
 
     def __init__(
@@ -140,6 +145,7 @@ class MetricsCalculator:
         learning_modes: LearningModes | None = None,
         attempt_log_limit: int = 1000,
         history_inline_limit: int = HISTORY_INLINE_LIMIT,
+        parameters: ParameterSet | None = None,
     ) -> None:
         if required_correct_questions is not None and learning_modes is not None:
             raise ConfigurationError(
@@ -147,7 +153,7 @@ class MetricsCalculator:
             )
         if required_correct_questions is not None:
             learning_modes = LearningModes.uniform(required_correct_questions)
-        self.learning_modes = learning_modes or LearningModes.default()
+        self.model = LearningModel(learning_modes or LearningModes.default(), parameters)
         if attempt_log_limit < 1:
             raise ConfigurationError("attempt_log_limit must be at least 1")
         self.attempt_log_limit = attempt_log_limit
@@ -157,8 +163,25 @@ class MetricsCalculator:
         self._incremental: tuple[IncrementalMetric, ...] = ()
         self._sequential: tuple[SequentialMetric, ...] = ()
         self._frame: tuple[BaseMetric, ...] = ()
-        self._signatures: dict[str, int] = {}
-        self._modes: dict[str, tuple[LearningParams, Coefficients, int]] = {}
+        self._signatures: dict[tuple[str, int | None], int] = {}
+        self._groups: dict[tuple[str, int], _Group] = {}
+
+    @property
+    def learning_modes(self) -> LearningModes:
+        return self.model.modes
+
+    @property
+    def parameters(self) -> ParameterSet | None:
+        """The fitted parameter set in use, if any."""
+        return self.model.fitted
+
+    def use_parameters(self, parameters: ParameterSet | None) -> None:
+        """Use another fitted parameter set (None: the modes' parameters) from now on.
+        Stored scopes folded with other parameters are folded again when next written
+        (or by ``perf-engine refold``)."""
+        self.model = LearningModel(self.model.modes, parameters)
+        self._signatures.clear()
+        self._groups.clear()
 
     def register_metrics(self, metrics: Iterable[BaseMetric]) -> None:
         """Add custom metrics; each needs a unique, non-empty ``name``."""
@@ -179,7 +202,7 @@ class MetricsCalculator:
         self._sequential = tuple(m for m in values if isinstance(m, SequentialMetric))
         self._frame = tuple(m for m in values if not isinstance(m, FoldMetric))
         self._signatures.clear()
-        self._modes.clear()
+        self._groups.clear()
 
     @property
     def metrics(self) -> Mapping[str, BaseMetric]:
@@ -199,26 +222,39 @@ class MetricsCalculator:
         """Registered seed-style metrics, which need the scope's attempts as a frame."""
         return self._frame
 
-    def signature(self, mode: str) -> int:
+    def signature(self, mode: str, sub_topic_id: int | None) -> int:
         """What a scope's sequential values were folded with: the form of the stored
-        learning values, the mode's learning parameters and the sequential metrics' names
-        and versions (never 0). A state with another signature is folded again."""
-        found = self._signatures.get(mode)
+        learning values, the scope's learning parameters, the fitted question classes (as
+        the fitted set's version) and the sequential metrics' names and versions (never
+        0). A state with another signature is folded again. A sub-topic of None: the
+        mode's own parameters."""
+        key = (mode, sub_topic_id)
+        found = self._signatures.get(key)
         if found is None:
-            params = self.learning_modes.params(mode).as_tuple()
+            params = self.model.params(mode, sub_topic_id).as_tuple()
+            classes = self.model.fitted_version if self.model.classes else None
             metrics = [(m.name, m.version) for m in self._sequential]
             digest = xxhash.xxh3_64_intdigest(
-                msgspec.msgpack.encode((FOLD_FORMAT, params, metrics))
+                msgspec.msgpack.encode((FOLD_FORMAT, params, classes, metrics))
             )
-            found = self._signatures[mode] = digest or 1
+            found = self._signatures[key] = digest or 1
         return found
 
-    def _mode(self, mode: str) -> tuple[LearningParams, Coefficients, int]:
-        """A mode's learning parameters, their coefficients and the fold's signature."""
-        found = self._modes.get(mode)
+    def group(self, scope: ScopeKey) -> _Group:
+        """A scope's learning parameters, their coefficients, the fold's signature and the
+        parameters' version."""
+        key = (scope.learning_mode, scope.sub_topic_id)
+        found = self._groups.get(key)
         if found is None:
-            params = self.learning_modes.params(mode)
-            found = self._modes[mode] = (params, params.coefficients, self.signature(mode))
+            model = self.model
+            params = model.params(*key)
+            found = self._groups[key] = _Group(
+                params,
+                params.coefficients,
+                self.signature(*key),
+                model.params_version(key[0]),
+                model.classes or None,
+            )
         return found
 
     def new_state(self) -> ScopeState:
@@ -276,7 +312,7 @@ class MetricsCalculator:
         if len(fresh) > 1:
             fresh.sort(key=_fresh_key)
         if complete:
-            refold = version > 0 and (late or state.signature != self._mode(scope.learning_mode)[2])
+            refold = version > 0 and (late or state.signature != self.group(scope).signature)
             uses = refold or bool(self._frame)
         else:
             refold = False
@@ -314,7 +350,7 @@ class MetricsCalculator:
             rebuilt = _rebuild(state, history, plan.known)
         complete = state.history == version_before
         refold = complete and (plan.refold or rebuilt)
-        params, coefficients, signature = self._mode(scope.learning_mode)
+        params, coefficients, signature, _, classes = self.group(scope)
         learning = state.learning if complete and not refold else None
         sequential = self._sequential
         if complete and not refold and version_before == 0:
@@ -333,7 +369,12 @@ class MetricsCalculator:
             if learning is not None:
                 d = DIFFICULTY_INDEX[attempt.difficulty]
                 learning_step(
-                    learning, coefficients, d, attempt.is_correct, outcome == NEW_QUESTION
+                    learning,
+                    coefficients,
+                    d,
+                    attempt.is_correct,
+                    outcome == NEW_QUESTION,
+                    classes.get(attempt.question_id, d) if classes else d,
                 )
                 if values is not None:
                     for metric in sequential:
@@ -393,8 +434,8 @@ class MetricsCalculator:
 
     def _refold(self, scope: ScopeKey, state: ScopeState, history: Sequence[Entry]) -> None:
         """Every sequential value folded again over the complete history."""
-        params, _, signature = self._mode(scope.learning_mode)
-        state.learning = fold_learning(history, params)
+        params, _, signature, _, classes = self.group(scope)
+        state.learning = fold_learning(history, params, classes)
         if self._sequential:
             attempts = [attempt_of(scope, entry) for entry in history]
             state.sequential = {m.name: _fold(m, attempts) for m in self._sequential}
@@ -418,14 +459,14 @@ class MetricsCalculator:
         custom metrics are then computed per scope and written into each record's
         ``custom_metrics``.
         """
-        modes = self.learning_modes
+        model = self.model
         if (
             len(scopes) >= COLUMNAR_MIN_SCOPES
-            and {scope.learning_mode for scope in scopes} <= modes.rules.keys()
+            and {scope.learning_mode for scope in scopes} <= model.rules.keys()
         ):
             from performance_engine.metrics.columnar import builtin_stats_json
 
-            columnar = builtin_stats_json(scopes, states, modes)
+            columnar = builtin_stats_json(scopes, states, model)
             if columnar is not None:
                 if not self._metrics:
                     return columnar
@@ -449,7 +490,8 @@ class MetricsCalculator:
         columnar path takes them as they are; :meth:`learning` folds the others again)."""
         signature = self.signature
         return all(
-            state.signature == signature(scope.learning_mode) or not state.version
+            state.signature == signature(scope.learning_mode, scope.sub_topic_id)
+            or not state.version
             for scope, state in zip(scopes, states, strict=True)
         )
 
@@ -509,20 +551,65 @@ class MetricsCalculator:
         form (``FOLD_FORMAT``), are folded again from the history when it is at hand (kept
         in the state, or given); else the block is None until the scope's next write.
         """
+        folded = self.learning_state(scope, state, history)
+        if folded is None:
+            return None
+        group = self.group(scope)
+        questions = state.questions
+        counts = (len(questions[0]) >> 3, len(questions[1]) >> 3, len(questions[2]) >> 3)
+        return learning_stats(folded, group.params, counts, group.version)
+
+    def learning_state(
+        self, scope: ScopeKey, state: ScopeState, history: Sequence[Entry] | None = None
+    ) -> LearningState | None:
+        """The scope's learning fold with today's parameters (folded again from the
+        history when stored with others), or None while the history is incomplete or not
+        at hand."""
         if not state.history_complete:
             return None
-        params, _, signature = self._mode(scope.learning_mode)
+        group = self.group(scope)
         folded = state.learning
         if state.version == 0 or folded is None:
-            folded = initial_learning(params)
-        elif state.signature != signature:
+            return initial_learning(group.params)
+        if state.signature != group.signature:
             if history is None and state.spilled:
                 return None
             entries = history if history is not None else state.inline_entries()
-            folded = fold_learning(entries, params)
-        questions = state.questions
-        counts = (len(questions[0]) >> 3, len(questions[1]) >> 3, len(questions[2]) >> 3)
-        return learning_stats(folded, params, counts)
+            return fold_learning(entries, group.params, group.classes)
+        return folded
+
+    def predict(
+        self,
+        scope: ScopeKey,
+        state: ScopeState,
+        question_id: int,
+        difficulty: int,
+        history: Sequence[Entry] | None = None,
+    ) -> float | None:
+        """P(the scope's next answer, to ``question_id`` at ``difficulty``, is right)
+        (SPEC 3.3), unrounded; None while the learning values are unknown. A new scope
+        gets the prior's prediction; a question the fit never saw, its difficulty's."""
+        folded = self.learning_state(scope, state, history)
+        if folded is None:
+            return None
+        group = self.group(scope)
+        model = self.model
+        return predict_correct(
+            folded.logit,
+            group.coefficients,
+            model.question_class(question_id, difficulty),
+            model.question_offset(question_id),
+        )
+
+
+class _Group(NamedTuple):
+    """What the fold of a (mode, sub-topic) uses (``MetricsCalculator.group``)."""
+
+    params: LearningParams
+    coefficients: Coefficients
+    signature: int
+    version: str
+    classes: Mapping[int, int] | None
 
 
 def _rebuild(state: ScopeState, history: list[Entry], known: Sequence[Attempt]) -> bool:

@@ -1,6 +1,6 @@
 """The built-in stats JSON of many scopes at once: a numpy twin of the per-scope path.
 
-``builtin_stats_json(scopes, states, modes)`` returns, for every scope, the same bytes as
+``builtin_stats_json(scopes, states, model)`` returns, for every scope, the same bytes as
 ``MetricsCalculator.stats(scope, state).to_json()`` when no custom metric is registered
 (``tests/metrics/test_properties.py`` holds the two together): the numbers of SPEC 3 and the
 ``learning`` block of SPEC 3.1 (from the folded values in each state) are computed with
@@ -24,7 +24,7 @@ import msgspec
 import numpy as np
 
 from performance_engine.metrics.learning import LearningParams, logit, sigmoid
-from performance_engine.metrics.modes import LearningModes
+from performance_engine.metrics.model import LearningModel
 from performance_engine.metrics.state import ScopeState
 from performance_engine.metrics.types import (
     DIFFICULTIES,
@@ -59,7 +59,7 @@ _TEMPLATE = (
 _LEARNING = (
     b'{"mastery_probability":%s,"mastered":%s,"predicted_correct":' + _TOKENS + b","
     b'"recommended_difficulty":%s,"recent_accuracy":%s,"current_streak":%d,'
-    b'"longest_streak":%d,"first_attempt_accuracy":' + _TOKENS + b"}"
+    b'"longest_streak":%d,"first_attempt_accuracy":' + _TOKENS + b',"params_version":%s}'
 )
 
 
@@ -129,15 +129,14 @@ class StatsColumns:
 
     @classmethod
     def of_states(
-        cls, scopes: Sequence[ScopeKey], states: Sequence[ScopeState], modes: LearningModes
+        cls, scopes: Sequence[ScopeKey], states: Sequence[ScopeState], model: LearningModel
     ) -> StatsColumns:
         n = len(states)
-        params = {name: modes.params(name) for name in {scope.learning_mode for scope in scopes}}
         unknown = (math.nan, 0.0, 0, 0, 0, 0, 0)
         learning = [
             (f.logit, f.e, f.current, f.longest, *f.first_correct)
             if s.history == s.version and (f := s.learning) is not None
-            else _initial_row(params[scope.learning_mode])
+            else _initial_row(model.params(scope.learning_mode, scope.sub_topic_id))
             if s.version == 0
             else unknown
             for s, scope in zip(states, scopes, strict=True)
@@ -156,22 +155,22 @@ class StatsColumns:
 
 
 def builtin_stats_json(
-    scopes: Sequence[ScopeKey], states: Sequence[ScopeState], modes: LearningModes
+    scopes: Sequence[ScopeKey], states: Sequence[ScopeState], model: LearningModel
 ) -> list[bytes] | None:
     """The stats JSON of each scope, or None if its counts are too large for this path.
-    The states' learning values are taken as folded with the modes' current parameters
+    The states' learning values are taken as folded with the current parameters
     (the calculator sends others through the per-scope path, which folds them again)."""
     if not states:
         return []
-    return columns_stats_json(scopes, StatsColumns.of_states(scopes, states, modes), modes)
+    return columns_stats_json(scopes, StatsColumns.of_states(scopes, states, model), model)
 
 
 def columns_stats_json(
-    scopes: Sequence[ScopeKey], columns: StatsColumns, modes: LearningModes
+    scopes: Sequence[ScopeKey], columns: StatsColumns, model: LearningModel
 ) -> list[bytes] | None:
     """:func:`builtin_stats_json` of scopes given column-wise (in Python: the worker's
     path, which does without the compiled loops)."""
-    found = _stats_rows(scopes, columns, modes)
+    found = _stats_rows(scopes, columns, model)
     if found is None:
         return None
     row, tokens = found
@@ -188,14 +187,14 @@ def columns_stats_json(
 
 
 def columns_stats_buffer(
-    scopes: Sequence[ScopeKey], columns: StatsColumns, modes: LearningModes
+    scopes: Sequence[ScopeKey], columns: StatsColumns, model: LearningModel
 ) -> tuple[np.ndarray[Any, np.dtype[np.uint8]], np.ndarray[Any, np.dtype[np.int64]]] | None:
     """:func:`columns_stats_json` joined, by a compiled loop
     (``metrics.kernels.fill_templates``: the backfill's path): one buffer, and the end of
     each scope's JSON in it (``ends[0]`` is 0); None if the counts are too large."""
     from performance_engine.metrics.kernels import fill_templates
 
-    found = _stats_rows(scopes, columns, modes)
+    found = _stats_rows(scopes, columns, model)
     if found is None:
         return None
     row, tokens = found
@@ -212,7 +211,7 @@ def columns_stats_buffer(
 
 
 def _stats_rows(
-    scopes: Sequence[ScopeKey], columns: StatsColumns, modes: LearningModes
+    scopes: Sequence[ScopeKey], columns: StatsColumns, model: LearningModel
 ) -> tuple[np.ndarray[Any, np.dtype[np.int64]], list[bytes]] | None:
     """What fills each scope's record (a row of numbers, one per placeholder of
     :data:`_TEMPLATE`, see :data:`_KINDS`) and the table of texts the row's tokens point
@@ -221,7 +220,7 @@ def _stats_rows(
     Every value of the record is a number or one of few distinct texts (names, rounded
     floats, difficulty lists, learning blocks), each text written once.
     """
-    rules = modes.rules
+    rules = model.rules
     n = len(scopes)
     attempts, correct = columns.attempts, columns.correct
     questions, solved = columns.questions, columns.solved
@@ -263,8 +262,8 @@ def _stats_rows(
     row[:, 27] = table(_RANKINGS) + _ranking(attempts, questions, tried)
     row[:, 28] = columns.first_at
     row[:, 29] = columns.last_at
-    params = [modes.params(name) for name in names]
-    blocks, which = _learning_blocks(mode, params, columns.learning, questions)
+    params, versions, _, group = model.groups(scopes)
+    blocks, which = _learning_blocks(group, params, versions, columns.learning, questions)
     row[:, 30] = table(blocks) + which
     return row, tokens
 
@@ -272,12 +271,13 @@ def _stats_rows(
 def _learning_blocks(
     mode: np.ndarray[Any, np.dtype[np.int64]],
     params: Sequence[LearningParams],
+    versions: Sequence[str],
     learning: np.ndarray[Any, Any],
     questions: np.ndarray[Any, Any],
 ) -> tuple[list[bytes], np.ndarray[Any, np.dtype[np.int64]]]:
     """The distinct ``learning`` JSON blocks (see ``metrics.learning.learning_stats``, or
-    null) of the scopes, and which one is each scope's; scope i's mode has the learning
-    parameters ``params[mode[i]]``.
+    null) of the scopes, and which one is each scope's; scope i's group has the learning
+    parameters ``params[mode[i]]``, of version ``versions[mode[i]]``.
 
     Scopes with few attempts share their values often (every new learner who got one
     easy question right has the same block): each distinct block is written once.
@@ -287,7 +287,7 @@ def _learning_blocks(
     keys[:, 7:10] = questions
     keys[:, 10] = mode
     distinct, inverse = _distinct_rows(keys)
-    return _distinct_blocks(distinct, params), inverse
+    return _distinct_blocks(distinct, params, versions), inverse
 
 
 def _distinct_rows(
@@ -307,7 +307,9 @@ def _distinct_rows(
     return distinct, inverse
 
 
-def _distinct_blocks(keys: np.ndarray[Any, Any], params: Sequence[LearningParams]) -> list[bytes]:
+def _distinct_blocks(
+    keys: np.ndarray[Any, Any], params: Sequence[LearningParams], versions: Sequence[str]
+) -> list[bytes]:
     """The learning JSON of each row of (log-odds, e, current, longest, first correct x3,
     questions x3, mode); ``null`` where the log-odds are NaN. ``p`` and ``1 - p`` are
     ``learning.sigmoid`` of them, in Python (once per distinct row): the same bits as
@@ -319,6 +321,7 @@ def _distinct_blocks(keys: np.ndarray[Any, Any], params: Sequence[LearningParams
     e = keys[:, 1]
     mode = keys[:, 10].astype(np.int64)
     coefficients = [q.coefficients for q in params]
+    written = [msgspec.json.encode(v) for v in versions]
     one_minus_slip = np.array([c.one_minus_slip for c in coefficients], dtype=np.float64)[mode]
     guess = np.array([c.guess for c in coefficients], dtype=np.float64)[mode]
     threshold = np.array([q.mastery_threshold for q in params], dtype=np.float64)[mode]
@@ -338,6 +341,7 @@ def _distinct_blocks(keys: np.ndarray[Any, Any], params: Sequence[LearningParams
         counts[:, 0].tolist(),
         counts[:, 1].tolist(),
         *(first[d::3] for d in range(3)),
+        [written[g] for g in mode.tolist()],
         strict=True,
     )
     return [

@@ -121,6 +121,7 @@ def _log_sum_exp(a: float, b: float) -> float:
 def fold_learning_scopes(
     offsets: Array,
     difficulty: Array,
+    evidence_class: Array,
     correct: Array,
     question: Array,
     which: Array,
@@ -137,7 +138,8 @@ def fold_learning_scopes(
     first try was correct; ``metrics.learning.learning_step``, the same operations.
 
     ``evidence[w, d, c]``, ``transition[w]`` (ln(1 - F), ln F, ln T, ln(1 - T)) and
-    ``ewma[w, c]`` are the terms of ``learning.Coefficients``.
+    ``ewma[w, c]`` are the terms of ``learning.Coefficients``; ``evidence_class[r]`` is the
+    class whose guess and slip weigh row r's answer (its question's fitted class).
     """
     n = len(offsets) - 1
     logit_out = np.empty(n, dtype=np.float64)
@@ -157,9 +159,8 @@ def fold_learning_scopes(
         lo = offsets[i]
         hi = offsets[i + 1]
         for r in range(lo, hi):
-            d = difficulty[r]
             c = 1 if correct[r] else 0
-            x = logit + evidence[w, d, c]
+            x = logit + evidence[w, evidence_class[r], c]
             known = -_softplus(-x)
             unknown = -_softplus(x)
             logit = _log_sum_exp(known + keep, unknown + learn) - _log_sum_exp(
@@ -470,6 +471,7 @@ def compile_all() -> None:
     unseen(two, u64, two, np.frombuffer(bytes(8), dtype=np.uint64))  # read-only, as given
     fold_learning_scopes(
         two,
+        i64,
         i64,
         no,
         i64,

@@ -55,6 +55,7 @@ __all__ = [
     "learning_step",
     "log_sum_exp",
     "logit",
+    "predict_correct",
     "sigmoid",
     "softplus",
 ]
@@ -275,16 +276,22 @@ def initial_learning(params: LearningParams) -> LearningState:
 
 
 def learning_step(
-    state: LearningState, k: Coefficients, difficulty: int, correct: bool, first: bool
+    state: LearningState,
+    k: Coefficients,
+    difficulty: int,
+    correct: bool,
+    first: bool,
+    cls: int | None = None,
 ) -> None:
     """Fold one attempt into ``state`` (in place). ``first``: its question's first try at
-    this difficulty.
+    this difficulty; ``cls``: the difficulty class whose guess and slip weigh the answer
+    (the question's fitted class, SPEC 3.3; its ``difficulty`` when None).
 
     The answer's evidence is added to the log-odds (the posterior ``q``), then the
     learn/forget transition ``p = q(1 - F) + (1 - q)T`` is taken in log space; and
     ``e = a*c + (1 - a)e``.
     """
-    x = state.logit + k.evidence[difficulty][correct]
+    x = state.logit + k.evidence[difficulty if cls is None else cls][correct]
     known = -softplus(-x)  # ln q
     unknown = -softplus(x)  # ln(1 - q)
     state.logit = log_sum_exp(known + k.log_keep, unknown + k.log_learn) - log_sum_exp(
@@ -305,8 +312,12 @@ def learning_step(
         state.current = 0
 
 
-def fold_learning(entries: Iterable[Entry], params: LearningParams) -> LearningState:
-    """The learning state after a history's entries, given in learning order."""
+def fold_learning(
+    entries: Iterable[Entry], params: LearningParams, classes: Mapping[int, int] | None = None
+) -> LearningState:
+    """The learning state after a history's entries, given in learning order;
+    ``classes``: the questions' fitted difficulty classes (an attempt's own difficulty
+    for a question without one)."""
     state = initial_learning(params)
     k = params.coefficients
     tried: set[tuple[int, int]] = set()
@@ -316,19 +327,36 @@ def fold_learning(entries: Iterable[Entry], params: LearningParams) -> LearningS
         first = key not in tried
         if first:
             tried.add(key)
-        learning_step(state, k, difficulty, correct, first)
+        cls = classes.get(question, difficulty) if classes else difficulty
+        learning_step(state, k, difficulty, correct, first, cls)
     return state
 
 
+def predict_correct(state_logit: float, k: Coefficients, cls: int, offset: float = 0.0) -> float:
+    """P(the next answer is right) for a question of difficulty class ``cls`` (SPEC 3.3):
+    ``p(1 - S[c]) + (1 - p)G[c]`` with ``p`` the mastery before the answer; a question's
+    fitted ``offset`` is then added to its log-odds. Without one this is
+    ``predicted_correct[c]`` of the stats, unrounded."""
+    p = sigmoid(state_logit)
+    q = sigmoid(-state_logit)
+    base = p * k.one_minus_slip[cls] + q * k.guess[cls]
+    if offset == 0.0:
+        return base
+    return sigmoid(math.log(base) - math.log1p(-base) + offset)
+
+
 def learning_stats(
-    state: LearningState, params: LearningParams, questions: tuple[int, int, int]
+    state: LearningState,
+    params: LearningParams,
+    questions: tuple[int, int, int],
+    params_version: str = "defaults",
 ) -> LearningStats:
     """The ``learning`` block from the fold's state; ``questions``: distinct questions
-    attempted per difficulty."""
+    attempted per difficulty; ``params_version``: which parameters these are (SPEC 3.2)."""
     p = sigmoid(state.logit)
     q = sigmoid(-state.logit)  # 1 - p, without the cancellation
     k = params.coefficients
-    predicted = [p * k.one_minus_slip[i] + q * k.guess[i] for i in range(3)]
+    predicted = [p * k.one_minus_slip[i] + q * k.guess[i] for i in range(3)]  # predict_correct
     recommended = E
     for i in (2, 1):
         if predicted[i] >= params.target_success:
@@ -351,4 +379,5 @@ def learning_stats(
             d: round(fc[i] / questions[i], 4) if questions[i] else None
             for i, d in enumerate(DIFFICULTIES)
         },
+        params_version=params_version,
     )

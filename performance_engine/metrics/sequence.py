@@ -117,13 +117,17 @@ def fold_learning_columns(
     question: Array,
     params: Sequence[LearningParams],
     scope_params: Array,
+    evidence_class: Array | None = None,
 ) -> LearningColumns:
     """The learning fold of each scope; scope i's rows (in learning order) are
-    ``offsets[i]:offsets[i + 1]``, its parameters ``params[scope_params[i]]``."""
+    ``offsets[i]:offsets[i + 1]``, its parameters ``params[scope_params[i]]``;
+    ``evidence_class``: per row, the questions' fitted classes (``difficulty`` if None)."""
     k = [q.coefficients for q in params]
+    difficulty = np.asarray(difficulty, dtype=np.int64)
     logits, e, current, longest, first = fold_learning_scopes(
         np.asarray(offsets, dtype=np.int64),
-        np.asarray(difficulty, dtype=np.int64),
+        difficulty,
+        difficulty if evidence_class is None else np.asarray(evidence_class, dtype=np.int64),
         np.asarray(correct, dtype=np.bool_),
         np.asarray(question, dtype=np.int64),
         np.asarray(scope_params, dtype=np.int64),

@@ -76,6 +76,9 @@ class LearningStats(msgspec.Struct, frozen=True, kw_only=True):
     current_streak: int
     longest_streak: int
     first_attempt_accuracy: dict[DifficultyEnum, float | None]
+    #: Which parameters produced these values (SPEC 3.2): a fitted set's version,
+    #: ``mode:<hash>`` for a mode file's, or ``defaults``.
+    params_version: str = "defaults"
 
 
 class PerformanceStatsData(msgspec.Struct, frozen=True, kw_only=True):

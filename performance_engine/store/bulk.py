@@ -77,7 +77,7 @@ def pack_fresh(fresh: FreshScopes, calculator: MetricsCalculator, lo: int, hi: i
         learning.current[lo:hi],
         learning.longest[lo:hi],
         learning.first_correct[lo:hi],
-        np.array(fresh.signatures, dtype=np.uint64)[fresh.scope_modes[lo:hi]],
+        np.array(fresh.signatures, dtype=np.uint64)[fresh.scope_groups[lo:hi]],
         _read_only(stats),
         stats_ends,
         FIRST_REVISION,

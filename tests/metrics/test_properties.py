@@ -165,7 +165,7 @@ def test_columnar_stats_json_is_byte_equal_to_the_record(stream: list[Attempt]) 
     calculator = MetricsCalculator()
     result = compute_states(attempts_to_frame(stream), calculator)
     expected = [calculator.stats(scope, state).to_json() for scope, state in result.items()]
-    assert builtin_stats_json(result.scopes, result.states, calculator.learning_modes) == expected
+    assert builtin_stats_json(result.scopes, result.states, calculator.model) == expected
     assert result.stats_json(calculator) == expected
 
 
@@ -226,14 +226,14 @@ def test_columnar_stats_json_on_arbitrary_counts(rows: list[Any]) -> None:
                 solved=[b"\0" * 8 * s for s in solved],
                 history=sum(tries) if learning is not None else 0,
                 learning=folded,
-                signature=calculator.signature(mode),
+                signature=calculator.signature(mode, 7),
             )
         )
         scopes.append(ScopeKey(i + 1, 7, mode))
     expected = [
         calculator.stats(s, state).to_json() for s, state in zip(scopes, states, strict=True)
     ]
-    assert builtin_stats_json(scopes, states, calculator.learning_modes) == expected
+    assert builtin_stats_json(scopes, states, calculator.model) == expected
 
 
 def test_columnar_learning_blocks_on_a_hash_collision(monkeypatch: Any) -> None:
@@ -257,7 +257,7 @@ def test_columnar_learning_blocks_on_a_hash_collision(monkeypatch: Any) -> None:
     result = compute_states(attempts_to_frame(stream), calculator)
     expected = [calculator.stats(scope, state).to_json() for scope, state in result.items()]
     monkeypatch.setattr(columnar, "_MIX", np.uint64(0))  # the hash: the last column only
-    got = columnar.builtin_stats_json(result.scopes, result.states, calculator.learning_modes)
+    got = columnar.builtin_stats_json(result.scopes, result.states, calculator.model)
     assert got == expected
 
 

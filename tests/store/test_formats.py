@@ -65,7 +65,7 @@ def stats_reference(case: Case) -> list[bytes]:
 
 def stats_columnar_python(case: Case) -> list[bytes]:
     found = columnar.builtin_stats_json(
-        case.result.scopes, case.result.states, case.calculator.learning_modes
+        case.result.scopes, case.result.states, case.calculator.model
     )
     assert found is not None
     return found
