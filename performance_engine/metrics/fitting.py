@@ -45,7 +45,6 @@ __all__ = [
     "question_classes",
     "question_offsets",
     "rmse",
-    "with_offsets",
 ]
 
 Array = np.ndarray[Any, Any]
@@ -317,15 +316,6 @@ def question_offsets(
         curvature = np.bincount(inverse, weights=q * (1 - q), minlength=len(ids)) + precision
         offset += gradient / curvature
     return dict(zip(ids.tolist(), offset.tolist(), strict=True))
-
-
-def with_offsets(predicted: Array, question: Array, offsets: dict[int, float]) -> Array:
-    """Predictions with each question's offset added to their log-odds (0 if it has none)."""
-    if not offsets:
-        return np.asarray(predicted, dtype=np.float64)
-    p = np.clip(np.asarray(predicted, dtype=np.float64), 1e-12, 1 - 1e-12)
-    b = np.fromiter((offsets.get(q, 0.0) for q in np.asarray(question).tolist()), np.float64)
-    return 1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p) + b)))
 
 
 def question_classes(

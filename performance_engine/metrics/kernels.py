@@ -37,6 +37,7 @@ __all__ = [
     "fill_templates",
     "fold_learning_scopes",
     "header_size",
+    "predict_scopes",
     "put_bytes",
     "put_decimal",
     "put_header",
@@ -115,6 +116,58 @@ def _log_sum_exp(a: float, b: float) -> float:
     if top == -math.inf:
         return top
     return top + math.log1p(math.exp(-abs(a - b)))
+
+
+@_jit
+def _sigmoid(x: float) -> float:
+    """``metrics.learning.sigmoid``, the same operations."""
+    if x >= 0:
+        return 1 / (1 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1 + z)
+
+
+@_jit
+def predict_scopes(
+    offsets: Array,
+    evidence_class: Array,
+    correct: Array,
+    question_offset: Array,
+    which: Array,
+    prior_logit: Array,
+    evidence: Array,
+    transition: Array,
+    guess: Array,
+    one_minus_slip: Array,
+) -> Array:
+    """Per row, P(right) predicted from the scope's earlier rows only (SPEC 3.3):
+    ``metrics.learning.predict_correct`` before ``learning_step`` takes the row, the same
+    operations. Arrays as in :func:`fold_learning_scopes`; ``guess[w, c]`` and
+    ``one_minus_slip[w, c]`` per class, ``question_offset[r]`` the row's question's."""
+    out = np.empty(len(evidence_class), dtype=np.float64)
+    for i in range(len(offsets) - 1):
+        w = which[i]
+        logit = prior_logit[w]
+        keep, forget = transition[w, 0], transition[w, 1]
+        learn, stay = transition[w, 2], transition[w, 3]
+        for r in range(offsets[i], offsets[i + 1]):
+            k = evidence_class[r]
+            p = _sigmoid(logit)
+            q = _sigmoid(-logit)
+            base = p * one_minus_slip[w, k] + q * guess[w, k]
+            b = question_offset[r]
+            if b == 0.0:
+                out[r] = base
+            else:
+                out[r] = _sigmoid(math.log(base) - math.log1p(-base) + b)
+            c = 1 if correct[r] else 0
+            x = logit + evidence[w, k, c]
+            known = -_softplus(-x)
+            unknown = -_softplus(x)
+            logit = _log_sum_exp(known + keep, unknown + learn) - _log_sum_exp(
+                known + forget, unknown + stay
+            )
+    return out
 
 
 @_jit

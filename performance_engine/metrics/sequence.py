@@ -21,7 +21,11 @@ from typing import Any, get_args
 import numpy as np
 import pyarrow as pa
 
-from performance_engine.metrics.kernels import encode_history_rows, fold_learning_scopes
+from performance_engine.metrics.kernels import (
+    encode_history_rows,
+    fold_learning_scopes,
+    predict_scopes,
+)
 from performance_engine.metrics.learning import LearningParams, LearningState, logit
 from performance_engine.metrics.types import Entry
 
@@ -30,6 +34,7 @@ __all__ = [
     "encode_history_buffer",
     "fold_learning_columns",
     "learning_order",
+    "predict_columns",
 ]
 
 #: ``kernels.encode_history_rows`` writes each entry as a msgpack array of this many.
@@ -141,6 +146,37 @@ def fold_learning_columns(
         np.array([c.one_minus_alpha for c in k], dtype=np.float64),
     )
     return LearningColumns(logits, e, current, longest, first)
+
+
+def predict_columns(
+    offsets: Array,
+    evidence_class: Array,
+    correct: Array,
+    question_offset: Array,
+    params: Sequence[LearningParams],
+    scope_params: Array,
+) -> Array:
+    """Each row's P(right) from its scope's earlier rows only (SPEC 3.3), what
+    ``MetricsCalculator.predict`` gives after those rows (the same operations, a compiled
+    loop, :func:`metrics.kernels.predict_scopes`). Rows as in
+    :func:`fold_learning_columns`; ``evidence_class`` the questions' classes,
+    ``question_offset`` their offsets (0.0 for none)."""
+    k = [q.coefficients for q in params]
+    found: Array = predict_scopes(
+        np.asarray(offsets, dtype=np.int64),
+        np.asarray(evidence_class, dtype=np.int64),
+        np.asarray(correct, dtype=np.bool_),
+        np.asarray(question_offset, dtype=np.float64),
+        np.asarray(scope_params, dtype=np.int64),
+        np.array([logit(q.prior) for q in params], dtype=np.float64),
+        np.array([c.evidence for c in k], dtype=np.float64).reshape(len(k), 3, 2),
+        np.array(
+            [(c.log_keep, c.log_forget, c.log_learn, c.log_stay) for c in k], dtype=np.float64
+        ).reshape(len(k), 4),
+        np.array([c.guess for c in k], dtype=np.float64).reshape(len(k), 3),
+        np.array([c.one_minus_slip for c in k], dtype=np.float64).reshape(len(k), 3),
+    )
+    return found
 
 
 # -- history encoding ------------------------------------------------------------------

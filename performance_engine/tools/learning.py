@@ -28,14 +28,14 @@ from performance_engine.metrics.fitting import (
     auc,
     fit_groups,
     log_loss,
-    predict_sequences,
     question_classes,
     question_offsets,
     rmse,
-    with_offsets,
 )
+from performance_engine.metrics.model import LearningModel
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.params import FittedGroup, ParameterSet
+from performance_engine.metrics.sequence import predict_columns
 
 __all__ = [
     "Evaluation",
@@ -44,6 +44,7 @@ __all__ = [
     "fit",
     "history_of",
     "in_test_part",
+    "predictions",
 ]
 
 Progress = Callable[[int, int], None]
@@ -183,8 +184,9 @@ def fit(
             groups[(mode, sub)] = _group(mode, sub, result, int(learners[g]))
     offsets: dict[int, float] = {}
     if per_question:  # each question's own offset, on top of its class
-        base = ParameterSet(groups, questions=classes)
-        predicted = _predictions(history, sequences, modes, base)
+        predicted = predictions(
+            history, LearningModel(modes, ParameterSet(groups, questions=classes))
+        )
         offsets = question_offsets(
             history.frame["question_id"].to_numpy(np.int64), sequences.correct, predicted
         )
@@ -207,17 +209,21 @@ def fit(
     return ParameterSet(groups, tuple(kept), classes, provenance, offsets)
 
 
-def _predictions(
-    history: History, sequences: Sequences, modes: LearningModes, params: ParameterSet | None
-) -> np.ndarray[Any, np.dtype[np.float64]]:
-    """Each attempt's BKT prediction from the earlier ones, with each group's parameters:
-    fitted where ``params`` has them, else the mode's."""
-    chosen = [
-        modes.params(mode) if params is None else params.params(mode, sub, modes.params(mode))
-        for mode, sub in history.groups
-    ]
-    predicted: np.ndarray[Any, np.dtype[np.float64]] = predict_sequences(sequences, chosen)
-    return predicted
+def predictions(history: History, model: LearningModel) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Each attempt's P(right) from its scope's earlier attempts (SPEC 3.3), as the engine
+    predicts it (``metrics.sequence.predict_columns``): each group's parameters, each
+    question's class and offset, from ``model``."""
+    frame = history.frame
+    question = frame["question_id"].to_numpy(np.int64)
+    params = [model.params(mode, sub) for mode, sub in history.groups]
+    return predict_columns(
+        history.offsets,
+        model.class_column(question, frame["difficulty"].to_numpy(np.int64)),
+        frame["is_correct"].to_numpy(bool),
+        model.offset_column(question),
+        params,
+        history.scope_group,
+    )
 
 
 def _engine_version() -> str:
@@ -247,6 +253,12 @@ def _mode_params(modes: LearningModes, mode: str) -> dict[str, Any]:
     return {"prior": params.prior, "learn": params.learn, "forget": params.forget}
 
 
+def _modes_version(model: LearningModel, history: History) -> str:
+    """The ``params_version`` of the modes' parameters evaluated (one per mode, joined)."""
+    versions = sorted({model.params_version(mode) for mode, _ in history.groups})
+    return ",".join(versions) or "defaults"
+
+
 @dataclass(frozen=True, slots=True)
 class Evaluation:
     """Next-answer predictions scored: each attempt predicted from the earlier ones."""
@@ -272,19 +284,15 @@ class Evaluation:
 def evaluate(history: History, modes: LearningModes, params: ParameterSet | None) -> Evaluation:
     """Every attempt's predicted P(correct) from the scope's earlier attempts, with the
     fitted group's parameters (and question classes) where there are some, else the mode's."""
-    classes = dict(params.questions) if params is not None else None
-    sequences = history.sequences(classes)
-    predicted = _predictions(history, sequences, modes, params)
-    if params is not None:
-        questions = history.frame["question_id"].to_numpy(np.int64)
-        predicted = with_offsets(predicted, questions, dict(params.offsets))
-    outcome = sequences.correct
+    model = LearningModel(modes, params)
+    predicted = predictions(history, model)
+    outcome = history.frame["is_correct"].to_numpy(bool)
     return Evaluation(
         len(outcome),
         auc(outcome, predicted) if len(outcome) else math.nan,
         rmse(outcome, predicted) if len(outcome) else math.nan,
         log_loss(outcome, predicted) if len(outcome) else math.nan,
-        params.version if params is not None else "defaults",
+        params.version if params is not None else _modes_version(model, history),
         history.frame["attempt_id"].tolist(),
         predicted,
     )

@@ -23,7 +23,6 @@ from performance_engine.metrics.fitting import (
     predict_sequences,
     question_offsets,
     rmse,
-    with_offsets,
 )
 from performance_engine.metrics.learning import DEFAULT_LEARNING, LearningParams
 from performance_engine.metrics.params import FittedGroup, ParameterSet
@@ -176,8 +175,7 @@ def test_question_offsets_find_each_questions_own_difficulty() -> None:
     for q, b in true.items():
         assert found[q] == pytest.approx(b, abs=0.3)
     assert abs(found[99]) < 1.0  # two right answers: pulled towards 0, not to +3
-    assert np.allclose(with_offsets(base, question, {}), base)
-    shifted = with_offsets(base, question, found)
+    shifted = 1 / (1 + np.exp(-(np.log(base / (1 - base)) + [found[int(q)] for q in question])))
     assert log_loss(right, shifted) < log_loss(right, base)
 
 

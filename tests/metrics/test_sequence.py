@@ -111,6 +111,8 @@ def test_learning_columns_fold_like_the_reference(
     steps run one scope at a time."""
     scopes = [*scopes, [(1 + i % 5, i % 3, i % 4 != 0) for i in range(long_tail)] or [(1, 0, True)]]
     which = [data.draw(st.integers(0, len(params) - 1)) for _ in scopes]
+    # Some questions with a fitted class of their own (SPEC 3.3).
+    classes = data.draw(st.dictionaries(st.integers(0, 5), st.integers(0, 2), max_size=4))
     entries: list[list[Entry]] = [
         [(i, "x", q, d, c, None, None) for i, (q, d, c) in enumerate(scope)] for scope in scopes
     ]
@@ -122,8 +124,11 @@ def test_learning_columns_fold_like_the_reference(
         c["question"],
         params,
         np.array(which, dtype=np.int64),
+        [classes.get(q, d) for q, d in zip(c["question"], c["difficulty"], strict=True)],
     ).states()
-    assert got == [fold_learning(scope, params[w]) for scope, w in zip(entries, which, strict=True)]
+    assert got == [
+        fold_learning(scope, params[w], classes) for scope, w in zip(entries, which, strict=True)
+    ]
 
 
 @settings(max_examples=300, deadline=None)
