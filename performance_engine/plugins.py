@@ -13,7 +13,7 @@ import importlib
 from performance_engine.errors import ConfigurationError
 from performance_engine.metrics.base import BaseMetric
 from performance_engine.metrics.calculator import MetricsCalculator
-from performance_engine.settings import Settings, load_learning_modes
+from performance_engine.settings import Settings, load_learning_modes, load_parameter_file
 
 __all__ = ["build_calculator", "load_metric"]
 
@@ -42,7 +42,12 @@ def load_metric(path: str) -> BaseMetric:
 
 
 def build_calculator(settings: Settings) -> MetricsCalculator:
-    """The learning-mode rules and custom metrics the settings name, in one calculator."""
-    calculator = MetricsCalculator(learning_modes=load_learning_modes(settings.learning_modes_path))
+    """The learning-mode rules, the fitted parameter file and the custom metrics the
+    settings name, in one calculator (a set published to Redis replaces the file's where
+    a ``store.params.ParamsFollower`` follows it)."""
+    calculator = MetricsCalculator(
+        learning_modes=load_learning_modes(settings.learning_modes_path),
+        parameters=load_parameter_file(settings.learning_params_path),
+    )
     calculator.register_metrics([load_metric(path) for path in settings.metrics])
     return calculator

@@ -20,6 +20,7 @@ from performance_engine.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from performance_engine.metrics.modes import LearningModes
+    from performance_engine.metrics.params import ParameterSet
 
 __all__ = [
     "ENV_NAMES",
@@ -28,6 +29,7 @@ __all__ = [
     "KAFKA_SECURITY_PROTOCOLS",
     "Settings",
     "load_learning_modes",
+    "load_parameter_file",
     "load_settings",
     "settings_env",
 ]
@@ -137,6 +139,8 @@ class Settings:
     dlq_topic: str = setting("attempts.dlq", check=_matches(_TOPIC_RE, _TOPIC_RULE))
     app_id: str = setting("performance-engine")
     learning_modes_path: Path | None = setting(None, _path, env="LEARNING_MODES")
+    #: A fitted parameter file (``perf-engine fit``); a set published to Redis wins.
+    learning_params_path: Path | None = setting(None, _path, env="LEARNING_PARAMS")
     web_port: int = setting(
         6066, _number(int), lambda v: "" if 0 < v < 65536 else "is not a TCP port"
     )
@@ -298,3 +302,22 @@ def load_learning_modes(path: Path | None) -> LearningModes:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"learning-mode file {path} cannot be read: {exc}") from exc
     return LearningModes.default().merged(document, source=str(path))
+
+
+def load_parameter_file(path: Path | None) -> ParameterSet | None:
+    """The fitted parameter set at ``path`` (``PERF_ENGINE_LEARNING_PARAMS``, or a
+    command's ``--params``), validated; None without a path. A bad file is refused with
+    one line naming the group and the parameter."""
+    import json
+
+    from performance_engine.metrics.params import ParameterSet
+
+    if path is None:
+        return None
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError(f"parameter file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigurationError(f"parameter file {path} cannot be read: {exc}") from None
+    return ParameterSet.from_dict(document, f"parameter file {path}")

@@ -25,6 +25,11 @@ One string rather than a hash: a hash whose values exceed ``hash-max-listpack-va
         whose effect the state holds, written after each batch's state; ``created``, when
         the ledger was first written.
 
+    {prefix}:{params}:learning, {prefix}:{params}:version    strings: the learning
+        parameter set published with ``perf-engine params publish`` (its JSON, see
+        metrics/params.py) and its version, which workers compare after each batch (see
+        store/params.py). Written together, in one transaction.
+
     {prefix}:{dash}:...    the dashboard's index, kept by its own consumer of the stats
         topic (see performance_engine/worker/dashboard/index.py): ``cohorts`` (a set of
         ``<sub_topic_id>:<learning_mode>``), ``cohort:<sub_topic_id>:<learning_mode>:<order>``
@@ -88,6 +93,19 @@ class KeySpace:
         pieces += (rest[: len(rest) - len(suffix)].encode(), suffix.encode())
         return pieces[0], pieces[1], pieces[2], pieces[3], pieces[4]
 
+    def parse_scope(self, key: str | bytes) -> ScopeKey | None:
+        """The scope whose key is ``key``; None for any other key (a history key, or
+        another prefix's)."""
+        text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+        head = f"{self.prefix}:{{u"
+        if not text.startswith(head):
+            return None
+        user, _, rest = text[len(head) :].partition("}:")
+        sub, _, mode = rest.partition(":")
+        if not (user.isdigit() and sub.isdigit()) or not mode or ":" in mode:
+            return None
+        return ScopeKey(int(user), int(sub), mode)
+
     def scope_pattern(self) -> str:
         """A SCAN pattern matching every scope key (and history key) of the prefix."""
         return f"{self.prefix}:{{u*"
@@ -95,6 +113,14 @@ class KeySpace:
     def positions(self) -> str:
         """The positions ledger (see :mod:`performance_engine.store.ledger`)."""
         return f"{self.prefix}:{{stream}}:positions"
+
+    def learning_params(self) -> str:
+        """The published learning parameter set (its JSON)."""
+        return f"{self.prefix}:{{params}}:learning"
+
+    def learning_params_version(self) -> str:
+        """The version of the published learning parameter set."""
+        return f"{self.prefix}:{{params}}:version"
 
     def dashboard(self, *parts: object) -> str:
         """A key of the dashboard's index (all in one hash slot)."""

@@ -350,6 +350,10 @@ class StatsStore(_Store):
         values = self._mget([self.keys.history(scopes[i][0]) for i in stored]) if stored else []
         return _histories(scopes, stored, values)
 
+    def values(self, keys: list[str]) -> list[bytes | None]:
+        """The raw values of some keys of the key space (None where missing)."""
+        return self._mget(keys)
+
     def _mget(self, keys: list[str]) -> list[bytes | None]:
         plan = _ReadPlan.of(keys, self.cluster)
         try:
@@ -459,6 +463,10 @@ class AsyncStatsStore(_Store):
         keys = [self.keys.history(scopes[i][0]) for i in stored]
         values = await self._mget(keys) if stored else []
         return _histories(scopes, stored, values)
+
+    async def values(self, keys: list[str]) -> list[bytes | None]:
+        """See :meth:`StatsStore.values`."""
+        return await self._mget(keys)
 
     async def _mget(self, keys: list[str]) -> list[bytes | None]:
         plan = _ReadPlan.of(keys, self.cluster)

@@ -14,7 +14,7 @@ from rich.table import Table
 from performance_engine.errors import ConfigurationError, InputFileError
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.params import ParameterSet
-from performance_engine.settings import Settings, load_learning_modes
+from performance_engine.settings import Settings, load_learning_modes, load_parameter_file
 
 if TYPE_CHECKING:  # pandas, pyarrow and numba load with the commands, not with the parser
     from performance_engine.metrics.frame import LoadResult
@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pandas, pyarrow and numba load with the commands, not with 
 #: The fit's default upper bound of guess and of slip (``metrics.fitting.Bounds``).
 MAX_GUESS_OR_SLIP = 0.45
 
-__all__ = ["add_commands", "add_history_source", "read_parameter_file"]
+__all__ = ["add_commands", "add_history_source"]
 
 
 def add_commands(commands: Any) -> None:
@@ -54,6 +54,30 @@ def add_commands(commands: Any) -> None:
     )
     evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
     evaluate.set_defaults(handler=_cmd_evaluate)
+
+    params = commands.add_parser(
+        "params", help="the learning parameters published to Redis for every worker"
+    )
+    params_commands = params.add_subparsers(dest="params_command", required=True)
+    publish = params_commands.add_parser(
+        "publish", help="publish a parameter file: running workers use it from their next batch"
+    )
+    publish.add_argument("file", type=Path, metavar="PARAMS", help="a file from perf-engine fit")
+    publish.set_defaults(handler=_cmd_params_publish)
+    show = params_commands.add_parser("show", help="which parameters are in force")
+    show.set_defaults(handler=_cmd_params_show)
+    withdraw = params_commands.add_parser(
+        "withdraw", help="remove the published set (the file's or the modes' apply again)"
+    )
+    withdraw.set_defaults(handler=_cmd_params_withdraw)
+
+    refold = commands.add_parser(
+        "refold", help="recompute stored scopes now with the parameters in force, and publish"
+    )
+    refold.add_argument("--sub-topic", type=int, metavar="ID", help="only this sub-topic")
+    refold.add_argument("--mode", help="only this learning mode")
+    refold.add_argument("--quiet", action="store_true", help="no progress line")
+    refold.set_defaults(handler=_cmd_refold)
 
 
 def add_history_source(parser: argparse.ArgumentParser, metavar: str = "HISTORY") -> None:
@@ -200,22 +224,11 @@ def _report(found: ParameterSet, console: Console) -> None:
         )
 
 
-def read_parameter_file(path: Path) -> ParameterSet:
-    """A parameter file, validated; one line naming the problem otherwise."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigurationError(f"parameter file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigurationError(f"parameter file {path} cannot be read: {exc}") from None
-    return ParameterSet.from_dict(document, f"parameter file {path}")
-
-
 def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from performance_engine.tools.learning import evaluate
 
     modes = load_learning_modes(settings.learning_modes_path)
-    params = read_parameter_file(args.params) if args.params is not None else None
+    params = load_parameter_file(args.params or settings.learning_params_path)
     history = _history(args, modes, "test")
     found = evaluate(history, modes, params)
     if args.predictions is not None:
@@ -233,6 +246,101 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
             f"AUC {score}, RMSE {summary['rmse']:.4f}, log-loss {summary['log_loss']:.4f}"
         )
     return 0 if found.count else 1  # nothing to predict: nothing measured
+
+
+def _cmd_params_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from performance_engine.store.params import publish_params
+    from performance_engine.store.stats_store import StatsStore
+
+    found = load_parameter_file(args.file)
+    assert found is not None  # a path was given
+    with StatsStore.from_settings(settings) as store:
+        version = publish_params(store, found)
+    print(
+        f"published {version} ({len(found.groups)} fitted groups); "
+        "workers use it from their next batch"
+    )
+    return 0
+
+
+def _cmd_params_show(args: argparse.Namespace, settings: Settings) -> int:
+    from performance_engine.store.params import published_params
+    from performance_engine.store.stats_store import StatsStore
+
+    with StatsStore.from_settings(settings) as store:
+        published = published_params(store)
+    found = load_parameter_file(settings.learning_params_path)
+    if published is not None:
+        groups = len(published.groups)
+        print(f"in force: {published.version}, published to Redis ({groups} fitted groups)")
+    elif found is not None:
+        print(f"in force: {found.version}, from {settings.learning_params_path}")
+    else:
+        print("in force: the learning modes' parameters (no fitted set published or configured)")
+    return 0
+
+
+def _cmd_params_withdraw(args: argparse.Namespace, settings: Settings) -> int:
+    from performance_engine.store.params import withdraw_params
+    from performance_engine.store.stats_store import StatsStore
+
+    with StatsStore.from_settings(settings) as store:
+        removed = withdraw_params(store)
+    print("withdrawn" if removed else "nothing was published")
+    return 0
+
+
+def _cmd_refold(args: argparse.Namespace, settings: Settings) -> int:
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    from performance_engine.broker import broker_failed
+    from performance_engine.connections import kafka_python_options
+    from performance_engine.plugins import build_calculator
+    from performance_engine.store.params import ParamsFollower
+    from performance_engine.store.stats_store import StatsStore
+    from performance_engine.tools.refold import RefoldReport, refold
+
+    calculator = build_calculator(settings)
+    if args.mode is not None:
+        args.mode = calculator.learning_modes.normalise(args.mode)
+    console = Console(stderr=True)
+
+    def progress(report: RefoldReport) -> None:
+        if not args.quiet:
+            console.print(f"{report.scanned:,} scopes read, {report.refolded:,} refolded", end="\r")
+
+    with StatsStore.from_settings(settings) as store:
+        store.ping()
+        ParamsFollower(calculator, store.keys, calculator.parameters).refresh_sync(store)
+        try:
+            producer = KafkaProducer(
+                bootstrap_servers=settings.kafka_bootstrap.split(","),
+                acks="all",
+                linger_ms=5,
+                **kafka_python_options(settings),
+            )
+        except KafkaError as exc:
+            raise broker_failed(settings, exc) from exc
+        try:
+            report = refold(
+                store,
+                calculator,
+                lambda key, value: producer.send(settings.stats_topic, key=key, value=value),
+                sub_topic_id=args.sub_topic,
+                learning_mode=args.mode,
+                flush=producer.flush,
+                progress=progress,
+            )
+        finally:
+            producer.close()
+    version = calculator.parameters.version if calculator.parameters is not None else "the modes'"
+    print(
+        f"refolded {report.refolded:,} of {report.scanned:,} scopes with {version} parameters; "
+        f"{report.current:,} were current, {report.incomplete:,} have an incomplete history "
+        "(backfill the platform's history to rebuild it)"
+    )
+    return 0
 
 
 def _csv(text: str) -> str:

@@ -27,6 +27,7 @@ from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.plugins import build_calculator
 from performance_engine.settings import Settings
 from performance_engine.store.ledger import Ledger, StateLost, judge
+from performance_engine.store.params import ParamsFollower
 from performance_engine.store.stats_store import AsyncStatsStore
 from performance_engine.topics import create_missing_topics
 from performance_engine.worker.dashboard.feed import StatsFeed
@@ -153,6 +154,8 @@ class EngineService(Service):
             settings.redis_wait_timeout_ms,
         )
         publisher = BatchPublisher(aiokafka_producer(app))
+        params = ParamsFollower(self.calculator, self.store.keys, self.calculator.parameters)
+        await params.refresh(self.store)
         self.processor = BatchProcessor(
             settings,
             self.calculator,
@@ -160,6 +163,7 @@ class EngineService(Service):
             publisher.publish,
             on_batch=self.metrics.observe_batch,
             ledger=self.ledger,
+            params=params,
         )
         if settings.dashboard:
             self.dashboard_index = DashboardIndex(self.store.client, self.store.keys)

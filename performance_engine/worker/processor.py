@@ -46,6 +46,7 @@ from performance_engine.metrics.state import ScopeState, fingerprint
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings
 from performance_engine.store.ledger import Ledger
+from performance_engine.store.params import ParamsFollower
 from performance_engine.store.stats_store import AsyncStatsStore, ScopeWrite
 from performance_engine.worker.publisher import OutRecord
 
@@ -131,9 +132,11 @@ class BatchProcessor:
         max_backoff: float = 5.0,
         on_batch: Callable[[int, float, float], None] | None = None,
         ledger: Ledger | None = None,
+        params: ParamsFollower | None = None,
     ) -> None:
         """``on_batch`` is called after each batch with (records, seconds it took, age of
-        its oldest record): the worker's Prometheus histograms."""
+        its oldest record): the worker's Prometheus histograms. ``params`` follows the
+        learning parameters published to Redis (checked before each batch)."""
         self.settings = settings
         self.calculator = calculator
         self.store = store
@@ -144,6 +147,7 @@ class BatchProcessor:
         self._abandon = False
         self._on_batch = on_batch
         self.ledger = ledger
+        self.params = params
 
     # -- control --------------------------------------------------------------------
 
@@ -161,6 +165,10 @@ class BatchProcessor:
         """Apply, store and publish one batch; returns only when all of it is durable."""
         self._abandon = False
         started = time.perf_counter()
+        if self.params is not None:
+            await self._retry(
+                "reading the learning parameters", partial(self.params.refresh, self.store)
+            )
         touched, dead = self._decode(records)
         stats = await self._apply(touched)
         await self._publish(stats, dead)
