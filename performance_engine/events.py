@@ -16,6 +16,7 @@ import time
 import uuid
 
 import msgspec
+import xxhash
 
 from performance_engine.metrics.builtin import format_timestamp
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
@@ -30,6 +31,7 @@ __all__ = [
     "dead_letter",
     "dead_letter_headers",
     "event_id",
+    "partition_index",
     "stats_event",
 ]
 
@@ -109,6 +111,12 @@ def stats_event(
         )
     )
     return str(scope).encode(), value
+
+
+def partition_index(key: bytes, count: int) -> int:
+    """Which of a topic's ``count`` partitions (in order) the engine's events of ``key``
+    go to: the XXH3 hash of the key, so a scope's events keep their order in one."""
+    return xxhash.xxh3_64_intdigest(key) % count
 
 
 def decode_stats_event(value: bytes) -> StatsUpdated:

@@ -11,6 +11,7 @@ Registered custom metrics are user code: the oracle calls their own definitions.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -21,6 +22,7 @@ import pandas as pd
 from performance_engine.metrics.attempt import Attempt
 from performance_engine.metrics.base import IncrementalMetric, SequentialMetric
 from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.model import mode_version
 from performance_engine.metrics.types import (
     CompletionStatusEnum,
     DifficultyEnum,
@@ -58,13 +60,13 @@ class _Mastery:
         prior = Decimal(params.prior)
         self.odds: Decimal | None = None if prior == 1 else prior / (1 - prior)  # None: p is 1
 
-    def answer(self, level: str, correct: bool) -> None:
+    def answer(self, d: int, correct: bool) -> None:
+        """An answer weighed by the guess and slip of class ``d``."""
         params, one = self.params, Decimal(1)
         learn, forget = Decimal(params.learn), Decimal(params.forget)
         if self.odds is None:  # the skill is known whatever the answer: p becomes 1 - F
             self.odds = None if forget == 0 else (one - forget) / forget
             return
-        d = LEVELS.index(level)
         g, s = Decimal(params.guess[d]), Decimal(params.slip[d])
         odds = self.odds * ((one - s) / g if correct else s / (one - g))  # the posterior q
         below = odds * forget + (one - learn)  # 1 - p and p, both over 1 - q
@@ -76,14 +78,19 @@ class _Mastery:
 
 
 def _learning(
-    rows: Iterable[tuple[str, int, bool]], params: Any, questions: dict[str, int]
+    rows: Iterable[tuple[str, int, bool]],
+    params: Any,
+    questions: dict[str, int],
+    classes: dict[int, int],
+    version: str,
 ) -> LearningStats:
-    """SPEC 3.1 over a scope's (difficulty, question, correct) in learning order."""
+    """SPEC 3.1 over a scope's (difficulty, question, correct) in learning order; an
+    answer to a question with a fitted class is weighed by that class (SPEC 3.3)."""
     mastery = _Mastery(params)
     e, streak, longest = params.ewma_prior, 0, 0
     first_try: dict[tuple[str, int], bool] = {}
     for level, question, correct in rows:
-        mastery.answer(level, correct)
+        mastery.answer(classes.get(question, LEVELS.index(level)), correct)
         e = params.ewma_alpha * correct + (1 - params.ewma_alpha) * e
         streak = streak + 1 if correct else 0
         longest = max(longest, streak)
@@ -110,7 +117,22 @@ def _learning(
             DifficultyEnum(lv): round(right_first[lv] / questions[lv], 4) if questions[lv] else None
             for lv in LEVELS
         },
+        params_version=version,
     )
+
+
+def _params(calculator: MetricsCalculator, mode: str, sub: int) -> tuple[Any, str]:
+    """A scope's parameters and their version, as SPEC 3.2 states the precedence: the
+    fitted set's group, else the mode's (whose version is its hash, or "defaults")."""
+    base = calculator.learning_modes.params(mode)
+    fitted = calculator.parameters
+    if fitted is None:
+        return base, mode_version(base)
+    group = fitted.groups.get((mode, sub))
+    if group is None:
+        return base, fitted.version
+    values = {"prior": group.prior, "learn": group.learn, "forget": group.forget}
+    return replace(base, guess=group.guess, slip=group.slip, **values), fitted.version
 
 
 def oracle_stats(
@@ -150,6 +172,7 @@ def oracle_stats(
         tried = [lv for lv in LEVELS if t[lv]]
         ranking = sorted(tried, key=lambda lv: (Fraction(t[lv], q[lv]), LEVELS.index(lv)))
         first, last = times[key]
+        params, version = _params(calculator, scope.learning_mode, scope.sub_topic_id)
         found[scope] = PerformanceStatsData(
             user_id=scope.user_id,
             sub_topic_id=scope.sub_topic_id,
@@ -178,7 +201,13 @@ def oracle_stats(
             difficulty_ranking=[DifficultyEnum(lv) for lv in ranking],
             first_attempt_at=_time(int(first)),
             last_attempt_at=_time(int(last)),
-            learning=_learning(sequence, calculator.learning_modes.params(scope.learning_mode), q),
+            learning=_learning(
+                sequence,
+                params,
+                q,
+                dict(calculator.parameters.questions) if calculator.parameters else {},
+                version,
+            ),
             custom_metrics=custom.get(key, {}),
         )
     return found

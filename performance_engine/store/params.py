@@ -16,17 +16,25 @@ refused with one logged line, and the parameters in use stay; it never stops a w
 from __future__ import annotations
 
 import logging
+import threading
 
 import msgspec
 
 from performance_engine.errors import ConfigurationError
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.params import ParameterSet
+from performance_engine.settings import Settings, load_learning_modes, load_parameter_file
 from performance_engine.store.failures import REDIS_ERRORS, failure
 from performance_engine.store.keyspace import KeySpace
 from performance_engine.store.stats_store import AsyncStatsStore, StatsStore
 
-__all__ = ["ParamsFollower", "publish_params", "published_params", "withdraw_params"]
+__all__ = [
+    "ParamsFollower",
+    "publish_params",
+    "published_params",
+    "reading_follower",
+    "withdraw_params",
+]
 
 logger = logging.getLogger(__name__)
 _WHERE = "the parameter set published to Redis"
@@ -125,3 +133,26 @@ class ParamsFollower:
             return
         calculator.use_parameters(found)
         logger.info("learning parameters %s are in use from this batch on", found.version)
+
+
+_readers: dict[Settings, ParamsFollower] = {}
+_readers_lock = threading.Lock()
+
+
+def reading_follower(settings: Settings) -> ParamsFollower:
+    """A calculator of the learning parameters in force for readers (the read API, the
+    worker's ``/predict``), one per settings, made on first use: the learning modes and
+    ``PERF_ENGINE_LEARNING_PARAMS`` of the settings; refresh it before each read to follow
+    a published set. Kept apart from the worker's own calculator, which changes
+    parameters only between batches."""
+    with _readers_lock:
+        follower = _readers.get(settings)
+        if follower is None:
+            calculator = MetricsCalculator(
+                learning_modes=load_learning_modes(settings.learning_modes_path),
+                parameters=load_parameter_file(settings.learning_params_path),
+            )
+            follower = _readers[settings] = ParamsFollower(
+                calculator, KeySpace(settings.key_prefix), calculator.parameters
+            )
+        return follower

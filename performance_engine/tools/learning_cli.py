@@ -296,6 +296,7 @@ def _cmd_refold(args: argparse.Namespace, settings: Settings) -> int:
 
     from performance_engine.broker import broker_failed
     from performance_engine.connections import kafka_python_options
+    from performance_engine.events import partition_index
     from performance_engine.plugins import build_calculator
     from performance_engine.store.params import ParamsFollower
     from performance_engine.store.stats_store import StatsStore
@@ -322,11 +323,17 @@ def _cmd_refold(args: argparse.Namespace, settings: Settings) -> int:
             )
         except KafkaError as exc:
             raise broker_failed(settings, exc) from exc
+        partitions = sorted(producer.partitions_for(settings.stats_topic) or [0])
+
+        def send(key: bytes, value: bytes) -> None:  # where the worker sends a scope's events
+            partition = partitions[partition_index(key, len(partitions))]
+            producer.send(settings.stats_topic, key=key, value=value, partition=partition)
+
         try:
             report = refold(
                 store,
                 calculator,
-                lambda key, value: producer.send(settings.stats_topic, key=key, value=value),
+                send,
                 sub_topic_id=args.sub_topic,
                 learning_mode=args.mode,
                 flush=producer.flush,

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-import xxhash
+from performance_engine.events import partition_index
 
 __all__ = ["BatchPublisher", "OutRecord"]
 
@@ -40,7 +40,6 @@ class BatchPublisher:
             return
         partitions = await self._partitions_of(topic)
         count = len(partitions)
-        digest = xxhash.xxh3_64_intdigest
         grouped: dict[int, list[OutRecord]] = {}
         for record in records:
             key = record[0]
@@ -48,7 +47,7 @@ class BatchPublisher:
                 self._next += 1
                 index = self._next % count
             else:
-                index = digest(key) % count
+                index = partition_index(key, count)
             grouped.setdefault(partitions[index], []).append(record)
         producer = self.producer
         pending = []

@@ -2,6 +2,10 @@
 
 * ``GET /stats/{user_id}/{sub_topic_id}/{learning_mode}``: the SPEC 4 JSON; 404 with a
   JSON error when the scope has none, 400 for malformed ids, 503 when Redis fails.
+* ``GET /predict/{user_id}/{sub_topic_id}/{learning_mode}?question_id=Q&difficulty=D``:
+  ``{"p", "params_version", "version"}`` (SPEC 3.3) with the parameters in force; 400 for
+  a malformed id, an unknown mode or difficulty; 404 while the scope's learning values
+  are unknown.
 * ``GET /health``: ``{"status", "redis": {...}, "kafka": {...}, "state": {...}}``; 200
   when both answer and the worker goes on, else 503 (``state.error`` says why the worker
   refuses to go on: Redis lost state the attempts topic no longer holds).
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 from faust.web import Request, Response, View
 
 from performance_engine.broker import bootstrap_hosts
@@ -23,10 +28,12 @@ from performance_engine.errors import (
 )
 from performance_engine.metrics.attempt import scope_key
 from performance_engine.settings import Settings
+from performance_engine.store.params import reading_follower
+from performance_engine.store.predictions import predict_async
 from performance_engine.worker.instrumentation import CONTENT_TYPE
 from performance_engine.worker.status import status_of
 
-__all__ = ["HealthView", "MetricsView", "StatsView", "install_views"]
+__all__ = ["HealthView", "MetricsView", "PredictView", "StatsView", "install_views"]
 
 
 def _int(text: str, name: str) -> int:
@@ -70,6 +77,40 @@ class StatsView(View):
         except DatabaseQueryError as exc:
             return self.error(503, str(exc))
         return self.bytes(body, content_type="application/json")
+
+
+class PredictView(View):
+    """``GET /predict/{user_id}/{sub_topic_id}/{learning_mode}?question_id=Q&difficulty=D``."""
+
+    async def get(
+        self, request: Request, user_id: str, sub_topic_id: str, learning_mode: str
+    ) -> Response:
+        query = request.query
+        try:
+            scope = scope_key(
+                _int(user_id, "user_id"), _int(sub_topic_id, "sub_topic_id"), learning_mode
+            )
+            question_id = _int(query.get("question_id", ""), "question_id")
+            difficulty = query.get("difficulty", "")
+        except InvalidScopeError as exc:
+            return self.error(400, str(exc))
+        status = status_of(self)
+        store = status.store
+        if store is None:
+            return self.error(503, "the worker is starting; try again shortly")
+        follower = reading_follower(status.settings)
+        try:
+            await follower.refresh(store)
+            found = await predict_async(store, follower.calculator, scope, question_id, difficulty)
+        except InvalidScopeError as exc:
+            return self.error(400, str(exc))
+        except DatabaseQueryError as exc:
+            return self.error(503, str(exc))
+        if found is None:
+            return self.error(
+                404, f"the learning values of {scope} are unknown until its history is rebuilt"
+            )
+        return self.bytes(msgspec.json.encode(found), content_type="application/json")
 
 
 class HealthView(View):
@@ -120,5 +161,6 @@ def install_views(app: Any) -> None:
     """Register the engine's views on the app's web server (the app carries the worker's
     status: ``worker.status.attach_status``)."""
     app.page("/stats/{user_id}/{sub_topic_id}/{learning_mode}")(StatsView)
+    app.page("/predict/{user_id}/{sub_topic_id}/{learning_mode}")(PredictView)
     app.page("/health")(HealthView)
     app.page("/metrics")(MetricsView)
