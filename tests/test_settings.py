@@ -42,6 +42,7 @@ EVERY_VARIABLE: dict[str, tuple[str, object]] = {
     "PERF_ENGINE_DLQ_TOPIC": ("d", "d"),
     "PERF_ENGINE_APP_ID": ("app", "app"),
     "PERF_ENGINE_LEARNING_MODES": ("/etc/modes.toml", Path("/etc/modes.toml")),
+    "PERF_ENGINE_LEARNING_PARAMS": ("/etc/params.json", Path("/etc/params.json")),
     "PERF_ENGINE_WEB_PORT": ("7000", 7000),
     "PERF_ENGINE_METRICS": ("a.b:C, d:E", ("a.b:C", "d:E")),
     "PERF_ENGINE_ALLOW_EVICTION": ("yes", True),

@@ -20,21 +20,24 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-import numpy as np
 
 from performance_engine.metrics.learning import DEFAULT_LEARNING, LearningParams
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.params import ParameterSet
 from performance_engine.metrics.types import ScopeKey
 
+if TYPE_CHECKING:  # numpy is imported where the columns are built: readers never load it
+    import numpy as np
+
+    Array = np.ndarray[Any, Any]
+
 __all__ = ["DEFAULTS_VERSION", "LearningModel", "mode_version"]
 
 #: The ``params_version`` of the defaults of SPEC 3.1.
 DEFAULTS_VERSION = "defaults"
-Array = np.ndarray[Any, Any]
 
 
 def mode_version(params: LearningParams) -> str:
@@ -97,6 +100,8 @@ class LearningModel:
 
     def class_column(self, question: Array, difficulty: Array) -> Array:
         """Per row, the class whose guess and slip weigh the answer (vectorised)."""
+        import numpy as np
+
         classes = self.classes
         difficulty = np.asarray(difficulty, dtype=np.int64)
         if not classes:
@@ -111,6 +116,8 @@ class LearningModel:
 
     def offset_column(self, question: Array) -> Array:
         """Per row, the question's offset to a prediction's log-odds (0.0 if none)."""
+        import numpy as np
+
         question = np.asarray(question, dtype=np.int64)
         offsets = {} if self.fitted is None else self.fitted.offsets
         if not offsets:
@@ -127,6 +134,8 @@ class LearningModel:
     ) -> tuple[list[LearningParams], list[str], list[tuple[str, int | None]], Array]:
         """The distinct parameter groups of some scopes: their parameters, versions and
         (mode, sub-topic or None) keys, and each scope's group index."""
+        import numpy as np
+
         fitted = self.fitted
         keys: list[tuple[str, int | None]]
         if fitted is None or not fitted.groups:

@@ -52,6 +52,9 @@ def add_commands(commands: Any) -> None:
     evaluate.add_argument(
         "--predictions", type=Path, metavar="OUT.csv", help="write attempt_id,p per attempt"
     )
+    evaluate.add_argument(
+        "--report", type=Path, metavar="DIR", help="write a calibration chart (PNG and HTML)"
+    )
     evaluate.add_argument("--json", action="store_true", help="print the scores as JSON")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
@@ -237,6 +240,11 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
             for attempt_id, p in zip(found.attempt_ids, found.predictions.tolist(), strict=True):
                 out.write(f"{_csv(attempt_id)},{p!r}\n")
     summary = found.summary()
+    if args.report is not None:
+        from performance_engine.tools.report import write_report
+
+        outcome = history.frame["is_correct"].to_numpy(bool)
+        write_report(args.report, outcome, found.predictions, summary)
     if args.json:
         print(json.dumps(summary))
     else:

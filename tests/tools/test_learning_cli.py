@@ -140,3 +140,22 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
         f"perf-engine evaluate: error: parameter file {bad}: group standard/1: learn must be "
         "a number from 0 to 1, got 2"
     )
+
+
+def test_the_calibration_report_bins_predictions_and_writes_png_and_html(tmp_path: Path) -> None:
+    from performance_engine.tools.report import calibration_bins, write_report
+
+    p = np.array([0.05, 0.15, 0.15, 0.72, 0.78, 1.0])
+    right = np.array([False, True, False, True, True, True])
+    bins = calibration_bins(right, p)
+    assert [b.count for b in bins] == [1, 2, 0, 0, 0, 0, 0, 2, 0, 1]
+    assert bins[1].predicted == pytest.approx(0.15)
+    assert bins[1].observed == 0.5
+    assert bins[7].predicted == pytest.approx(0.75)
+    assert bins[9].observed == 1.0  # a prediction of exactly 1 is in the last bin
+    summary = {"count": 6, "auc": 0.8, "rmse": 0.3, "log_loss": 0.5, "params_version": "p-x"}
+    png, page = write_report(tmp_path / "report", right, p, summary)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = page.read_text(encoding="utf-8")
+    assert "data:image/png;base64," in text
+    assert "<td>0.7&ndash;0.8</td><td>2</td><td>0.750</td><td>1.000</td>" in text
