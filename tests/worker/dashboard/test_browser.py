@@ -13,12 +13,14 @@ import shutil
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from performance_engine.metrics.types import DIFFICULTIES
 from performance_engine.settings import Settings
 from performance_engine.tools.simulator import generate_attempts
 from tests.helpers import ROOT, oracle, produce_slowly, wait_for_oracle
@@ -122,6 +124,12 @@ def test_the_overview_counts_live_and_shows_hostile_ids_as_text(
     shot(page, "overview")
 
 
+def pct(x: float) -> str:
+    """What the page's ``fmt.pct`` shows: JavaScript's ``(100 * x).toFixed(1)``, which
+    rounds the double's exact value, halves up."""
+    return f"{Decimal(100 * x).quantize(Decimal('0.1'), ROUND_HALF_UP)}%"
+
+
 def test_a_cohort_lists_its_learners_and_a_learner_card_follows_new_attempts(
     stream_settings: Settings, workers: Callable[..., Any], page: Page
 ) -> None:
@@ -148,6 +156,12 @@ def test_a_cohort_lists_its_learners_and_a_learner_card_follows_new_attempts(
     page.goto(f"{base}/learner?user_id={user}")
     card = page.locator(f'[data-scope="{sub}:{mode}"]')
     expect(card.locator(".version")).to_have_text(str(expected[scope].version), timeout=30_000)
+    # The predicted success of the next question per difficulty, and which parameters.
+    learning = expected[scope].learning
+    assert learning is not None
+    shown = " · ".join(f"{d.value} {pct(learning.predicted_correct[d])}" for d in DIFFICULTIES)
+    expect(card.locator(".predicted")).to_have_text(shown)
+    expect(card.locator(".params-version")).to_have_text("defaults")
     expect(page.locator("#live")).to_have_text("live", timeout=30_000)
     later = max(r["occurred_at"] for r in rows) + 60_000
     newer = {**rows[0], "user_id": user, "sub_topic_id": sub, "learning_mode": mode,
