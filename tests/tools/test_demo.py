@@ -39,10 +39,15 @@ def test_demo_runs_shows_stats_and_leaves_nothing_behind(tmp_path: Path) -> None
     learners = [stats for stats in summary["learners"] if stats is not None]
     assert len(learners) >= 3
     assert all(stats["version"] > 0 for stats in learners)
-    # each learner's mastery and recommended difficulty, from the learning block
+    # each learner's mastery and recommended difficulty, from the learning block, with
+    # the parameters fitted on the warm-up learners (named in the output and the stats)
+    version = summary["params_version"]
+    assert version.startswith("p-")
+    assert f"parameters {version} in force" in done.stdout
     for stats in learners:
         assert 0 <= stats["learning"]["mastery_probability"] <= 1
         assert stats["learning"]["recommended_difficulty"] in ("easy", "medium", "hard")
+        assert stats["learning"]["params_version"] == version
     assert "mastery" in done.stdout  # the live view has the column (its values: above)
     # the dashboard: its address printed, and its overview counting what the worker did
     assert summary["dashboard"].startswith("http://127.0.0.1:")
