@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from performance_engine.metrics.attempt import Attempt
+from performance_engine.metrics.params import FittedGroup, ParameterSet
 from performance_engine.metrics.types import DifficultyEnum
 
 START = 1_795_510_800_000
@@ -35,3 +36,44 @@ def attempts(draw: st.DrawFn, max_size: int = 60) -> list[Attempt]:
     )
     repeats = draw(st.lists(st.sampled_from(distinct), max_size=len(distinct)))
     return distinct + repeats
+
+
+MODES = ("standard", "practice", "mastery")
+_probability = st.floats(0.02, 0.9)
+_guess_or_slip = st.floats(0.01, 0.45)
+
+
+@st.composite
+def parameter_sets(draw: st.DrawFn) -> ParameterSet | None:
+    """None (the modes' parameters), or a fitted set (SPEC 3.2, 3.3) for the scopes of
+    :func:`attempts`: groups for some (mode, sub-topic), classes and offsets for some of
+    their questions."""
+    if draw(st.booleans()):
+        return None
+    groups = {}
+    for mode, sub in draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["standard", "practice", "mastery"]),
+                st.sampled_from([1, 2**63 - 1]),
+            ),
+            max_size=3,
+            unique=True,
+        )
+    ):
+        triple = st.tuples(_guess_or_slip, _guess_or_slip, _guess_or_slip)
+        groups[mode, sub] = FittedGroup(
+            mode,
+            sub,
+            draw(_probability),
+            draw(st.floats(0.001, 0.5)),
+            draw(st.sampled_from([0.0, 0.05])),
+            draw(triple),
+            draw(triple),
+            60,
+            600,
+            -100.0,
+        )
+    classes = draw(st.dictionaries(st.integers(1, 6), st.integers(0, 2), max_size=4))
+    offsets = draw(st.dictionaries(st.integers(1, 6), st.floats(-2, 2), max_size=3))
+    return ParameterSet(groups, (), classes, {}, offsets)

@@ -11,17 +11,22 @@ from performance_engine.metrics.attempt import Attempt
 from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.frame import attempts_to_frame
+from performance_engine.metrics.params import ParameterSet
 from tests.example_metrics import LatestTimes, MostTriedQuestion, TimeSpent, WrongInARow
 from tests.helpers import attempts_frame_of
 from tests.oracle import oracle_stats
-from tests.strategies import attempts
+from tests.strategies import attempts, parameter_sets
 
 
 @pytest.mark.timeout(120)  # hundreds of generated cases; slower on a loaded box
 @settings(max_examples=100, deadline=None)
-@given(attempts(), st.booleans())
-def test_the_oracle_agrees_with_the_batch_path(stream: list[Attempt], custom: bool) -> None:
-    calculator = MetricsCalculator()
+@given(attempts(), st.booleans(), parameter_sets())
+def test_the_oracle_agrees_with_the_batch_path(
+    stream: list[Attempt], custom: bool, params: ParameterSet | None
+) -> None:
+    """With the modes' parameters or a fitted set (the oracle reads the set's groups and
+    classes itself, and folds mastery in exact arithmetic)."""
+    calculator = MetricsCalculator(parameters=params)
     if custom:
         calculator.register_metrics(
             [TimeSpent(), WrongInARow(), MostTriedQuestion(), LatestTimes()]

@@ -16,10 +16,11 @@ from performance_engine.metrics.batch import compute_states, compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.frame import attempts_to_frame
 from performance_engine.metrics.history import Entry, decode_entries
+from performance_engine.metrics.params import ParameterSet
 from performance_engine.metrics.state import ScopeState, decode_state, encode_state
 from performance_engine.metrics.types import DifficultyEnum, PerformanceStatsData, ScopeKey
 from tests.helpers import SPILL_LIMITS, StreamModel
-from tests.strategies import attempts
+from tests.strategies import attempts, parameter_sets
 
 
 def incremental(
@@ -30,11 +31,17 @@ def incremental(
 
 
 @settings(max_examples=300, deadline=None)
-@given(attempts(), st.randoms(use_true_random=False), st.sampled_from(SPILL_LIMITS))
+@given(
+    attempts(),
+    st.randoms(use_true_random=False),
+    st.sampled_from(SPILL_LIMITS),
+    parameter_sets(),
+)
 def test_incremental_equals_batch_in_any_order(
-    stream: list[Attempt], rng: object, limit: int
+    stream: list[Attempt], rng: object, limit: int, params: ParameterSet | None
 ) -> None:
-    calculator = MetricsCalculator(history_inline_limit=limit)
+    """With the modes' parameters or a fitted set (groups, question classes)."""
+    calculator = MetricsCalculator(history_inline_limit=limit, parameters=params)
     shuffled = list(stream)
     rng.shuffle(shuffled)  # type: ignore[attr-defined]
     model = StreamModel(calculator).apply_each(shuffled)
@@ -46,9 +53,11 @@ def test_incremental_equals_batch_in_any_order(
 
 
 @settings(max_examples=100, deadline=None)
-@given(attempts())
-def test_applying_everything_twice_changes_nothing(stream: list[Attempt]) -> None:
-    calculator = MetricsCalculator()
+@given(attempts(), parameter_sets())
+def test_applying_everything_twice_changes_nothing(
+    stream: list[Attempt], params: ParameterSet | None
+) -> None:
+    calculator = MetricsCalculator(parameters=params)
     once, stats_once = incremental(calculator, stream)
     twice, stats_twice = incremental(calculator, stream + stream)
     assert (twice, stats_twice) == (once, stats_once)
@@ -56,14 +65,18 @@ def test_applying_everything_twice_changes_nothing(stream: list[Attempt]) -> Non
 
 @settings(max_examples=150, deadline=None)
 @given(
-    attempts(), st.integers(0, 60), st.randoms(use_true_random=False), st.sampled_from(SPILL_LIMITS)
+    attempts(),
+    st.integers(0, 60),
+    st.randoms(use_true_random=False),
+    st.sampled_from(SPILL_LIMITS),
+    parameter_sets(),
 )
 def test_batch_merge_into_a_base_equals_one_pass(
-    stream: list[Attempt], cut: int, rng: object, limit: int
+    stream: list[Attempt], cut: int, rng: object, limit: int, params: ParameterSet | None
 ) -> None:
     """Backfilling history onto state the stream already holds gives the one-pass result,
     whichever part came first (older history after newer included)."""
-    calculator = MetricsCalculator(history_inline_limit=limit)
+    calculator = MetricsCalculator(history_inline_limit=limit, parameters=params)
     shuffled = list(stream)
     rng.shuffle(shuffled)  # type: ignore[attr-defined]
     head = shuffled[: cut % (len(shuffled) + 1)]
@@ -153,8 +166,10 @@ def test_distinct_attempts_matches_its_definition(
 
 
 @settings(max_examples=300, deadline=None)
-@given(attempts())
-def test_columnar_stats_json_is_byte_equal_to_the_record(stream: list[Attempt]) -> None:
+@given(attempts(), parameter_sets())
+def test_columnar_stats_json_is_byte_equal_to_the_record(
+    stream: list[Attempt], params: ParameterSet | None
+) -> None:
     """The columnar stats writer and PerformanceStatsData.to_json agree exactly.
 
     Called directly: ``stats_json_many`` would take the per-scope path for fewer than
@@ -162,7 +177,7 @@ def test_columnar_stats_json_is_byte_equal_to_the_record(stream: list[Attempt]) 
     """
     from performance_engine.metrics.columnar import builtin_stats_json
 
-    calculator = MetricsCalculator()
+    calculator = MetricsCalculator(parameters=params)
     result = compute_states(attempts_to_frame(stream), calculator)
     expected = [calculator.stats(scope, state).to_json() for scope, state in result.items()]
     assert builtin_stats_json(result.scopes, result.states, calculator.model) == expected
