@@ -13,7 +13,12 @@ only. Contenders, measured in the same run:
   learners (shrunk towards its skill's by ten pseudo-answers; the skill's, then everyone's,
   for a problem never seen), the same for every learner;
 - the engine's fit per skill (``perf-engine fit``), guess and slip per difficulty class;
-- the same with per-question difficulty classes and offsets (``--per-question``).
+- the same with per-question difficulty classes and offsets (``--per-question``);
+- pyBKT 1.4 (``pip install pyBKT``; it installs in pure Python here) fitted per skill
+  with ``multigs`` on the difficulty column and ``num_fits`` starting points, on the folds
+  of ``--pybkt-folds`` (fold 1 by default: it takes many minutes per fold).
+
+    .venv/bin/python bench/learning.py --pybkt-folds 1      # the table of docs/learning.md
 
 Prints one table: AUC, RMSE and log-loss (mean and spread over the folds), fit seconds and
 predictions per second.
@@ -64,6 +69,52 @@ def item_baseline(train: History, test: History) -> tuple[Any, float]:
     return predicted, seconds
 
 
+def pybkt_contender(train: History, test: History, fits: int) -> tuple[Any, float, float]:
+    """pyBKT 1.4 fitted per skill (``multigs`` per difficulty) on the training learners;
+    its one-step predictions of the scored learners' answers, in the engine's row order.
+    Returns the predictions, the fit's seconds and the prediction's seconds."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pyBKT.fit.EM_fit as em_fit
+        from pyBKT.models import Model
+
+    run = em_fit.run
+
+    def run_with_a_scalar_likelihood(*a: Any, **k: Any) -> Any:
+        # pyBKT 1.4 stores a one-element array where it wants a number; NumPy 2 refuses.
+        result = run(*a, **k)
+        result["total_loglike"] = float(np.sum(result["total_loglike"]))
+        return result
+
+    em_fit.run = run_with_a_scalar_likelihood
+
+    def as_pybkt(history: History) -> pd.DataFrame:
+        frame = history.frame
+        return pd.DataFrame(
+            {
+                "order_id": np.arange(len(frame)),
+                "user_id": frame["user_id"].to_numpy(),
+                "skill_name": frame["sub_topic_id"].astype(str).to_numpy(),
+                "correct": frame["is_correct"].astype(int).to_numpy(),
+                "difficulty": frame["difficulty"].astype(str).to_numpy(),
+            }
+        )
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = Model(seed=7, num_fits=fits, parallel=False)
+        start = time.perf_counter()
+        model.fit(data=as_pybkt(train), multigs="difficulty")
+        fitted = time.perf_counter() - start
+        start = time.perf_counter()
+        found = model.predict(data=as_pybkt(test))
+        predicting = time.perf_counter() - start
+    found = found.sort_values("order_id")
+    return found["correct_predictions"].to_numpy(np.float64), fitted, predicting
+
+
 def scores(outcome: Any, predicted: Any) -> Scores:
     return {
         "auc": auc(outcome, predicted),
@@ -76,7 +127,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folds", default="1,2,3,4,5", help="the folds to score")
     parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument(
+        "--pybkt-folds", default="1", help="the folds pyBKT is fitted on ('' for none)"
+    )
+    parser.add_argument("--pybkt-fits", type=int, default=3, help="pyBKT's num_fits")
     args = parser.parse_args()
+    pybkt_folds = {int(x) for x in args.pybkt_folds.split(",") if x}
     console = Console(width=120)
     modes = LearningModes.default()
     frames = {k: read_fold(args.data / f"assist2017_pid_test{k}.csv") for k in range(1, 6)}
@@ -111,6 +167,22 @@ def main() -> int:
             found = evaluate(test, modes, params)
             rate = len(outcome) / (time.perf_counter() - start)
             record(name, scores(outcome, found.predictions), fitted, rate)
+            if per_question:
+                engine_fit = fitted
+
+        if k in pybkt_folds:
+            console.print(f"fold {k}: fitting pyBKT ({args.pybkt_fits} starts) ...")
+            predicted, fitted, predicting = pybkt_contender(train, test, args.pybkt_fits)
+            record(
+                f"pyBKT 1.4, multigs, per skill (fold {k})",
+                scores(outcome, predicted),
+                fitted,
+                len(outcome) / predicting,
+            )
+            console.print(
+                f"fold {k}: pyBKT's fit took {fitted:.0f} s, {fitted / engine_fit:.0f}x the "
+                f"engine's fit with per-question classes and offsets ({engine_fit:.1f} s)"
+            )
 
     table = Table(title=f"next-answer prediction, ASSISTments 2017, folds {args.folds}")
     for column in ("contender", "AUC", "RMSE", "log-loss", "fit s", "predictions/s"):

@@ -21,6 +21,10 @@ measures, in one run:
 * two workers on a 16-partition topic: rate and exactness;
 * the cost of the dashboard: the engine draining the same topic with
   ``PERF_ENGINE_DASHBOARD=false`` (no stats consumer of its own), in turns with it on;
+* the cost of fitted learning parameters (``--fitted``): the engine with a parameter set
+  fitted on the same attempts (``perf-engine fit --per-question``: a group per mode and
+  sub-topic, each question's class and offset) in ``PERF_ENGINE_LEARNING_PARAMS``, in
+  turns with the defaults;
 * the cost of the sequential (learning) metrics: the engine with 10% of the attempts
   arriving out of learning order, and, with ``--previous DIR`` (a checkout of an earlier
   release, e.g. ``git worktree add /tmp/prev <commit>``), that release's worker draining
@@ -59,7 +63,8 @@ sys.path.insert(0, str(ROOT))
 from performance_engine.metrics.batch import compute_stats  # noqa: E402
 from performance_engine.metrics.calculator import MetricsCalculator  # noqa: E402
 from performance_engine.metrics.frame import normalise_frame  # noqa: E402
-from performance_engine.settings import Settings, settings_env  # noqa: E402
+from performance_engine.metrics.modes import LearningModes  # noqa: E402
+from performance_engine.settings import Settings, load_parameter_file, settings_env  # noqa: E402
 from performance_engine.store.stats_store import StatsStore  # noqa: E402
 from performance_engine.tools.demo import (  # noqa: E402
     free_port,
@@ -305,9 +310,10 @@ def drain(
     workers: int = 1,
     source: Path | None = None,
     dashboard: bool = True,
+    params: Path | None = None,
 ) -> tuple[Row, Settings, float]:
     """Fill a topic, start the consumer(s), time them draining it; returns the row."""
-    settings = replace(lab.settings(partitions), dashboard=dashboard)
+    settings = replace(lab.settings(partitions), dashboard=dashboard, learning_params_path=params)
     create_topics(settings)
     fill_topic(settings, records)
     processes = Processes(lab)
@@ -327,8 +333,19 @@ def drain(
     return Row(name, len(records), done - started, cpu_seconds=cpu), settings, rss
 
 
+def fit_parameters(frame: pd.DataFrame, out: Path) -> Path:
+    """A parameter set fitted on the benchmark's attempts, with per-question classes and
+    offsets (what ``perf-engine fit --per-question`` writes)."""
+    from performance_engine.tools.learning import fit, history_of
+
+    modes = LearningModes.default()
+    params = fit(history_of(normalise_frame(frame, modes).frame), modes, per_question=True)
+    out.write_text(json.dumps(params.to_dict()))
+    return out
+
+
 def check_exact(settings: Settings, frame: pd.DataFrame) -> str:
-    calculator = MetricsCalculator()
+    calculator = MetricsCalculator(parameters=load_parameter_file(settings.learning_params_path))
     expected = compute_stats(normalise_frame(frame, calculator.learning_modes).frame, calculator)
     scopes = sorted(expected)
     with StatsStore.from_settings(settings) as store:
@@ -501,6 +518,11 @@ def main() -> int:
         help="scope states each engine worker keeps in memory (PERF_ENGINE_CACHE_SIZE)",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI")
+    parser.add_argument(
+        "--fitted",
+        action="store_true",
+        help="add the engine with parameters fitted on the same attempts (throughput part)",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.attempts, args.users, args.baseline_attempts = 3000, 500, 1000
@@ -530,11 +552,16 @@ def main() -> int:
                 # The engine, the previous release and the late arrivals take turns,
                 # ``--repeat`` times; each row keeps its median run (the box is noisy).
                 shuffled = arrive_late(records, 0.10, seed=5)
-                contenders: list[tuple[str, list[Any], Path | None, bool, bool]] = [
-                    ("engine", records, None, True, True)
+                contenders: list[tuple[str, list[Any], Path | None, bool, bool, Path | None]] = [
+                    ("engine", records, None, True, True, None)
                 ]
+                if args.fitted:
+                    fitted = fit_parameters(frame, workdir / "params.json")
+                    contenders.append(
+                        ("engine, fitted parameters", records, None, True, True, fitted)
+                    )
                 if "dashboard" in parts:
-                    contenders.append(("engine, dashboard off", records, None, True, False))
+                    contenders.append(("engine, dashboard off", records, None, True, False, None))
                 if "previous" in parts and args.previous is not None:
                     contenders.append(
                         (
@@ -543,14 +570,15 @@ def main() -> int:
                             args.previous,
                             False,
                             True,
+                            None,
                         )
                     )
                 if "late" in parts:
                     late = f"engine, {late_arrivals(shuffled):,} attempts late"
-                    contenders.append((late, shuffled, None, True, True))
+                    contenders.append((late, shuffled, None, True, True, None))
                 runs: dict[str, list[Row]] = {}
                 for _ in range(args.repeat):
-                    for name, items, source, check, dashboard in contenders:
+                    for name, items, source, check, dashboard, params in contenders:
                         row, settings, rss = drain(
                             lab,
                             name,
@@ -559,6 +587,7 @@ def main() -> int:
                             args.partitions,
                             source=source,
                             dashboard=dashboard,
+                            params=params,
                         )
                         if check:
                             row.exact = check_exact(settings, frame)
