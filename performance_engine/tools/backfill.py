@@ -27,6 +27,7 @@ from performance_engine.metrics.frame import RowError
 from performance_engine.metrics.history import Entry
 from performance_engine.metrics.types import ScopeKey, with_revision
 from performance_engine.store.bulk import FIRST_REVISION, PackedScopes, pack_fresh
+from performance_engine.store.params import ParamsFollower
 from performance_engine.store.stats_store import ScopeWrite, StatsStore, StoredScope
 from performance_engine.tools.history_files import load_attempts
 
@@ -118,12 +119,15 @@ def backfill_frame(
     *,
     progress: Progress = _no_progress,
 ) -> BackfillReport:
-    """Merge a normalised frame of attempts into the stored state of its scopes.
+    """Merge a normalised frame of attempts into the stored state of its scopes, with the
+    learning parameters in force (a set published to Redis replaces the calculator's
+    parameter file's; see ``store.params``).
 
     The cyclic garbage collector is paused meanwhile (and restored after): the backfill
     creates a few objects per scope, none in a cycle, and collections triggered by
     hundreds of thousands of them cost a third of the state building.
     """
+    ParamsFollower(calculator, store.keys, calculator.parameters).refresh_sync(store)
     with _collector_paused():
         return _backfill_frame(frame, store, calculator, progress)
 

@@ -4,6 +4,7 @@ the file's set when it is withdrawn."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -73,3 +74,24 @@ def test_a_new_set_changes_the_signature_so_stored_scopes_are_refolded() -> None
     assert calculator.signature("standard", 8) == before  # not fitted, no question classes
     calculator.use_parameters(None)
     assert calculator.signature("standard", 7) == before
+
+
+def test_a_backfill_uses_the_published_set(settings: Settings) -> None:
+    from performance_engine.metrics.frame import normalise_frame
+    from performance_engine.metrics.modes import LearningModes
+    from performance_engine.tools.backfill import backfill_frame
+    from tests.helpers import attempts_frame_of, oracle, results, spec_attempts
+
+    published = a_set(0.3)
+    attempts = spec_attempts()  # user 123, sub-topic 456
+    fitted = ParameterSet(
+        {("standard", 456): dataclasses.replace(published.groups["standard", 7], sub_topic_id=456)}
+    )
+    with StatsStore.from_settings(settings) as store:
+        publish_params(store, fitted)
+        frame = normalise_frame(attempts_frame_of(attempts), LearningModes.default()).frame
+        backfill_frame(frame, store, MetricsCalculator())
+        expected = oracle([a.to_mapping() for a in attempts], MetricsCalculator(parameters=fitted))
+        found = results({s: store.stats(s) for s in expected})
+    assert found == expected
+    assert {s.learning.params_version for s in found.values()} == {fitted.version}

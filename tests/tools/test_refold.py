@@ -52,9 +52,7 @@ def test_kill_9_during_a_refold_ends_exact(stream_settings: Settings, tmp_path: 
     def refolded() -> int:
         with StatsStore.from_settings(settings) as store:
             found = store.read(scopes[::50])
-        return sum(
-            fitted.version.encode() in item.stats_json for item in found if item is not None
-        )
+        return sum(fitted.version.encode() in item.stats_json for item in found if item is not None)
 
     process = subprocess.Popen(
         [sys.executable, "-m", "performance_engine.tools.cli", "refold", "--quiet"],
