@@ -124,7 +124,7 @@ def test_learning_columns_fold_like_the_reference(
         c["question"],
         params,
         np.array(which, dtype=np.int64),
-        [classes.get(q, d) for q, d in zip(c["question"], c["difficulty"], strict=True)],
+        np.array([classes.get(q, d) for q, d in zip(c["question"], c["difficulty"], strict=True)]),
     ).states()
     assert got == [
         fold_learning(scope, params[w], classes) for scope, w in zip(entries, which, strict=True)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,15 +40,18 @@ def test_kill_9_during_a_refold_ends_exact(stream_settings: Settings, tmp_path: 
     params.write_text(json.dumps(fitted.to_dict()))
     assert run_cli(settings, "params", "publish", str(params)).returncode == 0
 
-    rows = frame.to_dict("records")
+    rows: list[dict[str, Any]] = [
+        {str(k): v for k, v in row.items()} for row in frame.to_dict("records")
+    ]
     before = oracle(rows)
     after = oracle(rows, MetricsCalculator(parameters=fitted))
     scopes = sorted(before)
     assert any(before[s] != after[s] for s in scopes)
 
-    def stored() -> dict[object, object]:
+    def stored() -> dict[Any, Any]:
         with StatsStore.from_settings(settings) as store:
-            return results({s: store.stats(s) for s in scopes})
+            found: dict[Any, Any] = results({s: store.stats(s) for s in scopes})
+            return found
 
     def refolded() -> int:
         with StatsStore.from_settings(settings) as store:

@@ -61,7 +61,8 @@ def write(path: Path, params: ParameterSet) -> Path:
 
 def stored_json(settings: Settings, scopes: list[ScopeKey]) -> dict[ScopeKey, Any]:
     with StatsStore.from_settings(settings) as store:
-        return results({s: store.stats(s) for s in scopes})
+        found: dict[ScopeKey, Any] = results({s: store.stats(s) for s in scopes})
+        return found
 
 
 def scope_of(row: dict[str, Any]) -> ScopeKey:
