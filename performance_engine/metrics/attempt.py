@@ -22,8 +22,10 @@ from performance_engine.metrics.types import DifficultyEnum, LearningModeType, S
 __all__ = [
     "ATTEMPT_COLUMNS",
     "ERROR_CLASSES",
+    "FUTURE_TOLERANCE_MS",
     "MAX_EPOCH_MS",
     "MAX_VALUE_BYTES",
+    "MIN_EPOCH_MS",
     "RFC3339_PATTERN",
     "Attempt",
     "attempt_from_mapping",
@@ -37,6 +39,11 @@ MAX_VALUE_BYTES = 64 * 1024
 MAX_ID = 2**63 - 1
 #: 9999-12-31T23:59:59.999Z, the last instant RFC 3339 can write.
 MAX_EPOCH_MS = 253_402_300_799_999
+#: 2000-01-01T00:00:00Z: an integer ``occurred_at`` below it is what epoch *seconds* look
+#: like, and is rejected as ``implausible_time`` (SPEC 2).
+MIN_EPOCH_MS = 946_684_800_000
+#: How far after its Kafka record's timestamp an attempt may say it happened (SPEC 2).
+FUTURE_TOLERANCE_MS = 24 * 3600 * 1000
 
 #: The fields of an attempt as the columns of a frame (files, batch engine, frame metrics).
 ATTEMPT_COLUMNS = (
@@ -60,6 +67,7 @@ ERROR_CLASSES = (
     "invalid_field",
     "unknown_learning_mode",
     "unknown_difficulty",
+    "implausible_time",
 )
 
 #: An RFC 3339 timestamp with a zone (the files' vectorised check uses the same pattern).
@@ -68,7 +76,10 @@ _RFC3339_RE = re.compile(RFC3339_PATTERN)
 _DIFFICULTY_BY_NAME = {d.value: d for d in DifficultyEnum}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-_Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
+#: An id: a JSON integer, or its canonical decimal string (no sign, no leading zero, no
+#: space), which languages whose numbers are doubles can write exactly beyond 2^53.
+_ID_TEXT = r"^[1-9][0-9]{0,18}$"
+_Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)] | Annotated[str, msgspec.Meta(pattern=_ID_TEXT)]
 
 
 class _Wire(msgspec.Struct):
@@ -142,11 +153,18 @@ def parse_difficulty(value: str) -> DifficultyEnum:
 
 
 def parse_occurred_at(value: str | int) -> int:
-    """An RFC 3339 timestamp with a zone, or epoch milliseconds, as epoch milliseconds."""
+    """An RFC 3339 timestamp with a zone, or epoch milliseconds from 2000-01-01 on, as
+    epoch milliseconds."""
     if isinstance(value, int):
         if isinstance(value, bool) or not 0 <= value <= MAX_EPOCH_MS:
             raise InvalidAttemptError(
-                "invalid_field", f"occurred_at {value!r} is not epoch milliseconds >= 0"
+                "invalid_field", f"occurred_at {value!r} is not epoch milliseconds"
+            )
+        if value < MIN_EPOCH_MS:
+            raise InvalidAttemptError(
+                "implausible_time",
+                f"occurred_at {value} is before 2000-01-01 in epoch milliseconds; it looks "
+                "like epoch seconds: send milliseconds (seconds x 1000) or an RFC 3339 string",
             )
         return value
     if not _RFC3339_RE.fullmatch(value):
@@ -179,16 +197,40 @@ def parse_occurred_at(value: str | int) -> int:
     return millis
 
 
-def _from_wire(wire: _Wire, modes: LearningModes) -> Attempt:
+def _id(value: int | str, name: str) -> int:
+    """An id as an integer (a decimal string checked against 2^63-1)."""
+    if isinstance(value, int):
+        return value
+    number = int(value)
+    if number > MAX_ID:
+        raise InvalidAttemptError(
+            "invalid_field", f"{name} {value!r} is above 2^63-1 (9223372036854775807)"
+        )
+    return number
+
+
+def _from_wire(wire: _Wire, modes: LearningModes, record_ms: int | None) -> Attempt:
+    user_id = _id(wire.user_id, "user_id")
+    sub_topic_id = _id(wire.sub_topic_id, "sub_topic_id")
+    learning_mode = modes.normalise(wire.learning_mode)
+    question_id = _id(wire.question_id, "question_id")
+    difficulty = parse_difficulty(wire.difficulty)
+    occurred = parse_occurred_at(wire.occurred_at)
+    if record_ms is not None and record_ms > 0 and occurred > record_ms + FUTURE_TOLERANCE_MS:
+        raise InvalidAttemptError(
+            "implausible_time",
+            f"occurred_at {wire.occurred_at!r} is more than 24 hours after the record was "
+            "produced (its Kafka timestamp); is the device's clock wrong?",
+        )
     return Attempt(
         attempt_id=wire.attempt_id,
-        user_id=wire.user_id,
-        sub_topic_id=wire.sub_topic_id,
-        learning_mode=modes.normalise(wire.learning_mode),
-        question_id=wire.question_id,
-        difficulty=parse_difficulty(wire.difficulty),
+        user_id=user_id,
+        sub_topic_id=sub_topic_id,
+        learning_mode=learning_mode,
+        question_id=question_id,
+        difficulty=difficulty,
         is_correct=wire.is_correct,
-        occurred_at=parse_occurred_at(wire.occurred_at),
+        occurred_at=occurred,
         attempt_number=wire.attempt_number,
         time_spent_ms=wire.time_spent_ms,
         schema_version=wire.schema_version,
@@ -202,8 +244,12 @@ def _field_error(exc: msgspec.ValidationError) -> InvalidAttemptError:
     return InvalidAttemptError("invalid_field", message)
 
 
-def decode_attempt(value: bytes | None, modes: LearningModes) -> Attempt:
-    """Validate one raw Kafka record value; raise InvalidAttemptError if it breaks SPEC 2."""
+def decode_attempt(
+    value: bytes | None, modes: LearningModes, record_ms: int | None = None
+) -> Attempt:
+    """Validate one raw Kafka record value; raise InvalidAttemptError if it breaks SPEC 2.
+    ``record_ms``: the record's Kafka timestamp (an ``occurred_at`` more than 24 hours
+    after it is implausible)."""
     if value is None:
         raise InvalidAttemptError("invalid_json", "the record has no value (a tombstone)")
     if len(value) > MAX_VALUE_BYTES:
@@ -224,7 +270,7 @@ def decode_attempt(value: bytes | None, modes: LearningModes) -> Attempt:
         except UnicodeDecodeError as bad:
             raise InvalidAttemptError("invalid_utf8", f"value is not valid UTF-8: {bad}") from None
         raise InvalidAttemptError("invalid_json", f"value is not valid JSON: {exc}") from None
-    return _from_wire(wire, modes)
+    return _from_wire(wire, modes, record_ms)
 
 
 def attempt_from_mapping(data: Mapping[str, Any], modes: LearningModes) -> Attempt:
@@ -233,7 +279,7 @@ def attempt_from_mapping(data: Mapping[str, Any], modes: LearningModes) -> Attem
         wire = msgspec.convert(data, _Wire, strict=True)
     except msgspec.ValidationError as exc:
         raise _field_error(exc) from None
-    return _from_wire(wire, modes)
+    return _from_wire(wire, modes, None)
 
 
 def scope_key(user_id: int, sub_topic_id: int, learning_mode: LearningModeType | str) -> ScopeKey:

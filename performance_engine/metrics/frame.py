@@ -36,6 +36,7 @@ from performance_engine.errors import InputFileError, InvalidAttemptError
 from performance_engine.metrics.attempt import (
     ATTEMPT_COLUMNS,
     MAX_EPOCH_MS,
+    MIN_EPOCH_MS,
     RFC3339_PATTERN,
     Attempt,
     attempt_from_mapping,
@@ -405,9 +406,9 @@ def _timestamp_column(
         millis = pc.fill_null(column.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()), -1)
         values = millis.to_numpy(zero_copy_only=False).astype(np.int64)
         return values, _filled(column) & (values >= 0) & (values <= MAX_EPOCH_MS)
-    if pa.types.is_integer(kind):
+    if pa.types.is_integer(kind):  # epoch milliseconds, from 2000 on (SPEC 2)
         values = np.array(pc.fill_null(column.cast(pa.int64()), -1), dtype=np.int64)
-        return values, (values >= 0) & (values <= MAX_EPOCH_MS)
+        return values, (values >= MIN_EPOCH_MS) & (values <= MAX_EPOCH_MS)
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
     digits = pc.fill_null(pc.match_substring_regex(column, r"^[0-9]{1,15}$"), False)
@@ -428,7 +429,9 @@ def _timestamp_column(
         values[stamped_np] = millis
         stamped_np = stamped_np.copy()
         stamped_np[stamped_np] = parsed_ok
-    good = (digits_np | stamped_np) & (values >= 0) & (values <= MAX_EPOCH_MS)
+    good = ((digits_np & (values >= MIN_EPOCH_MS)) | (stamped_np & (values >= 0))) & (
+        values <= MAX_EPOCH_MS
+    )
     return values, good
 
 

@@ -190,7 +190,7 @@ class BatchProcessor:
         dead: list[tuple[Record, InvalidAttemptError]] = []
         for record in records:
             try:
-                attempt = decode_attempt(record.value, modes)
+                attempt = decode_attempt(record.value, modes, record.timestamp)
             except InvalidAttemptError as exc:
                 dead.append((record, exc))
                 continue

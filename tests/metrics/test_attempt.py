@@ -76,7 +76,15 @@ def test_json_round_trip_of_attempt() -> None:
         (b"[" * 30_000 + b"]" * 30_000, "invalid_field"),
         (b'{"x":' + b"[" * 30_000 + b"]" * 30_000 + b"}", "invalid_json"),
         (encode({k: v for k, v in raw().items() if k != "user_id"}), "missing_field"),
-        (encode(raw(user_id="123")), "invalid_field"),
+        (encode(raw(user_id="0123")), "invalid_field"),
+        (encode(raw(user_id="1e3")), "invalid_field"),
+        (encode(raw(user_id=" 123")), "invalid_field"),
+        (encode(raw(user_id="-5")), "invalid_field"),
+        (encode(raw(user_id="0")), "invalid_field"),
+        (encode(raw(sub_topic_id="9223372036854775808")), "invalid_field"),
+        (encode(raw(question_id="12.0")), "invalid_field"),
+        (encode(raw(occurred_at=1_795_510_800)), "implausible_time"),  # seconds, not ms
+        (encode(raw(occurred_at=946_684_799_999)), "implausible_time"),
         (encode(raw(user_id=True)), "invalid_field"),
         (encode(raw(user_id=0)), "invalid_field"),
         (encode(raw(user_id=2**63)), "invalid_field"),
@@ -88,6 +96,7 @@ def test_json_round_trip_of_attempt() -> None:
         (encode(raw(occurred_at="2026-11-24T09:00:00")), "invalid_field"),
         (encode(raw(occurred_at="yesterday")), "invalid_field"),
         (encode(raw(occurred_at=-1)), "invalid_field"),
+        (encode(raw(occurred_at=0)), "implausible_time"),
         (encode(raw(occurred_at="2026-02-30T09:00:00Z")), "invalid_field"),
         (encode(raw(attempt_number=0)), "invalid_field"),
         (encode(raw(time_spent_ms=-5)), "invalid_field"),
@@ -119,6 +128,7 @@ def test_optional_fields_may_be_null() -> None:
         ("1970-01-01 01:00:00+01:00", 0),
         ("1970-01-01T00:00:00.123456789Z", 123),
         (1_795_510_800_000, 1_795_510_800_000),
+        (946_684_800_000, 946_684_800_000),  # 2000-01-01, the first integer accepted
     ],
 )
 def test_occurred_at_forms(text: str | int, millis: int) -> None:
@@ -130,3 +140,43 @@ def test_mapping_and_bytes_paths_agree() -> None:
     assert attempt_from_mapping(data, MODES) == decode_attempt(encode(data), MODES)
     with pytest.raises(InvalidAttemptError, match="bool"):
         attempt_from_mapping(raw(user_id=True), MODES)
+
+
+def test_ids_may_be_canonical_decimal_strings() -> None:
+    """How languages whose JSON numbers are doubles send ids above 2^53 exactly (and how
+    node-postgres returns a BIGINT)."""
+    found = decode_attempt(
+        encode(
+            raw(user_id="1003", sub_topic_id="9223372036854775807", question_id="9007199254740993")
+        ),
+        MODES,
+    )
+    assert (found.user_id, found.sub_topic_id, found.question_id) == (
+        1003, 2**63 - 1, 2**53 + 1
+    )  # fmt: skip
+    assert found == decode_attempt(
+        encode(raw(user_id=1003, sub_topic_id=2**63 - 1, question_id=2**53 + 1,
+                   attempt_id=found.attempt_id)),
+        MODES,
+    )  # fmt: skip
+
+
+def test_epoch_seconds_are_refused_with_a_reason_that_says_so() -> None:
+    with pytest.raises(InvalidAttemptError) as refused:
+        decode_attempt(encode(raw(occurred_at=1_795_510_800)), MODES)
+    assert refused.value.error_class == "implausible_time"
+    assert "looks like epoch seconds" in refused.value.reason
+
+
+def test_an_attempt_a_day_after_its_record_is_implausible() -> None:
+    """Judged against the record's own Kafka timestamp, so a replay gives the same verdict."""
+    record_ms = 1_795_510_800_000
+    day = 24 * 3600 * 1000
+    ok = decode_attempt(encode(raw(occurred_at=record_ms + day)), MODES, record_ms)
+    assert ok.occurred_at == record_ms + day
+    with pytest.raises(InvalidAttemptError) as refused:
+        decode_attempt(encode(raw(occurred_at=record_ms + day + 1)), MODES, record_ms)
+    assert refused.value.error_class == "implausible_time"
+    assert "24 hours after the record" in refused.value.reason
+    # No record timestamp (a file, the producer's own check): nothing to compare with.
+    assert decode_attempt(encode(raw(occurred_at=record_ms + 10 * day)), MODES).occurred_at

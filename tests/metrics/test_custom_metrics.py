@@ -57,16 +57,19 @@ def test_custom_metrics_agree_between_paths(items: list[Attempt], limit: int) ->
     assert compute_stats(attempts_to_frame(items), calc) == stream(calc, list(reversed(items)))
 
 
+T0 = 1_795_510_800_000  # 2026-11-24T09:00:00Z
+
+
 def test_frame_metrics_see_the_latest_attempts_in_learning_order() -> None:
     calc = MetricsCalculator(attempt_log_limit=3)
     calc.register_metrics([LatestTimes()])
-    items = [attempt(occurred_at=1_000 * second) for second in (5, 1, 4, 2, 3)]
+    items = [attempt(occurred_at=T0 + 1_000 * second) for second in (5, 1, 4, 2, 3)]
     (stats,) = stream(calc, items).values()
-    assert stats.custom_metrics == {"latest_times": [3000, 4000, 5000]}
+    assert stats.custom_metrics == {"latest_times": [T0 + 3000, T0 + 4000, T0 + 5000]}
 
 
 def test_only_frame_metrics_read_a_history_kept_in_its_own_key_at_every_write() -> None:
-    items = [attempt(occurred_at=1_000 * second) for second in range(1, 6)]
+    items = [attempt(occurred_at=T0 + 1_000 * second) for second in range(1, 6)]
     framed = calculator(history_inline_limit=0)  # a frame-based metric among them
     plain = MetricsCalculator(history_inline_limit=0)
     plain.register_metrics([TimeSpent()])

@@ -59,6 +59,9 @@ class Case:
 # -- the stats JSON ------------------------------------------------------------------
 
 
+T0 = 1_795_510_800_000  # 2026-11-24T09:00:00Z
+
+
 def stats_reference(case: Case) -> list[bytes]:
     return [case.calculator.stats(s, state).to_json() for s, state in case.result.items()]
 
@@ -212,7 +215,7 @@ def test_every_writer_writes_the_reference_bytes(
 def test_the_reference_commands_hold_keyspace_keys() -> None:
     """The reference the compiled commands are held to is spelled by KeySpace itself."""
     stream = [
-        attempt(user_id=10**18 + i, sub_topic_id=7, learning_mode="practice", occurred_at=i)
+        attempt(user_id=10**18 + i, sub_topic_id=7, learning_mode="practice", occurred_at=T0 + i)
         for i in range(3)
     ]
     case = Case(stream, 0)  # every history gets a key of its own
