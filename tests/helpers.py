@@ -168,13 +168,17 @@ def malformed_records() -> dict[str, tuple[bytes | None, bytes | None]]:
         "invalid_field": (b"1", variant(is_correct="yes")),
         "unknown_learning_mode": (b"1", variant(learning_mode="cram")),
         "unknown_difficulty": (b"1", variant(difficulty="legendary")),
+        "implausible_time": (b"1", variant(occurred_at=good["occurred_at"] // 1000)),
     }
 
 
 def dataset(count: int, users: int, seed: int) -> tuple[Records, dict[str, Any]]:
     """Valid attempts, redelivered duplicates and one malformed record of each class."""
     rng = random.Random(seed)
-    records: Records = list(attempt_records(generate_attempts(count, users=users, seed=seed)))
+    rows = generate_attempts(count, users=users, seed=seed)
+    for row in rows[::7]:  # ids as decimal strings, as a platform in JavaScript sends them
+        row.update({k: str(row[k]) for k in ("user_id", "sub_topic_id", "question_id")})
+    records: Records = list(attempt_records(rows))
     records += rng.sample(records, count // 20)  # the same attempt again, at a later offset
     for key, value in rng.sample(records, 10):  # same attempt_id, other content: first wins
         assert value is not None
