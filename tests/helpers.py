@@ -304,8 +304,8 @@ def assert_last_events_carry_final_versions(
         last: dict[str, tuple[int, int]] = {}
         for message in read_topic(settings.kafka_bootstrap, settings.stats_topic):
             event = decode_stats_event(message.value)
-            assert event.event_id == event_id(event.stats.scope, event.stats.revision)
-            assert message.key.decode() == str(event.stats.scope)
+            assert event.event_id == event_id(event.stats.scope_key, event.stats.revision)
+            assert message.key.decode() == str(event.stats.scope_key)
             last[message.key.decode()] = (event.stats.version, event.stats.revision)
         return last
 

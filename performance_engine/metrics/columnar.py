@@ -48,7 +48,7 @@ __all__ = [
 _TRIPLE = b'{"easy":%d,"medium":%d,"hard":%d}'
 _TOKENS = b'{"easy":%s,"medium":%s,"hard":%s}'
 _TEMPLATE = (
-    b'{"user_id":%d,"sub_topic_id":%d,"learning_mode":%s,"version":%d,"revision":%d,'
+    b'{"scope":"%d:%d:%s","user_id":%d,"sub_topic_id":%d,"learning_mode":%s,"version":%d,"revision":%d,'
     b'"total_attempts":%d,"total_correct_attempts":%d,'
     b'"attempts":' + _TRIPLE + b',"correct_attempts":' + _TRIPLE + b","
     b'"difficulty_scores":' + _TRIPLE + b',"average_attempts":' + _TOKENS + b","
@@ -242,29 +242,31 @@ def _stats_rows(
         tokens.extend(texts)
         return len(tokens) - len(texts)
 
-    row[:, 0] = np.fromiter((scope.user_id for scope in scopes), np.int64, n)
-    row[:, 1] = np.fromiter((scope.sub_topic_id for scope in scopes), np.int64, n)
-    row[:, 2] = table([msgspec.json.encode(name) for name in names]) + mode
-    row[:, 3] = columns.versions
-    row[:, 4] = columns.revisions
-    row[:, 5] = attempts.sum(axis=1)
-    row[:, 6] = correct.sum(axis=1)
-    row[:, 7:10] = attempts
-    row[:, 10:13] = correct
-    row[:, 13:16] = solved
-    for at, (numerator, denominator) in ((16, (attempts, questions)), (19, (correct, attempts))):
+    row[:, 3] = np.fromiter((scope.user_id for scope in scopes), np.int64, n)
+    row[:, 4] = np.fromiter((scope.sub_topic_id for scope in scopes), np.int64, n)
+    row[:, 5] = table([msgspec.json.encode(name) for name in names]) + mode
+    row[:, 0:3] = row[:, 3:6]  # the scope string: the same ids, the mode's bare name
+    row[:, 2] = table([name.encode() for name in names]) + mode
+    row[:, 6] = columns.versions
+    row[:, 7] = columns.revisions
+    row[:, 8] = attempts.sum(axis=1)
+    row[:, 9] = correct.sum(axis=1)
+    row[:, 10:13] = attempts
+    row[:, 13:16] = correct
+    row[:, 16:19] = solved
+    for at, (numerator, denominator) in ((19, (attempts, questions)), (22, (correct, attempts))):
         texts, index = _float_token_indices(numerator, denominator)
         row[:, at : at + 3] = table(texts) + index
-    row[:, 22:25] = table(_COMPLETION.tolist()) + done
+    row[:, 25:28] = table(_COMPLETION.tolist()) + done
     masks = table(_MASK_NAMES)
-    row[:, 25] = masks + (done * _BITS).sum(axis=1)
-    row[:, 26] = masks + ((tried & ~done) * _BITS).sum(axis=1)
-    row[:, 27] = table(_RANKINGS) + _ranking(attempts, questions, tried)
-    row[:, 28] = columns.first_at
-    row[:, 29] = columns.last_at
+    row[:, 28] = masks + (done * _BITS).sum(axis=1)
+    row[:, 29] = masks + ((tried & ~done) * _BITS).sum(axis=1)
+    row[:, 30] = table(_RANKINGS) + _ranking(attempts, questions, tried)
+    row[:, 31] = columns.first_at
+    row[:, 32] = columns.last_at
     params, versions, _, group = model.groups(scopes)
     blocks, which = _learning_blocks(group, params, versions, columns.learning, questions)
-    row[:, 30] = table(blocks) + which
+    row[:, 33] = table(blocks) + which
     return row, tokens
 
 

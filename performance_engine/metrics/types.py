@@ -88,8 +88,11 @@ class PerformanceStatsData(msgspec.Struct, frozen=True, kw_only=True):
     difficulty present. Timestamps are RFC 3339 strings in UTC (millisecond precision).
     ``version`` counts the distinct attempts applied; ``revision`` rises by one with every
     change of the scope's stored stats and never falls (compare-and-set, "newer than").
+    ``scope`` is ``"<user_id>:<sub_topic_id>:<learning_mode>"``, exact for any id in any
+    language (filled in from the three when not given; :attr:`scope_key` is the key).
     """
 
+    scope: str = ""
     user_id: int
     sub_topic_id: int
     learning_mode: str
@@ -111,8 +114,13 @@ class PerformanceStatsData(msgspec.Struct, frozen=True, kw_only=True):
     learning: LearningStats | None = None
     custom_metrics: dict[str, Any] = msgspec.field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not self.scope:  # built without it, or written before stats carried it
+            text = f"{self.user_id}:{self.sub_topic_id}:{self.learning_mode}"
+            msgspec.structs.force_setattr(self, "scope", text)
+
     @property
-    def scope(self) -> ScopeKey:
+    def scope_key(self) -> ScopeKey:
         return ScopeKey(self.user_id, self.sub_topic_id, self.learning_mode)
 
     def to_json(self) -> bytes:

@@ -107,7 +107,7 @@ class StatsSubscriber:
             if len(self._seen) > SEEN_IDS:
                 self._seen.popitem(last=False)
         if self.skip_stale:
-            scope = event.stats.scope
+            scope = event.stats.scope_key
             if event.stats.revision < self._revisions.get(scope, 0):
                 return False
             self._revisions[scope] = event.stats.revision

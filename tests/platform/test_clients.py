@@ -66,12 +66,12 @@ def test_subscriber_drops_duplicates_and_optionally_stale(stream_settings: Setti
     a, b = ScopeKey(1, 2, "standard"), ScopeKey(3, 4, "practice")
     publish_events(stream_settings, [(a, 1), (a, 2), (a, 2), (b, 5), (a, 1), (b, 6), (b, 6)])
     with StatsSubscriber(stream_settings, start="earliest") as subscriber:
-        seen = [(e.stats.scope, e.stats.version) for e in subscriber.events(timeout=3)]
+        seen = [(e.stats.scope_key, e.stats.version) for e in subscriber.events(timeout=3)]
     assert seen == [(a, 1), (a, 2), (b, 5), (b, 6)]
     with StatsSubscriber(
         stream_settings, start="earliest", skip_stale=True, drop_duplicates=False
     ) as subscriber:
-        seen = [(e.stats.scope, e.stats.version) for e in subscriber.events(timeout=3)]
+        seen = [(e.stats.scope_key, e.stats.version) for e in subscriber.events(timeout=3)]
     assert seen == [(a, 1), (a, 2), (a, 2), (b, 5), (b, 6), (b, 6)]
 
 
@@ -104,5 +104,5 @@ def test_round_trip_through_the_worker(
         wait_for_oracle(stream_settings, expected)
         latest = {}
         for event in subscriber.events(timeout=3):
-            latest[event.stats.scope] = event.stats
+            latest[event.stats.scope_key] = event.stats
     assert results(latest) == expected

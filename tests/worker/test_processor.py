@@ -67,7 +67,7 @@ def test_crash_after_the_write_then_redelivery(stream_settings: Settings) -> Non
     last = {}
     for message in read_topic(stream_settings.kafka_bootstrap, stream_settings.stats_topic):
         event = decode_stats_event(message.value)
-        last[event.stats.scope] = event.stats
+        last[event.stats.scope_key] = event.stats
     assert results(last) == expected  # republished: the last event of every scope is final
 
 

@@ -244,15 +244,15 @@ class StatsFeed:
         if events:
             latest: dict[ScopeKey, Summary] = {}
             for event in events:  # a scope's newest only
-                known = latest.get(event.stats.scope)
+                known = latest.get(event.stats.scope_key)
                 if known is None or known.revision < event.stats.revision:
-                    latest[event.stats.scope] = event.stats
+                    latest[event.stats.scope_key] = event.stats
             await self._retry(lambda: self.index.add(list(latest.values())))
         for event in events:
             update = update_of(event)
             self.recent.append(update)
             self._remember(
-                event.stats.scope, Point(now, update.mastery, update.accuracy, update.version)
+                event.stats.scope_key, Point(now, update.mastery, update.accuracy, update.version)
             )
             for listener in self._listeners:
                 if listener.user_id is None or listener.user_id == update.user_id:
