@@ -95,7 +95,7 @@ class Summary(msgspec.Struct):
     revision: int = 0
 
     @property
-    def scope(self) -> ScopeKey:
+    def scope_key(self) -> ScopeKey:
         return ScopeKey(self.user_id, self.sub_topic_id, self.learning_mode)
 
 
