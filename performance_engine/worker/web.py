@@ -1,7 +1,8 @@
 """The worker's HTTP views (Faust's web server, port ``PERF_ENGINE_WEB_PORT``).
 
 * ``GET /stats/{user_id}/{sub_topic_id}/{learning_mode}``: the SPEC 4 JSON; 404 with a
-  JSON error when the scope has none, 400 for malformed ids, 503 when Redis fails.
+  JSON error when the scope has none, 400 for malformed ids or a mode that is not
+  configured, 503 when Redis fails.
 * ``GET /predict/{user_id}/{sub_topic_id}/{learning_mode}?question_id=Q&difficulty=D``:
   ``{"p", "params_version", "version"}`` (SPEC 3.3) with the parameters in force; 400 for
   a malformed id, an unknown mode or difficulty; 404 while the scope's learning values
@@ -67,7 +68,15 @@ class StatsView(View):
             )
         except InvalidScopeError as exc:
             return self.error(400, str(exc))
-        store = status_of(self).store
+        status = status_of(self)
+        modes = reading_follower(status.settings).calculator.learning_modes
+        if scope.learning_mode not in modes.rules:
+            return self.error(
+                400,
+                f"learning_mode {learning_mode!r} is not configured; known modes: "
+                f"{', '.join(modes.names)}",
+            )
+        store = status.store
         if store is None:
             return self.error(503, "the worker is starting; try again shortly")
         try:

@@ -73,6 +73,11 @@ def test_endpoints(stream_settings: Settings, workers: Callable[..., Any]) -> No
     status, content_type, body = get(f"{base}/stats/999999/1/standard")
     assert (status, content_type.split(";")[0]) == (404, "application/json")
     assert "no stats for user 999999" in json.loads(body)["error"]
+    status, _, body = get(f"{base}/stats/1/2/nosuchmode")  # a mode nobody configured
+    assert status == 400
+    assert (
+        "is not configured; known modes: mastery, practice, standard" in json.loads(body)["error"]
+    )
     for bad in ("abc/1/standard", "1/-2/standard", "1/2/std*"):
         status, _, body = get(f"{base}/stats/{bad}")
         assert status == 400, bad
