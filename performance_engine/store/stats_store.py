@@ -34,7 +34,13 @@ from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 from performance_engine.settings import Settings
 from performance_engine.store.failures import REDIS_ERRORS, failure
 from performance_engine.store.keyspace import KeySpace
-from performance_engine.store.layout import expected_header, pack_scope, stats_of, unpack_scope
+from performance_engine.store.layout import (
+    expected_header,
+    pack_scope,
+    revision_of,
+    stats_of,
+    unpack_scope,
+)
 
 if TYPE_CHECKING:
     from performance_engine.store.bulk import PackedScopes
@@ -440,13 +446,17 @@ class AsyncStatsStore(_Store):
             raise failure(self.url, exc) from exc
 
     async def stats_json(self, scope: ScopeKey) -> bytes:
+        return (await self.stats_json_and_revision(scope))[0]
+
+    async def stats_json_and_revision(self, scope: ScopeKey) -> tuple[bytes, int]:
+        """The scope's stats JSON and its revision (from the stored value's header)."""
         try:
             raw = await self.client.get(self.keys.for_scope(scope))
         except REDIS_ERRORS as exc:
             raise failure(self.url, exc) from exc
         if not isinstance(raw, bytes):
             raise _not_found(scope)
-        return stats_of(raw)
+        return stats_of(raw), revision_of(raw)
 
     async def stats(self, scope: ScopeKey) -> PerformanceStatsData:
         return PerformanceStatsData.from_json(await self.stats_json(scope))

@@ -2,7 +2,8 @@
 
 * ``GET /stats/{user_id}/{sub_topic_id}/{learning_mode}``: the SPEC 4 JSON; 404 with a
   JSON error when the scope has none, 400 for malformed ids or a mode that is not
-  configured, 503 when Redis fails.
+  configured, 503 when Redis fails. Its ``ETag`` is the scope's ``revision`` (SPEC 4):
+  a request with ``If-None-Match`` naming it is answered ``304 Not Modified``.
 * ``GET /predict/{user_id}/{sub_topic_id}/{learning_mode}?question_id=Q&difficulty=D``:
   ``{"p", "params_version", "version"}`` (SPEC 3.3) with the parameters in force; 400 for
   a malformed id, an unknown mode or difficulty; 404 while the scope's learning values
@@ -43,6 +44,16 @@ def _int(text: str, name: str) -> int:
     return int(text)
 
 
+def _matches(if_none_match: str, tag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``tag`` (or is ``*``); weak tags compare
+    as their strong form (RFC 9110, the weak comparison GET uses)."""
+    for item in if_none_match.split(","):
+        item = item.strip()
+        if item == "*" or item.removeprefix("W/") == tag:
+            return True
+    return False
+
+
 async def _broker_answers(settings: Settings) -> tuple[bool, str]:
     errors = []
     for host, port in bootstrap_hosts(settings):
@@ -80,12 +91,16 @@ class StatsView(View):
         if store is None:
             return self.error(503, "the worker is starting; try again shortly")
         try:
-            body = await store.stats_json(scope)
+            body, revision = await store.stats_json_and_revision(scope)
         except UserAttemptsNotFoundError as exc:
             return self.error(404, str(exc))
         except DatabaseQueryError as exc:
             return self.error(503, str(exc))
-        return self.bytes(body, content_type="application/json")
+        tag = f'"{revision}"'
+        headers = {"ETag": tag, "Cache-Control": "no-cache"}
+        if _matches(request.headers.get("If-None-Match", ""), tag):
+            return self.bytes(b"", status=304, headers=headers)
+        return self.bytes(body, content_type="application/json", headers=headers)
 
 
 class PredictView(View):

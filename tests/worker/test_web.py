@@ -70,6 +70,25 @@ def test_endpoints(stream_settings: Settings, workers: Callable[..., Any]) -> No
         assert results_json(body) == results_json(stats.to_json())
         assert json.loads(body)["learning"]["mastery_probability"] is not None
 
+    # ETag from the scope's revision; 304 when the client has it, 200 when it is stale.
+    scope = min(expected)
+    url = f"{base}/stats/{scope.user_id}/{scope.sub_topic_id}/{scope.learning_mode}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        tag = response.headers["ETag"]
+        revision = json.loads(response.read())["revision"]
+    assert tag == f'"{revision}"'
+    for header in (tag, f"W/{tag}", f'"0", {tag}', "*"):
+        asked = urllib.request.Request(url, headers={"If-None-Match": header})
+        with pytest.raises(urllib.error.HTTPError) as not_modified:
+            urllib.request.urlopen(asked, timeout=10)
+        not_modified.value.close()
+        assert not_modified.value.code == 304, header
+        assert not_modified.value.headers["ETag"] == tag
+    stale = urllib.request.Request(url, headers={"If-None-Match": f'"{revision - 1}"'})
+    with urllib.request.urlopen(stale, timeout=10) as response:
+        assert response.status == 200
+        assert results_json(response.read()) == results_json(expected[scope].to_json())
+
     status, content_type, body = get(f"{base}/stats/999999/1/standard")
     assert (status, content_type.split(";")[0]) == (404, "application/json")
     assert "no stats for user 999999" in json.loads(body)["error"]
