@@ -83,51 +83,32 @@ class LearningModel:
             return self.fitted.version
         return mode_version(self.modes.params(mode))
 
-    def fitted_group(self, mode: str, sub_topic_id: int) -> bool:
-        """Whether the scope's parameters were fitted (not its mode's)."""
-        return self.fitted is not None and (mode, sub_topic_id) in self.fitted.groups
-
     @property
     def classes(self) -> Mapping[int, int]:
         """The questions' fitted difficulty classes (empty without)."""
         return {} if self.fitted is None else self.fitted.questions
 
     def question_class(self, question_id: int, difficulty: int) -> int:
-        return self.classes.get(question_id, difficulty)
+        fitted = self.fitted
+        return difficulty if fitted is None else fitted.question_class(question_id, difficulty)
 
     def question_offset(self, question_id: int) -> float:
-        return 0.0 if self.fitted is None else self.fitted.offsets.get(question_id, 0.0)
+        return 0.0 if self.fitted is None else self.fitted.question_offset(question_id)
 
     def class_column(self, question: Array, difficulty: Array) -> Array:
-        """Per row, the class whose guess and slip weigh the answer (vectorised)."""
+        """Per row, the class whose guess and slip weigh the answer (vectorised
+        :meth:`question_class`)."""
         import numpy as np
 
-        classes = self.classes
-        difficulty = np.asarray(difficulty, dtype=np.int64)
-        if not classes:
-            return difficulty
-        ids = np.fromiter(classes.keys(), np.int64, len(classes))
-        values = np.fromiter(classes.values(), np.int64, len(classes))
-        order = np.argsort(ids)
-        ids, values = ids[order], values[order]
-        question = np.asarray(question, dtype=np.int64)
-        at = np.minimum(np.searchsorted(ids, question), len(ids) - 1)
-        return np.where(ids[at] == question, values[at], difficulty)
+        return _looked_up(self.classes, question, np.asarray(difficulty, dtype=np.int64))
 
     def offset_column(self, question: Array) -> Array:
-        """Per row, the question's offset to a prediction's log-odds (0.0 if none)."""
+        """Per row, the question's offset to a prediction's log-odds (vectorised
+        :meth:`question_offset`)."""
         import numpy as np
 
-        question = np.asarray(question, dtype=np.int64)
         offsets = {} if self.fitted is None else self.fitted.offsets
-        if not offsets:
-            return np.zeros(len(question), dtype=np.float64)
-        ids = np.fromiter(offsets.keys(), np.int64, len(offsets))
-        values = np.fromiter(offsets.values(), np.float64, len(offsets))
-        order = np.argsort(ids)
-        ids, values = ids[order], values[order]
-        at = np.minimum(np.searchsorted(ids, question), len(ids) - 1)
-        return np.where(ids[at] == question, values[at], 0.0)
+        return _looked_up(offsets, question, np.zeros(len(question), dtype=np.float64))
 
     def groups(
         self, scopes: Sequence[ScopeKey]
@@ -159,3 +140,20 @@ class LearningModel:
         params = [self.params(mode, sub) for mode, sub in keys]
         versions = [self.params_version(mode) for mode, _ in keys]
         return params, versions, keys, index
+
+
+def _looked_up(table: Mapping[int, Any], question: Array, default: Array) -> Array:
+    """Per row, ``table[question[i]]``, else ``default[i]``, in the dtype of ``default``."""
+    import numpy as np
+
+    default = np.asarray(default)
+    if not table:
+        return default
+    ids = np.fromiter(table.keys(), np.int64, len(table))
+    values = np.fromiter(table.values(), default.dtype, len(table))
+    order = np.argsort(ids)
+    ids, values = ids[order], values[order]
+    question = np.asarray(question, dtype=np.int64)
+    at = np.minimum(np.searchsorted(ids, question), len(ids) - 1)
+    found: Array = np.where(ids[at] == question, values[at], default)
+    return found
