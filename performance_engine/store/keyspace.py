@@ -27,7 +27,7 @@ One string rather than a hash: a hash whose values exceed ``hash-max-listpack-va
 
     {prefix}:{params}:learning, {prefix}:{params}:version    strings: the learning
         parameter set published with ``perf-engine params publish`` (its JSON, see
-        metrics/params.py) and its version, which workers compare after each batch (see
+        metrics/params.py) and its version, which workers compare before each batch (see
         store/params.py). Written together, in one transaction.
 
     {prefix}:{dash}:...    the dashboard's index, kept by its own consumer of the stats

@@ -16,7 +16,6 @@ import msgspec
 from performance_engine.errors import InvalidScopeError
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.history import Entry
-from performance_engine.metrics.state import ScopeState
 from performance_engine.metrics.types import DIFFICULTIES, DifficultyEnum, ScopeKey
 from performance_engine.store.stats_store import AsyncStatsStore, StatsStore, StoredScope
 
@@ -54,28 +53,25 @@ def _checked(calculator: MetricsCalculator, scope: ScopeKey, question_id: int) -
         raise InvalidScopeError(f"question_id must be a whole number, got {question_id!r}")
 
 
-def _needs_history(calculator: MetricsCalculator, scope: ScopeKey, state: ScopeState) -> bool:
-    return (
-        state.version > 0
-        and state.history_complete
-        and state.spilled
-        and state.signature != calculator.group(scope).signature
-    )
-
-
 def _prediction(
     calculator: MetricsCalculator,
     scope: ScopeKey,
     found: StoredScope | None,
     question_id: int,
     d: int,
-    history: list[Entry] | None,
+    history: list[Entry] | None = None,
 ) -> Prediction | None:
     state = found.state if found is not None else calculator.new_state()
     p = calculator.predict(scope, state, question_id, d, history)
     if p is None:
         return None
     return Prediction(p, calculator.group(scope).version, state.version)
+
+
+def _wants_history(found: StoredScope, prediction: Prediction | None) -> bool:
+    """Whether a prediction failed only for want of the history kept in its own key
+    (values folded with other parameters, to be folded again)."""
+    return prediction is None and found.state.spilled and found.state.history_complete
 
 
 def predict(
@@ -90,10 +86,11 @@ def predict(
     _checked(calculator, scope, question_id)
     d = difficulty_index(difficulty)
     (found,) = store.read([scope])
-    history = None
-    if found is not None and _needs_history(calculator, scope, found.state):
+    prediction = _prediction(calculator, scope, found, question_id, d)
+    if found is not None and _wants_history(found, prediction):
         (history,) = store.read_histories([(scope, found.state.history)])
-    return _prediction(calculator, scope, found, question_id, d, history)
+        prediction = _prediction(calculator, scope, found, question_id, d, history)
+    return prediction
 
 
 async def predict_async(
@@ -107,7 +104,8 @@ async def predict_async(
     _checked(calculator, scope, question_id)
     d = difficulty_index(difficulty)
     (found,) = await store.read([scope])
-    history = None
-    if found is not None and _needs_history(calculator, scope, found.state):
+    prediction = _prediction(calculator, scope, found, question_id, d)
+    if found is not None and _wants_history(found, prediction):
         (history,) = await store.read_histories([(scope, found.state.history)])
-    return _prediction(calculator, scope, found, question_id, d, history)
+        prediction = _prediction(calculator, scope, found, question_id, d, history)
+    return prediction

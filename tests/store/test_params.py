@@ -95,3 +95,31 @@ def test_a_backfill_uses_the_published_set(settings: Settings) -> None:
         found = results({s: store.stats(s) for s in expected})
     assert found == expected
     assert {s.learning.params_version for s in found.values()} == {fitted.version}
+
+
+def test_a_prediction_refolds_a_scope_stored_with_other_parameters(settings: Settings) -> None:
+    """The scope's history lives in its own key and its values were folded with the
+    defaults; with a set in force the read path reads the history and folds it again."""
+    from performance_engine.metrics.batch import compute_states
+    from performance_engine.metrics.frame import normalise_frame
+    from performance_engine.metrics.modes import LearningModes
+    from performance_engine.store.predictions import predict
+    from performance_engine.tools.backfill import backfill_frame
+    from tests.helpers import attempts_frame_of, spec_attempts
+
+    attempts = spec_attempts()  # user 123, sub-topic 456, standard
+    frame = normalise_frame(attempts_frame_of(attempts), LearningModes.default()).frame
+    fitted = ParameterSet(
+        {("standard", 456): dataclasses.replace(a_set(0.3).groups["standard", 7], sub_topic_id=456)}
+    )
+    with StatsStore.from_settings(settings) as store:
+        backfill_frame(frame, store, MetricsCalculator(history_inline_limit=0))
+        (stored,) = store.read([attempts[0].scope])
+        assert stored is not None
+        assert stored.state.spilled
+        calculator = MetricsCalculator(parameters=fitted)
+        found = predict(store, calculator, attempts[0].scope, 10, "medium")
+    assert found is not None
+    expected_state = dict(compute_states(frame, calculator).items())[attempts[0].scope]
+    assert found.p == calculator.predict(attempts[0].scope, expected_state, 10, 1)
+    assert found.params_version == fitted.version
