@@ -47,14 +47,11 @@ def _calculator(settings: Settings) -> MetricsCalculator:
 
 
 def _cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
-    from performance_engine.store.params import ParamsFollower
     from performance_engine.store.stats_store import StatsStore
 
     calculator = _calculator(settings)
     with StatsStore.from_settings(settings) as store, backfill_progress(args.quiet) as progress:
         store.ping()
-        # The parameters in force: a set published to Redis, else the file's.
-        ParamsFollower(calculator, store.keys, calculator.parameters).refresh_sync(store)
         report = _backfill(args, store, calculator, progress)
     print_report(report, print)
     return 0

@@ -306,7 +306,6 @@ def _cmd_refold(args: argparse.Namespace, settings: Settings) -> int:
     from performance_engine.connections import kafka_python_options
     from performance_engine.events import partition_index
     from performance_engine.plugins import build_calculator
-    from performance_engine.store.params import ParamsFollower
     from performance_engine.store.stats_store import StatsStore
     from performance_engine.tools.refold import RefoldReport, refold
 
@@ -321,7 +320,6 @@ def _cmd_refold(args: argparse.Namespace, settings: Settings) -> int:
 
     with StatsStore.from_settings(settings) as store:
         store.ping()
-        ParamsFollower(calculator, store.keys, calculator.parameters).refresh_sync(store)
         try:
             producer = KafkaProducer(
                 bootstrap_servers=settings.kafka_bootstrap.split(","),

@@ -24,6 +24,7 @@ from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.history import Entry, HistoryWrite
 from performance_engine.metrics.state import ScopeState
 from performance_engine.metrics.types import ScopeKey
+from performance_engine.store.params import ParamsFollower
 from performance_engine.store.stats_store import ScopeWrite, StatsStore, StoredScope
 
 __all__ = ["REFOLD_SOURCE", "RefoldReport", "refold"]
@@ -79,8 +80,11 @@ def refold(
     flush: Callable[[], None] = lambda: None,
     progress: Callable[[RefoldReport], None] = lambda report: None,
 ) -> RefoldReport:
-    """Refold the stored scopes (of one sub-topic and mode, if given) with the calculator's
-    parameters; ``send(key, value)`` publishes a stats event, ``flush`` waits for them."""
+    """Refold the stored scopes (of one sub-topic and mode, if given) with the learning
+    parameters in force (a set published to Redis replaces the calculator's parameter
+    file's; see ``store.params``); ``send(key, value)`` publishes a stats event, ``flush``
+    waits for them."""
+    ParamsFollower(calculator, store.keys, calculator.parameters).refresh_sync(store)
     report = RefoldReport()
     for scopes in _scopes(store, sub_topic_id, learning_mode, batch):
         report.scanned += len(scopes)
