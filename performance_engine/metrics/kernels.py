@@ -119,6 +119,17 @@ def _log_sum_exp(a: float, b: float) -> float:
 
 
 @_jit
+def _mastery_step(x: float, keep: float, forget: float, learn: float, stay: float) -> float:
+    """The log-odds before the next answer from ``x``, the posterior's log-odds
+    (``metrics.learning.learning_step``'s transition, the same operations)."""
+    known = -_softplus(-x)
+    unknown = -_softplus(x)
+    return _log_sum_exp(known + keep, unknown + learn) - _log_sum_exp(
+        known + forget, unknown + stay
+    )
+
+
+@_jit
 def _sigmoid(x: float) -> float:
     """``metrics.learning.sigmoid``, the same operations."""
     if x >= 0:
@@ -161,12 +172,7 @@ def predict_scopes(
             else:
                 out[r] = _sigmoid(math.log(base) - math.log1p(-base) + b)
             c = 1 if correct[r] else 0
-            x = logit + evidence[w, k, c]
-            known = -_softplus(-x)
-            unknown = -_softplus(x)
-            logit = _log_sum_exp(known + keep, unknown + learn) - _log_sum_exp(
-                known + forget, unknown + stay
-            )
+            logit = _mastery_step(logit + evidence[w, k, c], keep, forget, learn, stay)
     return out
 
 
@@ -214,11 +220,7 @@ def fold_learning_scopes(
         for r in range(lo, hi):
             c = 1 if correct[r] else 0
             x = logit + evidence[w, evidence_class[r], c]
-            known = -_softplus(-x)
-            unknown = -_softplus(x)
-            logit = _log_sum_exp(known + keep, unknown + learn) - _log_sum_exp(
-                known + forget, unknown + stay
-            )
+            logit = _mastery_step(x, keep, forget, learn, stay)
             e = ewma[w, c] + one_minus_alpha[w] * e
             if c:
                 current += 1

@@ -115,6 +115,20 @@ class LearningColumns:
         ]
 
 
+def _chain_arrays(params: Sequence[LearningParams]) -> tuple[Array, Array, Array]:
+    """The mastery chain's terms of each parameter group, as the compiled loops take them:
+    the prior's log-odds, ``evidence[w, d, c]`` and ``transition[w]`` (ln(1 - F), ln F,
+    ln T, ln(1 - T)), from ``learning.Coefficients``."""
+    k = [q.coefficients for q in params]
+    return (
+        np.array([logit(q.prior) for q in params], dtype=np.float64),
+        np.array([c.evidence for c in k], dtype=np.float64).reshape(len(k), 3, 2),
+        np.array(
+            [(c.log_keep, c.log_forget, c.log_learn, c.log_stay) for c in k], dtype=np.float64
+        ).reshape(len(k), 4),
+    )
+
+
 def fold_learning_columns(
     offsets: Array,
     difficulty: Array,
@@ -129,6 +143,7 @@ def fold_learning_columns(
     ``evidence_class``: per row, the questions' fitted classes (``difficulty`` if None)."""
     k = [q.coefficients for q in params]
     difficulty = np.asarray(difficulty, dtype=np.int64)
+    prior_logit, evidence, transition = _chain_arrays(params)
     logits, e, current, longest, first = fold_learning_scopes(
         np.asarray(offsets, dtype=np.int64),
         difficulty,
@@ -136,12 +151,10 @@ def fold_learning_columns(
         np.asarray(correct, dtype=np.bool_),
         np.asarray(question, dtype=np.int64),
         np.asarray(scope_params, dtype=np.int64),
-        np.array([logit(q.prior) for q in params], dtype=np.float64),
+        prior_logit,
         np.array([q.ewma_prior for q in params], dtype=np.float64),
-        np.array([c.evidence for c in k], dtype=np.float64).reshape(len(k), 3, 2),
-        np.array(
-            [(c.log_keep, c.log_forget, c.log_learn, c.log_stay) for c in k], dtype=np.float64
-        ).reshape(len(k), 4),
+        evidence,
+        transition,
         np.array([c.ewma for c in k], dtype=np.float64).reshape(len(k), 2),
         np.array([c.one_minus_alpha for c in k], dtype=np.float64),
     )
@@ -168,11 +181,7 @@ def predict_columns(
         np.asarray(correct, dtype=np.bool_),
         np.asarray(question_offset, dtype=np.float64),
         np.asarray(scope_params, dtype=np.int64),
-        np.array([logit(q.prior) for q in params], dtype=np.float64),
-        np.array([c.evidence for c in k], dtype=np.float64).reshape(len(k), 3, 2),
-        np.array(
-            [(c.log_keep, c.log_forget, c.log_learn, c.log_stay) for c in k], dtype=np.float64
-        ).reshape(len(k), 4),
+        *_chain_arrays(params),
         np.array([c.guess for c in k], dtype=np.float64).reshape(len(k), 3),
         np.array([c.one_minus_slip for c in k], dtype=np.float64).reshape(len(k), 3),
     )
