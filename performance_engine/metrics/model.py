@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # numpy is imported where the columns are built: readers neve
 
     Array = np.ndarray[Any, Any]
 
-__all__ = ["DEFAULTS_VERSION", "LearningModel", "mode_version"]
+__all__ = ["DEFAULTS_VERSION", "LearningModel", "looked_up", "mode_version"]
 
 #: The ``params_version`` of the defaults of SPEC 3.1.
 DEFAULTS_VERSION = "defaults"
@@ -100,7 +100,7 @@ class LearningModel:
         :meth:`question_class`)."""
         import numpy as np
 
-        return _looked_up(self.classes, question, np.asarray(difficulty, dtype=np.int64))
+        return looked_up(self.classes, question, np.asarray(difficulty, dtype=np.int64))
 
     def offset_column(self, question: Array) -> Array:
         """Per row, the question's offset to a prediction's log-odds (vectorised
@@ -108,7 +108,7 @@ class LearningModel:
         import numpy as np
 
         offsets = {} if self.fitted is None else self.fitted.offsets
-        return _looked_up(offsets, question, np.zeros(len(question), dtype=np.float64))
+        return looked_up(offsets, question, np.zeros(len(question), dtype=np.float64))
 
     def groups(
         self, scopes: Sequence[ScopeKey]
@@ -142,7 +142,7 @@ class LearningModel:
         return params, versions, keys, index
 
 
-def _looked_up(table: Mapping[int, Any], question: Array, default: Array) -> Array:
+def looked_up(table: Mapping[int, Any], question: Array, default: Array) -> Array:
     """Per row, ``table[question[i]]``, else ``default[i]``, in the dtype of ``default``."""
     import numpy as np
 

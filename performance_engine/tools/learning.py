@@ -32,7 +32,7 @@ from performance_engine.metrics.fitting import (
     question_offsets,
     rmse,
 )
-from performance_engine.metrics.model import LearningModel
+from performance_engine.metrics.model import LearningModel, looked_up
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.params import FittedGroup, ParameterSet
 from performance_engine.metrics.sequence import predict_columns
@@ -74,14 +74,11 @@ class History:
     def sequences(self, classes: dict[int, int] | None = None) -> Sequences:
         """The answers as EM's input: difficulty classes as given, or the fitted question
         classes where a question has one."""
-        difficulty = self.frame["difficulty"].to_numpy(np.int64)
-        if classes:
-            questions = self.frame["question_id"].to_numpy(np.int64)
-            lookup = pd.Series(classes, dtype=np.int64)
-            mapped = lookup.reindex(questions).to_numpy()
-            difficulty = np.where(np.isnan(mapped), difficulty, np.nan_to_num(mapped)).astype(
-                np.int64
-            )
+        difficulty = looked_up(
+            classes or {},
+            self.frame["question_id"].to_numpy(np.int64),
+            self.frame["difficulty"].to_numpy(np.int64),
+        )
         return Sequences(
             self.offsets,
             self.scope_group,
