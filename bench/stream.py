@@ -351,6 +351,7 @@ def check_exact(settings: Settings, frame: pd.DataFrame) -> str:
     with StatsStore.from_settings(settings) as store:
         for start in range(0, len(scopes), 5000):
             chunk = scopes[start : start + 5000]
+            # read(): the stats hash, or a layout-1 value's own stats (``--previous``)
             for scope, item in zip(chunk, store.read(chunk), strict=True):
                 if item is None or _results(item.stats_json) != _results(expected[scope].to_json()):
                     return "NO"
@@ -365,21 +366,27 @@ def _results(stats_json: bytes) -> dict[str, Any]:
 
 
 def redis_bytes_per_scope(settings: Settings, sample: int = 2000) -> float:
-    """Redis's MEMORY USAGE of a scope's keys (its string and its history, if any)."""
+    """Redis's MEMORY USAGE of the keys of up to ``sample`` learners (their scopes' strings
+    and histories, and their stats hashes where the layout has them) per scope."""
     client = redis.Redis.from_url(settings.redis_url)
-    keys = []
-    for key in client.scan_iter(match=f"{settings.key_prefix}:*", count=10_000):
-        if not key.endswith(b":history"):
-            keys.append(key)
-        if len(keys) >= sample:
-            break
-    sizes = [
-        (client.memory_usage(key, samples=0) or 0)
-        + (client.memory_usage(key + b":history", samples=0) or 0)
-        for key in keys
-    ]
+    prefix = settings.key_prefix.encode()
+    scopes: dict[bytes, list[bytes]] = {}  # learner's hash tag -> scope keys
+    for key in client.scan_iter(match=f"{settings.key_prefix}:{{u*", count=10_000):
+        if key.endswith(b":history"):
+            continue
+        tag = key[len(prefix) + 1 :].split(b":", 1)[0]
+        if tag not in scopes and len(scopes) >= sample:
+            continue
+        scopes.setdefault(tag, []).append(key)
+    total = 0
+    for tag, keys in scopes.items():
+        total += client.memory_usage(prefix + b":stats:" + tag, samples=0) or 0
+        for key in keys:
+            total += client.memory_usage(key, samples=0) or 0
+            total += client.memory_usage(key + b":history", samples=0) or 0
     client.close()
-    return sum(sizes) / len(sizes) if sizes else 0.0
+    count = sum(map(len, scopes.values()))
+    return total / count if count else 0.0
 
 
 def scope_sizes(lab: Lab, lengths: list[int], source: Path | None, label: str) -> list[Row]:

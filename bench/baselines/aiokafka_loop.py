@@ -75,7 +75,7 @@ async def main() -> None:
             sends = []
             async with client.pipeline(transaction=True) as pipe:
                 for scope, raw in zip(scopes, raw_states, strict=True):
-                    state: ScopeState = unpack_scope(raw)[0] if raw else calculator.new_state()
+                    state: ScopeState = unpack_scope(raw) if raw else calculator.new_state()
                     pairs = [(a, fingerprint(a.attempt_id)) for a, _ in touched[scope]]
                     plan = calculator.plan(scope, state, pairs)
                     history = None
@@ -85,7 +85,9 @@ async def main() -> None:
                         history = decode_entries(blob, state.history)
                     write = calculator.apply_plan(scope, state, plan, history).history
                     stats_json = calculator.stats(scope, state).to_json()
-                    pipe.set(keys.for_scope(scope), pack_scope(state, stats_json))
+                    pipe.set(keys.for_scope(scope), pack_scope(state))
+                    field = keys.stats_field(scope.sub_topic_id, scope.learning_mode)
+                    pipe.hset(keys.stats(scope.user_id), field, stats_json)
                     if write is not None:
                         command = pipe.set if write.replace else pipe.append
                         command(keys.history(scope), write.data)

@@ -56,7 +56,7 @@ async def process(stream: StreamT[bytes]) -> None:
         scope = attempt.scope
         key = keys.for_scope(scope)
         raw = await client.get(key)
-        state = unpack_scope(raw)[0] if isinstance(raw, bytes) else calculator.new_state()
+        state = unpack_scope(raw) if isinstance(raw, bytes) else calculator.new_state()
         plan = calculator.plan(scope, state, [(attempt, fingerprint(attempt.attempt_id))])
         history = None
         if plan.needs_history:  # an attempt out of learning order
@@ -64,7 +64,9 @@ async def process(stream: StreamT[bytes]) -> None:
             history = decode_entries(stored if isinstance(stored, bytes) else b"", state.history)
         write = calculator.apply_plan(scope, state, plan, history).history
         stats_json = calculator.stats(scope, state).to_json()
-        await client.set(key, pack_scope(state, stats_json))
+        await client.set(key, pack_scope(state))
+        field = keys.stats_field(scope.sub_topic_id, scope.learning_mode)
+        await client.hset(keys.stats(scope.user_id), field, stats_json)
         if write is not None:
             command = client.set if write.replace else client.append
             await command(keys.history(scope), write.data)

@@ -1,7 +1,8 @@
 """Redis: where the engine's state lives, and the one owner of every byte it stores.
 
 - :mod:`.keyspace`: every key name;
-- :mod:`.layout`: a scope's stored value (version, state, stats JSON);
+- :mod:`.layout`: a scope's stored value (revision, state); its stats JSON is in the
+  learner's stats hash (:mod:`.keyspace`);
 - :mod:`.stats_store`: the stores, sync and asyncio, and their compare-and-set;
 - :mod:`.ledger`: how far Redis's state reaches in the attempts topic;
 - :mod:`.bulk` and :mod:`.kernels`: the backfill's compiled writers of new scopes;
@@ -12,7 +13,7 @@ read and write through this package.
 """
 
 from performance_engine.store.keyspace import KeySpace
-from performance_engine.store.layout import pack_scope, stats_of, unpack_scope
+from performance_engine.store.layout import legacy_stats, pack_scope, unpack_scope
 from performance_engine.store.stats_store import (
     AsyncStatsStore,
     ScopeWrite,
@@ -26,7 +27,7 @@ __all__ = [
     "ScopeWrite",
     "StatsStore",
     "StoredScope",
+    "legacy_stats",
     "pack_scope",
-    "stats_of",
     "unpack_scope",
 ]

@@ -1,10 +1,10 @@
-"""The backfill's bulk writes of new scopes: their stored values and ``MSETNX`` commands
-packed from the batch path's arrays, without an object per scope.
+"""The backfill's bulk writes of new scopes: their stored values and the compare-and-set
+commands that create them, packed from the batch path's arrays, without an object per scope.
 
 The bytes are written by compiled loops (:mod:`.kernels`) and are those of the reference
-writers: ``store.layout.pack_scope`` for a value, ``KeySpace`` for the keys, redis-py's
-``MSETNX`` for the commands (``tests/store/test_formats.py``). numpy is imported here and
-by the backfill only: the worker and the read API do without it.
+writers: ``store.layout.pack_scope`` for a value, ``KeySpace`` for the keys and fields,
+the store's own write plan for the commands (``tests/store/test_formats.py``). numpy is
+imported here and by the backfill only: the worker and the read API do without it.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import numpy as np
 from performance_engine.metrics.batch import FreshScopes
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.types import ScopeKey
-from performance_engine.store.kernels import msetnx_commands, pack_scope_rows
+from performance_engine.store.kernels import PIECES, create_commands, pack_scope_rows
 from performance_engine.store.keyspace import KeySpace
 
-__all__ = ["FIRST_REVISION", "PackedScopes", "msetnx_payload", "pack_fresh"]
+__all__ = ["FIRST_REVISION", "PackedScopes", "create_payload", "key_pieces", "pack_fresh"]
 
 _U8 = np.dtype("<u8")
 
@@ -31,7 +31,7 @@ class PackedScopes:
     (``store.layout.pack_scope``) is ``values[value_ends[i]:value_ends[i + 1]]``
     (``value_ends[0]`` is 0); its history,
     when it has a key of its own, ``histories[history_starts[i]:history_ends[i]]`` (an
-    empty range: none)."""
+    empty range: none); its stats JSON ``stats[stats_ends[i]:stats_ends[i + 1]]``."""
 
     scopes: list[ScopeKey]
     versions: list[int]
@@ -40,6 +40,8 @@ class PackedScopes:
     histories: bytes
     history_starts: list[int]
     history_ends: list[int]
+    stats: bytes
+    stats_ends: list[int]
 
 
 #: The revision of a scope's first stored value.
@@ -78,8 +80,6 @@ def pack_fresh(fresh: FreshScopes, calculator: MetricsCalculator, lo: int, hi: i
         learning.longest[lo:hi],
         learning.first_correct[lo:hi],
         np.array(fresh.signatures, dtype=np.uint64)[fresh.scope_groups[lo:hi]],
-        _read_only(stats),
-        stats_ends,
         FIRST_REVISION,
     )
     base = int(history_ends[0])
@@ -92,19 +92,34 @@ def pack_fresh(fresh: FreshScopes, calculator: MetricsCalculator, lo: int, hi: i
         fresh.history[base : int(history_ends[-1])].tobytes(),
         starts.tolist(),
         np.where(spilled, history_ends[1:] - base, starts).tolist(),
+        stats.tobytes(),
+        stats_ends.tolist(),
     )
 
 
-def msetnx_payload(keys: KeySpace, packed: PackedScopes, group: int) -> tuple[bytes, int]:
-    """Packed new scopes as ``MSETNX`` commands of ``group`` scopes each, in Redis's wire
-    protocol; and how many commands."""
+def key_pieces(keys: KeySpace) -> list[bytes]:
+    """The literal pieces of a scope's key, its history key's suffix, its learner's stats
+    hash's key and its field there, in the order ``store.kernels.PIECES`` names them."""
+    before, between, after = keys.stats_field("\x00s\x00", "\x00m\x00").encode().split(b"\x00")[::2]
+    pieces = [*keys.scope_pieces(), *keys.stats_pieces(), before, between, after]
+    if len(pieces) != PIECES:
+        raise AssertionError(f"store.kernels writes {PIECES} pieces, KeySpace gives {len(pieces)}")
+    return pieces
+
+
+def create_payload(
+    keys: KeySpace, packed: PackedScopes, script: str, group: int
+) -> tuple[bytes, int]:
+    """Packed new scopes as calls of the compare-and-set ``script`` (each creating
+    ``group`` scopes) in Redis's wire protocol; and how many calls."""
     scopes = packed.scopes
     n = len(scopes)
     names = sorted({scope.learning_mode for scope in scopes})
     code = {name: i for i, name in enumerate(names)}
     encoded = [name.encode() for name in names]
-    pieces = keys.scope_pieces()
-    out, count = msetnx_commands(
+    pieces = key_pieces(keys)
+    out, count = create_commands(
+        np.frombuffer(script.encode(), dtype=np.uint8),
         np.frombuffer(b"".join(pieces), dtype=np.uint8),
         np.cumsum([0, *map(len, pieces)], dtype=np.int64),
         np.fromiter((scope.user_id for scope in scopes), np.int64, n),
@@ -117,6 +132,8 @@ def msetnx_payload(keys: KeySpace, packed: PackedScopes, group: int) -> tuple[by
         np.frombuffer(packed.histories, dtype=np.uint8),
         np.array(packed.history_starts, dtype=np.int64),
         np.array(packed.history_ends, dtype=np.int64),
+        np.frombuffer(packed.stats, dtype=np.uint8),
+        np.array(packed.stats_ends, dtype=np.int64),
         group,
     )
     return out.tobytes(), count

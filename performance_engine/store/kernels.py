@@ -1,11 +1,12 @@
 """Compiled writers of the store's bytes (numba): the backfill's new scopes, from arrays.
 
 :func:`pack_scope_rows` writes stored values (``store.layout.pack_scope``) and
-:func:`msetnx_commands` the ``MSETNX`` commands that create them, in Redis's wire protocol,
-with keys built from the literal pieces :meth:`store.keyspace.KeySpace.scope_pieces`
-gives. Neither defines a layout of its own: the field order they write is checked against
-``ScopeState`` and ``LearningState`` and the header against ``store.layout.HEADER`` when
-this module is imported (:func:`_check_layouts`), and ``tests/store/test_formats.py`` holds
+:func:`create_commands` the compare-and-set script's commands that create them (with their
+histories and stats), in Redis's wire protocol, with keys and fields built from the
+literal pieces ``KeySpace`` gives (``store.bulk.key_pieces``). Neither defines a layout
+of its own: the field order they write is checked against ``ScopeState`` and
+``LearningState`` and the header against ``store.layout.HEADER`` when this module is
+imported (:func:`_check_layouts`), and ``tests/store/test_formats.py`` holds
 their bytes equal to the reference writers' (the commands parsed back with a RESP reader).
 The msgpack building blocks are shared with the metrics' kernels.
 """
@@ -30,7 +31,7 @@ from performance_engine.metrics.learning import LearningState
 from performance_engine.metrics.state import ScopeState
 from performance_engine.store.layout import HEADER
 
-__all__ = ["compile_all", "msetnx_commands", "pack_scope_rows"]
+__all__ = ["compile_all", "create_commands", "pack_scope_rows"]
 
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -118,18 +119,16 @@ def pack_scope_rows(
     longest: Array,
     first_correct: Array,
     signature: Array,
-    stats: Array,
-    stats_ends: Array,
     revision: int,
 ) -> tuple[Array, Array]:
     """The stored value of each new scope, at ``revision`` (``store.pack_scope``: the
-    revision and length header, the state as ``metrics.state.encode_state`` writes it, the
-    stats JSON), all joined, and the end of each (``ends[0]`` is 0).
+    revision and length header, the state as ``metrics.state.encode_state`` writes it),
+    all joined, and the end of each (``ends[0]`` is 0).
 
     Scope i's byte strings are ranges of the joined buffers: its questions and solved
     sets per difficulty ``questions[question_ends[3i + d]:question_ends[3i + d + 1]]``,
-    its seen fingerprints, its encoded history (kept in the state unless ``spilled``),
-    its last attempt's UTF-8 id and its stats JSON ``x[x_ends[i]:x_ends[i + 1]]``.
+    its seen fingerprints, its encoded history (kept in the state unless ``spilled``) and
+    its last attempt's UTF-8 id ``x[x_ends[i]:x_ends[i + 1]]``.
     ``logit_bits`` and ``e_bits`` are the learning fold's floats viewed as uint64.
     """
     n = len(version)
@@ -162,7 +161,6 @@ def pack_scope_rows(
             size += uint_size(np.uint64(first_correct[i, d]))
         size += 1 + uint_size(np.uint64(signature[i]))  # sequential nil, signature
         size += uint_size(np.uint64(revision))
-        size += stats_ends[i + 1] - stats_ends[i]
         ends[i + 1] = size
     out = np.empty(size, dtype=np.uint8)
     for i in range(n):
@@ -219,8 +217,6 @@ def pack_scope_rows(
         at = put_uint(out, at + 1, np.uint64(signature[i]))
         at = put_uint(out, at, np.uint64(revision))
         _put_big_endian(out, state - 4, at - state, 4)
-        length = stats_ends[i + 1] - stats_ends[i]
-        out[at : at + length] = stats[stats_ends[i] : stats_ends[i + 1]]
     return out, ends
 
 
@@ -246,11 +242,44 @@ def _put_piece(out: Array, at: int, pieces: Array, piece_ends: Array, j: int) ->
     return at + int(hi - lo)
 
 
+#: The literal pieces of what create_commands writes (see ``store.bulk.key_pieces``).
+KEY_BEFORE_USER, KEY_BEFORE_SUB, KEY_BEFORE_MODE, KEY_AFTER_MODE = 0, 1, 2, 3
+HISTORY_SUFFIX, STATS_BEFORE_USER, STATS_AFTER_USER = 4, 5, 6
+FIELD_BEFORE_SUB, FIELD_BEFORE_MODE, FIELD_AFTER_MODE = 7, 8, 9
+PIECES = 10
+
+
 @_jit
-def _key_length(pieces: int, user: int, sub: int, mode: int) -> int:
-    """The length of a scope's key without the history suffix: the literal ``pieces``'
-    total, the two ids in decimal and the mode's name."""
-    return pieces + decimal_size(user) + decimal_size(sub) + mode
+def _piece_length(piece_ends: Array, j: int) -> int:
+    return int(piece_ends[j + 1] - piece_ends[j])
+
+
+@_jit
+def _key_length(piece_ends: Array, user: int, sub: int, mode: int) -> int:
+    """The length of a scope's key without the history suffix."""
+    literal = int(piece_ends[KEY_AFTER_MODE + 1] - piece_ends[KEY_BEFORE_USER])
+    return literal + decimal_size(user) + decimal_size(sub) + mode
+
+
+@_jit
+def _field_length(piece_ends: Array, sub: int, mode: int) -> int:
+    """The length of a scope's field in its learner's stats hash."""
+    literal = int(piece_ends[FIELD_AFTER_MODE + 1] - piece_ends[FIELD_BEFORE_SUB])
+    return literal + decimal_size(sub) + mode
+
+
+@_jit
+def _stats_key_length(piece_ends: Array, user: int) -> int:
+    """The length of a learner's stats hash's key."""
+    literal = int(piece_ends[STATS_AFTER_USER + 1] - piece_ends[STATS_BEFORE_USER])
+    return literal + decimal_size(user)
+
+
+@_jit
+def _put_crlf(out: Array, at: int) -> int:
+    out[at] = 13
+    out[at + 1] = 10
+    return at + 2
 
 
 @_jit
@@ -264,22 +293,58 @@ def _put_key(
     mode: Array,
     history: bool,
 ) -> int:
-    """A scope's key (or its history key): piece 0, the user id, piece 1, the sub-topic
-    id, piece 2, the mode, piece 3 (and piece 4 for the history key)."""
-    at = _put_piece(out, at, pieces, piece_ends, 0)
+    """A scope's key (or its history key), as a bulk string."""
+    at = _put_bulk_header(
+        out,
+        at,
+        _key_length(piece_ends, user, sub, len(mode))
+        + (_piece_length(piece_ends, HISTORY_SUFFIX) if history else 0),
+    )
+    at = _put_piece(out, at, pieces, piece_ends, KEY_BEFORE_USER)
     at = put_decimal(out, at, user)
-    at = _put_piece(out, at, pieces, piece_ends, 1)
+    at = _put_piece(out, at, pieces, piece_ends, KEY_BEFORE_SUB)
     at = put_decimal(out, at, sub)
-    at = _put_piece(out, at, pieces, piece_ends, 2)
+    at = _put_piece(out, at, pieces, piece_ends, KEY_BEFORE_MODE)
     out[at : at + len(mode)] = mode
-    at = _put_piece(out, at + len(mode), pieces, piece_ends, 3)
+    at = _put_piece(out, at + len(mode), pieces, piece_ends, KEY_AFTER_MODE)
     if history:
-        at = _put_piece(out, at, pieces, piece_ends, 4)
-    return at
+        at = _put_piece(out, at, pieces, piece_ends, HISTORY_SUFFIX)
+    return _put_crlf(out, at)
 
 
 @_jit
-def msetnx_commands(
+def _put_stats_key(out: Array, at: int, pieces: Array, piece_ends: Array, user: int) -> int:
+    """A learner's stats hash's key, as a bulk string."""
+    at = _put_bulk_header(out, at, _stats_key_length(piece_ends, user))
+    at = _put_piece(out, at, pieces, piece_ends, STATS_BEFORE_USER)
+    at = put_decimal(out, at, user)
+    at = _put_piece(out, at, pieces, piece_ends, STATS_AFTER_USER)
+    return _put_crlf(out, at)
+
+
+@_jit
+def _put_field(out: Array, at: int, pieces: Array, piece_ends: Array, sub: int, mode: Array) -> int:
+    """A scope's field in its learner's stats hash, as a bulk string."""
+    at = _put_bulk_header(out, at, _field_length(piece_ends, sub, len(mode)))
+    at = _put_piece(out, at, pieces, piece_ends, FIELD_BEFORE_SUB)
+    at = put_decimal(out, at, sub)
+    at = _put_piece(out, at, pieces, piece_ends, FIELD_BEFORE_MODE)
+    out[at : at + len(mode)] = mode
+    at = _put_piece(out, at + len(mode), pieces, piece_ends, FIELD_AFTER_MODE)
+    return _put_crlf(out, at)
+
+
+@_jit
+def _put_bulk(out: Array, at: int, data: Array, lo: int, hi: int) -> int:
+    """``data[lo:hi]`` as a bulk string."""
+    at = _put_bulk_header(out, at, hi - lo)
+    out[at : at + hi - lo] = data[lo:hi]
+    return _put_crlf(out, at + hi - lo)
+
+
+@_jit
+def create_commands(
+    script: Array,
     pieces: Array,
     piece_ends: Array,
     user: Array,
@@ -292,78 +357,75 @@ def msetnx_commands(
     histories: Array,
     history_starts: Array,
     history_ends: Array,
+    stats: Array,
+    stats_ends: Array,
     group: int,
 ) -> tuple[Array, int]:
-    """``MSETNX`` commands in Redis's wire protocol, one per ``group`` scopes, all joined;
-    and how many there are.
+    """``EVAL`` commands of the compare-and-set ``script`` (``store.stats_store``'s, whose
+    arguments they follow) in Redis's wire protocol, one per ``group`` new scopes, all
+    joined; and how many there are.
 
-    Scope i sets its key (``store.keyspace.KeySpace.for_scope``, from the literal
-    ``pieces[piece_ends[j]:piece_ends[j + 1]]`` of ``KeySpace.scope_pieces``, its user and
-    sub-topic, the UTF-8 name ``mode_names[mode_ends[m]:mode_ends[m + 1]]`` of its mode
-    ``m = mode[i]``) to ``values[value_ends[i]:value_ends[i + 1]]``, and, if the range is
-    not empty, its history key to ``histories[history_starts[i]:history_ends[i]]``.
+    Scope i (user ``user[i]``, sub-topic ``sub[i]``, the UTF-8 name
+    ``mode_names[mode_ends[m]:mode_ends[m + 1]]`` of its mode ``m = mode[i]``) is written
+    if it is not stored yet: its key to ``values[value_ends[i]:value_ends[i + 1]]``, its
+    history key (if the range is not empty) to
+    ``histories[history_starts[i]:history_ends[i]]``, its field in its learner's stats
+    hash to ``stats[stats_ends[i]:stats_ends[i + 1]]``. Keys and fields are built from
+    the literal ``pieces[piece_ends[j]:piece_ends[j + 1]]`` (see :data:`PIECES`).
     """
     n = len(user)
-    literal = piece_ends[4] - piece_ends[0]  # pieces 0 to 3: every key has them
-    suffix = piece_ends[5] - piece_ends[4]  # piece 4: the history key's suffix
     size = 0
     commands = 0
     for lo in range(0, n, group):
         hi = min(n, lo + group)
-        args = 1
+        size += 1 + decimal_size(3 + 9 * (hi - lo)) + 2 + _bulk_size(4) + _bulk_size(len(script))
+        size += _bulk_size(decimal_size(3 * (hi - lo)))
         for i in range(lo, hi):
             m = mode[i]
-            key = _key_length(literal, user[i], sub[i], mode_ends[m + 1] - mode_ends[m])
-            size += _bulk_size(key) + _bulk_size(value_ends[i + 1] - value_ends[i])
-            args += 2
-            length = history_ends[i] - history_starts[i]
-            if length:
-                size += _bulk_size(key + suffix) + _bulk_size(length)
-                args += 2
-        size += 1 + decimal_size(args) + 2 + _bulk_size(6)
+            name = mode_ends[m + 1] - mode_ends[m]
+            key = _key_length(piece_ends, user[i], sub[i], name)
+            size += _bulk_size(key) + _bulk_size(key + _piece_length(piece_ends, HISTORY_SUFFIX))
+            size += _bulk_size(_stats_key_length(piece_ends, user[i]))
+            size += _bulk_size(0) + _bulk_size(value_ends[i + 1] - value_ends[i])
+            history = history_ends[i] - history_starts[i]
+            size += _bulk_size(1 if history else 0) + _bulk_size(history)
+            size += _bulk_size(_field_length(piece_ends, sub[i], name))
+            size += _bulk_size(stats_ends[i + 1] - stats_ends[i])
         commands += 1
     out = np.empty(size, dtype=np.uint8)
     at = 0
     for lo in range(0, n, group):
         hi = min(n, lo + group)
-        args = 1
-        for i in range(lo, hi):
-            args += 2 if history_ends[i] == history_starts[i] else 4
         out[at] = 42  # *
-        at = put_decimal(out, at + 1, args)
-        out[at] = 13
-        out[at + 1] = 10
-        at = _put_bulk_header(out, at + 2, 6)
-        for c in b"MSETNX\r\n":
+        at = _put_crlf(out, put_decimal(out, at + 1, 3 + 9 * (hi - lo)))
+        at = _put_bulk_header(out, at, 4)
+        for c in b"EVAL\r\n":
             out[at] = c
             at += 1
+        at = _put_bulk(out, at, script, 0, len(script))
+        numkeys = 3 * (hi - lo)
+        at = _put_bulk_header(out, at, decimal_size(numkeys))
+        at = _put_crlf(out, put_decimal(out, at, numkeys))
         for i in range(lo, hi):
             m = mode[i]
             name = mode_names[mode_ends[m] : mode_ends[m + 1]]
-            key = _key_length(literal, user[i], sub[i], len(name))
-            at = _put_bulk_header(out, at, key)
             at = _put_key(out, at, pieces, piece_ends, user[i], sub[i], name, False)
-            out[at] = 13
-            out[at + 1] = 10
-            start = value_ends[i]
-            length = value_ends[i + 1] - start
-            at = _put_bulk_header(out, at + 2, length)
-            out[at : at + length] = values[start : start + length]
-            out[at + length] = 13
-            out[at + length + 1] = 10
-            at += length + 2
-            start = history_starts[i]
-            length = history_ends[i] - start
-            if length:
-                at = _put_bulk_header(out, at, key + suffix)
-                at = _put_key(out, at, pieces, piece_ends, user[i], sub[i], name, True)
-                out[at] = 13
-                out[at + 1] = 10
-                at = _put_bulk_header(out, at + 2, length)
-                out[at : at + length] = histories[start : start + length]
-                out[at + length] = 13
-                out[at + length + 1] = 10
-                at += length + 2
+            at = _put_key(out, at, pieces, piece_ends, user[i], sub[i], name, True)
+            at = _put_stats_key(out, at, pieces, piece_ends, user[i])
+        for i in range(lo, hi):
+            m = mode[i]
+            name = mode_names[mode_ends[m] : mode_ends[m + 1]]
+            at = _put_bulk(out, at, values, 0, 0)  # expected: not stored yet
+            at = _put_bulk(out, at, values, value_ends[i], value_ends[i + 1])
+            if history_ends[i] > history_starts[i]:
+                at = _put_bulk_header(out, at, 1)
+                out[at] = 114  # r: replace
+                at = _put_crlf(out, at + 1)
+            else:
+                at = _put_bulk(out, at, values, 0, 0)
+            at = _put_bulk(out, at, histories, history_starts[i], history_ends[i])
+            at = _put_field(out, at, pieces, piece_ends, sub[i], name)
+            at = _put_bulk(out, at, stats, stats_ends[i], stats_ends[i + 1])
     return out, commands
 
 
@@ -381,13 +443,14 @@ def compile_all() -> None:
     read_only_two = np.frombuffer(two.tobytes(), dtype=np.int64)
     pack_scope_rows(
         i64, i64, i64, three, three, byte, four, byte, four, byte, two, byte, two, no,
-        read_only_byte, read_only_two, u64, u64, i64, i64, three, u64, read_only_byte, two, 1,
+        read_only_byte, read_only_two, u64, u64, i64, i64, three, u64, 1,
     )  # fmt: skip
-    six = np.zeros(6, dtype=np.int64)
-    # The key pieces, mode names, values and histories are views of bytes (read-only).
-    msetnx_commands(
-        read_only_byte, six, i64, i64, i64, read_only_byte, two, read_only_byte, two,
-        read_only_byte, i64, i64, 1,
+    ends = np.zeros(PIECES + 1, dtype=np.int64)
+    # The script, key pieces, mode names, values, histories and stats are views of bytes
+    # (read-only).
+    create_commands(
+        read_only_byte, read_only_byte, ends, i64, i64, i64, read_only_byte, two,
+        read_only_byte, two, read_only_byte, i64, i64, read_only_byte, two, 1,
     )  # fmt: skip
 
 

@@ -3,7 +3,15 @@
 Layout (``{prefix}`` is ``PERF_ENGINE_KEY_PREFIX``, ``pe`` by default)::
 
     {prefix}:{u<user_id>}:<sub_topic_id>:<learning_mode>    a string, one per scope: its
-        version, rolling state and latest stats JSON (the layout: store/layout.py)
+        revision and rolling state (the layout: store/layout.py)
+
+    {prefix}:stats:{u<user_id>}    a hash, one per learner: field
+        ``<sub_topic_id>:<learning_mode>``, value the scope's latest stats JSON (SPEC 4),
+        plain UTF-8 that any client reads with ``HGET`` (one scope), ``HMGET`` (several)
+        or ``HGETALL`` (all of the learner's). Written in the same compare-and-set as the
+        scope's string. The key pattern ``{prefix}:stats:*`` holds nothing else, so a
+        read-only ACL user can be given the stats and nothing more. A public interface:
+        docs/redis-layout.md (layout version 2).
 
     {prefix}:{u<user_id>}:<sub_topic_id>:<learning_mode>:history    a string, only for a
         scope whose attempt history outgrew its state (512 bytes by default; smaller
@@ -105,6 +113,34 @@ class KeySpace:
         if not (user.isdigit() and sub.isdigit()) or not mode or ":" in mode:
             return None
         return ScopeKey(int(user), int(sub), mode)
+
+    def stats(self, user_id: int | str) -> str:
+        """The learner's stats hash (same hash slot as the learner's scope keys)."""
+        return f"{self.prefix}:stats:{{u{user_id}}}"
+
+    @staticmethod
+    def stats_field(sub_topic_id: int | str, learning_mode: str) -> str:
+        """A scope's field in its learner's stats hash."""
+        return f"{sub_topic_id}:{learning_mode}"
+
+    def stats_pieces(self) -> tuple[bytes, bytes]:
+        """The literal parts of a stats hash's key before and after the user id (for the
+        compiled writer of new scopes, ``store.kernels.create_commands``)."""
+        before, after = self.stats("\x00").split("\x00")
+        return before.encode(), after.encode()
+
+    @staticmethod
+    def parse_stats_field(field: str | bytes) -> tuple[int, str] | None:
+        """(sub-topic id, learning mode) of a stats hash's field; None if it is not one."""
+        text = field.decode("utf-8", "replace") if isinstance(field, bytes) else field
+        sub, _, mode = text.partition(":")
+        if not sub.isdigit() or not mode or ":" in mode:
+            return None
+        return int(sub), mode
+
+    def stats_pattern(self) -> str:
+        """The key pattern of every stats hash (for an ACL rule or a SCAN)."""
+        return f"{self.prefix}:stats:*"
 
     def scope_pattern(self) -> str:
         """A SCAN pattern matching every scope key (and history key) of the prefix."""

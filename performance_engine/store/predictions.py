@@ -16,8 +16,9 @@ import msgspec
 from performance_engine.errors import InvalidScopeError
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.history import Entry
+from performance_engine.metrics.state import ScopeState
 from performance_engine.metrics.types import DIFFICULTIES, DifficultyEnum, ScopeKey
-from performance_engine.store.stats_store import AsyncStatsStore, StatsStore, StoredScope
+from performance_engine.store.stats_store import AsyncStatsStore, StatsStore
 
 __all__ = ["Prediction", "difficulty_index", "predict", "predict_async"]
 
@@ -56,22 +57,22 @@ def _checked(calculator: MetricsCalculator, scope: ScopeKey, question_id: int) -
 def _prediction(
     calculator: MetricsCalculator,
     scope: ScopeKey,
-    found: StoredScope | None,
+    found: ScopeState | None,
     question_id: int,
     d: int,
     history: list[Entry] | None = None,
 ) -> Prediction | None:
-    state = found.state if found is not None else calculator.new_state()
+    state = found if found is not None else calculator.new_state()
     p = calculator.predict(scope, state, question_id, d, history)
     if p is None:
         return None
     return Prediction(p, calculator.group(scope).version, state.version)
 
 
-def _wants_history(found: StoredScope, prediction: Prediction | None) -> bool:
+def _wants_history(found: ScopeState, prediction: Prediction | None) -> bool:
     """Whether a prediction failed only for want of the history kept in its own key
     (values folded with other parameters, to be folded again)."""
-    return prediction is None and found.state.spilled and found.state.history_complete
+    return prediction is None and found.spilled and found.history_complete
 
 
 def predict(
@@ -85,10 +86,10 @@ def predict(
     (state from the first release, or a lost history)."""
     _checked(calculator, scope, question_id)
     d = difficulty_index(difficulty)
-    (found,) = store.read([scope])
+    (found,) = store.read_states([scope])
     prediction = _prediction(calculator, scope, found, question_id, d)
     if found is not None and _wants_history(found, prediction):
-        (history,) = store.read_histories([(scope, found.state.history)])
+        (history,) = store.read_histories([(scope, found.history)])
         prediction = _prediction(calculator, scope, found, question_id, d, history)
     return prediction
 
@@ -103,9 +104,9 @@ async def predict_async(
     """:func:`predict` through the asyncio store."""
     _checked(calculator, scope, question_id)
     d = difficulty_index(difficulty)
-    (found,) = await store.read([scope])
+    (found,) = await store.read_states([scope])
     prediction = _prediction(calculator, scope, found, question_id, d)
     if found is not None and _wants_history(found, prediction):
-        (history,) = await store.read_histories([(scope, found.state.history)])
+        (history,) = await store.read_histories([(scope, found.history)])
         prediction = _prediction(calculator, scope, found, question_id, d, history)
     return prediction

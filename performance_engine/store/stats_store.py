@@ -4,21 +4,21 @@ Every write is a compare-and-set on the scope's revision (a Lua script, many sco
 call), so a writer that read stale state (a zombie worker after a rebalance, a backfill
 racing the stream) cannot overwrite newer state: it gets a conflict and re-reads. Writing
 a state whose revision is already stored, with the same content, changes nothing. A scope's
-history key changes in the same script call as its state, and only when the
-compare-and-set succeeds, so the two never disagree.
+history key and its field in the learner's stats hash change in the same script call as
+its state, and only when the compare-and-set succeeds, so the three never disagree.
 Key layout: see :mod:`.keyspace`; the stored value: :mod:`.layout`.
 
-Commands the store sends: GET, MGET, MSETNX, EVAL (the script runs GETRANGE, SET and
-APPEND) and PING; the eviction check (``eviction_policy``) adds INFO through the same client.
-Nothing else:
-the ACL line in docs/operations.md grants exactly these. On a Redis Cluster
-(``PERF_ENGINE_REDIS_CLUSTER``) every multi-key command holds keys of one hash slot: a
-scope's key carries its learner's hash tag, so a learner's scopes travel together.
+Commands the store sends: GET, MGET, HGET, HMGET, HGETALL, EVAL (the script runs
+GETRANGE, SET, APPEND and HSET) and PING; the eviction check (``eviction_policy``) adds
+INFO through the same client. Nothing else: the ACL line in docs/operations.md grants
+exactly these. On a Redis Cluster (``PERF_ENGINE_REDIS_CLUSTER``) every multi-key command
+holds keys of one hash slot: a scope's keys carry its learner's hash tag, so a learner's
+scopes travel together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
@@ -36,9 +36,8 @@ from performance_engine.store.failures import REDIS_ERRORS, failure
 from performance_engine.store.keyspace import KeySpace
 from performance_engine.store.layout import (
     expected_header,
+    legacy_stats,
     pack_scope,
-    revision_of,
-    stats_of,
     unpack_scope,
 )
 
@@ -52,25 +51,28 @@ __all__ = [
     "ScopeWrite",
     "StatsStore",
     "StoredScope",
+    "revision_in",
 ]
 
-# KEYS: per scope, its key and its history key. ARGV: four values per scope: the expected
-# 8-byte version header ('' for a scope not yet stored), the new value, what to do to the
-# history ('' nothing, 'a' append, 'r' replace) and the history bytes. A scope is written
-# only if its stored header is the expected one. Returns the 1-based positions of the
-# refused scopes.
+# KEYS: per scope, its key, its history key and its learner's stats hash. ARGV: six values
+# per scope: the expected 8-byte revision header ('' for a scope not yet stored), the new
+# value, what to do to the history ('' nothing, 'a' append, 'r' replace), the history
+# bytes, the scope's field in the stats hash and its stats JSON. A scope is written only if
+# its stored header is the expected one. Returns the 1-based positions of the refused
+# scopes. The compiled writer of new scopes (store.kernels.create_commands) sends it too.
 WRITE_SCOPES_LUA = """
 local refused = {}
-for i = 1, #KEYS / 2 do
-  local key, at = KEYS[2 * i - 1], 4 * (i - 1)
+for i = 1, #KEYS / 3 do
+  local key, at = KEYS[3 * i - 2], 6 * (i - 1)
   if redis.call('GETRANGE', key, 0, 7) == ARGV[at + 1] then
     redis.call('SET', key, ARGV[at + 2])
     local op = ARGV[at + 3]
     if op == 'a' then
-      redis.call('APPEND', KEYS[2 * i], ARGV[at + 4])
+      redis.call('APPEND', KEYS[3 * i - 1], ARGV[at + 4])
     elseif op == 'r' then
-      redis.call('SET', KEYS[2 * i], ARGV[at + 4])
+      redis.call('SET', KEYS[3 * i - 1], ARGV[at + 4])
     end
+    redis.call('HSET', KEYS[3 * i], ARGV[at + 5], ARGV[at + 6])
   else
     refused[#refused + 1] = i
   end
@@ -82,7 +84,8 @@ SCRIPT_BATCH = 256
 
 
 class StoredScope(msgspec.Struct, frozen=True, gc=False):
-    """What Redis holds for a scope: its state (version inside) and latest stats JSON."""
+    """What Redis holds for a scope: its state (revision inside) and latest stats JSON
+    (empty if there is none: a layout-1 value not yet upgraded carries its own)."""
 
     state: ScopeState
     stats_json: bytes
@@ -125,11 +128,47 @@ def _groups(keys: Sequence[str], cluster: bool) -> list[list[int]]:
     ]
 
 
-def _stored(value: bytes | None) -> StoredScope | None:
+def _stored(value: bytes | None, stats: bytes | None) -> StoredScope | None:
     if value is None:
         return None
-    state, stats = unpack_scope(value)
-    return StoredScope(state, stats)
+    return StoredScope(unpack_scope(value), stats or legacy_stats(value))
+
+
+def _state(value: bytes | None) -> ScopeState | None:
+    return None if value is None else unpack_scope(value)
+
+
+class _Revision(msgspec.Struct):
+    revision: int
+
+
+_REVISION = msgspec.json.Decoder(_Revision)
+
+
+def revision_in(stats_json: bytes) -> int:
+    """The ``revision`` a stats JSON carries."""
+    return _REVISION.decode(stats_json).revision
+
+
+def _fill_legacy(found: list[bytes | None], missing: list[int], values: list[bytes | None]) -> None:
+    """Where a scope's stats hash has no field, the stats its layout-1 value carries."""
+    for i, value in zip(missing, values, strict=True):
+        if value is not None:
+            found[i] = legacy_stats(value) or None
+
+
+def _queue_both(pipe: Any, values: _ReadPlan, stats: _StatsPlan) -> None:
+    values.queue(pipe)
+    stats.queue(pipe)
+
+
+def _learner(found: dict[bytes, bytes]) -> dict[tuple[int, str], bytes]:
+    scopes: dict[tuple[int, str], bytes] = {}
+    for field, stats_json in found.items():
+        parsed = KeySpace.parse_stats_field(field)
+        if parsed is not None:
+            scopes[parsed] = stats_json
+    return dict(sorted(scopes.items()))
 
 
 def _not_found(scope: ScopeKey) -> UserAttemptsNotFoundError:
@@ -183,6 +222,41 @@ class _ReadPlan:
         return found
 
 
+@dataclass(frozen=True, slots=True)
+class _StatsPlan:
+    """HMGETs of many scopes' stats JSON (one per learner) in one pipeline, in order."""
+
+    keys: list[str]
+    fields: list[list[str]]
+    positions: list[list[int]]
+    count: int
+
+    @classmethod
+    def of(cls, keyspace: KeySpace, scopes: Sequence[ScopeKey]) -> _StatsPlan:
+        by_user: dict[int, tuple[list[str], list[int]]] = {}
+        for i, scope in enumerate(scopes):
+            fields, positions = by_user.setdefault(scope.user_id, ([], []))
+            fields.append(keyspace.stats_field(scope.sub_topic_id, scope.learning_mode))
+            positions.append(i)
+        return cls(
+            [keyspace.stats(user) for user in by_user],
+            [fields for fields, _ in by_user.values()],
+            [positions for _, positions in by_user.values()],
+            len(scopes),
+        )
+
+    def queue(self, pipe: Any) -> None:
+        for key, fields in zip(self.keys, self.fields, strict=True):
+            pipe.execute_command("HMGET", key, *fields)
+
+    def outcome(self, replies: list[Any]) -> list[bytes | None]:
+        found: list[bytes | None] = [None] * self.count
+        for positions, values in zip(self.positions, replies, strict=True):
+            for i, value in zip(positions, values, strict=True):
+                found[i] = value
+        return found
+
+
 class _Row(NamedTuple):
     """One scope's compare-and-set write, packed: ``tag`` is what the caller gets back if
     it is refused; ``expected`` the stored header it needs (empty: not stored yet);
@@ -191,24 +265,33 @@ class _Row(NamedTuple):
     tag: Any
     key: str
     history_key: str
+    stats_key: str
     expected: bytes
     value: bytes
     op: bytes
     history: bytes
+    field: str
+    stats: bytes
 
 
 def _rows_of(keyspace: KeySpace, writes: Sequence[ScopeWrite]) -> list[_Row]:
     rows = []
     for w in writes:
-        key = keyspace.for_scope(w.scope)
+        scope = w.scope
+        key = keyspace.for_scope(scope)
+        op, history = w.history_args()
         rows.append(
             _Row(
                 w,
                 key,
                 keyspace.history_of(key),
+                keyspace.stats(scope.user_id),
                 expected_header(w.expected_revision),
-                pack_scope(w.state, w.stats_json),
-                *w.history_args(),
+                pack_scope(w.state),
+                op,
+                history,
+                keyspace.stats_field(scope.sub_topic_id, scope.learning_mode),
+                w.stats_json,
             )
         )
     return rows
@@ -216,73 +299,62 @@ def _rows_of(keyspace: KeySpace, writes: Sequence[ScopeWrite]) -> list[_Row]:
 
 def _new_rows(keyspace: KeySpace, packed: PackedScopes, first: int, last: int) -> list[_Row]:
     """Rows ``first:last`` of packed new scopes."""
-    values, histories = packed.values, packed.histories
+    values, histories, stats = packed.values, packed.histories, packed.stats
     rows = []
-    for scope, (lo, hi), start, end in zip(
+    for scope, (lo, hi), start, end, (a, b) in zip(
         packed.scopes[first:last],
         pairwise(packed.value_ends[first : last + 1]),
         packed.history_starts[first:last],
         packed.history_ends[first:last],
+        pairwise(packed.stats_ends[first : last + 1]),
         strict=True,
     ):
         key = keyspace.for_scope(scope)
-        op = b"r" if end > start else b""
         rows.append(
-            _Row(scope, key, keyspace.history_of(key), b"", values[lo:hi], op, histories[start:end])
+            _Row(
+                scope,
+                key,
+                keyspace.history_of(key),
+                keyspace.stats(scope.user_id),
+                b"",
+                values[lo:hi],
+                b"r" if end > start else b"",
+                histories[start:end],
+                keyspace.stats_field(scope.sub_topic_id, scope.learning_mode),
+                stats[a:b],
+            )
         )
     return rows
 
 
 @dataclass(frozen=True, slots=True)
 class _WritePlan:
-    """Compare-and-set writes for many scopes in one pipeline.
+    """Compare-and-set writes for many scopes in one pipeline: the script, at most
+    SCRIPT_BATCH scopes (of one hash slot, on a cluster) a call."""
 
-    Writes of scopes not yet stored go as ``MSETNX`` (no script: it sets all of its keys
-    only if none of them exists, the compare-and-set for "not stored yet"); the others
-    through the compare-and-set script. An MSETNX that finds any of its keys already
-    there writes nothing; its writes are then retried through the script.
-    """
-
-    commands: list[tuple[bool, list[_Row]]]  # (is MSETNX, writes)
+    commands: list[list[_Row]]
 
     @classmethod
-    def of(cls, rows: Sequence[_Row], cluster: bool, *, script_only: bool = False) -> _WritePlan:
-        commands: list[tuple[bool, list[_Row]]] = []
-        fresh = [] if script_only else [r for r in rows if not r.expected]
-        stored = rows if script_only else [r for r in rows if r.expected]
-        for msetnx, part in ((True, fresh), (False, stored)):
-            for group in _groups([r.key for r in part], cluster):
-                commands.append((msetnx, [part[i] for i in group]))
-        return cls(commands)
+    def of(cls, rows: Sequence[_Row], cluster: bool) -> _WritePlan:
+        groups = _groups([r.key for r in rows], cluster)
+        return cls([[rows[i] for i in group] for group in groups])
 
     def queue(self, pipe: Any) -> None:
-        for msetnx, batch in self.commands:
-            if msetnx:
-                args: list[Any] = []
-                for r in batch:
-                    args += (r.key, r.value)
-                    if r.op:
-                        args += (r.history_key, r.history)
-                pipe.execute_command("MSETNX", *args)
-            else:
-                keys: list[str] = []
-                values: list[Any] = []
-                for r in batch:
-                    keys += (r.key, r.history_key)
-                    values += (r.expected, r.value, r.op, r.history)
-                pipe.execute_command("EVAL", WRITE_SCOPES_LUA, len(keys), *keys, *values)
+        for batch in self.commands:
+            keys: list[str] = []
+            values: list[Any] = []
+            for r in batch:
+                keys += (r.key, r.history_key, r.stats_key)
+                values += (r.expected, r.value, r.op, r.history, r.field, r.stats)
+            pipe.execute_command("EVAL", WRITE_SCOPES_LUA, len(keys), *keys, *values)
 
-    def outcome(self, replies: list[Any]) -> tuple[list[Any], list[_Row]]:
-        """(tags of the writes the script refused, writes to retry through the script)."""
-        refused: list[Any] = []
-        retry: list[_Row] = []
-        for (msetnx, batch), reply in zip(self.commands, replies, strict=True):
-            if msetnx:
-                if not reply:
-                    retry += batch
-            else:
-                refused += [batch[i - 1].tag for i in reply]
-        return refused, retry
+    def outcome(self, replies: list[Any]) -> list[Any]:
+        """The tags of the writes the script refused."""
+        return [
+            batch[i - 1].tag
+            for batch, reply in zip(self.commands, replies, strict=True)
+            for i in reply
+        ]
 
 
 class _Store:
@@ -332,22 +404,44 @@ class StatsStore(_Store):
             raise failure(self.url, exc) from exc
 
     def stats_json(self, scope: ScopeKey) -> bytes:
-        """The stored stats JSON of a scope, or UserAttemptsNotFoundError."""
-        try:
-            raw = self.client.get(self.keys.for_scope(scope))
-        except REDIS_ERRORS as exc:
-            raise failure(self.url, exc) from exc
-        if not isinstance(raw, bytes):
+        """The stored stats JSON of a scope (one HGET), or UserAttemptsNotFoundError."""
+        (found,) = self.read_stats([scope])
+        if found is None:
             raise _not_found(scope)
-        return stats_of(raw)
+        return found
 
     def stats(self, scope: ScopeKey) -> PerformanceStatsData:
         return PerformanceStatsData.from_json(self.stats_json(scope))
 
+    def read_stats(self, scopes: Sequence[ScopeKey]) -> list[bytes | None]:
+        """Each scope's stats JSON (None where there is none), one round trip (two if some
+        are missing: a layout-1 value not yet upgraded carries its stats itself)."""
+        plan = _StatsPlan.of(self.keys, scopes)
+        found = plan.outcome(self._pipeline(plan.queue))
+        missing = [i for i, stats in enumerate(found) if stats is None]
+        if missing:
+            values = self._mget([self.keys.for_scope(scopes[i]) for i in missing])
+            _fill_legacy(found, missing, values)
+        return found
+
+    def learner_stats(self, user_id: int) -> dict[tuple[int, str], bytes]:
+        """Every stored scope of a learner: (sub-topic id, mode) -> stats JSON (one HGETALL)."""
+        return _learner(self._pipeline(lambda pipe: pipe.hgetall(self.keys.stats(user_id)))[0])
+
     def read(self, scopes: Sequence[ScopeKey]) -> list[StoredScope | None]:
+        """The stored state and stats of each scope (None where there is none), one round
+        trip (not one snapshot: a scope written between the two reads shows its new stats
+        beside its old state, which a compare-and-set with that state then refuses)."""
+        values = _ReadPlan.of([self.keys.for_scope(s) for s in scopes], self.cluster)
+        stats = _StatsPlan.of(self.keys, scopes)
+        replies = self._pipeline(lambda pipe: _queue_both(pipe, values, stats))
+        found = values.outcome(replies[: len(values.groups)])
+        return list(map(_stored, found, stats.outcome(replies[len(values.groups) :])))
+
+    def read_states(self, scopes: Sequence[ScopeKey]) -> list[ScopeState | None]:
         """The stored state of each scope (None where there is none), one round trip."""
         values = self._mget([self.keys.for_scope(s) for s in scopes])
-        return [_stored(value) for value in values]
+        return [_state(value) for value in values]
 
     def read_histories(self, scopes: Sequence[tuple[ScopeKey, int]]) -> list[list[Entry] | None]:
         """The history of each (scope, entry count): its entries in learning order, or None
@@ -362,13 +456,17 @@ class StatsStore(_Store):
 
     def _mget(self, keys: list[str]) -> list[bytes | None]:
         plan = _ReadPlan.of(keys, self.cluster)
+        return plan.outcome(self._pipeline(plan.queue))
+
+    def _pipeline(self, queue: Callable[[Any], object]) -> list[Any]:
+        """The replies of the commands ``queue`` puts in one pipeline."""
         try:
             with self.client.pipeline(transaction=False) as pipe:
-                plan.queue(pipe)
-                replies = pipe.execute()
+                queue(pipe)
+                replies: list[Any] = pipe.execute()
         except REDIS_ERRORS as exc:
             raise failure(self.url, exc) from exc
-        return plan.outcome(replies)
+        return replies
 
     def write(self, writes: Sequence[ScopeWrite]) -> list[ScopeWrite]:
         """Apply compare-and-set writes (one round trip, rarely two); returns the refused ones."""
@@ -378,23 +476,19 @@ class StatsStore(_Store):
         """Write scopes not stored yet (their values packed by the batch path), each only
         if it is still not stored; returns the scopes that were (their writes refused).
 
-        The ``MSETNX`` commands go to Redis as one buffer written by a compiled loop (on
-        a cluster: through the pipeline, grouped by hash slot); a command that finds one
-        of its keys taken is retried through the compare-and-set script.
+        The compare-and-set script's commands go to Redis as one buffer written by a
+        compiled loop (on a cluster: through the pipeline, grouped by hash slot).
         """
         n = len(packed.scopes)
         if self.cluster:
             return self._write(_new_rows(self.keys, packed, 0, n))
-        from performance_engine.store.bulk import msetnx_payload  # numpy: the backfill's
+        from performance_engine.store.bulk import create_payload  # numpy: the backfill's
 
-        payload, count = msetnx_payload(self.keys, packed, SCRIPT_BATCH)
-        replies = self._send(payload, count)
-        retry: list[_Row] = []
-        for command, created in enumerate(replies):
-            if not created:
-                lo = command * SCRIPT_BATCH
-                retry += _new_rows(self.keys, packed, lo, min(n, lo + SCRIPT_BATCH))
-        return self._write(retry, script_only=True) if retry else []
+        payload, count = create_payload(self.keys, packed, WRITE_SCOPES_LUA, SCRIPT_BATCH)
+        refused: list[ScopeKey] = []
+        for command, reply in enumerate(self._send(payload, count)):
+            refused += [packed.scopes[command * SCRIPT_BATCH + i - 1] for i in reply]
+        return refused
 
     def _send(self, payload: bytes, count: int) -> list[Any]:
         """Send commands already in the wire protocol; the replies of ``count`` of them."""
@@ -412,17 +506,9 @@ class StatsStore(_Store):
         except REDIS_ERRORS as exc:
             raise failure(self.url, exc) from exc
 
-    def _write(self, rows: list[_Row], *, script_only: bool = False) -> list[Any]:
-        plan = _WritePlan.of(rows, self.cluster, script_only=script_only)
-        try:
-            with self.client.pipeline(transaction=False) as pipe:
-                plan.queue(pipe)
-                refused, retry = plan.outcome(pipe.execute())
-        except REDIS_ERRORS as exc:
-            raise failure(self.url, exc) from exc
-        if retry:
-            refused += self._write(retry, script_only=True)
-        return refused
+    def _write(self, rows: list[_Row]) -> list[Any]:
+        plan = _WritePlan.of(rows, self.cluster)
+        return plan.outcome(self._pipeline(plan.queue))
 
 
 class AsyncStatsStore(_Store):
@@ -449,21 +535,42 @@ class AsyncStatsStore(_Store):
         return (await self.stats_json_and_revision(scope))[0]
 
     async def stats_json_and_revision(self, scope: ScopeKey) -> tuple[bytes, int]:
-        """The scope's stats JSON and its revision (from the stored value's header)."""
-        try:
-            raw = await self.client.get(self.keys.for_scope(scope))
-        except REDIS_ERRORS as exc:
-            raise failure(self.url, exc) from exc
-        if not isinstance(raw, bytes):
+        """The scope's stats JSON and the revision it carries."""
+        (found,) = await self.read_stats([scope])
+        if found is None:
             raise _not_found(scope)
-        return stats_of(raw), revision_of(raw)
+        return found, revision_in(found)
 
     async def stats(self, scope: ScopeKey) -> PerformanceStatsData:
         return PerformanceStatsData.from_json(await self.stats_json(scope))
 
+    async def read_stats(self, scopes: Sequence[ScopeKey]) -> list[bytes | None]:
+        """See :meth:`StatsStore.read_stats`."""
+        plan = _StatsPlan.of(self.keys, scopes)
+        found = plan.outcome(await self._pipeline(plan.queue))
+        missing = [i for i, stats in enumerate(found) if stats is None]
+        if missing:
+            values = await self._mget([self.keys.for_scope(scopes[i]) for i in missing])
+            _fill_legacy(found, missing, values)
+        return found
+
+    async def learner_stats(self, user_id: int) -> dict[tuple[int, str], bytes]:
+        """See :meth:`StatsStore.learner_stats`."""
+        key = self.keys.stats(user_id)
+        return _learner((await self._pipeline(lambda pipe: pipe.hgetall(key)))[0])
+
     async def read(self, scopes: Sequence[ScopeKey]) -> list[StoredScope | None]:
+        """See :meth:`StatsStore.read`."""
+        values = _ReadPlan.of([self.keys.for_scope(s) for s in scopes], self.cluster)
+        stats = _StatsPlan.of(self.keys, scopes)
+        replies = await self._pipeline(lambda pipe: _queue_both(pipe, values, stats))
+        found = values.outcome(replies[: len(values.groups)])
+        return list(map(_stored, found, stats.outcome(replies[len(values.groups) :])))
+
+    async def read_states(self, scopes: Sequence[ScopeKey]) -> list[ScopeState | None]:
+        """See :meth:`StatsStore.read_states`."""
         values = await self._mget([self.keys.for_scope(s) for s in scopes])
-        return [_stored(value) for value in values]
+        return [_state(value) for value in values]
 
     async def read_histories(
         self, scopes: Sequence[tuple[ScopeKey, int]]
@@ -480,26 +587,22 @@ class AsyncStatsStore(_Store):
 
     async def _mget(self, keys: list[str]) -> list[bytes | None]:
         plan = _ReadPlan.of(keys, self.cluster)
+        return plan.outcome(await self._pipeline(plan.queue))
+
+    async def _pipeline(self, queue: Callable[[Any], object]) -> list[Any]:
+        """See :meth:`StatsStore._pipeline`."""
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                plan.queue(pipe)
-                replies = await pipe.execute()
+                queue(pipe)
+                replies: list[Any] = await pipe.execute()
         except REDIS_ERRORS as exc:
             raise failure(self.url, exc) from exc
-        return plan.outcome(replies)
+        return replies
 
     async def write(self, writes: Sequence[ScopeWrite]) -> list[ScopeWrite]:
         """See :meth:`StatsStore.write`."""
         return await self._write(_rows_of(self.keys, writes))
 
-    async def _write(self, rows: list[_Row], *, script_only: bool = False) -> list[Any]:
-        plan = _WritePlan.of(rows, self.cluster, script_only=script_only)
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                plan.queue(pipe)
-                refused, retry = plan.outcome(await pipe.execute())
-        except REDIS_ERRORS as exc:
-            raise failure(self.url, exc) from exc
-        if retry:
-            refused += await self._write(retry, script_only=True)
-        return refused
+    async def _write(self, rows: list[_Row]) -> list[Any]:
+        plan = _WritePlan.of(rows, self.cluster)
+        return plan.outcome(await self._pipeline(plan.queue))

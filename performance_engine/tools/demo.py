@@ -279,12 +279,12 @@ def _learners_table(
     for column in columns:
         right = column in ("tries", "acc", "mastery")
         table.add_column(column, justify="right" if right else "left", no_wrap=True)
-    for scope, item in zip(scopes, store.read(scopes), strict=True):
+    for scope, item in zip(scopes, store.read_stats(scopes), strict=True):
         if item is None:
             blank = ["-"] * (len(columns) - 2)
             table.add_row(f"{scope.user_id}/{scope.sub_topic_id}", scope.learning_mode, *blank)
             continue
-        stats = PerformanceStatsData.from_json(item.stats_json)
+        stats = PerformanceStatsData.from_json(item)
         accuracy = (
             f"{stats.total_correct_attempts / stats.total_attempts:.0%}"
             if stats.total_attempts
@@ -464,7 +464,7 @@ def run_demo(options: DemoOptions, environ: Mapping[str, str] | None = None) -> 
                 f"attempts processed, {totals.get('perf_engine_attempts_rejected_total', 0):,.0f}"
                 " rejected"
             )
-            learners = [None if item is None else item.stats_json for item in store.read(scopes)]
+            learners = store.read_stats(scopes)
             overview = _dashboard_overview(dashboard)
     if options.summary is not None:
         _write_summary(

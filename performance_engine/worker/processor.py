@@ -216,9 +216,11 @@ class BatchProcessor:
         while pending:
             missing = [scope for scope in pending if scope not in cache]
             if missing:
-                stored = await self._retry("reading state", partial(self.store.read, missing))
+                stored = await self._retry(
+                    "reading state", partial(self.store.read_states, missing)
+                )
                 for scope, found in zip(missing, stored, strict=True):
-                    cache[scope] = found.state if found is not None else calculator.new_state()
+                    cache[scope] = found if found is not None else calculator.new_state()
             scopes = list(pending)
             plans: list[Plan] = []
             for scope, entry in pending.items():

@@ -126,8 +126,8 @@ def test_worker_on_a_cluster_is_exact(
 
 #: The ACL line of docs/operations.md, with the test's password and prefix.
 ACL_RULES = "on >{password} resetkeys ~{prefix}:* resetchannels -@all " + (
-    "+get +mget +msetnx +eval +getrange +set +append +ping +info "
-    "+hgetall +hget +hset +hsetnx +scan +wait "
+    "+get +mget +eval +getrange +set +append +ping +info "
+    "+hgetall +hget +hmget +hset +hsetnx +scan +wait "
     "+sadd +smembers +zadd +zcard +zrange +zrevrange +exists"
 )
 

@@ -25,7 +25,7 @@ from performance_engine.metrics.learning import fold_learning, learning_stats
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.types import DifficultyEnum, LearningStats, ScopeKey
 from performance_engine.settings import load_learning_modes
-from performance_engine.store.layout import unpack_scope
+from performance_engine.store.layout import legacy_stats, unpack_scope
 from tests.example_metrics import WrongInARow
 from tests.helpers import ROOT, SPILL_LIMITS, StreamModel, attempt, spec_attempts
 from tests.strategies import attempts
@@ -310,7 +310,8 @@ def test_a_format_1_state_reports_learning_unknown_until_its_history_is_rebuilt(
 ) -> None:
     """tests/data/state-format-1.bin: the SPEC example's first five attempts, as the first
     release stored them (no history)."""
-    state, stats_json = unpack_scope((ROOT / "tests" / "data" / "state-format-1.bin").read_bytes())
+    value = (ROOT / "tests" / "data" / "state-format-1.bin").read_bytes()
+    state, stats_json = unpack_scope(value), legacy_stats(value)
     assert (state.version, state.history) == (5, 0)
     assert b'"learning"' not in stats_json  # the old stats JSON has no block at all
     calc = MetricsCalculator(history_inline_limit=limit)
@@ -329,7 +330,7 @@ def test_a_format_1_state_reports_learning_unknown_until_its_history_is_rebuilt(
 
 
 def test_an_incomplete_rebuild_leaves_learning_unknown() -> None:
-    state, _ = unpack_scope((ROOT / "tests" / "data" / "state-format-1.bin").read_bytes())
+    state = unpack_scope((ROOT / "tests" / "data" / "state-format-1.bin").read_bytes())
     calc = MetricsCalculator()
     model = StreamModel(calc)
     scope = ScopeKey(123, 456, "standard")

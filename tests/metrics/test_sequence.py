@@ -189,11 +189,14 @@ first = compute_states(frame.iloc[:200], calculator)
 compute_states(frame, calculator, dict(first.items()), load_history=lambda s: [[]] * len(s))
 
 from performance_engine.metrics.batch import compute_parts
-from performance_engine.store.bulk import msetnx_payload, pack_fresh
+from performance_engine.store.bulk import create_payload, pack_fresh
 from performance_engine.store.keyspace import KeySpace
 
 fresh, _ = compute_parts(frame, calculator)
-msetnx_payload(KeySpace("pe"), pack_fresh(fresh, calculator, 0, len(fresh)), 256)
+from performance_engine.store.stats_store import WRITE_SCOPES_LUA
+
+packed = pack_fresh(fresh, calculator, 0, len(fresh))
+create_payload(KeySpace("pe"), packed, WRITE_SCOPES_LUA, 256)
 """
 
 
@@ -228,7 +231,7 @@ def test_every_kernel_compiles_ahead_for_the_types_the_batch_path_uses(tmp_path:
         "encode_history_rows",
         "fill_templates",
         "pack_scope_rows",
-        "msetnx_commands",
+        "create_commands",
     } <= cached
     used = run("-c", _BATCH_PATH)
     assert "data loaded" in used

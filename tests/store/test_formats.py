@@ -7,9 +7,10 @@ byte for byte against the reference writer (the format's one definition).
   (``metrics.sequence.encode_history_buffer``, through the batch path);
 - a scope's stored value: ``store.layout.pack_scope`` (reference); the compiled writer
   (``store.bulk.pack_fresh``);
-- the keys and the ``MSETNX`` commands that create new scopes: the arguments the store's
-  own write plan sends, keys from ``KeySpace`` (reference); the compiled wire-protocol
-  writer (``store.bulk.msetnx_payload``), parsed back with a RESP reader of the test's own.
+- the keys, fields and compare-and-set commands that create new scopes: the arguments the
+  store's own write plan sends, keys and fields from ``KeySpace`` (reference); the compiled
+  wire-protocol writer (``store.bulk.create_payload``), parsed back with a RESP reader of
+  the test's own.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.frame import attempts_to_frame
 from performance_engine.metrics.history import encode_entries, entry_of, learning_key
 from performance_engine.metrics.types import ScopeKey
-from performance_engine.store.bulk import FIRST_REVISION, msetnx_payload, pack_fresh
+from performance_engine.store.bulk import FIRST_REVISION, create_payload, pack_fresh
 from performance_engine.store.keyspace import KeySpace
 from performance_engine.store.layout import pack_scope
-from performance_engine.store.stats_store import _new_rows, _WritePlan
+from performance_engine.store.stats_store import WRITE_SCOPES_LUA, _new_rows, _WritePlan
 from tests.helpers import attempt
 from tests.strategies import attempts
 
@@ -109,10 +110,7 @@ def history_compiled(case: Case) -> list[bytes]:
 def value_reference(case: Case) -> list[bytes]:
     """Each new scope stored at its first revision, as the backfill's per-scope path does."""
     states = [msgspec.structs.replace(s, revision=FIRST_REVISION) for s in case.result.states]
-    return [
-        pack_scope(state, case.calculator.stats(scope, state).to_json())
-        for scope, state in zip(case.scopes, states, strict=True)
-    ]
+    return [pack_scope(state) for state in states]
 
 
 def value_compiled(case: Case) -> list[bytes]:
@@ -125,7 +123,7 @@ def value_compiled(case: Case) -> list[bytes]:
 
 # -- the keys and commands -----------------------------------------------------------
 
-GROUP = 2  # scopes per MSETNX: small, so that the cases hold several commands
+GROUP = 2  # scopes per script call: small, so that the cases hold several commands
 KEYS = KeySpace("pe-test.formats")
 
 
@@ -136,7 +134,7 @@ def commands_reference(case: Case) -> list[list[bytes]]:
     for lo in range(0, len(packed.scopes), GROUP):
         hi = min(lo + GROUP, len(packed.scopes))
         plan = _WritePlan.of(_new_rows(KEYS, packed, lo, hi), cluster=False)
-        assert [msetnx for msetnx, _ in plan.commands] == [True], "one MSETNX per group"
+        assert len(plan.commands) == 1, "one script call per group"
         recorder = _Recorder()
         plan.queue(recorder)
         sent += recorder.commands
@@ -145,7 +143,7 @@ def commands_reference(case: Case) -> list[list[bytes]]:
 
 def commands_compiled(case: Case) -> list[list[bytes]]:
     packed = pack_fresh(case.fresh, case.calculator, 0, len(case.fresh))
-    payload, count = msetnx_payload(KEYS, packed, GROUP)
+    payload, count = create_payload(KEYS, packed, WRITE_SCOPES_LUA, GROUP)
     commands = read_resp(payload)
     assert len(commands) == count
     return commands
@@ -194,7 +192,7 @@ FORMATS: dict[str, tuple[Writer, dict[str, Writer]]] = {
     ),
     "history": (history_reference, {"compiled": history_compiled}),
     "stored-value": (value_reference, {"compiled": value_compiled}),
-    "msetnx-commands": (commands_reference, {"compiled": commands_compiled}),
+    "create-commands": (commands_reference, {"compiled": commands_compiled}),
 }
 
 
@@ -220,18 +218,30 @@ def test_the_reference_commands_hold_keyspace_keys() -> None:
     ]
     case = Case(stream, 0)  # every history gets a key of its own
     commands = commands_compiled(case)
-    keys = [arg for command in commands for arg in command[1::2]]
+    keys, fields = [], []
+    for command in commands:
+        assert command[:2] == [b"EVAL", WRITE_SCOPES_LUA.encode()]
+        count = int(command[2])
+        keys += command[3 : 3 + count]
+        fields += command[3 + count :][4::6]
     expected = []
     for scope in case.scopes:
         key = KEYS.for_scope(scope)
         expected += [key.encode(), KEYS.history_of(key).encode()]
-    assert [c[0] for c in commands] == [b"MSETNX"] * 2
+        expected.append(KEYS.stats(scope.user_id).encode())
     assert keys == expected
+    assert fields == [b"7:practice"] * 3
+    assert KEYS.stats(1) == "pe-test.formats:stats:{u1}"
 
 
 def test_a_key_prefix_with_every_allowed_character_is_written_as_keyspace_spells_it() -> None:
     case = Case([attempt(user_id=1, sub_topic_id=2, difficulty="hard", is_correct=False)], 512)
     packed = pack_fresh(case.fresh, case.calculator, 0, 1)
     keys = KeySpace("Ab-9_.x")
-    payload, _ = msetnx_payload(keys, packed, GROUP)
-    assert read_resp(payload)[0][1] == keys.for_scope(case.scopes[0]).encode()
+    payload, _ = create_payload(keys, packed, WRITE_SCOPES_LUA, GROUP)
+    scope = case.scopes[0]
+    assert read_resp(payload)[0][3:6] == [
+        keys.for_scope(scope).encode(),
+        keys.history(scope).encode(),
+        keys.stats(scope.user_id).encode(),
+    ]

@@ -51,7 +51,11 @@ def history(tmp_path: Path) -> Path:
 
 
 def dump(client: redis.Redis, prefix: str) -> dict[Any, Any]:
-    return {key: client.get(key) for key in client.scan_iter(match=f"{prefix}:*")}
+    """Every key of the prefix and its value (a stats hash's fields)."""
+    return {
+        key: client.hgetall(key) if client.type(key) == b"hash" else client.get(key)
+        for key in client.scan_iter(match=f"{prefix}:*")
+    }
 
 
 def test_backfill_then_read_every_scope(
@@ -157,7 +161,7 @@ def test_backfill_twice_changes_nothing(
     backfill_file(history, store, MetricsCalculator())
     before = dump(redis_client, settings.key_prefix)
     again = backfill_file(history, store, MetricsCalculator())
-    scopes = [key for key in before if not key.endswith(b":history")]
+    scopes = [k for k in before if b":stats:" not in k and not k.endswith(b":history")]
     assert len(before) > len(scopes)  # and the histories that outgrew their scope's value
     assert (again.written, again.attempts_applied, again.unchanged) == (0, 0, len(scopes))
     assert dump(redis_client, settings.key_prefix) == before
@@ -223,11 +227,11 @@ def test_a_backfill_merges_scopes_created_while_it_ran(
 def test_creating_a_scope_someone_else_created_is_refused_alone(
     settings: Settings, use_async: bool
 ) -> None:
-    """Writes of new scopes go as MSETNX; one already created sends its batch to the script,
-    which refuses just that one (sync and asyncio stores alike)."""
+    """The compare-and-set script refuses to create a scope that someone else created, and
+    just that one (sync and asyncio stores alike); its stats stay the first writer's."""
     calculator = MetricsCalculator()
     state = calculator.new_state()
-    scopes = [ScopeKey(u, 1, "practice") for u in range(1, 601)]  # three MSETNX batches
+    scopes = [ScopeKey(u, 1, "practice") for u in range(1, 601)]  # three script calls
     taken = scopes[300]
     with StatsStore.from_settings(settings) as store:
         first = ScopeWrite(taken, 0, state, b'{"first": true}')
@@ -258,14 +262,19 @@ def test_keys_live_under_the_prefix_with_a_user_hash_tag(
 ) -> None:
     report = backfill_file(history, store, MetricsCalculator())
     keys = {k.decode() for k in redis_client.scan_iter(match=f"{settings.key_prefix}:*")}
-    scope_keys = {key for key in keys if not key.endswith(":history")}
+    stats_keys = {k.decode() for k in redis_client.scan_iter(match=store.keys.stats_pattern())}
+    scope_keys = {key for key in keys - stats_keys if not key.endswith(":history")}
     assert len(scope_keys) == report.scopes
-    assert keys - scope_keys <= {f"{key}:history" for key in scope_keys}
+    assert keys - scope_keys - stats_keys <= {f"{key}:history" for key in scope_keys}
+    assert all(redis_client.type(key) == b"hash" for key in stats_keys)
     spilled = 0
     for key in scope_keys:
         value = redis_client.get(key)
         assert isinstance(value, bytes)
-        state, stats_json = unpack_scope(value)
+        state = unpack_scope(value)
+        prefix, tag, sub, mode = key.split(":")
+        stats_json = redis_client.hget(f"{prefix}:stats:{tag}", f"{sub}:{mode}")
+        assert isinstance(stats_json, bytes)
         assert value[:8] == state.revision.to_bytes(8, "big") == (1).to_bytes(8, "big")
         assert json.loads(stats_json)["version"] == state.version
         assert json.loads(stats_json)["revision"] == 1  # written once

@@ -219,7 +219,8 @@ def test_every_fuzzed_rejection_reaches_the_dead_letter_topic(
 HOSTILE = ["*", "{", "}", ":", "{u1}", "pe:{u1}:1:standard", "a\nb", "\r\n", " ", "x" * 5000,
            "../../etc", "\x00", "KEYS *", "'; FLUSHALL; --", "practice\n", "pe\n"]  # fmt: skip
 KEY_RE = re.compile(
-    r"^pe-test-[0-9a-f]+:\{u[0-9]+\}:[0-9]+:(standard|practice|mastery)(:history)?$"
+    r"^pe-test-[0-9a-f]+:(\{u[0-9]+\}:[0-9]+:(standard|practice|mastery)(:history)?"
+    r"|stats:\{u[0-9]+\})$"
 )
 
 
@@ -257,6 +258,9 @@ def test_hostile_attempt_ids_stay_inside_the_scope_keys(
     keys = [k.decode() for k in redis_client.scan_iter(match=f"{settings.key_prefix}*")]
     assert keys
     assert all(KEY_RE.fullmatch(key) for key in keys), keys
+    fields = [f.decode() for k in keys if ":stats:" in k for f in redis_client.hkeys(k)]
+    assert fields
+    assert all(re.fullmatch(r"[0-9]+:(standard|practice|mastery)", f) for f in fields), fields
 
 
 #: Where the dev extra installs atheris (the marker in pyproject.toml).

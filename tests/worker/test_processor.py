@@ -177,19 +177,19 @@ def test_state_of_the_previous_release_is_folded_again_in_log_odds(
     key of its own;
     both end exactly as the oracle."""
     from performance_engine.metrics.learning import FOLD_FORMAT
-    from performance_engine.store.layout import unpack_scope
+    from performance_engine.store.layout import legacy_stats, unpack_scope
     from performance_engine.store.stats_store import StatsStore
 
     assert FOLD_FORMAT == 2
     rows = previous_release_rows()
     small = (TESTS / "data" / "state-format-2-small.bin").read_bytes()
-    state, _ = unpack_scope(small)
+    state = unpack_scope(small)
     scope = ScopeKey(5, 6, "standard")
     assert not state.spilled
     assert results(MetricsCalculator().stats(scope, state)) == oracle(rows[:12])[scope]
 
     long = (TESTS / "data" / "state-format-2-long.bin").read_bytes()
-    state, stats_json = unpack_scope(long)
+    state, stats_json = unpack_scope(long), legacy_stats(long)
     assert b'"mastered":true' in stats_json  # what the previous release showed
     assert state.spilled
     assert MetricsCalculator().stats(scope, state).learning is None  # history not at hand

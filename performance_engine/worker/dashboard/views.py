@@ -252,11 +252,11 @@ class CohortPage(_Base):
                 return self.fail(404, f"no learners in sub-topic {sub}, mode {mode!r}")
             if user is not None:
                 users = [user] if (sub, mode) in await index.learner_cohorts(user) else []
-            stored = await store.read([scope_key(u, sub, mode) for u in users])
+            stored = await store.read_stats([scope_key(u, sub, mode) for u in users])
         except DatabaseQueryError as exc:
             return self.fail(503, str(exc))
         rows = [
-            _row(u, None if s is None else PerformanceStatsData.from_json(s.stats_json))
+            _row(u, None if s is None else PerformanceStatsData.from_json(s))
             for u, s in zip(users, stored, strict=True)
         ]
         return self.ok(
@@ -286,12 +286,12 @@ class Learner(_Base):
         try:
             cohorts = await index.learner_cohorts(user)
             scopes = [scope_key(user, sub, mode) for sub, mode in cohorts]
-            stored = await store.read(scopes)
+            stored = await store.read_stats(scopes)
         except DatabaseQueryError as exc:
             return self.fail(503, str(exc))
         found = [
             {
-                "stats": json.loads(item.stats_json),
+                "stats": json.loads(item),
                 "history": [_point(p) for p in feed.history(scope)],
             }
             for scope, item in zip(scopes, stored, strict=True)
