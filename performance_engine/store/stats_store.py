@@ -18,7 +18,7 @@ scopes travel together.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
@@ -442,6 +442,31 @@ class StatsStore(_Store):
         """The stored state of each scope (None where there is none), one round trip."""
         values = self._mget([self.keys.for_scope(s) for s in scopes])
         return [_state(value) for value in values]
+
+    def scan_scopes(
+        self, batch: int, sub_topic_id: int | None = None, mode: str | None = None
+    ) -> Iterator[list[ScopeKey]]:
+        """Every stored scope (of one sub-topic and mode, if given), ``batch`` at a time
+        (SCAN: a scope written meanwhile may or may not be among them)."""
+        found: list[ScopeKey] = []
+        keys = self.keys
+        try:
+            for key in self.client.scan_iter(match=keys.scope_pattern(), count=1000):
+                scope = keys.parse_scope(key)
+                if scope is None:
+                    continue
+                if (sub_topic_id is not None and scope.sub_topic_id != sub_topic_id) or (
+                    mode is not None and scope.learning_mode != mode
+                ):
+                    continue
+                found.append(scope)
+                if len(found) >= batch:
+                    yield found
+                    found = []
+        except REDIS_ERRORS as exc:
+            raise failure(self.url, exc) from exc
+        if found:
+            yield found
 
     def read_histories(self, scopes: Sequence[tuple[ScopeKey, int]]) -> list[list[Entry] | None]:
         """The history of each (scope, entry count): its entries in learning order, or None

@@ -442,6 +442,19 @@ def _learning_line(stats: PerformanceStatsData) -> str:
     )
 
 
+def _cmd_upgrade_store(args: argparse.Namespace, settings: Settings) -> int:
+    from performance_engine.store.stats_store import StatsStore
+    from performance_engine.store.upgrade import upgrade_layout
+
+    with StatsStore.from_settings(settings) as store:
+        report = upgrade_layout(store)
+    print(
+        f"{report.scanned:,} scopes scanned; {report.moved:,} moved to the stats hashes"
+        + (f"; {report.changed:,} changed meanwhile (run it again)" if report.changed else "")
+    )
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -577,6 +590,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="an evicting maxmemory-policy is a warning, not a failure",
     )
     check.set_defaults(handler=_cmd_check)
+
+    upgrade = commands.add_parser(
+        "upgrade-store",
+        help="move stats stored by an earlier release into the stats hashes (layout 2)",
+    )
+    upgrade.set_defaults(handler=_cmd_upgrade_store)
 
     stats = commands.add_parser("stats", help="show the latest stats of a scope from Redis")
     stats.add_argument("user_id", type=_positive_int)

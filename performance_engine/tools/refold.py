@@ -14,7 +14,7 @@ the last batch written before the stop may be missing (the stats in Redis are ri
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -48,27 +48,6 @@ class RefoldReport:
     conflicts: int = 0
 
 
-def _scopes(
-    store: StatsStore, sub_topic_id: int | None, mode: str | None, batch: int
-) -> Iterator[list[ScopeKey]]:
-    found: list[ScopeKey] = []
-    keys = store.keys
-    for key in store.client.scan_iter(match=keys.scope_pattern(), count=1000):
-        scope = keys.parse_scope(key)
-        if scope is None:
-            continue
-        if (sub_topic_id is not None and scope.sub_topic_id != sub_topic_id) or (
-            mode is not None and scope.learning_mode != mode
-        ):
-            continue
-        found.append(scope)
-        if len(found) >= batch:
-            yield found
-            found = []
-    if found:
-        yield found
-
-
 def refold(
     store: StatsStore,
     calculator: MetricsCalculator,
@@ -86,7 +65,7 @@ def refold(
     waits for them."""
     ParamsFollower(calculator, store.keys, calculator.parameters).refresh_sync(store)
     report = RefoldReport()
-    for scopes in _scopes(store, sub_topic_id, learning_mode, batch):
+    for scopes in store.scan_scopes(batch, sub_topic_id, learning_mode):
         report.scanned += len(scopes)
         pending = scopes
         while pending:

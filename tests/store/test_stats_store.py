@@ -24,8 +24,9 @@ from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.history import decode_entries
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 from performance_engine.settings import Settings
-from performance_engine.store.layout import unpack_scope
+from performance_engine.store.layout import legacy_stats, unpack_scope
 from performance_engine.store.stats_store import AsyncStatsStore, ScopeWrite, StatsStore
+from performance_engine.store.upgrade import upgrade_layout
 from performance_engine.tools.backfill import backfill_file, backfill_frame
 from performance_engine.tools.demo import free_port
 from performance_engine.tools.history_files import load_attempts
@@ -153,6 +154,45 @@ def test_cli_stats_of_a_first_release_scope_rebuilt_into_the_spec_example(
     assert json.loads(shown.stdout)["revision"] == 6  # the first release's 5 writes, then one
     table = run_cli(settings, "stats", "123", "456").stdout
     assert "mastery 71.6% (not mastered) · next: medium · recent accuracy 61.1%" in table
+
+
+@pytest.mark.parametrize("fixture", ["state-format-1.bin", "state-format-2-long.bin"])
+def test_upgrade_store_moves_an_earlier_layouts_stats_into_the_stats_hash(
+    settings: Settings, redis_client: redis.Redis, store: StatsStore, fixture: str
+) -> None:
+    """Values written by earlier releases carry their stats JSON after the state: Python
+    readers read it there; ``upgrade-store`` moves it to the hash other languages read,
+    once, and leaves a value changed meanwhile alone."""
+    value = (TESTS / "data" / fixture).read_bytes()
+    stats = legacy_stats(value)
+    assert json.loads(stats)["version"] >= 1  # a layout-1 value: the stats JSON after its state
+    scope = ScopeKey(123, 456, "standard")
+    other = ScopeKey(124, 456, "standard")
+    redis_client.set(store.keys.for_scope(scope), value)
+    redis_client.set(store.keys.for_scope(other), value)
+    assert redis_client.hget(store.keys.stats(123), "456:standard") is None
+    assert store.stats_json(scope) == stats  # read where layout 1 put it
+    assert store.read_stats([scope, other, ScopeKey(9, 9, "standard")]) == [stats, stats, None]
+
+    class Racing(StatsStore):  # the other scope is written between the read and the move
+        def values(self, keys: list[str]) -> list[bytes | None]:
+            found = super().values(keys)
+            redis_client.set(store.keys.for_scope(other), value + b" ")
+            return found
+
+    racing = Racing(store.client, store.keys)
+    report = upgrade_layout(racing)
+    assert (report.scanned, report.moved, report.changed) == (2, 1, 1)
+    assert redis_client.hget(store.keys.stats(123), "456:standard") == stats
+    moved = redis_client.get(store.keys.for_scope(scope))
+    assert moved == value[: len(value) - len(stats)]
+    assert unpack_scope(moved) == unpack_scope(value)
+    assert store.stats_json(scope) == stats
+    again = run_cli(settings, "upgrade-store")
+    assert again.returncode == 0, again.stderr
+    assert "2 scopes scanned; 1 moved to the stats hashes" in again.stdout
+    assert redis_client.hget(store.keys.stats(124), "456:standard") == stats + b" "
+    assert run_cli(settings, "upgrade-store").stdout.startswith("2 scopes scanned; 0 moved")
 
 
 def test_backfill_twice_changes_nothing(
