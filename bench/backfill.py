@@ -220,15 +220,16 @@ def main() -> int:
                 for tree, name in trees if turn % 2 == 0 else trees[::-1]:  # each goes first
                     into = f"{prefix}-{name}"
                     took[name] = in_process_of(tree, path, into, args.custom_metric)
-                    for key in client.scan_iter(match=f"{into}:*", count=10_000):
-                        client.delete(key)
+                    stale = list(client.scan_iter(match=f"{into}:*", count=10_000))
+                    for i in range(0, len(stale), 10_000):
+                        client.delete(*stale[i : i + 10_000])
                 pairs.append((took["this"], took["previous"]))
         baseline, first, second = map(median, (baselines, firsts, agains))
         if args.repeat > 1:
             ratios = ", ".join(f"{f / b:.1f}" for f, b in zip(firsts, baselines, strict=True))
             console.print(f"each turn's first backfill, x its baseline: {ratios}")
 
-    scopes = sum(not key.endswith(b":history") for key in keys)
+    scopes = sum(not key.endswith(b":history") and b":stats:" not in key for key in keys)
     table = Table(title=f"backfill of {rows:,} rows ({args.format}), {scopes:,} scopes")
     for column in ("run", "seconds", "rows/s", "x baseline"):
         table.add_column(column, justify="right" if column != "run" else "left")

@@ -20,10 +20,14 @@ Every message says what went wrong and what to do about it.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 __all__ = [
+    "ERROR_CLASSES",
     "BrokerUnavailableError",
     "ConfigurationError",
     "DatabaseQueryError",
+    "ErrorClass",
     "InputFileError",
     "InvalidAttemptError",
     "InvalidScopeError",
@@ -31,6 +35,20 @@ __all__ = [
     "StateConflictError",
     "UserAttemptsNotFoundError",
 ]
+
+
+#: Why an attempt was rejected (a dead letter's ``pe-error-class`` header).
+ErrorClass = Literal[
+    "oversized",
+    "invalid_utf8",
+    "invalid_json",
+    "missing_field",
+    "invalid_field",
+    "unknown_learning_mode",
+    "unknown_difficulty",
+    "implausible_time",
+]
+ERROR_CLASSES: tuple[str, ...] = get_args(ErrorClass)
 
 
 class PerformanceEngineError(Exception):
@@ -48,7 +66,7 @@ class InvalidAttemptError(PerformanceEngineError, ValueError):
     header), ``reason`` the human-readable explanation.
     """
 
-    def __init__(self, error_class: str, reason: str) -> None:
+    def __init__(self, error_class: ErrorClass, reason: str) -> None:
         super().__init__(f"{error_class}: {reason}")
         self.error_class = error_class
         self.reason = reason

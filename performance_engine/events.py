@@ -14,10 +14,12 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from typing import Annotated
 
 import msgspec
 import xxhash
 
+from performance_engine.errors import ErrorClass
 from performance_engine.metrics.builtin import format_timestamp
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 
@@ -26,6 +28,7 @@ __all__ = [
     "DLQ_HEADERS",
     "EVENT_NAMESPACE",
     "TRUNCATED_HEADER",
+    "DeadLetterHeaders",
     "Source",
     "StatsUpdated",
     "dead_letter",
@@ -38,13 +41,6 @@ __all__ = [
 #: The UUID-5 namespace of stats event ids.
 EVENT_NAMESPACE = uuid.UUID("5d1c7e0a-4f7b-5c1e-9a51-3f1f0c2b7e11")
 
-DLQ_HEADERS = (
-    "pe-error-class",
-    "pe-error-reason",
-    "pe-source-topic",
-    "pe-source-partition",
-    "pe-source-offset",
-)
 MAX_REASON = 1000
 #: A dead letter keeps the original value up to this size. A longer one (the attempts topic
 #: let it in, but Kafka's default message limit of 1 MB would refuse it on the dead-letter
@@ -52,6 +48,37 @@ MAX_REASON = 1000
 #: ``pe-value-truncated`` gives the original size.
 DEAD_LETTER_MAX_VALUE = 512 * 1024
 TRUNCATED_HEADER = "pe-value-truncated"
+
+_Decimal = Annotated[str, msgspec.Meta(pattern=r"^(0|[1-9][0-9]*)$")]
+
+
+class DeadLetterHeaders(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The headers a dead letter carries beside the rejected record's key and value (each
+    a UTF-8 string; its JSON Schema, ``dead-letter-headers``, describes them as an object)."""
+
+    error_class: Annotated[ErrorClass, msgspec.Meta(description="Why the record was rejected.")] = (
+        msgspec.field(name="pe-error-class")
+    )
+    reason: Annotated[
+        str,
+        msgspec.Meta(
+            max_length=MAX_REASON,
+            description="What was wrong, naming the field (the first 1,000 characters).",
+        ),
+    ] = msgspec.field(name="pe-error-reason")
+    source_topic: str = msgspec.field(name="pe-source-topic")
+    source_partition: _Decimal = msgspec.field(name="pe-source-partition")
+    source_offset: _Decimal = msgspec.field(name="pe-source-offset")
+    value_truncated: Annotated[
+        _Decimal | None,
+        msgspec.Meta(
+            description="Present when the value was cut to its first 512 KiB: its size in bytes."
+        ),
+    ] = msgspec.field(default=None, name=TRUNCATED_HEADER)
+
+
+#: The names of a dead letter's headers that every one carries, in order.
+DLQ_HEADERS = tuple(msgspec.structs.fields(DeadLetterHeaders)[i].encode_name for i in range(5))
 
 
 class Source(msgspec.Struct, frozen=True):
@@ -124,25 +151,38 @@ def decode_stats_event(value: bytes) -> StatsUpdated:
 
 
 def dead_letter_headers(
-    error_class: str, reason: str, topic: str, partition: int, offset: int
+    error_class: ErrorClass,
+    reason: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    value_size: int | None = None,
 ) -> list[tuple[str, bytes]]:
-    """The headers of a dead letter (see :data:`DLQ_HEADERS`)."""
-    values = (error_class, reason[:MAX_REASON], topic, str(partition), str(offset))
-    return [(name, value.encode()) for name, value in zip(DLQ_HEADERS, values, strict=True)]
+    """The headers of a dead letter (:class:`DeadLetterHeaders`)."""
+    headers = DeadLetterHeaders(
+        error_class,
+        reason[:MAX_REASON],
+        topic,
+        str(partition),
+        str(offset),
+        None if value_size is None else str(value_size),
+    )
+    found: dict[str, str] = msgspec.to_builtins(headers)
+    return [(name, value.encode()) for name, value in found.items()]
 
 
 def dead_letter(
     key: bytes | None,
     value: bytes | None,
-    error_class: str,
+    error_class: ErrorClass,
     reason: str,
     topic: str,
     partition: int,
     offset: int,
 ) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
     """The (key, value, headers) of a rejected record on the dead-letter topic."""
-    headers = dead_letter_headers(error_class, reason, topic, partition, offset)
-    if value is not None and len(value) > DEAD_LETTER_MAX_VALUE:
-        headers.append((TRUNCATED_HEADER, str(len(value)).encode()))
+    size = len(value) if value is not None and len(value) > DEAD_LETTER_MAX_VALUE else None
+    headers = dead_letter_headers(error_class, reason, topic, partition, offset, size)
+    if value is not None and size is not None:
         value = value[:DEAD_LETTER_MAX_VALUE]
     return key, value, headers

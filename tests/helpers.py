@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import msgspec
 import pandas as pd
 from aiokafka import AIOKafkaProducer
@@ -43,6 +44,8 @@ from performance_engine.metrics.types import (
     ScopeKey,
 )
 from performance_engine.plugins import build_calculator
+from performance_engine.schemas import NAMES as SCHEMA_NAMES
+from performance_engine.schemas import load as load_schema
 from performance_engine.settings import Settings, settings_env
 from performance_engine.store.stats_store import AsyncStatsStore, StatsStore
 from performance_engine.tools.history_files import load_attempts
@@ -172,6 +175,29 @@ def malformed_records() -> dict[str, tuple[bytes | None, bytes | None]]:
     }
 
 
+_VALIDATORS = {name: jsonschema_rs.validator_for(load_schema(name)) for name in SCHEMA_NAMES}
+
+
+def assert_conforms(schema: str, document: Any) -> None:
+    """``document`` (parsed JSON) is valid against the shipped schema ``schema``."""
+    errors = [error.message for error in _VALIDATORS[schema].iter_errors(document)]
+    assert not errors, f"not a valid {schema}: {errors[:3]} in {document!r:.300}"
+
+
+def conforms(schema: str, document: Any) -> bool:
+    return bool(_VALIDATORS[schema].is_valid(document))
+
+
+def assert_attempt_conforms(value: bytes) -> None:
+    """An attempt the engine accepts is valid against the attempt schema, once its learning
+    mode and difficulty are in the canonical lower case the schema names (the decoder
+    takes any case)."""
+    found = json.loads(value)
+    found["learning_mode"] = found["learning_mode"].lower()
+    found["difficulty"] = found["difficulty"].lower()
+    assert_conforms("attempt", found)
+
+
 def dataset(count: int, users: int, seed: int) -> tuple[Records, dict[str, Any]]:
     """Valid attempts, redelivered duplicates and one malformed record of each class."""
     rng = random.Random(seed)
@@ -214,6 +240,8 @@ def oracle(
                 attempts.append(attempt_from_mapping(item, modes))
             else:
                 attempts.append(decode_attempt(item[1], modes))
+                assert item[1] is not None
+                assert_attempt_conforms(item[1])  # what the suite sends the engine
         except InvalidAttemptError:
             continue
     return oracle_stats(attempts_frame_of(attempts), calculator)
@@ -247,9 +275,44 @@ def results_json(stats_json: bytes | str | dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def plain_stats(
+    settings: Settings, scopes: list[ScopeKey], *, validate: bool = False
+) -> dict[ScopeKey, Any]:
+    """Each scope's stats as a client in another language reads them (docs/redis-layout.md):
+    one ``HGETALL`` per learner, the values parsed as JSON and nothing else; None where there
+    are none. Checks what a reader relies on: a value is never torn (it parses, its
+    ``scope`` names it) and never of a newer revision than the state beside it (the state
+    is read after the stats, and revisions only rise); with ``validate``, each is valid
+    against the stats schema."""
+    with StatsStore.from_settings(settings) as store:
+        client, keys = store.client, store.keys
+        users = sorted({scope.user_id for scope in scopes})
+        with client.pipeline(transaction=False) as pipe:
+            for user in users:
+                pipe.hgetall(keys.stats(user))
+            hashes = dict(zip(users, pipe.execute(), strict=True))
+        states = store.read_states(scopes)
+    found: dict[ScopeKey, Any] = {}
+    for scope, state in zip(scopes, states, strict=True):
+        raw = hashes[scope.user_id].get(f"{scope.sub_topic_id}:{scope.learning_mode}".encode())
+        if raw is None:
+            found[scope] = None
+            continue
+        parsed = json.loads(raw)  # plain JSON: never torn
+        if validate:
+            assert_conforms("stats", parsed)
+        assert parsed["scope"] == f"{scope.user_id}:{scope.sub_topic_id}:{scope.learning_mode}"
+        assert state is not None, f"stats of {scope} without a state beside them"
+        assert parsed["revision"] <= state.revision, f"stats of {scope} ahead of its state"
+        found[scope] = PerformanceStatsData.from_json(raw)
+    return found
+
+
 def stored(settings: Settings, scopes: list[ScopeKey]) -> dict[ScopeKey, Any]:
     """The stats recomputed from each scope's stored state (and history, for frame-based
-    metrics), or None where there is none."""
+    metrics), or None where there is none; the plain reads are checked on the way
+    (:func:`plain_stats`)."""
+    plain_stats(settings, scopes)
     with StatsStore.from_settings(settings) as store:
         found = store.read(scopes)
         calculator = build_calculator(settings)
@@ -290,6 +353,8 @@ def wait_for_oracle(
     assert stored(settings, scopes) == expected
     with StatsStore.from_settings(settings) as store:
         assert results({s: store.stats(s) for s in scopes}) == expected  # the stored JSON too
+    plain = plain_stats(settings, scopes, validate=True)
+    assert results(plain) == expected  # and as other languages read it
 
 
 def assert_last_events_carry_final_versions(
@@ -304,6 +369,7 @@ def assert_last_events_carry_final_versions(
         last: dict[str, tuple[int, int]] = {}
         for message in read_topic(settings.kafka_bootstrap, settings.stats_topic):
             event = decode_stats_event(message.value)
+            assert_conforms("stats-updated", json.loads(message.value))
             assert event.event_id == event_id(event.stats.scope_key, event.stats.revision)
             assert message.key.decode() == str(event.stats.scope_key)
             last[message.key.decode()] = (event.stats.version, event.stats.revision)
@@ -326,6 +392,7 @@ def assert_dead_letters(settings: Settings, malformed: dict[str, Any]) -> None:
     for message in letters:
         headers = dict(message.headers)
         assert [name for name, _ in message.headers] == list(DLQ_HEADERS)
+        assert_conforms("dead-letter-headers", {k: v.decode() for k, v in message.headers})
         assert headers["pe-source-topic"].decode() == settings.attempts_topic
         assert int(headers["pe-source-offset"]) >= 0
         assert headers["pe-error-reason"]

@@ -15,7 +15,12 @@ from typing import Annotated, Any
 
 import msgspec
 
-from performance_engine.errors import InvalidAttemptError, InvalidScopeError
+from performance_engine.errors import (
+    ERROR_CLASSES,
+    ErrorClass,
+    InvalidAttemptError,
+    InvalidScopeError,
+)
 from performance_engine.metrics.modes import MODE_NAME_RE, LearningModes
 from performance_engine.metrics.types import DifficultyEnum, LearningModeType, ScopeKey
 
@@ -28,6 +33,8 @@ __all__ = [
     "MIN_EPOCH_MS",
     "RFC3339_PATTERN",
     "Attempt",
+    "AttemptEvent",
+    "ErrorClass",
     "attempt_from_mapping",
     "decode_attempt",
     "parse_difficulty",
@@ -59,16 +66,6 @@ ATTEMPT_COLUMNS = (
     "time_spent_ms",
 )
 
-ERROR_CLASSES = (
-    "oversized",
-    "invalid_utf8",
-    "invalid_json",
-    "missing_field",
-    "invalid_field",
-    "unknown_learning_mode",
-    "unknown_difficulty",
-    "implausible_time",
-)
 
 #: An RFC 3339 timestamp with a zone (the files' vectorised check uses the same pattern).
 RFC3339_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
@@ -82,17 +79,62 @@ _ID_TEXT = r"^[1-9][0-9]{0,18}$"
 _Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)] | Annotated[str, msgspec.Meta(pattern=_ID_TEXT)]
 
 
-class _Wire(msgspec.Struct):
-    """The JSON object as it arrives; unknown fields are ignored."""
+_ID_DOC = (
+    "A JSON integer or its canonical decimal string, from 1 to 9223372036854775807 "
+    "(2^63-1; a string above it is rejected too)."
+)
 
-    attempt_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-    user_id: _Id
-    sub_topic_id: _Id
-    learning_mode: str
-    question_id: _Id
-    difficulty: str
+
+def _doc(text: str, **schema: Any) -> msgspec.Meta:
+    """A field's description (and what else its JSON Schema says) for the published schema
+    (``performance_engine.schemas``); nothing here changes what the decoder accepts."""
+    return msgspec.Meta(description=text, extra_json_schema=schema or None)
+
+
+class AttemptEvent(msgspec.Struct):
+    """An attempt event as it arrives (SPEC 2): a JSON object; fields not named here are
+    ignored. The learning mode and difficulty are checked against the configuration after
+    decoding, and ``occurred_at`` against the record's time."""
+
+    attempt_id: Annotated[
+        str,
+        msgspec.Meta(min_length=1, max_length=128),
+        _doc("The platform's id of this answer; a redelivery with the same id counts once."),
+    ]
+    user_id: Annotated[_Id, _doc(f"The learner. {_ID_DOC}")]
+    sub_topic_id: Annotated[_Id, _doc(f"The sub-topic. {_ID_DOC}")]
+    learning_mode: Annotated[
+        str,
+        _doc(
+            "A configured learning mode (standard, practice, mastery by default); "
+            "case-insensitive, lower case is canonical.",
+            pattern=MODE_NAME_RE.pattern,
+        ),
+    ]
+    question_id: Annotated[_Id, _doc(f"The question. {_ID_DOC}")]
+    difficulty: Annotated[
+        str,
+        _doc(
+            "easy, medium or hard; case-insensitive, lower case is canonical.",
+            enum=[d.value for d in DifficultyEnum],
+        ),
+    ]
     is_correct: bool
-    occurred_at: str | Annotated[int, msgspec.Meta(ge=0, le=MAX_EPOCH_MS)]
+    occurred_at: Annotated[
+        Annotated[str, _doc("RFC 3339 with a zone.", pattern=RFC3339_PATTERN)]
+        | Annotated[
+            int,
+            msgspec.Meta(ge=0, le=MAX_EPOCH_MS),
+            # below 2000-01-01 (what epoch seconds look like): implausible_time, not a
+            # malformed field, so the decoder's bound stays 0 and the schema's is this
+            _doc("Epoch milliseconds.", exclusiveMinimum=MIN_EPOCH_MS - 1),
+        ],
+        _doc(
+            "When the learner answered, at most 24 hours after the record's Kafka "
+            "timestamp. Epoch milliseconds start at 2000-01-01: smaller numbers look like "
+            "seconds and are rejected."
+        ),
+    ]
     attempt_number: Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)] | None = None
     time_spent_ms: Annotated[int, msgspec.Meta(ge=0, le=MAX_ID)] | None = None
     schema_version: Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)] = 1
@@ -140,7 +182,7 @@ class Attempt(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 _ENCODER = msgspec.json.Encoder()
-_DECODER = msgspec.json.Decoder(_Wire)
+_DECODER = msgspec.json.Decoder(AttemptEvent)
 
 
 def parse_difficulty(value: str) -> DifficultyEnum:
@@ -209,7 +251,7 @@ def _id(value: int | str, name: str) -> int:
     return number
 
 
-def _from_wire(wire: _Wire, modes: LearningModes, record_ms: int | None) -> Attempt:
+def _from_wire(wire: AttemptEvent, modes: LearningModes, record_ms: int | None) -> Attempt:
     user_id = _id(wire.user_id, "user_id")
     sub_topic_id = _id(wire.sub_topic_id, "sub_topic_id")
     learning_mode = modes.normalise(wire.learning_mode)
@@ -276,7 +318,7 @@ def decode_attempt(
 def attempt_from_mapping(data: Mapping[str, Any], modes: LearningModes) -> Attempt:
     """Validate an attempt given as a mapping (the producer's and the file loaders' way in)."""
     try:
-        wire = msgspec.convert(data, _Wire, strict=True)
+        wire = msgspec.convert(data, AttemptEvent, strict=True)
     except msgspec.ValidationError as exc:
         raise _field_error(exc) from None
     return _from_wire(wire, modes, None)

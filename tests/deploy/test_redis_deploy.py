@@ -25,6 +25,7 @@ from performance_engine import PerformanceStats
 from performance_engine.errors import ConfigurationError
 from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 from performance_engine.settings import Settings, load_settings, settings_env
 from performance_engine.store.ledger import Ledger
 from performance_engine.store.stats_store import AsyncStatsStore, StatsStore
@@ -32,7 +33,7 @@ from performance_engine.tools.demo import free_port, redis_server_command
 from performance_engine.tools.history_files import load_attempts
 from performance_engine.tools.simulator import generate_attempts
 from performance_engine.worker.dashboard.index import DashboardIndex
-from tests.helpers import ROOT, dataset, oracle, results, wait_for_oracle
+from tests.helpers import ROOT, dataset, oracle, plain_stats, results, wait_for_oracle
 from tests.services import RedisClusterNodes, RedisServer, produce, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]  # servers of its own, per test
@@ -63,6 +64,7 @@ def assert_backfill_and_reads_match_the_oracle(settings: Settings, history: Path
     expected = compute_stats(load_attempts(history, calculator.learning_modes).frame, calculator)
     with StatsStore.from_settings(settings) as store:
         assert results({scope: store.stats(scope) for scope in expected}) == expected
+    assert results(plain_stats(settings, sorted(expected))) == expected  # HGETALL, plain JSON
     scope = min(expected)
     reader = PerformanceStats.create_performance_stats(
         user_id=scope.user_id,
@@ -201,6 +203,51 @@ def test_acl_user_limited_to_the_prefix_runs_the_engine(
             attempt()
     assert admin.get("someone-else:key") == b"theirs"
     assert all(key.startswith(b"pe-acl:") for key in admin.keys("*") if key != b"someone-else:key")
+
+
+def test_a_read_only_user_reads_the_stats_and_nothing_else(
+    acl_server: RedisServer, history: Path
+) -> None:
+    """The read-only user of docs/redis-layout.md: every learner's stats with the
+    documented commands; no write, no state, no other key."""
+    docs = (ROOT / "docs" / "redis-layout.md").read_text()
+    line = next(x for x in docs.splitlines() if x.startswith("ACL SETUSER stats-reader"))
+    rules = line.replace("CHANGE-ME", "r3ader").replace("~pe:", "~pe-ro:").split()[3:]
+    admin: Any = redis.Redis(port=acl_server.port)
+    admin.execute_command("ACL", "SETUSER", "stats-reader", *rules)
+    settings = Settings(redis_url=f"redis://127.0.0.1:{acl_server.port}/0", key_prefix="pe-ro")
+    done = cli(settings, "backfill", str(history), "--quiet")
+    assert done.returncode == 0, done.stderr
+    expected = compute_stats(
+        load_attempts(history, MetricsCalculator().learning_modes).frame, MetricsCalculator()
+    )
+    reader: Any = redis.Redis(port=acl_server.port, username="stats-reader", password="r3ader")
+    scope = min(expected)
+    key, field = f"pe-ro:stats:{{u{scope.user_id}}}", f"{scope.sub_topic_id}:{scope.learning_mode}"
+    one = reader.hget(key, field)
+    assert results(PerformanceStatsData.from_json(one)) == expected[scope]
+    assert reader.hmget(key, [field]) == [one]
+    found = {
+        ScopeKey(user, *map_field(f)): PerformanceStatsData.from_json(v)
+        for user in {s.user_id for s in expected}
+        for f, v in reader.hgetall(f"pe-ro:stats:{{u{user}}}").items()
+    }
+    assert results(found) == expected
+    for attempt in (
+        lambda: reader.hset(key, field, b"{}"),
+        lambda: reader.get(f"pe-ro:{{u{scope.user_id}}}:{field}"),  # the state: not public
+        lambda: reader.delete(key),
+        lambda: reader.eval("return redis.call('HGET', KEYS[1], 'x')", 1, key),
+        lambda: reader.keys("*"),
+    ):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            attempt()
+    assert admin.hget(key, field) == one
+
+
+def map_field(field: bytes) -> tuple[int, str]:
+    sub, mode = field.decode().split(":")
+    return int(sub), mode
 
 
 def test_a_missing_permission_is_named_in_one_line(acl_server: RedisServer, history: Path) -> None:

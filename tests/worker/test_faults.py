@@ -13,16 +13,19 @@ import random
 import re
 import signal
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import redis
 
-from performance_engine.settings import Settings
+from performance_engine.settings import Settings, settings_env
 from performance_engine.tools.simulator import generate_attempts
 from tests.helpers import (
     Records,
@@ -30,6 +33,7 @@ from tests.helpers import (
     assert_last_events_carry_final_versions,
     malformed_records,
     oracle,
+    plain_stats,
     produce_slowly,
     wait_for_oracle,
 )
@@ -103,6 +107,57 @@ def test_kill_storm(stream_settings: Settings, workers: Callable[..., Any]) -> N
     producer.join(timeout=300)
     wait_for_oracle(stream_settings, expected, timeout=300)
     assert_last_events_carry_final_versions(stream_settings, expected)
+
+
+def test_plain_reads_stay_whole_through_a_kill_and_a_racing_backfill(
+    stream_settings: Settings, workers: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A reader in another thread reads every learner's stats hash as a platform in
+    another language would (``HGETALL``, plain JSON; ``plain_stats``), over and over, while
+    the worker is killed with -9 mid-stream and a backfill of the same history races the
+    stream (their compare-and-sets refuse each other's stale writes): every read parses,
+    names its scope and is never ahead of the state beside it; the last ones are exact."""
+    rows = generate_attempts(12_000, users=120, seed=43)
+    records = attempt_records(rows)
+    expected = oracle(records)
+    scopes = sorted(expected)
+    history = tmp_path / "history.csv"
+    pd.DataFrame(rows[::2]).to_csv(history, index=False)  # half of it, interleaved
+    reads, failures = [0], []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                plain_stats(stream_settings, scopes)
+                reads[0] += 1
+            except Exception as exc:
+                failures.append(exc)
+                return
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    try:
+        worker = workers(stream_settings)
+        producer = produce_slowly(stream_settings, records, chunks=12, pause=0.4)
+        wait_for_progress(stream_settings, scopes, 2000, "the worker to apply some attempts")
+        worker.kill()
+        backfill = subprocess.Popen(
+            [sys.executable, "-m", "performance_engine.tools.cli", "backfill", str(history)],
+            env={**os.environ, **settings_env(stream_settings)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        workers(stream_settings)
+        _, err = backfill.communicate(timeout=300)
+        assert backfill.returncode == 0, err
+        producer.join(timeout=300)
+        wait_for_oracle(stream_settings, expected, timeout=300)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not failures, failures[0]
+    assert reads[0] >= 5, "the reader must have read while the stream ran"
 
 
 # 2. Redis restart ---------------------------------------------------------------------------
