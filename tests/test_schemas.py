@@ -78,6 +78,7 @@ def test_the_schema_refuses_what_the_decoder_rejects_for_its_form() -> None:
     record's form; it cannot know the configured modes, nor the record's Kafka time."""
     modes = LearningModes.default()
     for error_class, (_, value) in malformed_records().items():
+        assert value is not None
         try:
             document = json.loads(value)
         except (TypeError, ValueError, UnicodeDecodeError):

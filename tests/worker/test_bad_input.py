@@ -258,7 +258,7 @@ def test_hostile_attempt_ids_stay_inside_the_scope_keys(
     keys = [k.decode() for k in redis_client.scan_iter(match=f"{settings.key_prefix}*")]
     assert keys
     assert all(KEY_RE.fullmatch(key) for key in keys), keys
-    fields = [f.decode() for k in keys if ":stats:" in k for f in redis_client.hkeys(k)]
+    fields = [f.decode() for k in keys if ":stats:" in k for f in redis_client.hkeys(k)]  # type: ignore[union-attr]
     assert fields
     assert all(re.fullmatch(r"[0-9]+:(standard|practice|mastery)", f) for f in fields), fields
 
