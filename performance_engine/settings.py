@@ -84,6 +84,19 @@ def _names(raw: str, env_name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+_ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\*$")
+
+
+def _origins(values: tuple[str, ...]) -> str:
+    wrong = [v for v in values if not _ORIGIN_RE.fullmatch(v)]
+    if wrong:
+        return (
+            f"has {', '.join(map(repr, wrong))}: an origin is scheme://host[:port] "
+            "(no path, no trailing slash), or *"
+        )
+    return ""
+
+
 def _matches(pattern: re.Pattern[str], rule: str) -> Check:
     return lambda value: "" if pattern.fullmatch(value) else rule
 
@@ -199,6 +212,9 @@ class Settings:
     #: Resume even though Redis lost state that the attempts topic no longer holds (after
     #: the platform's history has been backfilled).
     accept_state_gap: bool = setting(False, _flag)
+    #: Browser origins (``https://school.example:8443``) whose pages may read the HTTP API
+    #: (CORS); ``*`` for any; none by default.
+    cors_origins: tuple[str, ...] = setting((), _names, _origins)
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -35,6 +35,7 @@ __all__ = [
     "Attempt",
     "AttemptEvent",
     "ErrorClass",
+    "IdValue",
     "attempt_from_mapping",
     "decode_attempt",
     "parse_difficulty",
@@ -77,6 +78,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: space), which languages whose numbers are doubles can write exactly beyond 2^53.
 _ID_TEXT = r"^[1-9][0-9]{0,18}$"
 _Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)] | Annotated[str, msgspec.Meta(pattern=_ID_TEXT)]
+#: An id in JSON as the engine takes it everywhere: an integer, or its canonical decimal
+#: string (which a pattern cannot bound: check it against 2^63-1 once decoded).
+IdValue = _Id
 
 
 _ID_DOC = (

@@ -40,6 +40,7 @@ from performance_engine.worker.faust_internals import (
     require_faust_internals,
 )
 from performance_engine.worker.instrumentation import EngineMetrics
+from performance_engine.worker.middleware import middlewares
 from performance_engine.worker.processor import (
     BatchAbandoned,
     BatchProcessor,
@@ -388,6 +389,7 @@ def create_app(settings: Settings, calculator: MetricsCalculator | None = None) 
         autodiscover=False,
         datadir=str(settings.data_dir),
         web_port=settings.web_port,
+        web_application_options={"middlewares": middlewares(settings.cors_origins)},
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
         topic_allow_declare=True,

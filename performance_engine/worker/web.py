@@ -4,6 +4,11 @@
   JSON error when the scope has none, 400 for malformed ids or a mode that is not
   configured, 503 when Redis fails. Its ``ETag`` is the scope's ``revision`` (SPEC 4):
   a request with ``If-None-Match`` naming it is answered ``304 Not Modified``.
+* ``GET /stats/{user_id}``: ``{"user_id", "stats": [...]}``, every scope of the learner
+  (one ``HGETALL``); 404 when there are none.
+* ``POST /stats/batch`` with ``{"scopes": [...]}`` (up to 1,000; each a ``"u:s:mode"``
+  string or an object of the three): ``{"stats": [...]}``, in the order asked, ``null``
+  where there are none; 400 names the first malformed scope.
 * ``GET /predict/{user_id}/{sub_topic_id}/{learning_mode}?question_id=Q&difficulty=D``:
   ``{"p", "params_version", "version"}`` (SPEC 3.3) with the parameters in force; 400 for
   a malformed id, an unknown mode or difficulty; 404 while the scope's learning values
@@ -12,6 +17,10 @@
   when both answer and the worker goes on, else 503 (``state.error`` says why the worker
   refuses to go on: Redis lost state the attempts topic no longer holds).
 * ``GET /metrics``: Prometheus text (see :mod:`performance_engine.worker.instrumentation`).
+* ``GET /openapi.json``: all of the above, as OpenAPI 3.1 (:mod:`.openapi`).
+
+Every error, on every path (an unknown one: 404; a method a path does not take: 405), is
+``{"error": reason}`` (:mod:`.middleware`, which also answers CORS).
 """
 
 from __future__ import annotations
@@ -29,13 +38,27 @@ from performance_engine.errors import (
     UserAttemptsNotFoundError,
 )
 from performance_engine.metrics.attempt import scope_key
+from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings
 from performance_engine.store.params import reading_follower
 from performance_engine.store.predictions import predict_async
 from performance_engine.worker.instrumentation import CONTENT_TYPE
+from performance_engine.worker.openapi import BatchRequest, ScopeRef, openapi_document
 from performance_engine.worker.status import status_of
 
-__all__ = ["HealthView", "MetricsView", "PredictView", "StatsView", "install_views"]
+__all__ = [
+    "BatchStatsView",
+    "HealthView",
+    "LearnerStatsView",
+    "MetricsView",
+    "OpenAPIView",
+    "PredictView",
+    "StatsView",
+    "install_views",
+]
+
+_BATCH = msgspec.json.Decoder(BatchRequest)
+_STARTING = "the worker is starting; try again shortly"
 
 
 def _int(text: str, name: str) -> int:
@@ -67,6 +90,38 @@ async def _broker_answers(settings: Settings) -> tuple[bool, str]:
     return False, "; ".join(errors)
 
 
+def _configured(view: View, scope: ScopeKey, learning_mode: str) -> None:
+    """InvalidScopeError unless the scope's learning mode is configured."""
+    modes = reading_follower(status_of(view).settings).calculator.learning_modes
+    if scope.learning_mode not in modes.rules:
+        raise InvalidScopeError(
+            f"learning_mode {learning_mode!r} is not configured; known modes: "
+            f"{', '.join(modes.names)}"
+        )
+
+
+def _batch_scope(item: str | ScopeRef, index: int) -> ScopeKey:
+    """A batch item as a scope; InvalidScopeError naming its position."""
+    if isinstance(item, str):
+        parts = item.split(":")
+        if len(parts) != 3:
+            raise InvalidScopeError(
+                f"scopes[{index}] {item!r} is not <user_id>:<sub_topic_id>:<learning_mode>"
+            )
+        user, sub, mode = parts
+        ids: tuple[int | str, int | str] = (user, sub)
+    else:
+        ids, mode = (item.user_id, item.sub_topic_id), item.learning_mode
+    try:
+        user_id, sub_topic_id = (
+            _int(i, name) if isinstance(i, str) else i
+            for i, name in zip(ids, ("user_id", "sub_topic_id"), strict=True)
+        )
+        return scope_key(user_id, sub_topic_id, mode)
+    except InvalidScopeError as exc:
+        raise InvalidScopeError(f"scopes[{index}]: {exc}") from None
+
+
 class StatsView(View):
     """``GET /stats/{user_id}/{sub_topic_id}/{learning_mode}``."""
 
@@ -77,19 +132,12 @@ class StatsView(View):
             scope = scope_key(
                 _int(user_id, "user_id"), _int(sub_topic_id, "sub_topic_id"), learning_mode
             )
+            _configured(self, scope, learning_mode)
         except InvalidScopeError as exc:
             return self.error(400, str(exc))
-        status = status_of(self)
-        modes = reading_follower(status.settings).calculator.learning_modes
-        if scope.learning_mode not in modes.rules:
-            return self.error(
-                400,
-                f"learning_mode {learning_mode!r} is not configured; known modes: "
-                f"{', '.join(modes.names)}",
-            )
-        store = status.store
+        store = status_of(self).store
         if store is None:
-            return self.error(503, "the worker is starting; try again shortly")
+            return self.error(503, _STARTING)
         try:
             body, revision = await store.stats_json_and_revision(scope)
         except UserAttemptsNotFoundError as exc:
@@ -101,6 +149,61 @@ class StatsView(View):
         if _matches(request.headers.get("If-None-Match", ""), tag):
             return self.bytes(b"", status=304, headers=headers)
         return self.bytes(body, content_type="application/json", headers=headers)
+
+
+class LearnerStatsView(View):
+    """``GET /stats/{user_id}``."""
+
+    async def get(self, request: Request, user_id: str) -> Response:
+        try:
+            user = scope_key(_int(user_id, "user_id"), 1, "standard").user_id
+        except InvalidScopeError as exc:
+            return self.error(400, str(exc))
+        store = status_of(self).store
+        if store is None:
+            return self.error(503, _STARTING)
+        try:
+            found = await store.learner_stats(user)
+        except DatabaseQueryError as exc:
+            return self.error(503, str(exc))
+        if not found:
+            return self.error(404, f"no stats for user {user}: no attempt of theirs is counted")
+        body = b'{"user_id":%d,"stats":[%s]}' % (user, b",".join(found.values()))
+        return self.bytes(body, content_type="application/json")
+
+
+class BatchStatsView(View):
+    """``POST /stats/batch``."""
+
+    async def post(self, request: Request) -> Response:
+        try:
+            asked = _BATCH.decode(await request.read())
+            scopes = [_batch_scope(item, i) for i, item in enumerate(asked.scopes)]
+            for scope, item in zip(scopes, asked.scopes, strict=True):
+                mode = item if isinstance(item, str) else item.learning_mode
+                _configured(self, scope, mode.rsplit(":", 1)[-1])
+        except msgspec.DecodeError as exc:
+            return self.error(400, f'the body must be {{"scopes": [...]}}: {exc}')
+        except InvalidScopeError as exc:
+            return self.error(400, str(exc))
+        store = status_of(self).store
+        if store is None:
+            return self.error(503, _STARTING)
+        try:
+            found = await store.read_stats(scopes)
+        except DatabaseQueryError as exc:
+            return self.error(503, str(exc))
+        body = b'{"stats":[%s]}' % b",".join(b"null" if s is None else s for s in found)
+        return self.bytes(body, content_type="application/json")
+
+
+class OpenAPIView(View):
+    """``GET /openapi.json``."""
+
+    async def get(self, request: Request) -> Response:
+        from importlib.metadata import version
+
+        return self.json(openapi_document(version("performance-engine")))
 
 
 class PredictView(View):
@@ -121,7 +224,7 @@ class PredictView(View):
         status = status_of(self)
         store = status.store
         if store is None:
-            return self.error(503, "the worker is starting; try again shortly")
+            return self.error(503, _STARTING)
         follower = reading_follower(status.settings)
         try:
             await follower.refresh(store)
@@ -184,7 +287,10 @@ class MetricsView(View):
 def install_views(app: Any) -> None:
     """Register the engine's views on the app's web server (the app carries the worker's
     status: ``worker.status.attach_status``)."""
+    app.page("/stats/batch")(BatchStatsView)
     app.page("/stats/{user_id}/{sub_topic_id}/{learning_mode}")(StatsView)
+    app.page("/stats/{user_id}")(LearnerStatsView)
+    app.page("/openapi.json")(OpenAPIView)
     app.page("/predict/{user_id}/{sub_topic_id}/{learning_mode}")(PredictView)
     app.page("/health")(HealthView)
     app.page("/metrics")(MetricsView)

@@ -1,0 +1,247 @@
+"""The worker's HTTP read API described for machines: its request and response types
+and the OpenAPI 3.1 document served at ``/openapi.json`` (schemas generated from the same
+types the views encode and decode, so the two cannot drift apart)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+from performance_engine.metrics.attempt import IdValue
+from performance_engine.metrics.types import PerformanceStatsData
+from performance_engine.store.predictions import Prediction
+
+__all__ = ["MAX_BATCH", "BatchRequest", "ScopeRef", "openapi_document"]
+
+#: Most scopes one batch read takes.
+MAX_BATCH = 1000
+
+
+class ScopeRef(msgspec.Struct, forbid_unknown_fields=True):
+    """One scope of a batch read, as an object (ids as in attempts: integers or decimal
+    strings)."""
+
+    user_id: IdValue
+    sub_topic_id: IdValue
+    learning_mode: str
+
+
+class BatchRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /stats/batch``: the scopes to read, each a ``"<user_id>:<sub_topic_id>:<mode>"``
+    string (a stats record's ``scope``) or a :class:`ScopeRef`."""
+
+    scopes: Annotated[
+        list[Annotated[str, msgspec.Meta(max_length=100)] | ScopeRef],
+        msgspec.Meta(min_length=1, max_length=MAX_BATCH),
+    ]
+
+
+class BatchStats(msgspec.Struct):
+    """The stats of each scope asked for, in the order asked; null where there are none."""
+
+    stats: list[PerformanceStatsData | None]
+
+
+class LearnerStats(msgspec.Struct):
+    """Every scope of one learner that has stats, by sub-topic then mode."""
+
+    user_id: int
+    stats: list[PerformanceStatsData]
+
+
+class Error(msgspec.Struct):
+    """Why a request was not answered."""
+
+    error: str
+
+
+class Health(msgspec.Struct):
+    """``/health``: ``status`` is ``ok`` when Redis and Kafka answer and the worker goes on."""
+
+    status: str
+    redis: dict[str, Any]
+    kafka: dict[str, Any]
+    state: dict[str, Any]
+
+
+_TYPES = (PerformanceStatsData, BatchRequest, BatchStats, LearnerStats, Prediction, Error, Health)
+
+
+def _json(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+
+
+def _ok(description: str, name: str) -> dict[str, Any]:
+    return {"description": description, "content": _json(name)}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    meaning = {
+        400: "a malformed id, a learning mode that is not configured, a malformed body",
+        404: "no stats (or no learning values) for it",
+        503: "Redis does not answer, or the worker is starting",
+    }
+    return {str(s): {"description": meaning[s], "content": _json("Error")} for s in statuses}
+
+
+def _id_parameter(name: str, what: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": f"{what}: a decimal integer from 1 to 2^63-1",
+        "schema": {"type": "string"},
+    }
+
+
+_MODE = {
+    "name": "learning_mode",
+    "in": "path",
+    "required": True,
+    "description": "a configured learning mode (standard, practice, mastery by default)",
+    "schema": {"type": "string"},
+}
+_SCOPE = [_id_parameter("user_id", "the learner"), _id_parameter("sub_topic_id", "the sub-topic")]
+_ETAG = {
+    "ETag": {
+        "description": 'the scope\'s revision, quoted ("42")',
+        "schema": {"type": "string"},
+    }
+}
+
+
+def openapi_document(version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the read API."""
+    _, components = msgspec.json.schema_components(
+        _TYPES, ref_template="#/components/schemas/{name}"
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "performance-engine read API",
+            "version": version,
+            "description": "The latest stats of learners, per scope (user, sub-topic, "
+            "learning mode), and next-answer predictions. The same stats are in Redis "
+            "(docs/redis-layout.md) and in stats-updated events.",
+        },
+        "paths": {
+            "/stats/{user_id}/{sub_topic_id}/{learning_mode}": {
+                "get": {
+                    "operationId": "getScopeStats",
+                    "summary": "One scope's latest stats",
+                    "parameters": [
+                        *_SCOPE,
+                        _MODE,
+                        {
+                            "name": "If-None-Match",
+                            "in": "header",
+                            "required": False,
+                            "description": "an ETag from an earlier answer",
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the stats (SPEC 4)",
+                            "headers": _ETAG,
+                            "content": _json("PerformanceStatsData"),
+                        },
+                        "304": {"description": "unchanged since the ETag", "headers": _ETAG},
+                        **_errors(400, 404, 503),
+                    },
+                }
+            },
+            "/stats/{user_id}": {
+                "get": {
+                    "operationId": "getLearnerStats",
+                    "summary": "Every scope of one learner",
+                    "parameters": [_SCOPE[0]],
+                    "responses": {
+                        "200": {
+                            "description": "the learner's stats",
+                            "content": _json("LearnerStats"),
+                        },
+                        **_errors(400, 404, 503),
+                    },
+                }
+            },
+            "/stats/batch": {
+                "post": {
+                    "operationId": "getStatsBatch",
+                    "summary": f"Many scopes' stats in one request (up to {MAX_BATCH})",
+                    "requestBody": {"required": True, "content": _json("BatchRequest")},
+                    "responses": {
+                        "200": {
+                            "description": "in the order asked",
+                            "content": _json("BatchStats"),
+                        },
+                        **_errors(400, 503),
+                    },
+                }
+            },
+            "/predict/{user_id}/{sub_topic_id}/{learning_mode}": {
+                "get": {
+                    "operationId": "predictNextAnswer",
+                    "summary": "P(the scope's next answer to a question is right) (SPEC 3.3)",
+                    "parameters": [
+                        *_SCOPE,
+                        _MODE,
+                        {
+                            "name": "question_id",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string"},
+                            "description": "the question: a decimal integer",
+                        },
+                        {
+                            "name": "difficulty",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string"},
+                            "description": "easy, medium or hard",
+                        },
+                    ],
+                    "responses": {
+                        "200": _ok("the prediction", "Prediction"),
+                        **_errors(400, 404, 503),
+                    },
+                }
+            },
+            "/health": {
+                "get": {
+                    "operationId": "getHealth",
+                    "summary": "Whether Redis and Kafka answer and the worker goes on",
+                    "responses": {
+                        "200": {"description": "healthy", "content": _json("Health")},
+                        "503": {"description": "not healthy", "content": _json("Health")},
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "getMetrics",
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "getOpenAPI",
+                    "summary": "This document",
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {"schemas": components},
+    }
