@@ -28,7 +28,7 @@ class ScopeRef(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class BatchRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """``POST /stats/batch``: the scopes to read, each a ``"<user_id>:<sub_topic_id>:<mode>"``
+    """``POST /stats``: the scopes to read, each a ``"<user_id>:<sub_topic_id>:<mode>"``
     string (a stats record's ``scope``) or a :class:`ScopeRef`."""
 
     scopes: Annotated[
@@ -91,7 +91,8 @@ def _id_parameter(name: str, what: str) -> dict[str, Any]:
         "in": "path",
         "required": True,
         "description": f"{what}: a decimal integer from 1 to 2^63-1",
-        "schema": {"type": "string"},
+        "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"},
+        "example": "1",
     }
 
 
@@ -99,8 +100,10 @@ _MODE = {
     "name": "learning_mode",
     "in": "path",
     "required": True,
-    "description": "a configured learning mode (standard, practice, mastery by default)",
-    "schema": {"type": "string"},
+    "description": "a configured learning mode (standard, practice, mastery by default), "
+    "in any case",
+    "schema": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_-]{0,31}$"},
+    "example": "standard",
 }
 _SCOPE = [_id_parameter("user_id", "the learner"), _id_parameter("sub_topic_id", "the sub-topic")]
 _ETAG = {
@@ -166,7 +169,7 @@ def openapi_document(version: str) -> dict[str, Any]:
                     },
                 }
             },
-            "/stats/batch": {
+            "/stats": {
                 "post": {
                     "operationId": "getStatsBatch",
                     "summary": f"Many scopes' stats in one request (up to {MAX_BATCH})",
@@ -191,7 +194,8 @@ def openapi_document(version: str) -> dict[str, Any]:
                             "name": "question_id",
                             "in": "query",
                             "required": True,
-                            "schema": {"type": "string"},
+                            "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"},
+                            "example": "7",
                             "description": "the question: a decimal integer",
                         },
                         {
@@ -199,6 +203,7 @@ def openapi_document(version: str) -> dict[str, Any]:
                             "in": "query",
                             "required": True,
                             "schema": {"type": "string"},
+                            "example": "easy",
                             "description": "easy, medium or hard",
                         },
                     ],

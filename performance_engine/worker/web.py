@@ -6,7 +6,7 @@
   a request with ``If-None-Match`` naming it is answered ``304 Not Modified``.
 * ``GET /stats/{user_id}``: ``{"user_id", "stats": [...]}``, every scope of the learner
   (one ``HGETALL``); 404 when there are none.
-* ``POST /stats/batch`` with ``{"scopes": [...]}`` (up to 1,000; each a ``"u:s:mode"``
+* ``POST /stats`` with ``{"scopes": [...]}`` (up to 1,000; each a ``"u:s:mode"``
   string or an object of the three): ``{"stats": [...]}``, in the order asked, ``null``
   where there are none; 400 names the first malformed scope.
 * ``GET /predict/{user_id}/{sub_topic_id}/{learning_mode}?question_id=Q&difficulty=D``:
@@ -173,7 +173,7 @@ class LearnerStatsView(View):
 
 
 class BatchStatsView(View):
-    """``POST /stats/batch``."""
+    """``POST /stats``."""
 
     async def post(self, request: Request) -> Response:
         try:
@@ -287,7 +287,7 @@ class MetricsView(View):
 def install_views(app: Any) -> None:
     """Register the engine's views on the app's web server (the app carries the worker's
     status: ``worker.status.attach_status``)."""
-    app.page("/stats/batch")(BatchStatsView)
+    app.page("/stats")(BatchStatsView)
     app.page("/stats/{user_id}/{sub_topic_id}/{learning_mode}")(StatsView)
     app.page("/stats/{user_id}")(LearnerStatsView)
     app.page("/openapi.json")(OpenAPIView)

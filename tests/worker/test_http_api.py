@@ -90,7 +90,7 @@ def test_learner_and_batch_reads_errors_and_cors(
         if s.learning_mode == "standard"
     ][:5]
     asked.append("4242:1:practice")
-    status, _, body = call(f"{base}/stats/batch", "POST", {"scopes": asked})
+    status, _, body = call(f"{base}/stats", "POST", {"scopes": asked})
     assert status == 200
     got = json.loads(body)["stats"]
     assert len(got) == len(asked)
@@ -105,7 +105,7 @@ def test_learner_and_batch_reads_errors_and_cors(
             next(e for s, e in expected.items() if str(s) == key).to_json()
         )
     many = {"scopes": [str(scopes[0])] * 1000}
-    assert call(f"{base}/stats/batch", "POST", many)[0] == 200
+    assert call(f"{base}/stats", "POST", many)[0] == 200
     for bad, says in (
         ({"scopes": [str(scopes[0])] * 1001}, "1000"),
         ({"scopes": []}, "scopes"),
@@ -115,7 +115,7 @@ def test_learner_and_batch_reads_errors_and_cors(
         ({"users": []}, "scopes"),
         (b"{oops", "JSON"),
     ):
-        status, headers, body = call(f"{base}/stats/batch", "POST", bad)
+        status, headers, body = call(f"{base}/stats", "POST", bad)
         assert status == 400, bad
         assert headers["Content-Type"].startswith("application/json")
         assert says in json.loads(body)["error"], (bad, body)
@@ -123,9 +123,9 @@ def test_learner_and_batch_reads_errors_and_cors(
     # JSON errors on every path and method
     for url, method, code in (
         ("/no/such/path", "GET", 404),
-        ("/stats", "GET", 404),
+        ("/stats/1/2/standard/x", "GET", 404),
         ("/stats/1/2/standard", "POST", 405),
-        ("/stats/batch", "GET", 405),
+        ("/stats", "GET", 405),
         ("/health", "DELETE", 405),
     ):
         status, headers, body = call(f"{base}{url}", method, b"" if method != "GET" else None)
@@ -153,13 +153,13 @@ def test_learner_and_batch_reads_errors_and_cors(
         "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "content-type",
     }
-    status, headers, _ = call(f"{base}/stats/batch", "OPTIONS", b"", preflight)
+    status, headers, _ = call(f"{base}/stats", "OPTIONS", b"", preflight)
     assert status == 204
     assert headers["Access-Control-Allow-Origin"] == ALLOWED
     assert "POST" in headers["Access-Control-Allow-Methods"]
     assert "Content-Type" in headers["Access-Control-Allow-Headers"]
     status, headers, _ = call(
-        f"{base}/stats/batch", "OPTIONS", b"", {**preflight, "Origin": "https://elsewhere.example"}
+        f"{base}/stats", "OPTIONS", b"", {**preflight, "Origin": "https://elsewhere.example"}
     )
     assert "Access-Control-Allow-Origin" not in headers
     status, headers, _ = call(f"{base}/no/such/path", headers={"Origin": ALLOWED})
@@ -196,7 +196,7 @@ def test_the_openapi_document_holds_against_the_worker(
     assert {
         "/stats/{user_id}/{sub_topic_id}/{learning_mode}",
         "/stats/{user_id}",
-        "/stats/batch",
+        "/stats",
     } <= set(document["paths"])
     run = subprocess.run(
         [
@@ -222,4 +222,4 @@ def test_the_openapi_document_holds_against_the_worker(
         check=False,
     )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
-    assert "/stats/batch" in run.stdout
+    assert "POST /stats" in run.stdout
