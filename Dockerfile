@@ -10,7 +10,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY performance_engine ./performance_engine
 # The backfill's compiled loops are compiled once here and cached in the image.
-RUN pip install . && python -m performance_engine.metrics.kernels \
+RUN pip install '.[worker]' && python -m performance_engine.metrics.kernels \
     && python -m performance_engine.store.kernels \
     && useradd --create-home --uid 10001 engine
 

@@ -38,6 +38,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.example_metrics
 
+from redis_bytes import bytes_per_scope
+
 from performance_engine.metrics import batch as batch_module
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.settings import Settings, load_settings
@@ -201,6 +203,7 @@ def main() -> int:
         firsts: list[float] = []
         agains: list[float] = []
         pairs: list[tuple[float, float]] = []  # (this tree, the previous), each in a process
+        sizes: dict[str, list[float]] = {}  # Redis bytes per scope, by tree
         totals = time_steps() if args.steps else {}
         steps: dict[str, float] = {}
         for turn in range(args.repeat):  # in turns: each run beside its own baseline
@@ -220,6 +223,7 @@ def main() -> int:
                 for tree, name in trees if turn % 2 == 0 else trees[::-1]:  # each goes first
                     into = f"{prefix}-{name}"
                     took[name] = in_process_of(tree, path, into, args.custom_metric)
+                    sizes.setdefault(name, []).append(bytes_per_scope(client, into))
                     stale = list(client.scan_iter(match=f"{into}:*", count=10_000))
                     for i in range(0, len(stale), 10_000):
                         client.delete(*stale[i : i + 10_000])
@@ -251,6 +255,11 @@ def main() -> int:
         console.print(
             f"this tree / previous tree: {this / previous:.3f} (medians), {mean:.3f} (geometric "
             f"mean of the turns, whose order alternates: {turns})"
+        )
+        here, before = (median(sizes[name]) for name in ("this", "previous"))
+        console.print(
+            f"Redis bytes per scope: this tree {here:,.0f}, previous tree {before:,.0f} "
+            f"({here / before:.3f})"
         )
     else:
         console.print(table)

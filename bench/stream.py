@@ -60,6 +60,8 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from redis_bytes import bytes_per_scope  # noqa: E402  (bench/, the script's folder)
+
 from performance_engine.metrics.batch import compute_stats  # noqa: E402
 from performance_engine.metrics.calculator import MetricsCalculator  # noqa: E402
 from performance_engine.metrics.frame import normalise_frame  # noqa: E402
@@ -366,27 +368,12 @@ def _results(stats_json: bytes) -> dict[str, Any]:
 
 
 def redis_bytes_per_scope(settings: Settings, sample: int = 2000) -> float:
-    """Redis's MEMORY USAGE of the keys of up to ``sample`` learners (their scopes' strings
-    and histories, and their stats hashes where the layout has them) per scope."""
+    """Redis's MEMORY USAGE per scope of the prefix (``bench/redis_bytes.py``)."""
     client = redis.Redis.from_url(settings.redis_url)
-    prefix = settings.key_prefix.encode()
-    scopes: dict[bytes, list[bytes]] = {}  # learner's hash tag -> scope keys
-    for key in client.scan_iter(match=f"{settings.key_prefix}:{{u*", count=10_000):
-        if key.endswith(b":history"):
-            continue
-        tag = key[len(prefix) + 1 :].split(b":", 1)[0]
-        if tag not in scopes and len(scopes) >= sample:
-            continue
-        scopes.setdefault(tag, []).append(key)
-    total = 0
-    for tag, keys in scopes.items():
-        total += client.memory_usage(prefix + b":stats:" + tag, samples=0) or 0
-        for key in keys:
-            total += client.memory_usage(key, samples=0) or 0
-            total += client.memory_usage(key + b":history", samples=0) or 0
-    client.close()
-    count = sum(map(len, scopes.values()))
-    return total / count if count else 0.0
+    try:
+        return bytes_per_scope(client, settings.key_prefix, sample)
+    finally:
+        client.close()
 
 
 def scope_sizes(lab: Lab, lengths: list[int], source: Path | None, label: str) -> list[Row]:
@@ -584,8 +571,9 @@ def main() -> int:
                     late = f"engine, {late_arrivals(shuffled):,} attempts late"
                     contenders.append((late, shuffled, None, True, True, None))
                 runs: dict[str, list[Row]] = {}
-                for _ in range(args.repeat):
-                    for name, items, source, check, dashboard, params in contenders:
+                for turn in range(args.repeat):  # each goes first in turn: the broker fills
+                    order = contenders if turn % 2 == 0 else contenders[::-1]
+                    for name, items, source, check, dashboard, params in order:
                         row, settings, rss = drain(
                             lab,
                             name,

@@ -465,6 +465,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
+#: What ``performance-engine[worker]`` adds to the plain (platform) install.
+WORKER_MODULES = frozenset({"faust", "mode", "pandas", "pyarrow", "numpy", "numba"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="perf-engine",
@@ -624,6 +628,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"perf-engine {args.command}: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] not in WORKER_MODULES:
+            raise
+        print(
+            f"perf-engine {args.command}: error: this command needs the engine's own "
+            f"dependencies ({exc.name} is not installed): "
+            "pip install 'performance-engine[worker]'",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
     except Exception as exc:
         if args.debug:
             raise
