@@ -77,6 +77,7 @@ def test_dockerfile_builds_the_worker() -> None:
     assert lines[0] == "FROM"
     assert "COPY performance_engine ./performance_engine" in dockerfile
     assert 'CMD ["perf-engine", "worker"]' in dockerfile
+    assert "pip install '.[worker]'" in dockerfile  # the plain install is the platform's client
     assert "USER engine" in dockerfile
     for kernels in ("metrics", "store"):  # compiled in the image
         assert f"python -m performance_engine.{kernels}.kernels" in dockerfile
