@@ -8,6 +8,7 @@ text is parsed and what a valid value is. :func:`load_settings`, :data:`ENV_NAME
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -84,6 +85,26 @@ def _names(raw: str, env_name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def _host(value: str) -> str:
+    """A listening address: an IP address (``0.0.0.0``, ``::``) or a host name."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", value):
+            return "is not an IP address or a host name"
+    return ""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listening address reaches this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 _ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\*$")
 
 
@@ -154,6 +175,9 @@ class Settings:
     learning_modes_path: Path | None = setting(None, _path, env="LEARNING_MODES")
     #: A fitted parameter file (``perf-engine fit``); a set published to Redis wins.
     learning_params_path: Path | None = setting(None, _path, env="LEARNING_PARAMS")
+    #: The address the worker's web server listens on: loopback unless asked, since it
+    #: serves learners' stats (a container sets 0.0.0.0 to publish the port).
+    web_host: str = setting("127.0.0.1", check=_host)
     web_port: int = setting(
         6066, _number(int), lambda v: "" if 0 < v < 65536 else "is not a TCP port"
     )

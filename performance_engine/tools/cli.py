@@ -24,7 +24,7 @@ from rich.table import Table
 from performance_engine.errors import ConfigurationError, PerformanceEngineError
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData
-from performance_engine.settings import Settings, load_settings
+from performance_engine.settings import Settings, is_loopback, load_settings
 from performance_engine.store.failures import redact_url
 from performance_engine.tools.learning_cli import add_commands as add_learning_commands
 from performance_engine.tools.learning_cli import add_history_source
@@ -338,6 +338,16 @@ def _cmd_check(args: argparse.Namespace, settings: Settings) -> int:
             )
     except PerformanceEngineError as exc:
         report(False, "redis", str(exc))
+    if is_loopback(settings.web_host):
+        report(True, "web", f"the worker listens on {settings.web_host} only")
+    else:
+        report(
+            None,
+            "web",
+            f"the worker listens on {settings.web_host}:{settings.web_port} with no "
+            "authentication: anyone who reaches it reads every learner's stats and the "
+            "dashboard (keep it on a private network, or set PERF_ENGINE_WEB_HOST=127.0.0.1)",
+        )
     if not failed:
         from performance_engine.tools.state_check import describe, judge_state
 

@@ -40,6 +40,13 @@ def test_every_port_is_published_on_loopback_only() -> None:
             assert str(port).startswith("127.0.0.1:"), (name, port)
 
 
+def test_the_container_listens_on_its_interfaces_and_the_host_publishes_on_loopback() -> None:
+    worker = compose()["services"]["worker"]
+    assert worker["environment"]["PERF_ENGINE_WEB_HOST"] == "0.0.0.0"
+    assert worker["ports"] == ["127.0.0.1:6066:6066"]
+    assert "PERF_ENGINE_WEB_HOST=0.0.0.0" in (ROOT / "Dockerfile").read_text()
+
+
 def test_health_checks_and_start_order() -> None:
     services = compose()["services"]
     for name in ("kafka", "redis", "worker"):

@@ -49,9 +49,15 @@ def test_check_all_good(stream_settings: Settings) -> None:
         ["ok", "topics"],
         ["ok", "redis"],
         ["ok", "memory"],
+        ["ok", "web"],
         ["ok", "state"],
     ]
     assert done.stdout.splitlines()[-1].endswith("nothing committed yet: a new deployment")
+    opened = cli(down(stream_settings, web_host="0.0.0.0"), "check")
+    assert opened.returncode == 0, opened.stdout  # a warning, not a failure
+    (line,) = [line for line in opened.stdout.splitlines() if line.split()[1] == "web"]
+    assert line.startswith("warn  web      the worker listens on 0.0.0.0:")
+    assert "no authentication" in line
 
 
 def test_check_reports_each_failure(stream_settings: Settings, tmp_path: Path) -> None:

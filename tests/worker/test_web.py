@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -123,3 +126,36 @@ def test_endpoints(stream_settings: Settings, workers: Callable[..., Any]) -> No
     # attempts that came in learning order: no history was folded again, none was lost
     assert after[("perf_engine_refolds_total", ())] == 0
     assert after[("perf_engine_histories_lost_total", ())] == 0
+
+
+def listening(port: int) -> set[str]:
+    """The local addresses of the sockets listening on ``port`` (from /proc/net/tcp*)."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, hex_port = fields[1].split(":")
+            if int(hex_port, 16) != port or fields[3] != "0A":  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(address)
+            if width == 8:
+                found.add(str(ipaddress.IPv4Address(raw[::-1])))
+            else:  # four little-endian 32-bit words
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+                found.add(str(ipaddress.IPv6Address(words)))
+    return found
+
+
+def test_a_default_worker_listens_on_loopback_only(
+    stream_settings: Settings, workers: Callable[..., Any]
+) -> None:
+    assert Settings().web_host == "127.0.0.1"
+    worker = workers(stream_settings)
+    port = int(worker.env["PERF_ENGINE_WEB_PORT"])
+    assert worker.env["PERF_ENGINE_WEB_HOST"] == "127.0.0.1"
+    wait_until(lambda: bool(listening(port)), 60, "the worker's web server")
+    assert listening(port) == {"127.0.0.1"}
+    opened = workers(replace(stream_settings, web_host="0.0.0.0"))  # asked for: all of them
+    port = int(opened.env["PERF_ENGINE_WEB_PORT"])
+    wait_until(lambda: bool(listening(port)), 60, "the second worker's web server")
+    assert listening(port) == {"0.0.0.0"}
