@@ -236,6 +236,11 @@ class Settings:
     #: Resume even though Redis lost state that the attempts topic no longer holds (after
     #: the platform's history has been backfilled).
     accept_state_gap: bool = setting(False, _flag)
+    #: The HTTP tokens (``perf-engine token add``): with it every request but ``/health``
+    #: needs a token of the right scope (see worker/auth.py).
+    web_tokens_file: Path | None = setting(None, _path)
+    #: Serve HTTP beyond loopback without tokens (the worker refuses to otherwise).
+    insecure_open_http: bool = setting(False, _flag)
     #: Browser origins (``https://school.example:8443``) whose pages may read the HTTP API
     #: (CORS); ``*`` for any; none by default.
     cors_origins: tuple[str, ...] = setting((), _names, _origins)

@@ -72,6 +72,8 @@ EVERY_VARIABLE: dict[str, tuple[str, object]] = {
     "PERF_ENGINE_STATE_CHECK_SECONDS": ("2.5", 2.5),
     "PERF_ENGINE_ACCEPT_STATE_GAP": ("true", True),
     "PERF_ENGINE_WEB_HOST": ("0.0.0.0", "0.0.0.0"),
+    "PERF_ENGINE_WEB_TOKENS_FILE": ("/etc/pe/tokens", Path("/etc/pe/tokens")),
+    "PERF_ENGINE_INSECURE_OPEN_HTTP": ("yes", True),
     "PERF_ENGINE_CORS_ORIGINS": (
         "https://a.example, http://b.example:8080",
         ("https://a.example", "http://b.example:8080"),

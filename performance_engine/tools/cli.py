@@ -26,6 +26,7 @@ from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData
 from performance_engine.settings import Settings, is_loopback, load_settings
 from performance_engine.store.failures import redact_url
+from performance_engine.tokens import SCOPES as TOKEN_SCOPES
 from performance_engine.tools.learning_cli import add_commands as add_learning_commands
 from performance_engine.tools.learning_cli import add_history_source
 
@@ -186,6 +187,8 @@ def _with_flags(args: argparse.Namespace, settings: Settings) -> Settings:
         settings = dataclasses.replace(settings, allow_eviction=True)
     if getattr(args, "accept_state_gap", False):
         settings = dataclasses.replace(settings, accept_state_gap=True)
+    if getattr(args, "insecure_open_http", False):
+        settings = dataclasses.replace(settings, insecure_open_http=True)
     return settings
 
 
@@ -338,7 +341,19 @@ def _cmd_check(args: argparse.Namespace, settings: Settings) -> int:
             )
     except PerformanceEngineError as exc:
         report(False, "redis", str(exc))
-    if is_loopback(settings.web_host):
+    if settings.web_tokens_file is not None:
+        try:
+            from performance_engine.tokens import read_tokens
+
+            count = len(read_tokens(settings.web_tokens_file))
+            report(
+                True,
+                "web",
+                f"{count} tokens in {settings.web_tokens_file}; every request needs one",
+            )
+        except PerformanceEngineError as exc:
+            report(False, "web", str(exc))
+    elif is_loopback(settings.web_host):
         report(True, "web", f"the worker listens on {settings.web_host} only")
     else:
         report(
@@ -346,7 +361,7 @@ def _cmd_check(args: argparse.Namespace, settings: Settings) -> int:
             "web",
             f"the worker listens on {settings.web_host}:{settings.web_port} with no "
             "authentication: anyone who reaches it reads every learner's stats and the "
-            "dashboard (keep it on a private network, or set PERF_ENGINE_WEB_HOST=127.0.0.1)",
+            "dashboard (set PERF_ENGINE_WEB_TOKENS_FILE, or PERF_ENGINE_WEB_HOST=127.0.0.1)",
         )
     if not failed:
         from performance_engine.tools.state_check import describe, judge_state
@@ -452,6 +467,27 @@ def _learning_line(stats: PerformanceStatsData) -> str:
     )
 
 
+def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from performance_engine.tokens import add_token, read_tokens, revoke_token
+
+    path = args.file or settings.web_tokens_file
+    if path is None:
+        raise ConfigurationError("say which file: --file PATH or PERF_ENGINE_WEB_TOKENS_FILE")
+    if args.token_command == "add":
+        made = add_token(path, args.name, [s.strip() for s in args.scopes.split(",")])
+        print(made)
+        print(f"token {args.name!r} added to {path}: this is the only time it is shown",
+              file=sys.stderr)  # fmt: skip
+    elif args.token_command == "revoke":
+        if not revoke_token(path, args.name):
+            raise ConfigurationError(f"no token named {args.name!r} in {path}")
+        print(f"token {args.name!r} revoked; workers stop taking it at their next request")
+    else:
+        for found in read_tokens(path) if path.exists() else []:
+            print(f"{found.name}  {','.join(sorted(found.scopes))}")
+    return 0
+
+
 def _cmd_upgrade_store(args: argparse.Namespace, settings: Settings) -> int:
     from performance_engine.store.stats_store import StatsStore
     from performance_engine.store.upgrade import upgrade_layout
@@ -524,6 +560,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-eviction",
         action="store_true",
         help="start even if Redis's maxmemory-policy may evict state",
+    )
+    worker.add_argument(
+        "--insecure-open-http",
+        action="store_true",
+        help="serve HTTP beyond loopback without tokens (only behind a proxy that authenticates)",
     )
     worker.add_argument(
         "--accept-state-gap",
@@ -604,6 +645,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="an evicting maxmemory-policy is a warning, not a failure",
     )
     check.set_defaults(handler=_cmd_check)
+
+    token = commands.add_parser("token", help="the HTTP tokens (PERF_ENGINE_WEB_TOKENS_FILE)")
+    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    add = token_commands.add_parser("add", help="make a token, print it once, store its hash")
+    add.add_argument("name")
+    add.add_argument(
+        "--scopes", required=True, help=f"comma-separated, of: {', '.join(TOKEN_SCOPES)}"
+    )
+    revoke = token_commands.add_parser("revoke", help="remove a token (workers follow)")
+    revoke.add_argument("name")
+    token_commands.add_parser("list", help="the tokens' names and scopes")
+    for sub in (add, revoke, token_commands.choices["list"]):
+        sub.add_argument("--file", type=Path, help="default: PERF_ENGINE_WEB_TOKENS_FILE")
+        sub.set_defaults(handler=_cmd_token)
 
     upgrade = commands.add_parser(
         "upgrade-store",

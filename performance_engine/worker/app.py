@@ -22,14 +22,16 @@ from faust.types import TP
 from mode import Service
 
 from performance_engine.connections import faust_credentials
-from performance_engine.errors import DatabaseQueryError
+from performance_engine.errors import ConfigurationError, DatabaseQueryError
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.plugins import build_calculator
-from performance_engine.settings import Settings
+from performance_engine.settings import Settings, is_loopback
 from performance_engine.store.ledger import Ledger, StateLost, judge
 from performance_engine.store.params import ParamsFollower
 from performance_engine.store.stats_store import AsyncStatsStore
+from performance_engine.tokens import read_tokens
 from performance_engine.topics import create_missing_topics
+from performance_engine.worker.auth import Guard
 from performance_engine.worker.dashboard.feed import StatsFeed
 from performance_engine.worker.dashboard.index import DashboardIndex
 from performance_engine.worker.faust_internals import (
@@ -64,6 +66,8 @@ class EngineApp(BatchingApp):
     time (see :mod:`.faust_internals`)."""
 
     settings: Settings
+    #: The tokens' check (None: no tokens file, the server is open on loopback).
+    guard: Guard | None
 
     async def on_start(self) -> None:
         """Create missing topics before the consumer subscribes (so it sees them)."""
@@ -377,9 +381,25 @@ class EngineService(Service):
             return
 
 
+def _guard(settings: Settings) -> Guard | None:
+    """The tokens' check, if a tokens file is set; a one-line refusal to serve learners'
+    data beyond loopback without one (unless ``insecure_open_http``)."""
+    if settings.web_tokens_file is None:
+        if not is_loopback(settings.web_host) and not settings.insecure_open_http:
+            raise ConfigurationError(
+                f"PERF_ENGINE_WEB_HOST={settings.web_host} serves every learner's stats "
+                "beyond this machine: set PERF_ENGINE_WEB_TOKENS_FILE (perf-engine token "
+                "add), or pass --insecure-open-http if a proxy in front authenticates"
+            )
+        return None
+    read_tokens(settings.web_tokens_file)  # a file that is missing or wrong: one line, now
+    return Guard(settings.web_tokens_file)
+
+
 def create_app(settings: Settings, calculator: MetricsCalculator | None = None) -> EngineApp:
     """The worker's Faust app for these settings (builds, connects to nothing)."""
     require_faust_internals()
+    guard = _guard(settings)
     if calculator is None:
         calculator = build_calculator(settings)
     brokers = [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")]
@@ -391,7 +411,11 @@ def create_app(settings: Settings, calculator: MetricsCalculator | None = None) 
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_host=settings.web_host,
-        web_application_options={"middlewares": middlewares(settings.cors_origins)},
+        web_application_options={
+            "middlewares": middlewares(
+                settings.cors_origins, None if guard is None else guard.middleware()
+            )
+        },
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
         topic_allow_declare=True,
@@ -404,6 +428,7 @@ def create_app(settings: Settings, calculator: MetricsCalculator | None = None) 
         broker_credentials=faust_credentials(settings),
     )
     app.settings = settings
+    app.guard = guard
     app.batch_topic = settings.attempts_topic
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     attempts = app.topic(

@@ -85,7 +85,11 @@ def cors(origins: Iterable[str]) -> Any:
     return middleware
 
 
-def middlewares(cors_origins: Iterable[str]) -> list[Any]:
-    """The worker's middlewares, outermost first (CORS headers go on JSON errors too)."""
+def middlewares(cors_origins: Iterable[str], authenticate: Any = None) -> list[Any]:
+    """The worker's middlewares, outermost first: CORS (its headers go on every answer,
+    denials and errors too), then the tokens' check (``worker.auth``), then JSON errors."""
     origins = tuple(cors_origins)
-    return [cors(origins), json_errors] if origins else [json_errors]
+    found = [cors(origins)] if origins else []
+    if authenticate is not None:
+        found.append(authenticate)
+    return [*found, json_errors]

@@ -353,6 +353,8 @@ def install_dashboard(app: Any) -> None:
     app.page("/dashboard/api/cohorts/{sub_topic_id}/{learning_mode}")(CohortPage)
     app.page("/dashboard/api/learners/{user_id}")(Learner)
     app.page("/dashboard/api/stream")(Stream)
+    app.page("/dashboard/sign-in")(SignIn)
+    app.page("/dashboard/sign-out")(SignOut)
 
 
 def _point(point: Any) -> list[Any]:
@@ -376,3 +378,101 @@ def _update(update: Update) -> dict[str, Any]:
 
 def _event(name: str, value: Any) -> bytes:
     return f"event: {name}\ndata: {json.dumps(value)}\n\n".encode()
+
+
+SIGN_IN_HEADERS = {
+    **SECURITY_HEADERS,
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+        "base-uri 'none'"
+    ),
+}
+
+_SIGN_IN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Sign in: performance-engine</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/dashboard/static/app.css"></head>
+<body><main class="sign-in"><h1>performance-engine</h1>
+<form method="post" action="/dashboard/sign-in">
+<label for="token">Access token (with the <code>dashboard</code> scope)</label>
+<input id="token" name="token" type="password" autocomplete="off" required autofocus>
+<input type="hidden" name="next" value="{next}">
+<button type="submit">Sign in</button>
+<p class="problem" role="alert">{problem}</p>
+</form></main></body></html>
+"""
+
+
+def _next_page(value: str | None) -> str:
+    """Where to go after signing in: a dashboard page of this server, else the overview."""
+    if value and value.startswith("/dashboard") and not value.startswith("//"):
+        return value
+    return "/dashboard"
+
+
+def _sign_in_page(next_page: str, problem: str = "", status: int = 200) -> Response:
+    import html
+
+    body = _SIGN_IN_PAGE.format(next=html.escape(next_page), problem=html.escape(problem))
+    return web.Response(  # type: ignore[return-value]
+        text=body, status=status, content_type="text/html", headers=SIGN_IN_HEADERS
+    )
+
+
+class SignIn(_Base):
+    """``/dashboard/sign-in``: a form that trades a token for a session cookie."""
+
+    async def get(self, request: Request) -> Response:
+        guard = getattr(self.app, "guard", None)
+        next_page = _next_page(request.query.get("next"))
+        if guard is None:  # no tokens file: the dashboard is open
+            raise web.HTTPSeeOther(next_page)
+        return _sign_in_page(next_page)
+
+    async def post(self, request: Request) -> Response:
+        from performance_engine.tokens import find_token
+        from performance_engine.worker.auth import COOKIE, SESSION_SECONDS
+
+        guard = getattr(self.app, "guard", None)
+        form = await request.post()
+        next_page = _next_page(str(form.get("next", "")))
+        if guard is None:
+            raise web.HTTPSeeOther(next_page)
+        client = request.remote or "?"  # type: ignore[attr-defined]
+        if guard.limited(client) > 0:
+            return _sign_in_page(next_page, "Too many failed attempts; wait a minute.", 429)
+        token = find_token(guard.tokens(), str(form.get("token", "")))  # exactly as typed
+        if token is None or "dashboard" not in token.scopes:
+            guard.failed(client)
+            problem = (
+                "That token is not valid."
+                if token is None
+                else "That token may not open the dashboard."
+            )
+            return _sign_in_page(next_page, problem, 401 if token is None else 403)
+        response = web.HTTPSeeOther(next_page)
+        secure = request.secure or request.headers.get("X-Forwarded-Proto") == "https"  # type: ignore[attr-defined]
+        response.set_cookie(
+            COOKIE,
+            guard.open_session(token),
+            max_age=SESSION_SECONDS,
+            path="/dashboard",
+            httponly=True,
+            samesite="Strict",
+            secure=secure,
+        )
+        raise response
+
+
+class SignOut(_Base):
+    """``POST /dashboard/sign-out``: ends the session."""
+
+    async def post(self, request: Request) -> Response:
+        from performance_engine.worker.auth import COOKIE
+
+        guard = getattr(self.app, "guard", None)
+        if guard is not None:
+            guard.close_session(request.cookies.get(COOKIE))
+        response = web.HTTPSeeOther("/dashboard/sign-in")
+        response.del_cookie(COOKIE, path="/dashboard")
+        raise response

@@ -34,8 +34,14 @@ function cohortUrl(sub, mode) {
   return `/dashboard/cohort?sub_topic_id=${encodeURIComponent(sub)}&learning_mode=${encodeURIComponent(mode)}`;
 }
 
+function signIn() {
+  const here = window.location.pathname + window.location.search;
+  window.location.assign(`/dashboard/sign-in?next=${encodeURIComponent(here)}`);
+}
+
 async function getJson(url) {
   const reply = await fetch(url, { headers: { Accept: "application/json" } });
+  if (reply.status === 401) signIn(); // the session ended (expired, or its token revoked)
   const body = await reply.json();
   if (!reply.ok) throw new Error(body.error || `HTTP ${reply.status}`);
   return body;
