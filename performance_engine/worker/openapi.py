@@ -11,6 +11,7 @@ import msgspec
 from performance_engine.metrics.attempt import IdValue
 from performance_engine.metrics.types import PerformanceStatsData
 from performance_engine.store.predictions import Prediction
+from performance_engine.worker.auth import scope_of
 
 __all__ = ["MAX_BATCH", "BatchRequest", "ScopeRef", "openapi_document"]
 
@@ -85,6 +86,15 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): {"description": meaning[s], "content": _json("Error")} for s in statuses}
 
 
+def _denials() -> dict[str, Any]:
+    meaning = {
+        401: "no token, or one that is not valid",
+        403: "the token lacks the scope",
+        429: "too many wrong tokens from this client; see Retry-After",
+    }
+    return {str(s): {"description": m, "content": _json("Error")} for s, m in meaning.items()}
+
+
 def _id_parameter(name: str, what: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -119,7 +129,7 @@ def openapi_document(version: str) -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         _TYPES, ref_template="#/components/schemas/{name}"
     )
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "performance-engine read API",
@@ -248,5 +258,26 @@ def openapi_document(version: str) -> dict[str, Any]:
                 }
             },
         },
-        "components": {"schemas": components},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a token of PERF_ENGINE_WEB_TOKENS_FILE with the "
+                    "operation's scope (perf-engine token add); without a tokens file the "
+                    "server is open on loopback",
+                }
+            },
+        },
     }
+    for path, operations in document["paths"].items():
+        scope = scope_of("GET", path)
+        for operation in operations.values():
+            if scope is None:
+                operation["security"] = []
+                continue
+            operation["security"] = [{"bearer": []}]
+            operation["description"] = f"Needs a token with the scope `{scope}`."
+            operation["responses"].update(_denials())
+    return document

@@ -10,9 +10,11 @@ import json
 import os
 import re
 import shutil
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from performance_engine.metrics.types import DIFFICULTIES
 from performance_engine.settings import Settings
+from performance_engine.tokens import add_token, revoke_token
 from performance_engine.tools.simulator import generate_attempts
 from tests.helpers import ROOT, oracle, produce_slowly, wait_for_oracle
 from tests.services import attempt_records, produce, wait_until
@@ -174,3 +177,58 @@ def test_a_cohort_lists_its_learners_and_a_learner_card_follows_new_attempts(
     expect(card.locator(".version")).to_have_text(str(expected[scope].version + 1), timeout=60_000)
     expect(card.locator("canvas").first).to_be_visible()
     shot(page, "learner")
+
+
+def test_with_tokens_the_dashboard_signs_in_and_its_stream_needs_the_cookie(
+    stream_settings: Settings, workers: Callable[..., Any], page: Page, tmp_path: Path
+) -> None:
+    path = tmp_path / "tokens"
+    token = add_token(path, "teacher", ["dashboard"])
+    reader = add_token(path, "app", ["stats:read"])
+    worker = workers(replace(stream_settings, web_tokens_file=path))
+    base = f"http://127.0.0.1:{worker.env['PERF_ENGINE_WEB_PORT']}/dashboard"
+
+    def up() -> bool:  # the dashboard's index and feed are ready (as dashboard() waits)
+        ready = urllib.request.Request(
+            f"{base}/api/cohorts", headers={"Authorization": f"Bearer {token}"}
+        )
+        try:
+            with urllib.request.urlopen(ready, timeout=5) as reply:
+                return bool(reply.status == 200)
+        except OSError:
+            return False
+
+    wait_until(up, 90, "the worker's dashboard")
+    produce(
+        stream_settings.kafka_bootstrap,
+        stream_settings.attempts_topic,
+        attempt_records(generate_attempts(300, users=6, seed=74)),
+    )
+    page.goto(f"{base}/cohort?sub_topic_id=101&learning_mode=standard")
+    expect(page).to_have_url(re.compile(r"/dashboard/sign-in\?next="))  # no session yet
+    for wrong, says in ((reader, "may not open the dashboard"), (token + " ", "not valid")):
+        page.fill("#token", wrong)
+        page.click("button[type=submit]")
+        expect(page.locator(".problem")).to_contain_text(says)
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/dashboard/cohort\?sub_topic_id=101"))
+    cookie = next(c for c in page.context.cookies() if c["name"] == "pe_session")
+    assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (
+        True,
+        "Strict",
+        "/dashboard",
+    )
+    page.goto(base)
+    expect(page.locator("#attempts-total")).to_have_text(re.compile(r"^[0-9,]+$"), timeout=30_000)
+    expect(page.locator("#live")).to_have_text("live", timeout=30_000)  # the stream, by cookie
+    assert page.evaluate("document.cookie") == ""  # HttpOnly: scripts cannot read it
+    request = urllib.request.Request(f"{base}/api/stream")
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the stream without the cookie
+        urllib.request.urlopen(request, timeout=10)
+    refused.value.close()
+    assert refused.value.code == 401
+    revoke_token(path, "teacher")  # its sessions end with it
+    page.goto(base)
+    expect(page).to_have_url(re.compile(r"/dashboard/sign-in"))
+    shot(page, "sign-in")
