@@ -37,6 +37,7 @@ SESSION_SECONDS = 8 * 3600
 MAX_FAILURES = 20  # wrong tokens per client and minute
 WINDOW_SECONDS = 60.0
 MAX_CLIENTS = 10_000  # clients whose failures are remembered
+MAX_SESSIONS = 10_000  # live dashboard sessions; the oldest end first beyond it
 
 #: Paths anyone may request.
 OPEN = ("/health", "/openapi.json", "/dashboard/sign-in", "/dashboard/sign-out")
@@ -101,6 +102,8 @@ class Guard:
     def open_session(self, token: Token) -> str:
         now = self.clock()
         self.sessions = {k: s for k, s in self.sessions.items() if s.expires > now}
+        while len(self.sessions) >= MAX_SESSIONS:  # insertion order: the oldest first
+            self.sessions.pop(next(iter(self.sessions)))
         sid = secrets.token_urlsafe(32)
         self.sessions[sid] = _Session(token.name, token.sha256, now + SESSION_SECONDS)
         return sid

@@ -27,7 +27,7 @@ from performance_engine.tokens import (
     revoke_token,
 )
 from performance_engine.tools.simulator import generate_attempts
-from performance_engine.worker.auth import MAX_FAILURES, Guard, scope_of
+from performance_engine.worker.auth import MAX_FAILURES, MAX_SESSIONS, Guard, scope_of
 from tests.helpers import oracle, wait_for_oracle
 from tests.services import attempt_records, produce, wait_until
 
@@ -70,6 +70,26 @@ def test_each_path_needs_its_scope() -> None:
     assert scope_of("GET", "/metrics") == "metrics"
     assert scope_of("GET", "/router") == ""  # anything else: a valid token
     assert set(SCOPES) >= {"stats:read", "dashboard", "metrics"}
+
+
+def test_sessions_end_with_their_token_or_their_time(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    add_token(path, "teacher", ["dashboard"])
+    now = [0.0]
+    guard = Guard(path, clock=lambda: now[0])
+    (token,) = guard.tokens()
+    sid = guard.open_session(token)
+    assert guard.session_token(sid) == token
+    assert guard.session_token("made-up") is None
+    now[0] += 8 * 3600 + 1
+    assert guard.session_token(sid) is None  # expired
+    sid = guard.open_session(token)
+    revoke_token(path, "teacher")
+    assert guard.session_token(sid) is None  # revoked with its token
+    many = Guard(path, clock=lambda: now[0])
+    for _ in range(MAX_SESSIONS + 5):
+        many.open_session(token)
+    assert len(many.sessions) == MAX_SESSIONS
 
 
 def test_failed_attempts_are_limited_per_client(tmp_path: Path) -> None:
