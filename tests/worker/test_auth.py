@@ -213,6 +213,7 @@ def test_a_worker_with_tokens_serves_each_reader_its_scope(
 @pytest.mark.kafka
 @pytest.mark.redis
 @pytest.mark.slow
+@pytest.mark.timeout(180)
 def test_an_open_bind_without_tokens_is_refused_in_one_line(
     stream_settings: Settings, tmp_path: Path
 ) -> None:

@@ -146,6 +146,7 @@ def listening(port: int) -> set[str]:
     return found
 
 
+@pytest.mark.timeout(300)  # two workers start, one after the other
 def test_a_default_worker_listens_on_loopback_only(
     stream_settings: Settings, workers: Callable[..., Any]
 ) -> None:

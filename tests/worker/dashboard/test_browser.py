@@ -179,6 +179,7 @@ def test_a_cohort_lists_its_learners_and_a_learner_card_follows_new_attempts(
     shot(page, "learner")
 
 
+@pytest.mark.timeout(300)
 def test_with_tokens_the_dashboard_signs_in_and_its_stream_needs_the_cookie(
     stream_settings: Settings, workers: Callable[..., Any], page: Page, tmp_path: Path
 ) -> None:
