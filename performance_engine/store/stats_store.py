@@ -157,11 +157,6 @@ def _fill_legacy(found: list[bytes | None], missing: list[int], values: list[byt
             found[i] = legacy_stats(value) or None
 
 
-def _queue_both(pipe: Any, values: _ReadPlan, stats: _StatsPlan) -> None:
-    values.queue(pipe)
-    stats.queue(pipe)
-
-
 def _learner(found: dict[bytes, bytes]) -> dict[tuple[int, str], bytes]:
     scopes: dict[tuple[int, str], bytes] = {}
     for field, stats_json in found.items():
@@ -215,11 +210,18 @@ class _ReadPlan:
             pipe.execute_command("MGET", *[self.keys[i] for i in group])
 
     def outcome(self, replies: list[Any]) -> list[bytes | None]:
-        found: list[bytes | None] = [None] * len(self.keys)
-        for group, values in zip(self.groups, replies, strict=True):
-            for i, value in zip(group, values, strict=True):
-                found[i] = value
-        return found
+        return _in_order(len(self.keys), self.groups, replies)
+
+
+def _in_order(
+    count: int, groups: Sequence[Sequence[int]], replies: Sequence[Sequence[Any]]
+) -> list[Any]:
+    """The values of grouped replies put back at their positions (None where none came)."""
+    found: list[Any] = [None] * count
+    for group, values in zip(groups, replies, strict=True):
+        for i, value in zip(group, values, strict=True):
+            found[i] = value
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,11 +252,29 @@ class _StatsPlan:
             pipe.execute_command("HMGET", key, *fields)
 
     def outcome(self, replies: list[Any]) -> list[bytes | None]:
-        found: list[bytes | None] = [None] * self.count
-        for positions, values in zip(self.positions, replies, strict=True):
-            for i, value in zip(positions, values, strict=True):
-                found[i] = value
-        return found
+        return _in_order(self.count, self.positions, replies)
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredPlan:
+    """Scopes' values (MGET) and stats (HMGET) in one pipeline: :meth:`StatsStore.read`."""
+
+    values: _ReadPlan
+    stats: _StatsPlan
+
+    @classmethod
+    def of(cls, keyspace: KeySpace, scopes: Sequence[ScopeKey], cluster: bool) -> _StoredPlan:
+        keys = [keyspace.for_scope(s) for s in scopes]
+        return cls(_ReadPlan.of(keys, cluster), _StatsPlan.of(keyspace, scopes))
+
+    def queue(self, pipe: Any) -> None:
+        self.values.queue(pipe)
+        self.stats.queue(pipe)
+
+    def outcome(self, replies: list[Any]) -> list[StoredScope | None]:
+        split = len(self.values.groups)
+        values = self.values.outcome(replies[:split])
+        return list(map(_stored, values, self.stats.outcome(replies[split:])))
 
 
 class _Row(NamedTuple):
@@ -274,57 +294,68 @@ class _Row(NamedTuple):
     stats: bytes
 
 
+def _row(
+    keyspace: KeySpace,
+    tag: Any,
+    scope: ScopeKey,
+    expected: bytes,
+    value: bytes,
+    history: tuple[bytes, bytes],
+    stats: bytes,
+) -> _Row:
+    """A scope's row, its keys and stats field spelled by ``keyspace``; ``history`` is the
+    script's (operation, bytes)."""
+    key = keyspace.for_scope(scope)
+    return _Row(
+        tag,
+        key,
+        keyspace.history_of(key),
+        keyspace.stats(scope.user_id),
+        expected,
+        value,
+        *history,
+        keyspace.stats_field(scope.sub_topic_id, scope.learning_mode),
+        stats,
+    )
+
+
 def _rows_of(keyspace: KeySpace, writes: Sequence[ScopeWrite]) -> list[_Row]:
-    rows = []
-    for w in writes:
-        scope = w.scope
-        key = keyspace.for_scope(scope)
-        op, history = w.history_args()
-        rows.append(
-            _Row(
-                w,
-                key,
-                keyspace.history_of(key),
-                keyspace.stats(scope.user_id),
-                expected_header(w.expected_revision),
-                pack_scope(w.state),
-                op,
-                history,
-                keyspace.stats_field(scope.sub_topic_id, scope.learning_mode),
-                w.stats_json,
-            )
+    return [
+        _row(
+            keyspace,
+            w,
+            w.scope,
+            expected_header(w.expected_revision),
+            pack_scope(w.state),
+            w.history_args(),
+            w.stats_json,
         )
-    return rows
+        for w in writes
+    ]
 
 
 def _new_rows(keyspace: KeySpace, packed: PackedScopes, first: int, last: int) -> list[_Row]:
     """Rows ``first:last`` of packed new scopes."""
     values, histories, stats = packed.values, packed.histories, packed.stats
-    rows = []
-    for scope, (lo, hi), start, end, (a, b) in zip(
-        packed.scopes[first:last],
-        pairwise(packed.value_ends[first : last + 1]),
-        packed.history_starts[first:last],
-        packed.history_ends[first:last],
-        pairwise(packed.stats_ends[first : last + 1]),
-        strict=True,
-    ):
-        key = keyspace.for_scope(scope)
-        rows.append(
-            _Row(
-                scope,
-                key,
-                keyspace.history_of(key),
-                keyspace.stats(scope.user_id),
-                b"",
-                values[lo:hi],
-                b"r" if end > start else b"",
-                histories[start:end],
-                keyspace.stats_field(scope.sub_topic_id, scope.learning_mode),
-                stats[a:b],
-            )
+    return [
+        _row(
+            keyspace,
+            scope,
+            scope,
+            b"",
+            values[lo:hi],
+            (b"r" if end > start else b"", histories[start:end]),
+            stats[a:b],
         )
-    return rows
+        for scope, (lo, hi), start, end, (a, b) in zip(
+            packed.scopes[first:last],
+            pairwise(packed.value_ends[first : last + 1]),
+            packed.history_starts[first:last],
+            packed.history_ends[first:last],
+            pairwise(packed.stats_ends[first : last + 1]),
+            strict=True,
+        )
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,11 +463,8 @@ class StatsStore(_Store):
         """The stored state and stats of each scope (None where there is none), one round
         trip (not one snapshot: a scope written between the two reads shows its new stats
         beside its old state, which a compare-and-set with that state then refuses)."""
-        values = _ReadPlan.of([self.keys.for_scope(s) for s in scopes], self.cluster)
-        stats = _StatsPlan.of(self.keys, scopes)
-        replies = self._pipeline(lambda pipe: _queue_both(pipe, values, stats))
-        found = values.outcome(replies[: len(values.groups)])
-        return list(map(_stored, found, stats.outcome(replies[len(values.groups) :])))
+        plan = _StoredPlan.of(self.keys, scopes, self.cluster)
+        return plan.outcome(self._pipeline(plan.queue))
 
     def read_states(self, scopes: Sequence[ScopeKey]) -> list[ScopeState | None]:
         """The stored state of each scope (None where there is none), one round trip."""
@@ -586,11 +614,8 @@ class AsyncStatsStore(_Store):
 
     async def read(self, scopes: Sequence[ScopeKey]) -> list[StoredScope | None]:
         """See :meth:`StatsStore.read`."""
-        values = _ReadPlan.of([self.keys.for_scope(s) for s in scopes], self.cluster)
-        stats = _StatsPlan.of(self.keys, scopes)
-        replies = await self._pipeline(lambda pipe: _queue_both(pipe, values, stats))
-        found = values.outcome(replies[: len(values.groups)])
-        return list(map(_stored, found, stats.outcome(replies[len(values.groups) :])))
+        plan = _StoredPlan.of(self.keys, scopes, self.cluster)
+        return plan.outcome(await self._pipeline(plan.queue))
 
     async def read_states(self, scopes: Sequence[ScopeKey]) -> list[ScopeState | None]:
         """See :meth:`StatsStore.read_states`."""
