@@ -3,6 +3,8 @@ middlewares, given to Faust's web server through its ``web_application_options``
 
 - **JSON errors**: a path that does not exist answers ``404 {"error": ...}``, a method a
   path does not take ``405 {"error": ...}`` with ``Allow``; never aiohttp's plain text.
+  The engine's errors a view lets through answer with their status (:data:`ERROR_STATUS`):
+  a malformed scope 400, no stats 404, Redis failing (or not connected yet) 503.
 - **CORS** (``PERF_ENGINE_CORS_ORIGINS``, none by default): a request from an allowed
   origin gets ``Access-Control-Allow-Origin`` (and ``ETag`` exposed, so a page can send
   ``If-None-Match``); a preflight (``OPTIONS`` with ``Access-Control-Request-Method``)
@@ -17,7 +19,21 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["middlewares"]
+from performance_engine.errors import (
+    DatabaseQueryError,
+    InvalidScopeError,
+    PerformanceEngineError,
+    UserAttemptsNotFoundError,
+)
+
+__all__ = ["ERROR_STATUS", "middlewares"]
+
+#: The HTTP status of each engine error a view may raise.
+ERROR_STATUS: tuple[tuple[type[PerformanceEngineError], int], ...] = (
+    (InvalidScopeError, 400),
+    (UserAttemptsNotFoundError, 404),
+    (DatabaseQueryError, 503),
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -34,9 +50,15 @@ def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> w
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own 404 and 405 (and any other HTTP error it raises) as JSON."""
+    """aiohttp's own 404 and 405 (and any other HTTP error it raises), and the engine's
+    errors of :data:`ERROR_STATUS`, as JSON."""
     try:
         return await handler(request)
+    except PerformanceEngineError as exc:
+        for kind, status in ERROR_STATUS:
+            if isinstance(exc, kind):
+                return _error(status, str(exc))
+        raise
     except web.HTTPMethodNotAllowed as exc:
         allowed = ", ".join(sorted(exc.allowed_methods))
         return _error(

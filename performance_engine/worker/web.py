@@ -20,7 +20,8 @@
 * ``GET /openapi.json``: all of the above, as OpenAPI 3.1 (:mod:`.openapi`).
 
 Every error, on every path (an unknown one: 404; a method a path does not take: 405), is
-``{"error": reason}`` (:mod:`.middleware`, which also answers CORS).
+``{"error": reason}``: the views raise the engine's errors and :mod:`.middleware` gives
+each its status (and answers CORS).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings
 from performance_engine.store.params import reading_follower
 from performance_engine.store.predictions import predict_async
+from performance_engine.store.stats_store import AsyncStatsStore
 from performance_engine.worker.instrumentation import CONTENT_TYPE
 from performance_engine.worker.openapi import BatchRequest, ScopeRef, openapi_document
 from performance_engine.worker.status import status_of
@@ -90,6 +92,19 @@ async def _broker_answers(settings: Settings) -> tuple[bool, str]:
     return False, "; ".join(errors)
 
 
+def _store(view: View) -> AsyncStatsStore:
+    """The worker's store; DatabaseQueryError (503) until it is connected."""
+    store = status_of(view).store
+    if store is None:
+        raise DatabaseQueryError(_STARTING)
+    return store
+
+
+def _path_scope(user_id: str, sub_topic_id: str, learning_mode: str) -> ScopeKey:
+    """The scope a path names; InvalidScopeError (400) for malformed ids."""
+    return scope_key(_int(user_id, "user_id"), _int(sub_topic_id, "sub_topic_id"), learning_mode)
+
+
 def _configured(view: View, scope: ScopeKey, learning_mode: str) -> None:
     """InvalidScopeError unless the scope's learning mode is configured."""
     modes = reading_follower(status_of(view).settings).calculator.learning_modes
@@ -128,22 +143,9 @@ class StatsView(View):
     async def get(
         self, request: Request, user_id: str, sub_topic_id: str, learning_mode: str
     ) -> Response:
-        try:
-            scope = scope_key(
-                _int(user_id, "user_id"), _int(sub_topic_id, "sub_topic_id"), learning_mode
-            )
-            _configured(self, scope, learning_mode)
-        except InvalidScopeError as exc:
-            return self.error(400, str(exc))
-        store = status_of(self).store
-        if store is None:
-            return self.error(503, _STARTING)
-        try:
-            body, revision = await store.stats_json_and_revision(scope)
-        except UserAttemptsNotFoundError as exc:
-            return self.error(404, str(exc))
-        except DatabaseQueryError as exc:
-            return self.error(503, str(exc))
+        scope = _path_scope(user_id, sub_topic_id, learning_mode)
+        _configured(self, scope, learning_mode)
+        body, revision = await _store(self).stats_json_and_revision(scope)
         tag = f'"{revision}"'
         headers = {"ETag": tag, "Cache-Control": "no-cache"}
         if _matches(request.headers.get("If-None-Match", ""), tag):
@@ -155,19 +157,12 @@ class LearnerStatsView(View):
     """``GET /stats/{user_id}``."""
 
     async def get(self, request: Request, user_id: str) -> Response:
-        try:
-            user = scope_key(_int(user_id, "user_id"), 1, "standard").user_id
-        except InvalidScopeError as exc:
-            return self.error(400, str(exc))
-        store = status_of(self).store
-        if store is None:
-            return self.error(503, _STARTING)
-        try:
-            found = await store.learner_stats(user)
-        except DatabaseQueryError as exc:
-            return self.error(503, str(exc))
+        user = scope_key(_int(user_id, "user_id"), 1, "standard").user_id
+        found = await _store(self).learner_stats(user)
         if not found:
-            return self.error(404, f"no stats for user {user}: no attempt of theirs is counted")
+            raise UserAttemptsNotFoundError(
+                f"no stats for user {user}: no attempt of theirs is counted"
+            )
         body = b'{"user_id":%d,"stats":[%s]}' % (user, b",".join(found.values()))
         return self.bytes(body, content_type="application/json")
 
@@ -184,15 +179,7 @@ class BatchStatsView(View):
                 _configured(self, scope, mode.rsplit(":", 1)[-1])
         except msgspec.DecodeError as exc:
             return self.error(400, f'the body must be {{"scopes": [...]}}: {exc}')
-        except InvalidScopeError as exc:
-            return self.error(400, str(exc))
-        store = status_of(self).store
-        if store is None:
-            return self.error(503, _STARTING)
-        try:
-            found = await store.read_stats(scopes)
-        except DatabaseQueryError as exc:
-            return self.error(503, str(exc))
+        found = await _store(self).read_stats(scopes)
         body = b'{"stats":[%s]}' % b",".join(b"null" if s is None else s for s in found)
         return self.bytes(body, content_type="application/json")
 
@@ -213,26 +200,14 @@ class PredictView(View):
         self, request: Request, user_id: str, sub_topic_id: str, learning_mode: str
     ) -> Response:
         query = request.query
-        try:
-            scope = scope_key(
-                _int(user_id, "user_id"), _int(sub_topic_id, "sub_topic_id"), learning_mode
-            )
-            question_id = _int(query.get("question_id", ""), "question_id")
-            difficulty = query.get("difficulty", "")
-        except InvalidScopeError as exc:
-            return self.error(400, str(exc))
-        status = status_of(self)
-        store = status.store
-        if store is None:
-            return self.error(503, _STARTING)
-        follower = reading_follower(status.settings)
-        try:
-            await follower.refresh(store)
-            found = await predict_async(store, follower.calculator, scope, question_id, difficulty)
-        except InvalidScopeError as exc:
-            return self.error(400, str(exc))
-        except DatabaseQueryError as exc:
-            return self.error(503, str(exc))
+        scope = _path_scope(user_id, sub_topic_id, learning_mode)
+        question_id = _int(query.get("question_id", ""), "question_id")
+        store = _store(self)
+        follower = reading_follower(status_of(self).settings)
+        await follower.refresh(store)
+        found = await predict_async(
+            store, follower.calculator, scope, question_id, query.get("difficulty", "")
+        )
         if found is None:
             return self.error(
                 404, f"the learning values of {scope} are unknown until its history is rebuilt"
