@@ -9,11 +9,14 @@ import contextlib
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -524,3 +527,52 @@ def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+
+
+# -- the worker's web server -------------------------------------------------------------
+
+
+def http_call(
+    url: str,
+    method: str = "GET",
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    *,
+    token: str | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of one request; ``body`` bytes as they are, else as JSON;
+    ``token`` as a bearer token."""
+    data = None if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
+    sent = dict(headers or {})
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, method=method, headers=sent)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, dict(error.headers), error.read()
+
+
+def web_worker(settings: Settings, workers: Callable[..., Any]) -> tuple[Any, str]:
+    """A worker started with ``settings`` and its web server's base URL, once ``/health``
+    (open with tokens too) answers 200."""
+    worker = workers(settings)
+    base = f"http://127.0.0.1:{worker.env['PERF_ENGINE_WEB_PORT']}"
+
+    def up() -> bool:
+        try:
+            return http_call(f"{base}/health")[0] == 200
+        except OSError:
+            return False
+
+    wait_until(up, 60, "the worker's web server")
+    return worker, base
+
+
+def guide_files(guide: Path, language: str) -> dict[str, str]:
+    """A platform guide's code blocks of ``language``, by the file name each one's first
+    line gives (``// emit.mjs``): what the guides' tests run."""
+    blocks = re.findall(rf"```{language}\n// (\S+)\n(.*?)```", guide.read_text(), re.S)
+    return {name: f"// {name}\n{code}" for name, code in blocks}

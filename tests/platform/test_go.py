@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -19,7 +18,7 @@ import pytest
 
 from performance_engine.settings import Settings, settings_env
 from performance_engine.tools.simulator import generate_attempts
-from tests.helpers import ROOT, assert_conforms, oracle, results_json, wait_for_oracle
+from tests.helpers import ROOT, assert_conforms, guide_files, oracle, results_json, wait_for_oracle
 from tests.services import attempt_records, produce
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -107,19 +106,13 @@ func main() {
 """
 
 
-def guide_files() -> dict[str, str]:
-    """The guide's code blocks, by the file name each one's first line gives."""
-    blocks = re.findall(r"```go\n// (\S+)\n(.*?)```", GUIDE.read_text(), re.S)
-    return {name: f"// {name}\n{code}" for name, code in blocks}
-
-
 @pytest.fixture(scope="module")
 def go_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
     go = shutil.which("go")
     if go is None or not Path(GOPATH, "src/github.com/gomodule/redigo").is_dir():
         pytest.fail(".ci/run installs Debian's Go and its client packages: the guide must run")
     folder = tmp_path_factory.mktemp("go-platform")
-    files = guide_files()
+    files = guide_files(GUIDE, "go")
     assert sorted(files) == sorted(FILES)
     for name, code in files.items():
         (folder / name).write_text(code)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -18,7 +17,7 @@ import pytest
 
 from performance_engine.settings import Settings, settings_env
 from performance_engine.tools.simulator import generate_attempts
-from tests.helpers import ROOT, assert_conforms, oracle, results_json, wait_for_oracle
+from tests.helpers import ROOT, assert_conforms, guide_files, oracle, results_json, wait_for_oracle
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -74,12 +73,6 @@ def as_javascript_reads(stats: Any) -> dict[str, Any]:
     return found
 
 
-def guide_modules() -> dict[str, str]:
-    """The guide's code blocks, by the file name each one's first line gives."""
-    blocks = re.findall(r"```js\n// (\S+)\n(.*?)```", GUIDE.read_text(), re.S)
-    return {name: f"// {name}\n{code}" for name, code in blocks}
-
-
 @pytest.fixture(scope="module")
 def node_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("node") is None or shutil.which("npm") is None:
@@ -95,7 +88,7 @@ def node_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    modules = guide_modules()
+    modules = guide_files(GUIDE, "js")
     assert sorted(modules) == sorted(MODULES)
     for name, code in modules.items():
         (folder / name).write_text(code)
@@ -105,7 +98,7 @@ def node_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_guide_lines_stay_short() -> None:
     """About ten lines of client code each (imports, configuration and blank lines aside)."""
-    for name, code in guide_modules().items():
+    for name, code in guide_files(GUIDE, "js").items():
         lines = [
             line
             for line in code.splitlines()

@@ -7,8 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -28,8 +26,8 @@ from performance_engine.tokens import (
 )
 from performance_engine.tools.simulator import generate_attempts
 from performance_engine.worker.auth import MAX_FAILURES, MAX_SESSIONS, Guard, scope_of
-from tests.helpers import oracle, wait_for_oracle
-from tests.services import attempt_records, produce, wait_until
+from tests.helpers import http_call, oracle, wait_for_oracle, web_worker
+from tests.services import attempt_records, produce
 
 
 def test_tokens_are_stored_as_hashes_and_found_by_them(tmp_path: Path) -> None:
@@ -107,20 +105,6 @@ def test_failed_attempts_are_limited_per_client(tmp_path: Path) -> None:
 # -- against a running worker -------------------------------------------------------------
 
 
-def call(url: str, token: str | None = None, method: str = "GET", body: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
-    sent = dict(headers or {})
-    if token is not None:
-        sent["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=body, method=method, headers=sent)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, dict(error.headers), error.read()
-
-
 @pytest.mark.kafka
 @pytest.mark.redis
 @pytest.mark.slow
@@ -131,16 +115,7 @@ def test_a_worker_with_tokens_serves_each_reader_its_scope(
     path = tmp_path / "tokens"
     tokens = {scope: add_token(path, scope.replace(":", "-"), [scope]) for scope in SCOPES}
     settings = replace(stream_settings, web_tokens_file=path)
-    worker = workers(settings)
-    base = f"http://127.0.0.1:{worker.env['PERF_ENGINE_WEB_PORT']}"
-
-    def up() -> bool:
-        try:
-            return call(f"{base}/health")[0] == 200
-        except OSError:
-            return False
-
-    wait_until(up, 60, "the worker's web server")
+    worker, base = web_worker(settings, workers)
     rows = generate_attempts(200, users=4, seed=91)
     expected = oracle(attempt_records(rows))
     produce(settings.kafka_bootstrap, settings.attempts_topic, attempt_records(rows))
@@ -159,46 +134,46 @@ def test_a_worker_with_tokens_serves_each_reader_its_scope(
         ("GET", f"/dashboard/api/learners/{scope.user_id}", None, "dashboard"),
     ]  # fmt: skip
     for method, where, body, needed in endpoints:
-        status, headers, reply = call(base + where, None, method, body)
+        status, headers, reply = http_call(base + where, method, body)
         assert (status, headers.get("WWW-Authenticate")) == (401, "Bearer"), where
         assert json.loads(reply)["error"] == "a token is required"
         for scope_name, token in tokens.items():
-            status, _, reply = call(base + where, token, method, body)
+            status, _, reply = http_call(base + where, method, body, token=token)
             if scope_name == needed:
                 assert status == 200, (where, reply)
             else:
                 assert status == 403, (where, scope_name)
                 assert f"lacks the scope '{needed}'" in json.loads(reply)["error"]
     for open_path in ("/health", "/openapi.json", "/dashboard/sign-in"):
-        assert call(base + open_path)[0] == 200, open_path
-    assert call(base + "/no/such/path")[0] == 401  # nothing is told without a token
-    assert call(base + "/no/such/path", tokens["metrics"])[0] == 404
+        assert http_call(base + open_path)[0] == 200, open_path
+    assert http_call(base + "/no/such/path")[0] == 401  # nothing is told without a token
+    assert http_call(base + "/no/such/path", token=tokens["metrics"])[0] == 404
 
     good = tokens["stats:read"]
     url = f"{base}/stats/{scope.user_id}"
     # (HTTP drops whitespace around a header's value: a trailing space never arrives)
     for hostile in ("", good + " x", good + good, "ü" + good, good[:-1], "Basic a", "x" * 4000):
-        status, _, reply = call(url, headers={"Authorization": f"Bearer {hostile}"})
+        status, _, reply = http_call(url, headers={"Authorization": f"Bearer {hostile}"})
         assert status == 401, hostile[:20]
         assert json.loads(reply)["error"] == "the token is not valid"
     # a 10 KB header: the HTTP server refuses it before any token is looked at
-    assert call(url, headers={"Authorization": "Bearer " + "x" * 10_240})[0] == 400
-    status, _, _ = call(
+    assert http_call(url, headers={"Authorization": "Bearer " + "x" * 10_240})[0] == 400
+    status, _, _ = http_call(
         url, headers={"Authorization": "Bearer \u00e9\u00e9".encode().decode("latin-1")}
     )
     assert status == 401
-    assert call(url, good)[0] == 200  # the worker is alive and well
+    assert http_call(url, token=good)[0] == 200  # the worker is alive and well
 
     # revoked and added while the worker runs
     assert revoke_token(path, "stats-read")
-    assert call(url, good)[0] == 401
+    assert http_call(url, token=good)[0] == 401
     late = add_token(path, "late-app", ["stats:read"])
-    assert call(url, late)[0] == 200
+    assert http_call(url, token=late)[0] == 200
 
     # too many wrong tokens from one client: 429 for a minute, for that client
     for _ in range(MAX_FAILURES):
-        call(url, "pe_wrong")
-    status, headers, reply = call(url, late)
+        http_call(url, token="pe_wrong")
+    status, headers, reply = http_call(url, token=late)
     assert status == 429
     assert int(headers["Retry-After"]) >= 1
     assert "too many failed attempts" in json.loads(reply)["error"]

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -17,46 +15,26 @@ import pytest
 
 from performance_engine.settings import Settings
 from performance_engine.tools.simulator import generate_attempts
-from tests.helpers import assert_conforms, oracle, results_json, wait_for_oracle
-from tests.services import attempt_records, produce, wait_until
+from tests.helpers import (
+    assert_conforms,
+    http_call,
+    oracle,
+    results_json,
+    wait_for_oracle,
+    web_worker,
+)
+from tests.services import attempt_records, produce
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(300)]
 
 ALLOWED = "https://school.example:8443"
 
 
-def call(
-    url: str, method: str = "GET", body: Any = None, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    data = None if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, dict(error.headers), error.read()
-
-
-def started(settings: Settings, workers: Callable[..., Any]) -> str:
-    worker = workers(settings)
-    base = f"http://127.0.0.1:{worker.env['PERF_ENGINE_WEB_PORT']}"
-
-    def up() -> bool:
-        try:
-            return call(f"{base}/health")[0] == 200
-        except OSError:
-            return False
-
-    wait_until(up, 60, "the worker's web server")
-    return base
-
-
 def test_learner_and_batch_reads_errors_and_cors(
     stream_settings: Settings, workers: Callable[..., Any]
 ) -> None:
     settings = replace(stream_settings, cors_origins=(ALLOWED,))
-    base = started(settings, workers)
+    base = web_worker(settings, workers)[1]
     rows = generate_attempts(900, users=12, sub_topics=3, seed=51)
     records = attempt_records(rows)
     expected = oracle(records)
@@ -65,7 +43,7 @@ def test_learner_and_batch_reads_errors_and_cors(
 
     # a learner's scopes, by sub-topic then mode
     for user in sorted({scope.user_id for scope in expected}):
-        status, headers, body = call(f"{base}/stats/{user}")
+        status, headers, body = http_call(f"{base}/stats/{user}")
         assert status == 200
         assert headers["Content-Type"].startswith("application/json")
         found = json.loads(body)
@@ -77,8 +55,8 @@ def test_learner_and_batch_reads_errors_and_cors(
         assert [results_json(item) for item in found["stats"]] == [
             results_json(expected[scope].to_json()) for scope in mine
         ]
-    assert call(f"{base}/stats/0{min(expected).user_id}")[0] == 200  # another spelling
-    status, _, body = call(f"{base}/stats/987654321")
+    assert http_call(f"{base}/stats/0{min(expected).user_id}")[0] == 200  # another spelling
+    status, _, body = http_call(f"{base}/stats/987654321")
     assert (status, "no stats for user 987654321" in json.loads(body)["error"]) == (404, True)
 
     # a batch: strings and objects, ids as numbers and strings, a scope with none
@@ -90,7 +68,7 @@ def test_learner_and_batch_reads_errors_and_cors(
         if s.learning_mode == "standard"
     ][:5]
     asked.append("4242:1:practice")
-    status, _, body = call(f"{base}/stats", "POST", {"scopes": asked})
+    status, _, body = http_call(f"{base}/stats", "POST", {"scopes": asked})
     assert status == 200
     got = json.loads(body)["stats"]
     assert len(got) == len(asked)
@@ -105,7 +83,7 @@ def test_learner_and_batch_reads_errors_and_cors(
             next(e for s, e in expected.items() if str(s) == key).to_json()
         )
     many = {"scopes": [str(scopes[0])] * 1000}
-    assert call(f"{base}/stats", "POST", many)[0] == 200
+    assert http_call(f"{base}/stats", "POST", many)[0] == 200
     for bad, says in (
         ({"scopes": [str(scopes[0])] * 1001}, "1000"),
         ({"scopes": []}, "scopes"),
@@ -115,7 +93,7 @@ def test_learner_and_batch_reads_errors_and_cors(
         ({"users": []}, "scopes"),
         (b"{oops", "JSON"),
     ):
-        status, headers, body = call(f"{base}/stats", "POST", bad)
+        status, headers, body = http_call(f"{base}/stats", "POST", bad)
         assert status == 400, bad
         assert headers["Content-Type"].startswith("application/json")
         assert says in json.loads(body)["error"], (bad, body)
@@ -128,24 +106,24 @@ def test_learner_and_batch_reads_errors_and_cors(
         ("/stats", "GET", 405),
         ("/health", "DELETE", 405),
     ):
-        status, headers, body = call(f"{base}{url}", method, b"" if method != "GET" else None)
+        status, headers, body = http_call(f"{base}{url}", method, b"" if method != "GET" else None)
         assert status == code, (url, method)
         assert headers["Content-Type"].startswith("application/json"), (url, method)
         assert json.loads(body)["error"]
         if code == 405:
             assert "GET" in headers["Allow"] or "POST" in headers["Allow"]
-    status, _, body = call(f"{base}/stats/1/2/STANDARD")
+    status, _, body = http_call(f"{base}/stats/1/2/STANDARD")
     assert status in (200, 404)  # accepted spelling: a read, not a 400
-    status, _, body = call(f"{base}/stats/1/2/nosuchmode")
+    status, _, body = http_call(f"{base}/stats/1/2/nosuchmode")
     assert status == 400
 
     # CORS: the allowed origin reads (and sees the ETag); another origin gets no grant
     url = f"{base}/stats/{scopes[0].user_id}/{scopes[0].sub_topic_id}/{scopes[0].learning_mode}"
-    status, headers, _ = call(url, headers={"Origin": ALLOWED})
+    status, headers, _ = http_call(url, headers={"Origin": ALLOWED})
     assert status == 200
     assert headers["Access-Control-Allow-Origin"] == ALLOWED
     assert "ETag" in headers["Access-Control-Expose-Headers"]
-    status, headers, _ = call(url, headers={"Origin": "https://elsewhere.example"})
+    status, headers, _ = http_call(url, headers={"Origin": "https://elsewhere.example"})
     assert status == 200
     assert "Access-Control-Allow-Origin" not in headers
     preflight = {
@@ -153,26 +131,26 @@ def test_learner_and_batch_reads_errors_and_cors(
         "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "content-type",
     }
-    status, headers, _ = call(f"{base}/stats", "OPTIONS", b"", preflight)
+    status, headers, _ = http_call(f"{base}/stats", "OPTIONS", b"", preflight)
     assert status == 204
     assert headers["Access-Control-Allow-Origin"] == ALLOWED
     assert "POST" in headers["Access-Control-Allow-Methods"]
     assert "Content-Type" in headers["Access-Control-Allow-Headers"]
-    status, headers, _ = call(
+    status, headers, _ = http_call(
         f"{base}/stats", "OPTIONS", b"", {**preflight, "Origin": "https://elsewhere.example"}
     )
     assert "Access-Control-Allow-Origin" not in headers
-    status, headers, _ = call(f"{base}/no/such/path", headers={"Origin": ALLOWED})
+    status, headers, _ = http_call(f"{base}/no/such/path", headers={"Origin": ALLOWED})
     assert (status, headers["Access-Control-Allow-Origin"]) == (404, ALLOWED)
 
 
 def test_no_cors_by_default(stream_settings: Settings, workers: Callable[..., Any]) -> None:
-    base = started(stream_settings, workers)
-    status, headers, _ = call(f"{base}/health", headers={"Origin": ALLOWED})
+    base = web_worker(stream_settings, workers)[1]
+    status, headers, _ = http_call(f"{base}/health", headers={"Origin": ALLOWED})
     assert status == 200
     assert not any(name.startswith("Access-Control-") for name in headers)
     preflight = {"Origin": ALLOWED, "Access-Control-Request-Method": "GET"}
-    status, headers, body = call(f"{base}/health", "OPTIONS", b"", preflight)
+    status, headers, body = http_call(f"{base}/health", "OPTIONS", b"", preflight)
     assert status == 405
     assert json.loads(body)["error"]
     assert not any(name.startswith("Access-Control-") for name in headers)
@@ -184,12 +162,12 @@ def test_the_openapi_document_holds_against_the_worker(
     """schemathesis generates requests from /openapi.json (valid and invalid ones) and
     checks every answer: never a 500, only documented statuses, bodies and headers as
     documented."""
-    base = started(stream_settings, workers)
+    base = web_worker(stream_settings, workers)[1]
     rows = generate_attempts(200, users=4, seed=52)
     records = attempt_records(rows)
     produce(stream_settings.kafka_bootstrap, stream_settings.attempts_topic, records)
     wait_for_oracle(stream_settings, oracle(records))
-    status, _, body = call(f"{base}/openapi.json")
+    status, _, body = http_call(f"{base}/openapi.json")
     assert status == 200
     document = json.loads(body)
     assert document["openapi"].startswith("3.1")

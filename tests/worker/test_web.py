@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from performance_engine.settings import Settings
 from performance_engine.tools.simulator import generate_attempts
-from tests.helpers import oracle, results_json, wait_for_oracle
+from tests.helpers import oracle, results_json, wait_for_oracle, web_worker
 from tests.services import attempt_records, produce, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
@@ -41,16 +41,7 @@ def samples(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def test_endpoints(stream_settings: Settings, workers: Callable[..., Any]) -> None:
-    worker = workers(stream_settings)
-    base = f"http://127.0.0.1:{worker.env['PERF_ENGINE_WEB_PORT']}"
-
-    def health_ok() -> bool:
-        try:
-            return get(f"{base}/health")[0] == 200
-        except OSError:
-            return False
-
-    wait_until(health_ok, 60, "the worker's web server")
+    _, base = web_worker(stream_settings, workers)
     status, content_type, body = get(f"{base}/health")
     health = json.loads(body)
     assert (status, content_type.split(";")[0]) == (200, "application/json")
