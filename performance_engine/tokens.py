@@ -68,15 +68,23 @@ def read_tokens(path: Path) -> list[Token]:
         if match is None:
             raise ConfigurationError(f"{where}: expected '<name> <scope,...> sha256:<hex>'")
         name, scopes, sha = match.groups()
-        unknown = set(scopes.split(",")) - set(SCOPES)
-        if not _NAME_RE.fullmatch(name) or unknown:
-            raise ConfigurationError(
-                f"{where}: " + (f"unknown scopes {sorted(unknown)}" if unknown else "bad name")
-            )
+        problem = _problem(name, scopes.split(","))
+        if problem:
+            raise ConfigurationError(f"{where}: {problem}")
         if any(t.name == name for t in tokens):
             raise ConfigurationError(f"{where}: the name {name!r} is taken")
         tokens.append(Token(name, frozenset(scopes.split(",")), sha))
     return tokens
+
+
+def _problem(name: str, scopes: list[str]) -> str:
+    """What is wrong with a token's name and scopes ("" if nothing)."""
+    if not _NAME_RE.fullmatch(name):
+        return f"token name {name!r}: use 1 to 64 of letters, digits and _.@-"
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        return f"scopes {unknown or scopes}: choose from {', '.join(SCOPES)}"
+    return ""
 
 
 def find_token(tokens: list[Token], presented: str) -> Token | None:
@@ -95,11 +103,9 @@ def find_token(tokens: list[Token], presented: str) -> Token | None:
 def add_token(path: Path, name: str, scopes: list[str]) -> str:
     """Append a new token's line to the file (made with mode 600 if missing); the token,
     to be shown once."""
-    if not _NAME_RE.fullmatch(name):
-        raise ConfigurationError(f"token name {name!r}: use 1 to 64 of letters, digits and _.@-")
-    unknown = sorted(set(scopes) - set(SCOPES))
-    if unknown or not scopes:
-        raise ConfigurationError(f"scopes {unknown or scopes}: choose from {', '.join(SCOPES)}")
+    problem = _problem(name, scopes)
+    if problem:
+        raise ConfigurationError(problem)
     existing = read_tokens(path) if path.exists() else []
     if any(t.name == name for t in existing):
         raise ConfigurationError(f"a token named {name!r} exists: revoke it first")

@@ -109,10 +109,10 @@ class KeySpace:
         if not text.startswith(head):
             return None
         user, _, rest = text[len(head) :].partition("}:")
-        sub, _, mode = rest.partition(":")
-        if not (user.isdigit() and sub.isdigit()) or not mode or ":" in mode:
+        parsed = self.parse_stats_field(rest)  # the same "<sub_topic_id>:<mode>" ends it
+        if parsed is None or not user.isdigit():
             return None
-        return ScopeKey(int(user), int(sub), mode)
+        return ScopeKey(int(user), *parsed)
 
     def stats(self, user_id: int | str) -> str:
         """The learner's stats hash (same hash slot as the learner's scope keys)."""
