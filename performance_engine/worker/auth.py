@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -162,7 +163,7 @@ class Guard:
                     self.failed(client)
                 if request.path in PAGES and request.method == "GET":
                     target = request.path_qs
-                    raise web.HTTPSeeOther(f"/dashboard/sign-in?next={_quote(target)}")
+                    raise web.HTTPSeeOther(f"/dashboard/sign-in?next={quote(target, safe='')}")
                 reason = "the token is not valid" if presented else "a token is required"
                 return _deny(request, 401, reason, None, {"WWW-Authenticate": "Bearer"})
             if needed and needed not in token.scopes:
@@ -187,12 +188,6 @@ class Guard:
         if sid is not None and request.path.startswith("/dashboard"):
             return self.session_token(sid), True
         return None, False
-
-
-def _quote(target: str) -> str:
-    from urllib.parse import quote
-
-    return quote(target, safe="")
 
 
 def _deny(

@@ -25,6 +25,7 @@ events as text, never as HTML.
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import time
 from collections import deque
@@ -38,6 +39,8 @@ from faust.web import Request, Response, View
 from performance_engine.errors import DatabaseQueryError, InvalidScopeError
 from performance_engine.metrics.attempt import scope_key
 from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData
+from performance_engine.tokens import find_token
+from performance_engine.worker.auth import COOKIE, SESSION_SECONDS
 from performance_engine.worker.dashboard.feed import Update
 from performance_engine.worker.dashboard.index import ORDERS
 from performance_engine.worker.status import WorkerStatus, status_of
@@ -411,8 +414,6 @@ def _next_page(value: str | None) -> str:
 
 
 def _sign_in_page(next_page: str, problem: str = "", status: int = 200) -> Response:
-    import html
-
     body = _SIGN_IN_PAGE.format(next=html.escape(next_page), problem=html.escape(problem))
     return web.Response(  # type: ignore[return-value]
         text=body, status=status, content_type="text/html", headers=SIGN_IN_HEADERS
@@ -430,9 +431,6 @@ class SignIn(_Base):
         return _sign_in_page(next_page)
 
     async def post(self, request: Request) -> Response:
-        from performance_engine.tokens import find_token
-        from performance_engine.worker.auth import COOKIE, SESSION_SECONDS
-
         guard = getattr(self.app, "guard", None)
         form = await request.post()
         next_page = _next_page(str(form.get("next", "")))
@@ -468,8 +466,6 @@ class SignOut(_Base):
     """``POST /dashboard/sign-out``: ends the session."""
 
     async def post(self, request: Request) -> Response:
-        from performance_engine.worker.auth import COOKIE
-
         guard = getattr(self.app, "guard", None)
         if guard is not None:
             guard.close_session(request.cookies.get(COOKIE))
