@@ -99,9 +99,16 @@ def pack_fresh(fresh: FreshScopes, calculator: MetricsCalculator, lo: int, hi: i
 
 def key_pieces(keys: KeySpace) -> list[bytes]:
     """The literal pieces of a scope's key, its history key's suffix, its learner's stats
-    hash's key and its field there, in the order ``store.kernels.PIECES`` names them."""
+    hash's key, its field there and its learner's erasure marker's key, in the order ``store.kernels.PIECES`` names them."""
     before, between, after = keys.stats_field("\x00s\x00", "\x00m\x00").encode().split(b"\x00")[::2]
-    pieces = [*keys.scope_pieces(), *keys.stats_pieces(), before, between, after]
+    pieces = [
+        *keys.scope_pieces(),
+        *keys.stats_pieces(),
+        before,
+        between,
+        after,
+        *keys.erased_pieces(),
+    ]
     if len(pieces) != PIECES:
         raise AssertionError(f"store.kernels writes {PIECES} pieces, KeySpace gives {len(pieces)}")
     return pieces

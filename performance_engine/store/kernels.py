@@ -246,7 +246,8 @@ def _put_piece(out: Array, at: int, pieces: Array, piece_ends: Array, j: int) ->
 KEY_BEFORE_USER, KEY_BEFORE_SUB, KEY_BEFORE_MODE, KEY_AFTER_MODE = 0, 1, 2, 3
 HISTORY_SUFFIX, STATS_BEFORE_USER, STATS_AFTER_USER = 4, 5, 6
 FIELD_BEFORE_SUB, FIELD_BEFORE_MODE, FIELD_AFTER_MODE = 7, 8, 9
-PIECES = 10
+MARKER_BEFORE_USER, MARKER_AFTER_USER = 10, 11
+PIECES = 12
 
 
 @_jit
@@ -269,9 +270,10 @@ def _field_length(piece_ends: Array, sub: int, mode: int) -> int:
 
 
 @_jit
-def _stats_key_length(piece_ends: Array, user: int) -> int:
-    """The length of a learner's stats hash's key."""
-    literal = int(piece_ends[STATS_AFTER_USER + 1] - piece_ends[STATS_BEFORE_USER])
+def _user_key_length(piece_ends: Array, before: int, user: int) -> int:
+    """The length of a learner's key built from pieces ``before`` and ``before + 1``
+    around the user id (the stats hash's, the erasure marker's)."""
+    literal = int(piece_ends[before + 2] - piece_ends[before])
     return literal + decimal_size(user)
 
 
@@ -313,12 +315,14 @@ def _put_key(
 
 
 @_jit
-def _put_stats_key(out: Array, at: int, pieces: Array, piece_ends: Array, user: int) -> int:
-    """A learner's stats hash's key, as a bulk string."""
-    at = _put_bulk_header(out, at, _stats_key_length(piece_ends, user))
-    at = _put_piece(out, at, pieces, piece_ends, STATS_BEFORE_USER)
+def _put_user_key(
+    out: Array, at: int, pieces: Array, piece_ends: Array, before: int, user: int
+) -> int:
+    """A learner's key (see :func:`_user_key_length`), as a bulk string."""
+    at = _put_bulk_header(out, at, _user_key_length(piece_ends, before, user))
+    at = _put_piece(out, at, pieces, piece_ends, before)
     at = put_decimal(out, at, user)
-    at = _put_piece(out, at, pieces, piece_ends, STATS_AFTER_USER)
+    at = _put_piece(out, at, pieces, piece_ends, before + 1)
     return _put_crlf(out, at)
 
 
@@ -367,7 +371,8 @@ def create_commands(
 
     Scope i (user ``user[i]``, sub-topic ``sub[i]``, the UTF-8 name
     ``mode_names[mode_ends[m]:mode_ends[m + 1]]`` of its mode ``m = mode[i]``) is written
-    if it is not stored yet: its key to ``values[value_ends[i]:value_ends[i + 1]]``, its
+    if it is not stored yet and its learner was never erased (the writer knows of no
+    erasure: an erased learner's scopes go through the store's own writes): its key to ``values[value_ends[i]:value_ends[i + 1]]``, its
     history key (if the range is not empty) to
     ``histories[history_starts[i]:history_ends[i]]``, its field in its learner's stats
     hash to ``stats[stats_ends[i]:stats_ends[i + 1]]``. Keys and fields are built from
@@ -378,15 +383,16 @@ def create_commands(
     commands = 0
     for lo in range(0, n, group):
         hi = min(n, lo + group)
-        size += 1 + decimal_size(3 + 9 * (hi - lo)) + 2 + _bulk_size(4) + _bulk_size(len(script))
-        size += _bulk_size(decimal_size(3 * (hi - lo)))
+        size += 1 + decimal_size(3 + 11 * (hi - lo)) + 2 + _bulk_size(4) + _bulk_size(len(script))
+        size += _bulk_size(decimal_size(4 * (hi - lo)))
         for i in range(lo, hi):
             m = mode[i]
             name = mode_ends[m + 1] - mode_ends[m]
             key = _key_length(piece_ends, user[i], sub[i], name)
             size += _bulk_size(key) + _bulk_size(key + _piece_length(piece_ends, HISTORY_SUFFIX))
-            size += _bulk_size(_stats_key_length(piece_ends, user[i]))
-            size += _bulk_size(0) + _bulk_size(value_ends[i + 1] - value_ends[i])
+            size += _bulk_size(_user_key_length(piece_ends, STATS_BEFORE_USER, user[i]))
+            size += _bulk_size(_user_key_length(piece_ends, MARKER_BEFORE_USER, user[i]))
+            size += 2 * _bulk_size(0) + _bulk_size(value_ends[i + 1] - value_ends[i])
             history = history_ends[i] - history_starts[i]
             size += _bulk_size(1 if history else 0) + _bulk_size(history)
             size += _bulk_size(_field_length(piece_ends, sub[i], name))
@@ -397,13 +403,13 @@ def create_commands(
     for lo in range(0, n, group):
         hi = min(n, lo + group)
         out[at] = 42  # *
-        at = _put_crlf(out, put_decimal(out, at + 1, 3 + 9 * (hi - lo)))
+        at = _put_crlf(out, put_decimal(out, at + 1, 3 + 11 * (hi - lo)))
         at = _put_bulk_header(out, at, 4)
         for c in b"EVAL\r\n":
             out[at] = c
             at += 1
         at = _put_bulk(out, at, script, 0, len(script))
-        numkeys = 3 * (hi - lo)
+        numkeys = 4 * (hi - lo)
         at = _put_bulk_header(out, at, decimal_size(numkeys))
         at = _put_crlf(out, put_decimal(out, at, numkeys))
         for i in range(lo, hi):
@@ -411,7 +417,8 @@ def create_commands(
             name = mode_names[mode_ends[m] : mode_ends[m + 1]]
             at = _put_key(out, at, pieces, piece_ends, user[i], sub[i], name, False)
             at = _put_key(out, at, pieces, piece_ends, user[i], sub[i], name, True)
-            at = _put_stats_key(out, at, pieces, piece_ends, user[i])
+            at = _put_user_key(out, at, pieces, piece_ends, STATS_BEFORE_USER, user[i])
+            at = _put_user_key(out, at, pieces, piece_ends, MARKER_BEFORE_USER, user[i])
         for i in range(lo, hi):
             m = mode[i]
             name = mode_names[mode_ends[m] : mode_ends[m + 1]]
@@ -426,6 +433,7 @@ def create_commands(
             at = _put_bulk(out, at, histories, history_starts[i], history_ends[i])
             at = _put_field(out, at, pieces, piece_ends, sub[i], name)
             at = _put_bulk(out, at, stats, stats_ends[i], stats_ends[i + 1])
+            at = _put_bulk(out, at, values, 0, 0)  # no erasure known: none may have happened
     return out, commands
 
 

@@ -28,6 +28,11 @@ history); see "Upgrading state from the first release" in docs/operations.md.
 One string rather than a hash: a hash whose values exceed ``hash-max-listpack-value``
 (64 bytes by default) becomes a hash table and costs about 300 bytes more per scope.
 
+    {prefix}:erased:{u<user_id>}    a string, only for an erased learner: the epoch and
+        record of their last erasure (see performance_engine/erasure.py), which every
+        compare-and-set creating a scope of the learner checks. The durable copy of the
+        record is the erasures topic; a worker puts a lost marker back from it.
+
     {prefix}:{stream}:positions    a hash, the positions ledger (see store/ledger.py): per
         partition of the attempts topic (field ``<topic>:<partition>``) the next offset
         whose effect the state holds, written after each batch's state; ``created``, when
@@ -137,6 +142,17 @@ class KeySpace:
         if not sub.isdigit() or not mode or ":" in mode:
             return None
         return int(sub), mode
+
+    def erased(self, user_id: int | str) -> str:
+        """The learner's erasure marker (same hash slot as the learner's scope keys): the
+        epoch and record of their last erasure (see :mod:`performance_engine.erasure`)."""
+        return f"{self.prefix}:erased:{{u{user_id}}}"
+
+    def erased_pieces(self) -> tuple[bytes, bytes]:
+        """The literal parts of an erasure marker's key before and after the user id (for
+        the compiled writer of new scopes)."""
+        before, after = self.erased("\x00").split("\x00")
+        return before.encode(), after.encode()
 
     def stats_pattern(self) -> str:
         """The key pattern of every stats hash (for an ACL rule or a SCAN)."""

@@ -54,25 +54,31 @@ __all__ = [
     "revision_in",
 ]
 
-# KEYS: per scope, its key, its history key and its learner's stats hash. ARGV: six values
-# per scope: the expected 8-byte revision header ('' for a scope not yet stored), the new
-# value, what to do to the history ('' nothing, 'a' append, 'r' replace), the history
-# bytes, the scope's field in the stats hash and its stats JSON. A scope is written only if
-# its stored header is the expected one. Returns the 1-based positions of the refused
-# scopes. The compiled writer of new scopes (store.kernels.create_commands) sends it too.
+# KEYS: per scope, its key, its history key, its learner's stats hash and its learner's
+# erasure marker. ARGV: seven values per scope: the expected 8-byte revision header ('' for
+# a scope not yet stored), the new value, what to do to the history ('' nothing, 'a'
+# append, 'r' replace), the history bytes, the scope's field in the stats hash, its stats
+# JSON, and the epoch of the learner's erasure the writer knows ('' none). A scope is
+# written only if its stored header is the expected one; one not stored yet only if the
+# learner's marker starts with that epoch (a learner erased since the writer read, or
+# erased by someone the writer has not heard of, is not written back). Returns the
+# 1-based positions of the refused scopes. The compiled writer of new scopes
+# (store.kernels.create_commands) sends it too.
 WRITE_SCOPES_LUA = """
 local refused = {}
-for i = 1, #KEYS / 3 do
-  local key, at = KEYS[3 * i - 2], 6 * (i - 1)
-  if redis.call('GETRANGE', key, 0, 7) == ARGV[at + 1] then
+for i = 1, #KEYS / 4 do
+  local key, at = KEYS[4 * i - 3], 7 * (i - 1)
+  local stored = redis.call('GETRANGE', key, 0, 7)
+  if stored == ARGV[at + 1] and (stored ~= '' or
+      redis.call('GETRANGE', KEYS[4 * i], 0, 15) == ARGV[at + 7]) then
     redis.call('SET', key, ARGV[at + 2])
     local op = ARGV[at + 3]
     if op == 'a' then
-      redis.call('APPEND', KEYS[3 * i - 1], ARGV[at + 4])
+      redis.call('APPEND', KEYS[4 * i - 2], ARGV[at + 4])
     elseif op == 'r' then
-      redis.call('SET', KEYS[3 * i - 1], ARGV[at + 4])
+      redis.call('SET', KEYS[4 * i - 2], ARGV[at + 4])
     end
-    redis.call('HSET', KEYS[3 * i], ARGV[at + 5], ARGV[at + 6])
+    redis.call('HSET', KEYS[4 * i - 1], ARGV[at + 5], ARGV[at + 6])
   else
     refused[#refused + 1] = i
   end
@@ -94,13 +100,16 @@ class StoredScope(msgspec.Struct, frozen=True, gc=False):
 class ScopeWrite(msgspec.Struct, frozen=True, gc=False):
     """A compare-and-set write: applies only if the stored revision is ``expected_revision``
     (0: nothing stored yet);
-    ``history`` is done to the scope's history with it."""
+    ``history`` is done to the scope's history with it; ``erasure`` is the epoch of the
+    learner's erasure the writer knows (a scope not stored yet is written only if it is
+    the learner's current one; see :mod:`performance_engine.erasure`)."""
 
     scope: ScopeKey
     expected_revision: int
     state: ScopeState
     stats_json: bytes
     history: HistoryWrite | None = None
+    erasure: str = ""
 
     def history_args(self) -> tuple[bytes, bytes]:
         """The script's (operation, bytes) for the history."""
@@ -286,12 +295,14 @@ class _Row(NamedTuple):
     key: str
     history_key: str
     stats_key: str
+    marker_key: str
     expected: bytes
     value: bytes
     op: bytes
     history: bytes
     field: str
     stats: bytes
+    erasure: str
 
 
 def _row(
@@ -302,6 +313,7 @@ def _row(
     value: bytes,
     history: tuple[bytes, bytes],
     stats: bytes,
+    erasure: str = "",
 ) -> _Row:
     """A scope's row, its keys and stats field spelled by ``keyspace``; ``history`` is the
     script's (operation, bytes)."""
@@ -311,11 +323,13 @@ def _row(
         key,
         keyspace.history_of(key),
         keyspace.stats(scope.user_id),
+        keyspace.erased(scope.user_id),
         expected,
         value,
         *history,
         keyspace.stats_field(scope.sub_topic_id, scope.learning_mode),
         stats,
+        erasure,
     )
 
 
@@ -329,6 +343,7 @@ def _rows_of(keyspace: KeySpace, writes: Sequence[ScopeWrite]) -> list[_Row]:
             pack_scope(w.state),
             w.history_args(),
             w.stats_json,
+            w.erasure,
         )
         for w in writes
     ]
@@ -375,8 +390,8 @@ class _WritePlan:
             keys: list[str] = []
             values: list[Any] = []
             for r in batch:
-                keys += (r.key, r.history_key, r.stats_key)
-                values += (r.expected, r.value, r.op, r.history, r.field, r.stats)
+                keys += (r.key, r.history_key, r.stats_key, r.marker_key)
+                values += (r.expected, r.value, r.op, r.history, r.field, r.stats, r.erasure)
             pipe.execute_command("EVAL", WRITE_SCOPES_LUA, len(keys), *keys, *values)
 
     def outcome(self, replies: list[Any]) -> list[Any]:

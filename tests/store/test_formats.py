@@ -218,19 +218,21 @@ def test_the_reference_commands_hold_keyspace_keys() -> None:
     ]
     case = Case(stream, 0)  # every history gets a key of its own
     commands = commands_compiled(case)
-    keys, fields = [], []
+    keys, fields, epochs = [], [], []
     for command in commands:
         assert command[:2] == [b"EVAL", WRITE_SCOPES_LUA.encode()]
         count = int(command[2])
         keys += command[3 : 3 + count]
-        fields += command[3 + count :][4::6]
+        fields += command[3 + count :][4::7]
+        epochs += command[3 + count :][6::7]
     expected = []
     for scope in case.scopes:
         key = KEYS.for_scope(scope)
         expected += [key.encode(), KEYS.history_of(key).encode()]
-        expected.append(KEYS.stats(scope.user_id).encode())
+        expected += [KEYS.stats(scope.user_id).encode(), KEYS.erased(scope.user_id).encode()]
     assert keys == expected
     assert fields == [b"7:practice"] * 3
+    assert epochs == [b""] * 3
     assert KEYS.stats(1) == "pe-test.formats:stats:{u1}"
 
 
@@ -240,8 +242,9 @@ def test_a_key_prefix_with_every_allowed_character_is_written_as_keyspace_spells
     keys = KeySpace("Ab-9_.x")
     payload, _ = create_payload(keys, packed, WRITE_SCOPES_LUA, GROUP)
     scope = case.scopes[0]
-    assert read_resp(payload)[0][3:6] == [
+    assert read_resp(payload)[0][3:7] == [
         keys.for_scope(scope).encode(),
         keys.history(scope).encode(),
         keys.stats(scope.user_id).encode(),
+        keys.erased(scope.user_id).encode(),
     ]
