@@ -33,6 +33,7 @@ from performance_engine.metrics.types import (
     PerformanceStatsData,
     ScopeKey,
 )
+from performance_engine.platform.erase import ErasureReport, erase_learner
 from performance_engine.platform.producer import AttemptProducer
 from performance_engine.platform.read_api import AsyncPerformanceStats, PerformanceStats
 from performance_engine.platform.subscriber import StatsSubscriber
@@ -50,6 +51,7 @@ __all__ = [
     "ConfigurationError",
     "DatabaseQueryError",
     "DifficultyEnum",
+    "ErasureReport",
     "IncrementalMetric",
     "InputFileError",
     "InvalidAttemptError",
@@ -69,5 +71,6 @@ __all__ = [
     "StatsSubscriber",
     "StatsUpdated",
     "UserAttemptsNotFoundError",
+    "erase_learner",
     "load_settings",
 ]

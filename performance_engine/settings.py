@@ -171,6 +171,8 @@ class Settings:
     attempts_topic: str = setting("attempts", check=_matches(_TOPIC_RE, _TOPIC_RULE))
     stats_topic: str = setting("stats-updated", check=_matches(_TOPIC_RE, _TOPIC_RULE))
     dlq_topic: str = setting("attempts.dlq", check=_matches(_TOPIC_RE, _TOPIC_RULE))
+    #: The erasure records (compacted; see performance_engine/erasure.py).
+    erasures_topic: str = setting("learner-erasures", check=_matches(_TOPIC_RE, _TOPIC_RULE))
     app_id: str = setting("performance-engine")
     learning_modes_path: Path | None = setting(None, _path, env="LEARNING_MODES")
     #: A fitted parameter file (``perf-engine fit``); a set published to Redis wins.

@@ -37,16 +37,33 @@ def topic_names(settings: Settings) -> set[str]:
         admin.close()
 
 
+#: The erasures topic keeps each learner's latest record for good: compacted, one partition
+#: (a few records per erased learner, read whole by every worker at start).
+ERASURES_CONFIG = {"cleanup.policy": "compact"}
+
+
+def _new_topic(settings: Settings, name: str) -> Any:
+    from kafka.admin import NewTopic
+
+    if name == settings.erasures_topic:
+        return NewTopic(name, 1, settings.replication, topic_configs=ERASURES_CONFIG)
+    return NewTopic(name, settings.partitions, settings.replication)
+
+
 def create_missing_topics(settings: Settings) -> list[str]:
     """Create the engine's topics that are missing; returns the names it created.
 
     The worker calls this before it joins its group, so that its subscription sees the
     attempts topic with the configured partitions (not one auto-created by a producer).
     """
-    from kafka.admin import NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-    wanted = [settings.attempts_topic, settings.stats_topic, settings.dlq_topic]
+    wanted = [
+        settings.attempts_topic,
+        settings.stats_topic,
+        settings.dlq_topic,
+        settings.erasures_topic,
+    ]
     missing = [name for name in wanted if name not in topic_names(settings)]
     if not missing:
         return []
@@ -54,7 +71,7 @@ def create_missing_topics(settings: Settings) -> list[str]:
     try:
         for name in missing:
             try:
-                admin.create_topics([NewTopic(name, settings.partitions, settings.replication)])
+                admin.create_topics([_new_topic(settings, name)])
             except TopicAlreadyExistsError:
                 continue  # created meanwhile by someone else
     except KafkaError as exc:

@@ -261,6 +261,7 @@ def own_stream_settings(
         attempts_topic=f"attempts-{tag}",
         stats_topic=f"stats-{tag}",
         dlq_topic=f"dlq-{tag}",
+        erasures_topic=f"erasures-{tag}",
         app_id=f"pe-test-{tag}",
         partitions=partitions,
         session_timeout=6.0,

@@ -99,7 +99,8 @@ def pack_fresh(fresh: FreshScopes, calculator: MetricsCalculator, lo: int, hi: i
 
 def key_pieces(keys: KeySpace) -> list[bytes]:
     """The literal pieces of a scope's key, its history key's suffix, its learner's stats
-    hash's key, its field there and its learner's erasure marker's key, in the order ``store.kernels.PIECES`` names them."""
+    hash's key, its field there and its learner's erasure marker's key, in the order
+    ``store.kernels.PIECES`` names them."""
     before, between, after = keys.stats_field("\x00s\x00", "\x00m\x00").encode().split(b"\x00")[::2]
     pieces = [
         *keys.scope_pieces(),

@@ -372,10 +372,10 @@ def create_commands(
     Scope i (user ``user[i]``, sub-topic ``sub[i]``, the UTF-8 name
     ``mode_names[mode_ends[m]:mode_ends[m + 1]]`` of its mode ``m = mode[i]``) is written
     if it is not stored yet and its learner was never erased (the writer knows of no
-    erasure: an erased learner's scopes go through the store's own writes): its key to ``values[value_ends[i]:value_ends[i + 1]]``, its
-    history key (if the range is not empty) to
-    ``histories[history_starts[i]:history_ends[i]]``, its field in its learner's stats
-    hash to ``stats[stats_ends[i]:stats_ends[i + 1]]``. Keys and fields are built from
+    erasure: an erased learner's scopes go through the store's own writes): its key to
+    ``values[value_ends[i]:value_ends[i + 1]]``, its history key (if the range is not
+    empty) to ``histories[history_starts[i]:history_ends[i]]``, its field in its learner's
+    stats hash to ``stats[stats_ends[i]:stats_ends[i + 1]]``. Keys and fields are built from
     the literal ``pieces[piece_ends[j]:piece_ends[j + 1]]`` (see :data:`PIECES`).
     """
     n = len(user)

@@ -33,6 +33,8 @@ One string rather than a hash: a hash whose values exceed ``hash-max-listpack-va
         compare-and-set creating a scope of the learner checks. The durable copy of the
         record is the erasures topic; a worker puts a lost marker back from it.
 
+    {prefix}:erasures    a set: the user id of every learner with a marker.
+
     {prefix}:{stream}:positions    a hash, the positions ledger (see store/ledger.py): per
         partition of the attempts topic (field ``<topic>:<partition>``) the next offset
         whose effect the state holds, written after each batch's state; ``created``, when
@@ -147,6 +149,11 @@ class KeySpace:
         """The learner's erasure marker (same hash slot as the learner's scope keys): the
         epoch and record of their last erasure (see :mod:`performance_engine.erasure`)."""
         return f"{self.prefix}:erased:{{u{user_id}}}"
+
+    def erasures(self) -> str:
+        """The set of every erased learner's user id (to find their markers without a
+        SCAN)."""
+        return f"{self.prefix}:erasures"
 
     def erased_pieces(self) -> tuple[bytes, bytes]:
         """The literal parts of an erasure marker's key before and after the user id (for

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from performance_engine.erasure import Erasure
 from performance_engine.errors import StateConflictError
 from performance_engine.metrics.batch import ScopeIndex, compute_parts, scope_index
 from performance_engine.metrics.calculator import MetricsCalculator
@@ -27,9 +28,10 @@ from performance_engine.metrics.frame import RowError
 from performance_engine.metrics.history import Entry
 from performance_engine.metrics.types import ScopeKey, with_revision
 from performance_engine.store.bulk import FIRST_REVISION, PackedScopes, pack_fresh
+from performance_engine.store.keyspace import KeySpace
 from performance_engine.store.params import ParamsFollower
 from performance_engine.store.stats_store import ScopeWrite, StatsStore, StoredScope
-from performance_engine.tools.history_files import load_attempts
+from performance_engine.tools.history_files import load_attempts, without_erased
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -52,6 +54,17 @@ class BackfillReport:
     unchanged: int = 0
     attempts_applied: int = 0
     rejected: list[RowError] = field(default_factory=list)
+    #: Attempts of erased learners from before their erasure, skipped; and the learners.
+    erased_attempts: int = 0
+    erased_learners: int = 0
+
+    def merge(self, other: BackfillReport) -> None:
+        """Add the counts of a backfill of other rows."""
+        self.rows += other.rows
+        self.scopes += other.scopes
+        self.written += other.written
+        self.unchanged += other.unchanged
+        self.attempts_applied += other.attempts_applied
 
     def summary(self) -> str:
         text = (
@@ -61,6 +74,11 @@ class BackfillReport:
         )
         if self.rejected:
             text += f"; {len(self.rejected)} invalid rows skipped"
+        if self.erased_attempts:
+            text += (
+                f"; {self.erased_attempts} attempts of {self.erased_learners} erased "
+                "learners skipped"
+            )
         return text
 
 
@@ -75,12 +93,21 @@ def backfill_file(
     *,
     skip_invalid: bool = False,
     progress: Progress = _no_progress,
+    erasures: Mapping[int, Erasure] | None = None,
+    include_erased: bool = False,
 ) -> BackfillReport:
     """Validate a CSV/JSONL/Parquet file and backfill it (see :func:`backfill_frame`)."""
     progress("reading", 0, 1)
     loaded = load_attempts(path, calculator.learning_modes, skip_invalid=skip_invalid)
     progress("reading", 1, 1)
-    report = backfill_frame(loaded.frame, store, calculator, progress=progress)
+    report = backfill_frame(
+        loaded.frame,
+        store,
+        calculator,
+        progress=progress,
+        erasures=erasures,
+        include_erased=include_erased,
+    )
     report.rejected = loaded.errors
     return report
 
@@ -94,6 +121,8 @@ def backfill_sql(
     table: str | None = None,
     skip_invalid: bool = False,
     progress: Progress = _no_progress,
+    erasures: Mapping[int, Erasure] | None = None,
+    include_erased: bool = False,
 ) -> BackfillReport:
     """Read the attempts of an SQL ``query`` or ``table`` in chunks, validate them like a
     file's rows, and backfill them (see :func:`backfill_frame`)."""
@@ -107,7 +136,14 @@ def backfill_sql(
         skip_invalid=skip_invalid,
         progress=progress,
     )
-    report = backfill_frame(loaded.frame, store, calculator, progress=progress)
+    report = backfill_frame(
+        loaded.frame,
+        store,
+        calculator,
+        progress=progress,
+        erasures=erasures,
+        include_erased=include_erased,
+    )
     report.rejected = loaded.errors
     return report
 
@@ -118,18 +154,40 @@ def backfill_frame(
     calculator: MetricsCalculator,
     *,
     progress: Progress = _no_progress,
+    erasures: Mapping[int, Erasure] | None = None,
+    include_erased: bool = False,
 ) -> BackfillReport:
     """Merge a normalised frame of attempts into the stored state of its scopes, with the
     learning parameters in force (a set published to Redis replaces the calculator's
     parameter file's; see ``store.params``).
+
+    ``erasures`` (the erased learners, :func:`~performance_engine.platform.erase.
+    read_erasures`): their attempts that occurred up to their erasure are skipped
+    (counted) unless ``include_erased``; their scopes start again above the erased
+    revisions.
 
     The cyclic garbage collector is paused meanwhile (and restored after): the backfill
     creates a few objects per scope, none in a cycle, and collections triggered by
     hundreds of thousands of them cost a third of the state building.
     """
     ParamsFollower(calculator, store.keys, calculator.parameters).refresh_sync(store)
+    erasures = erasures or {}
+    frame, skipped, learners = without_erased(frame, {} if include_erased else erasures)
+    erased = frame["user_id"].isin(list(erasures)) if erasures else None
     with _collector_paused():
-        return _backfill_frame(frame, store, calculator, progress)
+        if erased is None or not erased.any():
+            report = _backfill_frame(frame, store, calculator, progress, {})
+        else:  # the erased learners' later attempts: written with their erasures known
+            report = _backfill_frame(
+                frame[~erased].reset_index(drop=True), store, calculator, progress, {}
+            )
+            again = _backfill_frame(
+                frame[erased].reset_index(drop=True), store, calculator, progress, erasures
+            )
+            report.merge(again)
+    report.rows += skipped
+    report.erased_attempts, report.erased_learners = skipped, learners
+    return report
 
 
 @contextmanager
@@ -144,7 +202,11 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _backfill_frame(
-    frame: pd.DataFrame, store: StatsStore, calculator: MetricsCalculator, progress: Progress
+    frame: pd.DataFrame,
+    store: StatsStore,
+    calculator: MetricsCalculator,
+    progress: Progress,
+    erasures: Mapping[int, Erasure],
 ) -> BackfillReport:
     report = BackfillReport(rows=len(frame))
     index = scope_index(frame)
@@ -158,7 +220,9 @@ def _backfill_frame(
 
     pending, pending_index = frame, index
     for _ in range(MAX_CONFLICT_ROUNDS):
-        refused = _write_all(pending, pending_index, store, calculator, base, report, progress)
+        refused = _write_all(
+            pending, pending_index, store, calculator, base, report, progress, erasures
+        )
         if not refused:
             return report
         logger.info("%d scopes changed during the backfill; merging them again", len(refused))
@@ -184,6 +248,7 @@ def _write_all(
     base: dict[ScopeKey, StoredScope],
     report: BackfillReport,
     progress: Progress,
+    erasures: Mapping[int, Erasure],
 ) -> list[ScopeKey]:
     base_states = {s: stored.state for s, stored in base.items()}
 
@@ -208,7 +273,7 @@ def _write_all(
     total = len(fresh) + len(result)
     refused: list[ScopeKey] = []
     done = 0
-    if fresh.packable(calculator):  # new scopes: written straight from the arrays
+    if fresh.packable(calculator) and not erasures:  # new scopes: straight from the arrays
         # A thread sends each chunk while this one packs the next: the send waits on Redis
         # and the packing holds the GIL, so the two overlap. One chunk waits at most.
         with ThreadPoolExecutor(1, thread_name_prefix="backfill-writer") as writer:
@@ -232,13 +297,14 @@ def _write_all(
         applies: list[int] = []
         for scope, state in zip(chunk.scopes, chunk.states, strict=True):
             if scope not in base:
-                state.revision = FIRST_REVISION
+                state.revision = FIRST_REVISION + _floor(erasures, scope)
         for scope, state, stats_json, history in zip(
             chunk.scopes, chunk.states, chunk.stats_json(calculator), chunk.histories, strict=True
         ):
             before = base.get(scope)
             if before is None:
-                writes.append(ScopeWrite(scope, 0, state, stats_json, history))
+                epoch = erasures[scope.user_id].epoch if scope.user_id in erasures else ""
+                writes.append(ScopeWrite(scope, 0, state, stats_json, history, epoch))
                 applies.append(state.version)
             elif before.state == state and before.stats_json == stats_json:
                 report.unchanged += 1
@@ -251,6 +317,13 @@ def _write_all(
         done += len(chunk)
         progress("writing", done, total)
     return refused
+
+
+def _floor(erasures: Mapping[int, Erasure], scope: ScopeKey) -> int:
+    erasure = erasures.get(scope.user_id)
+    if erasure is None:
+        return 0
+    return erasure.revision_floor(KeySpace.stats_field(scope.sub_topic_id, scope.learning_mode))
 
 
 #: The custom metrics already warned about (once per process and set of metrics).

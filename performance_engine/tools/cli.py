@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from performance_engine.erasure import Erasure
 from performance_engine.errors import ConfigurationError, PerformanceEngineError
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData
@@ -28,7 +29,7 @@ from performance_engine.settings import Settings, is_loopback, load_settings
 from performance_engine.store.failures import redact_url
 from performance_engine.tokens import SCOPES as TOKEN_SCOPES
 from performance_engine.tools.learning_cli import add_commands as add_learning_commands
-from performance_engine.tools.learning_cli import add_history_source
+from performance_engine.tools.learning_cli import add_history_source, erased_for
 
 if TYPE_CHECKING:
     from performance_engine.store.stats_store import StatsStore
@@ -53,7 +54,9 @@ def _cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     calculator = _calculator(settings)
     with StatsStore.from_settings(settings) as store, backfill_progress(args.quiet) as progress:
         store.ping()
-        report = _backfill(args, store, calculator, progress)
+        report = _backfill(
+            args, store, calculator, progress, erased_for(args, settings), args.include_erased
+        )
     print_report(report, print)
     return 0
 
@@ -96,6 +99,8 @@ def _backfill(
     store: StatsStore,
     calculator: MetricsCalculator,
     progress: Callable[[str, int, int], None],
+    erasures: Mapping[int, Erasure],
+    include_erased: bool,
 ) -> BackfillReport:
     from performance_engine.tools.backfill import backfill_file, backfill_sql
 
@@ -108,7 +113,13 @@ def _backfill(
                 "'SELECT ...' or --table NAME"
             )
         return backfill_file(
-            Path(source), store, calculator, skip_invalid=args.skip_invalid, progress=progress
+            Path(source),
+            store,
+            calculator,
+            skip_invalid=args.skip_invalid,
+            progress=progress,
+            erasures=erasures,
+            include_erased=include_erased,
         )
     if not from_database:
         raise ConfigurationError(
@@ -127,6 +138,8 @@ def _backfill(
             table=args.table,
             skip_invalid=args.skip_invalid,
             progress=progress,
+            erasures=erasures,
+            include_erased=include_erased,
         )
     finally:
         engine.dispose()
@@ -488,6 +501,20 @@ def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
+    from performance_engine.platform.erase import erase_learner
+
+    report = erase_learner(
+        args.user,
+        args.reason,
+        settings=settings,
+        outbox_url=args.outbox_url,
+        erased_by=args.by,
+    )
+    print(report.summary())
+    return 0
+
+
 def _cmd_upgrade_store(args: argparse.Namespace, settings: Settings) -> int:
     from performance_engine.store.stats_store import StatsStore
     from performance_engine.store.upgrade import upgrade_layout
@@ -659,6 +686,20 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (add, revoke, token_commands.choices["list"]):
         sub.add_argument("--file", type=Path, help="default: PERF_ENGINE_WEB_TOKENS_FILE")
         sub.set_defaults(handler=_cmd_token)
+
+    erase = commands.add_parser(
+        "erase",
+        help="erase a learner everywhere, for good (run it again if it was interrupted)",
+    )
+    erase.add_argument("--user", type=_positive_int, required=True, metavar="USER_ID")
+    erase.add_argument("--reason", default="", help="recorded with the erasure")
+    erase.add_argument(
+        "--outbox-url",
+        help="the platform's outbox database, whose rows of the learner are deleted "
+        "(default: PERF_ENGINE_OUTBOX_URL; without either the outbox is not touched)",
+    )
+    erase.add_argument("--by", default="cli", help="who asked, recorded (default: cli)")
+    erase.set_defaults(handler=_cmd_erase)
 
     upgrade = commands.add_parser(
         "upgrade-store",

@@ -7,14 +7,17 @@ accepted as a Kafka event.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from performance_engine.erasure import Erasure
 from performance_engine.errors import InputFileError, InvalidAttemptError
 from performance_engine.metrics.attempt import Attempt, decode_attempt
 from performance_engine.metrics.frame import (
@@ -25,7 +28,7 @@ from performance_engine.metrics.frame import (
 )
 from performance_engine.metrics.modes import LearningModes
 
-__all__ = ["load_attempts"]
+__all__ = ["load_attempts", "without_erased"]
 
 
 def load_attempts(
@@ -106,3 +109,18 @@ def _load_parquet(path: Path, modes: LearningModes, skip_invalid: bool) -> LoadR
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputFileError(f"{path}: not a readable Parquet file: {exc}") from None
     return normalise_table(table, path, modes, skip_invalid)
+
+
+def without_erased(
+    frame: pd.DataFrame, erasures: Mapping[int, Erasure]
+) -> tuple[pd.DataFrame, int, int]:
+    """The frame without the attempts of erased learners that occurred up to their
+    erasure; and how many attempts, of how many learners, it left out."""
+    if not erasures or frame.empty:
+        return frame, 0, 0
+    until = frame["user_id"].map({user: e.erased_at_ms for user, e in erasures.items()})
+    skip = np.asarray((frame["occurred_at"] <= until).fillna(False), dtype=bool)
+    if not skip.any():
+        return frame, 0, 0
+    learners = int(frame["user_id"][skip].nunique())
+    return frame[~skip].reset_index(drop=True), int(skip.sum()), learners

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,6 +101,25 @@ def add_history_source(parser: argparse.ArgumentParser, metavar: str = "HISTORY"
         help="skip bad rows (and count them) instead of stopping",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--include-erased",
+        action="store_true",
+        help="keep the attempts of erased learners (by default those that occurred up to "
+        "their erasure are skipped; the erasures come from the erasures topic and Redis)",
+    )
+
+
+def erased_for(args: argparse.Namespace, settings: Settings) -> dict[int, Any]:
+    """The erased learners, whose history a command skips unless --include-erased (then
+    only a backfill asks, to write their scopes past their markers)."""
+    from performance_engine.platform.erase import erased_learners
+
+    try:
+        return erased_learners(settings)
+    except ConfigurationError:
+        if args.include_erased:
+            return {}
+        raise
 
 
 def _history_arguments(parser: argparse.ArgumentParser) -> None:
@@ -135,7 +155,10 @@ def _read(args: argparse.Namespace, modes: LearningModes) -> LoadResult:
         engine.dispose()
 
 
-def _history(args: argparse.Namespace, modes: LearningModes, default_part: str) -> Any:
+def _history(
+    args: argparse.Namespace, settings: Settings, modes: LearningModes, default_part: str
+) -> Any:
+    from performance_engine.tools.history_files import without_erased
     from performance_engine.tools.learning import history_of
 
     if args.split is not None and not 0 < args.split < 1:
@@ -143,7 +166,11 @@ def _history(args: argparse.Namespace, modes: LearningModes, default_part: str) 
     if args.part is not None and args.split is None:
         raise ConfigurationError("--part needs --split F (the share of learners in the test part)")
     loaded = _read(args, modes)
-    return history_of(loaded.frame, split=args.split, part=args.part or default_part)
+    erased = {} if args.include_erased else erased_for(args, settings)
+    frame, skipped, learners = without_erased(loaded.frame, erased)
+    if skipped:
+        print(f"{skipped} attempts of {learners} erased learners skipped", file=sys.stderr)
+    return history_of(frame, split=args.split, part=args.part or default_part)
 
 
 def _cmd_fit(args: argparse.Namespace, settings: Settings) -> int:
@@ -151,7 +178,7 @@ def _cmd_fit(args: argparse.Namespace, settings: Settings) -> int:
     from performance_engine.tools.learning import fit
 
     modes = load_learning_modes(settings.learning_modes_path)
-    history = _history(args, modes, "train")
+    history = _history(args, settings, modes, "train")
     if not len(history.frame):
         raise InputFileError(f"{args.source}: no attempts to fit on")
     bounds = Bounds(guess=(0.01, args.max_guess), slip=(0.01, args.max_slip))
@@ -232,7 +259,7 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
     modes = load_learning_modes(settings.learning_modes_path)
     params = load_parameter_file(args.params or settings.learning_params_path)
-    history = _history(args, modes, "test")
+    history = _history(args, settings, modes, "test")
     found = evaluate(history, modes, params)
     if args.predictions is not None:
         with args.predictions.open("w", encoding="utf-8") as out:

@@ -34,6 +34,7 @@ from performance_engine.topics import create_missing_topics
 from performance_engine.worker.auth import Guard
 from performance_engine.worker.dashboard.feed import StatsFeed
 from performance_engine.worker.dashboard.index import DashboardIndex
+from performance_engine.worker.erasures import ErasureLog
 from performance_engine.worker.faust_internals import (
     BatchingApp,
     aiokafka_producer,
@@ -107,6 +108,7 @@ class EngineService(Service):
         self.store: AsyncStatsStore | None = None
         self.processor: BatchProcessor | None = None
         self.ledger: Ledger | None = None
+        self.erasures: ErasureLog | None = None
         self.dashboard_index: DashboardIndex | None = None
         self.feed: StatsFeed | None = None
         self._in_flight = asyncio.Lock()
@@ -121,6 +123,10 @@ class EngineService(Service):
     @property
     def settings(self) -> Settings:
         return self.app.settings
+
+    def store_or_fail(self) -> AsyncStatsStore:
+        assert self.store is not None
+        return self.store
 
     def counters(self) -> Counters | None:
         return self.processor.counters if self.processor is not None else None
@@ -161,6 +167,9 @@ class EngineService(Service):
         publisher = BatchPublisher(aiokafka_producer(app))
         params = ParamsFollower(self.calculator, self.store.keys, self.calculator.parameters)
         await params.refresh(self.store)
+        self.erasures = ErasureLog(settings)
+        await self.erasures.start()
+        await self.erasures.reconcile(self.store)
         self.processor = BatchProcessor(
             settings,
             self.calculator,
@@ -169,6 +178,7 @@ class EngineService(Service):
             on_batch=self.metrics.observe_batch,
             ledger=self.ledger,
             params=params,
+            erasures=self.erasures,
         )
         if settings.dashboard:
             self.dashboard_index = DashboardIndex(self.store.client, self.store.keys)
@@ -185,6 +195,8 @@ class EngineService(Service):
     async def on_stop(self) -> None:
         self.app.batch_ready.clear()
         self.app.batch_handler = None
+        if self.erasures is not None:
+            await self.erasures.stop()
         if self.store is not None:
             await self.store.close()
 
@@ -264,6 +276,16 @@ class EngineService(Service):
                 "no positions ledger in Redis yet, but state: taking it to reach the committed "
                 "offsets (a Redis written by an earlier release)"
             )
+        if resume and self.erasures is not None:
+            # Redis lost state, and with it perhaps erasures: put them back before the
+            # replay (which holds back the erased learners' attempts)
+            try:
+                await self.erasures.read()
+                await self.erasures.reconcile(self.store_or_fail())
+            except Exception as exc:
+                logger.warning("re-applying the erasures failed (%s); trying again", exc)
+                await asyncio.sleep(1.0)
+                return False
         if resume:
             self.processor.forget()
             for partition, offset in sorted(resume.items()):

@@ -4,8 +4,9 @@ Counters are read from the processor's running totals at scrape time (no second
 bookkeeping on the hot path); histograms are observed once per batch.
 
 =========================================  ===============================================
-``perf_engine_attempts_processed_total``   valid attempts handled, ``result`` = applied or
-                                           duplicate
+``perf_engine_attempts_processed_total``   valid attempts handled, ``result`` = applied,
+                                           duplicate or erased (an erased learner's, from
+                                           before the erasure: held back)
 ``perf_engine_attempts_rejected_total``    records sent to the dead-letter topic, by
                                            ``reason`` (the error class)
 ``perf_engine_stats_published_total``      ``stats-updated`` events published
@@ -21,6 +22,7 @@ bookkeeping on the hot path); histograms are observed once per batch.
                                            (learning metrics unknown until rebuilt)
 ``perf_engine_state_recoveries_total``     times Redis was found to have lost state and
                                            partitions were replayed from where it ends
+``perf_engine_erasures_total``             erasures the worker learnt of while it ran
 ``perf_engine_state_refused``              1 while the worker refuses to go on (Redis lost
                                            state the topic no longer holds), else 0
 ``perf_engine_batch_size``                 records per batch (histogram)
@@ -64,6 +66,7 @@ class _Totals(Collector):
         )
         processed.add_metric(["applied"], counters.attempts_applied)
         processed.add_metric(["duplicate"], counters.duplicates)
+        processed.add_metric(["erased"], counters.erased_attempts)
         yield processed
         rejected = CounterMetricFamily(
             "perf_engine_attempts_rejected",
@@ -101,6 +104,11 @@ class _Totals(Collector):
                 "perf_engine_state_recoveries",
                 "Times Redis had lost state and partitions were replayed.",
                 counters.state_recoveries,
+            ),
+            (
+                "perf_engine_erasures",
+                "Erasures the worker learnt of while it ran.",
+                counters.erasures,
             ),
         ):
             yield CounterMetricFamily(name, help_text, value=value)

@@ -37,6 +37,7 @@ from typing import NamedTuple, Protocol, TypeVar
 
 import msgspec
 
+from performance_engine.erasure import Erasure
 from performance_engine.errors import DatabaseQueryError, InvalidAttemptError
 from performance_engine.events import Source, dead_letter, stats_event
 from performance_engine.metrics.attempt import Attempt, decode_attempt
@@ -45,9 +46,11 @@ from performance_engine.metrics.history import Entry, HistoryWrite
 from performance_engine.metrics.state import ScopeState, fingerprint
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings
+from performance_engine.store.keyspace import KeySpace
 from performance_engine.store.ledger import Ledger
 from performance_engine.store.params import ParamsFollower
 from performance_engine.store.stats_store import AsyncStatsStore, ScopeWrite
+from performance_engine.worker.erasures import ErasureLog
 from performance_engine.worker.publisher import OutRecord
 
 __all__ = [
@@ -105,6 +108,10 @@ class Counters:
     state_recoveries: int = 0
     redis_retries: int = 0
     publish_retries: int = 0
+    #: Attempts of erased learners from before their erasure, held back.
+    erased_attempts: int = 0
+    #: Erasures this worker learnt of while it ran.
+    erasures: int = 0
 
 
 class _Touched(msgspec.Struct, gc=False):
@@ -133,10 +140,12 @@ class BatchProcessor:
         on_batch: Callable[[int, float, float], None] | None = None,
         ledger: Ledger | None = None,
         params: ParamsFollower | None = None,
+        erasures: ErasureLog | None = None,
     ) -> None:
         """``on_batch`` is called after each batch with (records, seconds it took, age of
         its oldest record): the worker's Prometheus histograms. ``params`` follows the
-        learning parameters published to Redis (checked before each batch)."""
+        learning parameters published to Redis (checked before each batch); ``erasures``
+        the erased learners (their attempts from before the erasure are held back)."""
         self.settings = settings
         self.calculator = calculator
         self.store = store
@@ -148,6 +157,7 @@ class BatchProcessor:
         self._on_batch = on_batch
         self.ledger = ledger
         self.params = params
+        self.erasures = erasures
 
     # -- control --------------------------------------------------------------------
 
@@ -169,8 +179,14 @@ class BatchProcessor:
             await self._retry(
                 "reading the learning parameters", partial(self.params.refresh, self.store)
             )
+        stats: list[tuple[bytes, bytes | None]] = []
+        if self.erasures is not None:
+            learnt = await self._retry(
+                "reading the erasures", self.erasures.due, retry_on=Exception
+            )
+            self._learnt(learnt, stats)
         touched, dead = self._decode(records)
-        stats = await self._apply(touched)
+        await self._apply(touched, records, stats)
         await self._publish(stats, dead)
         if self.ledger is not None:
             ends = partition_ends(records, self.settings.attempts_topic)
@@ -183,9 +199,13 @@ class BatchProcessor:
             self._on_batch(len(records), time.perf_counter() - started, time.time() - oldest)
 
     def _decode(
-        self, records: Sequence[Record]
+        self, records: Sequence[Record], only: set[int] | None = None
     ) -> tuple[dict[ScopeKey, _Touched], list[tuple[Record, InvalidAttemptError]]]:
+        """The attempts of the records by scope (those of the learners ``only``, if given),
+        and the rejected records. An erased learner's attempts from before the erasure
+        are held back (counted)."""
         modes = self.calculator.learning_modes
+        erased = self.erasures.known if self.erasures is not None else {}
         touched: dict[ScopeKey, _Touched] = {}
         dead: list[tuple[Record, InvalidAttemptError]] = []
         for record in records:
@@ -194,6 +214,13 @@ class BatchProcessor:
             except InvalidAttemptError as exc:
                 dead.append((record, exc))
                 continue
+            if only is not None and attempt.user_id not in only:
+                continue
+            if erased:
+                erasure = erased.get(attempt.user_id)
+                if erasure is not None and erasure.erases(record.partition, record.offset):
+                    self.counters.erased_attempts += 1
+                    continue
             scope = attempt.scope
             entry = touched.get(scope)
             pair = (attempt, fingerprint(attempt.attempt_id))
@@ -205,11 +232,16 @@ class BatchProcessor:
                 entry.attempt_id = attempt.attempt_id
         return touched, dead
 
-    async def _apply(self, touched: dict[ScopeKey, _Touched]) -> list[tuple[bytes, bytes]]:
-        """Make every touched scope durable; returns the stats events to publish."""
+    async def _apply(
+        self,
+        touched: dict[ScopeKey, _Touched],
+        records: Sequence[Record],
+        events: list[tuple[bytes, bytes | None]],
+    ) -> None:
+        """Make every touched scope durable; adds the stats events to publish to
+        ``events`` (and tombstones, where the batch learns of an erasure)."""
         calculator = self.calculator
         cache = self._cache
-        events: list[tuple[bytes, bytes]] = []
         pending = touched
         delay = 0.05
         now_ms = int(time.time() * 1000)  # one updated_at for the batch
@@ -252,11 +284,40 @@ class BatchProcessor:
                 self.counters.write_conflicts += len(refused)
                 logger.info("%d scopes changed elsewhere; reloading them", len(refused))
             pending = {scope: touched[scope] for scope in refused_scopes}
+            created = {w.scope.user_id for w in refused if not w.expected_revision}
+            if created and self.erasures is not None:  # erased meanwhile?
+                learnt = await self._retry(
+                    "reading erasure markers",
+                    partial(self.erasures.check_markers, self.store, created),
+                )
+                if learnt:
+                    self._learnt(learnt, events)
+                    again = {e.user for e in learnt}
+                    pending = {s: t for s, t in pending.items() if s.user_id not in again}
+                    pending.update(self._decode(records, again)[0])
+                    touched.update(pending)
         self._trim_cache()
-        return events
+
+    def _learnt(self, learnt: list[Erasure], events: list[tuple[bytes, bytes | None]]) -> None:
+        """Erasures this worker did not know: forget the learners' cached scopes, and add
+        a tombstone per erased scope to the events (after any event this worker published
+        of them before: a compacted stats topic then drops their stats)."""
+        if not learnt:
+            return
+        users = {erasure.user for erasure in learnt}
+        cache = self._cache
+        for scope in [scope for scope in cache if scope.user_id in users]:
+            del cache[scope]
+        for erasure in learnt:
+            for name in erasure.revisions:
+                events.append((f"{erasure.user_id}:{name}".encode(), None))
+        self.counters.erasures += len(learnt)
+        logger.info("learnt of %d erasures: %s", len(learnt), ", ".join(map(str, sorted(users))))
 
     async def _publish(
-        self, events: list[tuple[bytes, bytes]], dead: list[tuple[Record, InvalidAttemptError]]
+        self,
+        events: list[tuple[bytes, bytes | None]],
+        dead: list[tuple[Record, InvalidAttemptError]],
     ) -> None:
         settings = self.settings
 
@@ -281,7 +342,7 @@ class BatchProcessor:
             )
 
         await self._retry("publishing", send_all, retry_on=Exception)
-        self.counters.stats_published += len(events)
+        self.counters.stats_published += sum(value is not None for _, value in events)
         for _record, error in dead:
             rejected = self.counters.rejected
             rejected[error.error_class] = rejected.get(error.error_class, 0) + 1
@@ -295,6 +356,7 @@ class BatchProcessor:
         """Apply each scope's plan to its cached state: the compare-and-set writes, and
         what each one counts once it lands."""
         calculator = self.calculator
+        erased = self.erasures.known if self.erasures is not None else {}
         states: list[ScopeState] = []
         expected: list[int] = []
         entries: list[list[Entry] | None] = []
@@ -318,8 +380,11 @@ class BatchProcessor:
                         scope,
                     )
             outcome = calculator.apply_plan(scope, state, plan, history, lost=lost)
-            if outcome.applied or plan.refold or not state.revision:
-                state.revision += 1  # its stored stats change: the next revision
+            stored = expected[-1]
+            if outcome.applied or plan.refold or not stored:
+                # its stored stats change: the next revision (a scope of an erased learner
+                # starts above its erased one)
+                state.revision = (stored or _floor(erased, scope)) + 1
             entries.append(outcome.entries)
             history_writes.append(outcome.history)
             tallies.append(_Tally(outcome.applied, plan.given, plan.refold, lost))
@@ -329,7 +394,7 @@ class BatchProcessor:
         # Unchanged scopes are written too: the compare-and-set then proves the cached
         # revision is current before its stats are published again.
         writes = [
-            ScopeWrite(scope, revision, state, stats_json, history_write)
+            ScopeWrite(scope, revision, state, stats_json, history_write, _epoch(erased, scope))
             for scope, revision, state, stats_json, history_write in zip(
                 scopes, expected, states, stats, history_writes, strict=True
             )
@@ -410,6 +475,18 @@ def partition_ends(records: Sequence[Record], topic: str) -> dict[int, int]:
         if record.topic == topic and record.offset >= ends.get(record.partition, 0):
             ends[record.partition] = record.offset + 1
     return ends
+
+
+def _floor(erased: dict[int, Erasure], scope: ScopeKey) -> int:
+    erasure = erased.get(scope.user_id) if erased else None
+    if erasure is None:
+        return 0
+    return erasure.revision_floor(KeySpace.stats_field(scope.sub_topic_id, scope.learning_mode))
+
+
+def _epoch(erased: dict[int, Erasure], scope: ScopeKey) -> str:
+    erasure = erased.get(scope.user_id) if erased else None
+    return "" if erasure is None else erasure.epoch
 
 
 def _source(touched: dict[ScopeKey, _Touched], write: ScopeWrite) -> Source:

@@ -23,6 +23,7 @@ from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -32,6 +33,7 @@ from performance_engine.connections import aiokafka_options
 from performance_engine.errors import DatabaseQueryError
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings
+from performance_engine.store.keyspace import KeySpace
 from performance_engine.worker.dashboard.index import DashboardIndex
 
 __all__ = ["Point", "StatsFeed", "Summary", "Update"]
@@ -211,12 +213,11 @@ class StatsFeed:
                 pace = PACE_WHILE_BUSY if self.busy() else PACE
                 began = time.monotonic()
                 batches = await consumer.getmany(timeout_ms=500, max_records=max(pace // 10, 1))
-                events = [
-                    _decode_event(record.value)
-                    for records in batches.values()
-                    for record in records
-                    if record.value is not None
-                ]
+                records = [record for found in batches.values() for record in found]
+                erased = [_scope_of(r.key) for r in records if r.value is None]
+                if erased:
+                    await self._forget([scope for scope in erased if scope is not None])
+                events = [_decode_event(r.value) for r in records if r.value is not None]
                 await self._take(events)
                 rest = len(events) / pace - (time.monotonic() - began)
                 if rest > 0:
@@ -262,6 +263,18 @@ class StatsFeed:
         self.updates += len(events)
         self._seen.append((time.monotonic(), self.updates))
 
+    async def _forget(self, scopes: list[ScopeKey]) -> None:
+        """Tombstones: the learners were erased; forget their scopes everywhere."""
+        by_user: dict[int, list[tuple[int, str]]] = {}
+        for scope in scopes:
+            by_user.setdefault(scope.user_id, []).append((scope.sub_topic_id, scope.learning_mode))
+            self._history.pop(scope, None)
+        for user, cohorts in by_user.items():
+            await self._retry(partial(self.index.forget, user, cohorts))
+        kept = [update for update in self.recent if update.user_id not in by_user]
+        self.recent.clear()
+        self.recent.extend(kept)
+
     def _remember(self, scope: ScopeKey, point: Point) -> None:
         flat = self._history.get(scope)
         if flat is None:
@@ -289,6 +302,15 @@ class StatsFeed:
                 logger.warning("the dashboard's index: %s; retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+
+def _scope_of(key: bytes | None) -> ScopeKey | None:
+    """The scope a stats record's key names (``<user_id>:<sub_topic_id>:<mode>``)."""
+    user, _, rest = (key or b"").decode("utf-8", "replace").partition(":")
+    parsed = KeySpace.parse_stats_field(rest)
+    if not user.isdigit() or parsed is None:
+        return None
+    return ScopeKey(int(user), *parsed)
 
 
 def _nan_if_none(value: float | None) -> float:

@@ -9,7 +9,7 @@ the score of a learner is a function of their latest stats.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,7 +17,7 @@ from performance_engine.errors import DatabaseQueryError
 from performance_engine.store.failures import REDIS_ERRORS
 from performance_engine.store.keyspace import KeySpace
 
-__all__ = ["ORDERS", "Cohort", "DashboardIndex", "scores"]
+__all__ = ["ORDERS", "Cohort", "DashboardIndex", "forget_commands", "scores"]
 
 #: How a cohort can be ordered: attempts spent on difficulties not completed yet (who is
 #: stuck), mastery probability (unknown: -1), all attempts.
@@ -65,6 +65,21 @@ class Cohort:
     sub_topic_id: int
     learning_mode: str
     learners: int
+
+
+def forget_commands(
+    keys: KeySpace, user_id: int, cohorts: Iterable[tuple[int, str]]
+) -> list[tuple[Any, ...]]:
+    """The commands that take an erased learner out of the index: out of every order of
+    each of their cohorts, and their own set of cohorts."""
+    member = str(user_id)
+    commands: list[tuple[Any, ...]] = [
+        ("ZREM", keys.dashboard("cohort", sub, mode, order), member)
+        for sub, mode in cohorts
+        for order in ORDERS
+    ]
+    commands.append(("DEL", keys.dashboard("learner", user_id)))
+    return commands
 
 
 def _cohort_name(sub_topic_id: int, learning_mode: str) -> str:
@@ -140,6 +155,18 @@ class DashboardIndex:
         except REDIS_ERRORS as exc:
             raise DatabaseQueryError(f"reading a cohort failed: {exc}") from exc
         return int(total), [int(m) for m in members]
+
+    async def forget(self, user_id: int, cohorts: Iterable[tuple[int, str]] = ()) -> None:
+        """Take an erased learner out of the index (the cohorts named, and those the
+        index holds for them)."""
+        try:
+            known = await self.learner_cohorts(user_id)
+            async with self.client.pipeline(transaction=False) as pipe:
+                for command in forget_commands(self.keys, user_id, {*known, *cohorts}):
+                    pipe.execute_command(*command)
+                await pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise DatabaseQueryError(f"updating the dashboard's index failed: {exc}") from exc
 
     async def learner_cohorts(self, user_id: int) -> list[tuple[int, str]]:
         """The (sub-topic, learning mode) of each scope of a learner, in order."""
