@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from performance_engine.errors import (
+    BrokerUnavailableError,
     DatabaseQueryError,
     InvalidScopeError,
     PerformanceEngineError,
@@ -33,12 +34,13 @@ ERROR_STATUS: tuple[tuple[type[PerformanceEngineError], int], ...] = (
     (InvalidScopeError, 400),
     (UserAttemptsNotFoundError, 404),
     (DatabaseQueryError, 503),
+    (BrokerUnavailableError, 503),
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: What a page from an allowed origin may send and read.
-CORS_METHODS = "GET, POST, OPTIONS"
+CORS_METHODS = "GET, POST, DELETE, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type, If-None-Match"
 CORS_EXPOSED = "ETag"
 CORS_MAX_AGE = "600"

@@ -13,7 +13,7 @@ from performance_engine.metrics.types import PerformanceStatsData
 from performance_engine.store.predictions import Prediction
 from performance_engine.worker.auth import scope_of
 
-__all__ = ["MAX_BATCH", "BatchRequest", "ScopeRef", "openapi_document"]
+__all__ = ["MAX_BATCH", "BatchRequest", "Erased", "ScopeRef", "openapi_document"]
 
 #: Most scopes one batch read takes.
 MAX_BATCH = 1000
@@ -66,7 +66,30 @@ class Health(msgspec.Struct):
     state: dict[str, Any]
 
 
-_TYPES = (PerformanceStatsData, BatchRequest, BatchStats, LearnerStats, Prediction, Error, Health)
+class Erased(msgspec.Struct):
+    """``DELETE /learners/{user_id}``: what the erasure removed and recorded."""
+
+    user_id: str
+    erased_at: str
+    #: The erased scopes, as ``<user_id>:<sub_topic_id>:<learning_mode>``.
+    scopes: list[str]
+    #: The learner's rows deleted from the platform's outbox (null: no outbox URL set).
+    outbox_rows: int | None
+    #: The attempts topic's end offset per partition: the learner's attempts before them
+    #: are erased.
+    offsets: dict[str, int]
+
+
+_TYPES = (
+    PerformanceStatsData,
+    BatchRequest,
+    BatchStats,
+    LearnerStats,
+    Prediction,
+    Error,
+    Health,
+    Erased,
+)
 
 
 def _json(name: str) -> dict[str, Any]:
@@ -81,7 +104,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
     meaning = {
         400: "a malformed id, a learning mode that is not configured, a malformed body",
         404: "no stats (or no learning values) for it",
-        503: "Redis does not answer, or the worker is starting",
+        503: "Redis (or, for an erasure, the broker) does not answer, or the worker is starting",
     }
     return {str(s): {"description": meaning[s], "content": _json("Error")} for s in statuses}
 
@@ -223,6 +246,27 @@ def openapi_document(version: str) -> dict[str, Any]:
                     },
                 }
             },
+            "/learners/{user_id}": {
+                "delete": {
+                    "operationId": "eraseLearner",
+                    "summary": "Erase a learner everywhere, for good (run it again if it "
+                    "failed half-way)",
+                    "parameters": [
+                        _SCOPE[0],
+                        {
+                            "name": "reason",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "maxLength": 1000},
+                            "description": "recorded with the erasure",
+                        },
+                    ],
+                    "responses": {
+                        "200": _ok("erased", "Erased"),
+                        **_errors(400, 503),
+                    },
+                }
+            },
             "/health": {
                 "get": {
                     "operationId": "getHealth",
@@ -272,8 +316,8 @@ def openapi_document(version: str) -> dict[str, Any]:
         },
     }
     for path, operations in document["paths"].items():
-        scope = scope_of("GET", path)
-        for operation in operations.values():
+        for method, operation in operations.items():
+            scope = scope_of(method.upper(), path)
             if scope is None:
                 operation["security"] = []
                 continue

@@ -13,6 +13,10 @@
   ``{"p", "params_version", "version"}`` (SPEC 3.3) with the parameters in force; 400 for
   a malformed id, an unknown mode or difficulty; 404 while the scope's learning values
   are unknown.
+* ``DELETE /learners/{user_id}[?reason=TEXT]``: erases the learner everywhere (see
+  :mod:`performance_engine.platform.erase`; the outbox through ``PERF_ENGINE_OUTBOX_URL``);
+  ``{"user_id", "erased_at", "scopes", "outbox_rows", "offsets"}``; 503 when Redis or the
+  broker fail (run it again). The token's name is recorded as who asked.
 * ``GET /health``: ``{"status", "redis": {...}, "kafka": {...}, "state": {...}}``; 200
   when both answer and the worker goes on, else 503 (``state.error`` says why the worker
   refuses to go on: Redis lost state the attempts topic no longer holds).
@@ -27,7 +31,7 @@ each its status (and answers CORS).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from faust.web import Request, Response, View
@@ -38,14 +42,16 @@ from performance_engine.errors import (
     InvalidScopeError,
     UserAttemptsNotFoundError,
 )
+from performance_engine.events import MAX_REASON
 from performance_engine.metrics.attempt import scope_key
 from performance_engine.metrics.types import ScopeKey
+from performance_engine.platform.erase import erase_learner, learner_id
 from performance_engine.settings import Settings
 from performance_engine.store.params import reading_follower
 from performance_engine.store.predictions import predict_async
 from performance_engine.store.stats_store import AsyncStatsStore
 from performance_engine.worker.instrumentation import CONTENT_TYPE
-from performance_engine.worker.openapi import BatchRequest, ScopeRef, openapi_document
+from performance_engine.worker.openapi import BatchRequest, Erased, ScopeRef, openapi_document
 from performance_engine.worker.status import status_of
 
 __all__ = [
@@ -215,6 +221,34 @@ class PredictView(View):
         return self.bytes(msgspec.json.encode(found), content_type="application/json")
 
 
+class LearnerView(View):
+    """``DELETE /learners/{user_id}``: erase the learner (token scope ``learner:erase``)."""
+
+    async def delete(self, request: Request, user_id: str) -> Response:
+        user = learner_id(_int(user_id, "user_id"))
+        reason = request.query.get("reason", "")
+        if len(reason) > MAX_REASON:
+            raise InvalidScopeError(f"reason is longer than {MAX_REASON} characters")
+        token = cast(Any, request).get("token")  # set by the tokens' middleware
+        settings = status_of(self).settings
+        report = await asyncio.to_thread(
+            erase_learner,
+            user,
+            reason,
+            settings=settings,
+            erased_by=token.name if token is not None else "http",
+        )
+        record = report.record
+        answer = Erased(
+            record.user_id,
+            record.erased_at,
+            report.scopes,
+            report.outbox_rows,
+            record.offsets or {},
+        )
+        return self.bytes(msgspec.json.encode(answer), content_type="application/json")
+
+
 class HealthView(View):
     """``GET /health``."""
 
@@ -267,5 +301,6 @@ def install_views(app: Any) -> None:
     app.page("/stats/{user_id}")(LearnerStatsView)
     app.page("/openapi.json")(OpenAPIView)
     app.page("/predict/{user_id}/{sub_topic_id}/{learning_mode}")(PredictView)
+    app.page("/learners/{user_id}")(LearnerView)
     app.page("/health")(HealthView)
     app.page("/metrics")(MetricsView)

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from performance_engine.errors import ConfigurationError
@@ -26,6 +27,7 @@ from performance_engine.tokens import (
 )
 from performance_engine.tools.simulator import generate_attempts
 from performance_engine.worker.auth import MAX_FAILURES, MAX_SESSIONS, Guard, scope_of
+from performance_engine.worker.openapi import Erased
 from tests.helpers import http_call, oracle, wait_for_oracle, web_worker
 from tests.services import attempt_records, produce
 
@@ -121,6 +123,8 @@ def test_a_worker_with_tokens_serves_each_reader_its_scope(
     produce(settings.kafka_bootstrap, settings.attempts_topic, attempt_records(rows))
     wait_for_oracle(settings, expected)
     scope = min(expected)
+    other = max(s.user_id for s in expected)
+    assert other != scope.user_id
     batch = json.dumps({"scopes": [str(scope)]}).encode()
     path3 = f"{scope.user_id}/{scope.sub_topic_id}/{scope.learning_mode}"
     endpoints = [  # (method, path, body, scope it needs)
@@ -132,6 +136,7 @@ def test_a_worker_with_tokens_serves_each_reader_its_scope(
         ("GET", "/dashboard/api/overview", None, "dashboard"),
         ("GET", "/dashboard/api/cohorts", None, "dashboard"),
         ("GET", f"/dashboard/api/learners/{scope.user_id}", None, "dashboard"),
+        ("DELETE", f"/learners/{other}?reason=asked", None, "learner:erase"),
     ]  # fmt: skip
     for method, where, body, needed in endpoints:
         status, headers, reply = http_call(base + where, method, body)
@@ -141,6 +146,11 @@ def test_a_worker_with_tokens_serves_each_reader_its_scope(
             status, _, reply = http_call(base + where, method, body, token=token)
             if scope_name == needed:
                 assert status == 200, (where, reply)
+                if method == "DELETE":  # the erasure: as documented, named after the token
+                    erased = msgspec.json.decode(reply, type=Erased)
+                    assert erased.user_id == str(other)
+                    assert erased.scopes
+                    assert "asked by learner-erase" in worker.log.read_text()
             else:
                 assert status == 403, (where, scope_name)
                 assert f"lacks the scope '{needed}'" in json.loads(reply)["error"]
