@@ -3,7 +3,9 @@
 A ``stats-updated`` event (SPEC 4): key ``"{user_id}:{sub_topic_id}:{learning_mode}"``,
 value ``{"event_id", "stats", "updated_at", "source": {"topic", "partition", "offset",
 "attempt_id"}}``. ``event_id`` is a UUID-5 of (scope, revision): the same stats revision
-always has the same id, so a subscriber can drop repeats.
+always has the same id, so a subscriber can drop repeats. When a learner is erased, each
+of their scopes gets a tombstone: the same key, a null value (a compacted topic then drops
+the scope's stats; consumers treat it as "this scope no longer exists").
 
 A dead letter keeps the rejected record's key and value unchanged and adds the headers
 of :data:`DLQ_HEADERS`.
@@ -34,6 +36,7 @@ __all__ = [
     "dead_letter",
     "dead_letter_headers",
     "event_id",
+    "parse_scope",
     "partition_index",
     "stats_event",
 ]
@@ -144,6 +147,15 @@ def partition_index(key: bytes, count: int) -> int:
     """Which of a topic's ``count`` partitions (in order) the engine's events of ``key``
     go to: the XXH3 hash of the key, so a scope's events keep their order in one."""
     return xxhash.xxh3_64_intdigest(key) % count
+
+
+def parse_scope(key: bytes | None) -> ScopeKey | None:
+    """The scope a stats record's key names (``<user_id>:<sub_topic_id>:<mode>``); None for
+    any other key."""
+    parts = (key or b"").decode("utf-8", "replace").split(":")
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit() or not parts[2]:
+        return None
+    return ScopeKey(int(parts[0]), int(parts[1]), parts[2])
 
 
 def decode_stats_event(value: bytes) -> StatsUpdated:

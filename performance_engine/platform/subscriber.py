@@ -9,16 +9,19 @@
             print(stats.user_id, stats.passed_difficulties)
 
 ``events()`` yields the whole event (``event_id``, ``updated_at``, ``source``) and can stop
-after a timeout. With ``drop_duplicates`` (the default) an ``event_id`` seen before is
-skipped (the engine may publish a revision again after a redelivery); with ``skip_stale``
-an event older than the newest revision already seen for its scope is skipped too.
+after a timeout. An erased learner's scopes end with a tombstone (key = the scope, value
+null): the subscriber calls ``on_erased(scope)`` for each, so that the platform drops
+what it kept of them, and yields nothing for it. With ``drop_duplicates`` (the default) an
+``event_id`` seen before is skipped (the engine may publish a revision again after a
+redelivery); with ``skip_stale`` an event older than the newest revision already seen for
+its scope is skipped too.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from kafka import KafkaConsumer
@@ -26,7 +29,7 @@ from kafka.errors import KafkaError
 
 from performance_engine.broker import broker_failed, require_broker
 from performance_engine.connections import kafka_python_options
-from performance_engine.events import StatsUpdated, decode_stats_event
+from performance_engine.events import StatsUpdated, decode_stats_event, parse_scope
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 from performance_engine.settings import Settings, load_settings
 
@@ -48,9 +51,13 @@ class StatsSubscriber:
         drop_duplicates: bool = True,
         skip_stale: bool = False,
         poll_timeout: float = 0.5,
+        on_erased: Callable[[ScopeKey], None] | None = None,
         **kafka_options: Any,
     ) -> None:
         self.settings = settings or load_settings()
+        self.on_erased = on_erased
+        #: Tombstones seen (scopes of erased learners).
+        self.erased = 0
         self.drop_duplicates = drop_duplicates
         self.skip_stale = skip_stale
         self.poll_timeout = poll_timeout
@@ -84,6 +91,9 @@ class StatsSubscriber:
             got = False
             for records in batches.values():
                 for record in records:
+                    if record.value is None:
+                        self._erased(record.key)
+                        continue
                     event = decode_stats_event(record.value)
                     if self._wanted(event):
                         got = True
@@ -98,6 +108,14 @@ class StatsSubscriber:
     def __iter__(self) -> Iterator[PerformanceStatsData]:
         for event in self.events():
             yield event.stats
+
+    def _erased(self, key: bytes | None) -> None:
+        scope = parse_scope(key)
+        if scope is None:
+            return
+        self.erased += 1
+        if self.on_erased is not None:
+            self.on_erased(scope)
 
     def _wanted(self, event: StatsUpdated) -> bool:
         if self.drop_duplicates:

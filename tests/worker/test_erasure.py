@@ -20,7 +20,9 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
+from performance_engine import StatsSubscriber
 from performance_engine.erasure import decode_marker
+from performance_engine.metrics.types import ScopeKey
 from performance_engine.platform.erase import erase_learner, read_erasures
 from performance_engine.platform.outbox import (
     create_outbox,
@@ -33,7 +35,15 @@ from performance_engine.store.keyspace import KeySpace
 from performance_engine.store.stats_store import StatsStore, revision_in
 from performance_engine.tools.simulator import generate_attempts
 from performance_engine.worker.dashboard.index import ORDERS
-from tests.helpers import Records, oracle, produce_slowly, run_cli, wait_for_oracle
+from tests.helpers import (
+    Records,
+    http_call,
+    oracle,
+    produce_slowly,
+    results,
+    run_cli,
+    wait_for_oracle,
+)
 from tests.services import (
     HoldingProxy,
     RedisServer,
@@ -141,6 +151,12 @@ def test_an_erased_learner_stays_erased_while_streaming_after_kill_and_flushdb(
                 for (sub, mode), stats in store.learner_stats(victim).items()
             }
         assert revisions
+        base = f"http://127.0.0.1:{worker.env['PERF_ENGINE_WEB_PORT']}"
+        wait_until(
+            lambda: http_call(f"{base}/dashboard/api/learners/{victim}")[0] == 200,
+            30,
+            "the dashboard to know the learner",
+        )
 
         # The learner's latest attempts are in the topic, perhaps in a batch in flight,
         # while everyone else's stream in; then they are erased.
@@ -173,6 +189,28 @@ def test_an_erased_learner_stays_erased_while_streaming_after_kill_and_flushdb(
             assert published[f"{victim}:{field}".encode()][-1] is None
         assert read_erasures(settings)[victim].epoch == record.epoch
         wait_until(lambda: "learnt of 1 erasures" in worker.log.read_text(), 30, "the log")
+        # A platform following the stats drops the learner's scopes at their tombstones.
+        latest: dict[ScopeKey, Any] = {}
+        gone: list[ScopeKey] = []
+
+        def erased(scope: ScopeKey) -> None:
+            gone.append(scope)
+            latest.pop(scope, None)
+
+        with StatsSubscriber(settings, start="earliest", on_erased=erased) as subscriber:
+            for event in subscriber.events(timeout=3):
+                latest[event.stats.scope_key] = event.stats
+        assert {f"{s.sub_topic_id}:{s.learning_mode}" for s in gone} == set(record.revisions)
+        assert all(s.user_id == victim for s in gone)
+        assert results(latest) == expected
+        # The dashboard's memory too: the learner is unknown, not among the recent updates.
+        wait_until(
+            lambda: http_call(f"{base}/dashboard/api/learners/{victim}")[0] == 404,
+            30,
+            "the dashboard to forget the learner",
+        )
+        overview = json.loads(http_call(f"{base}/dashboard/api/overview")[2])
+        assert all(update["user_id"] != victim for update in overview["recent"])
 
         # kill -9, and a new worker: it reads the erasures at start.
         worker.kill()

@@ -31,9 +31,9 @@ from aiokafka import AIOKafkaConsumer
 
 from performance_engine.connections import aiokafka_options
 from performance_engine.errors import DatabaseQueryError
+from performance_engine.events import parse_scope
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings
-from performance_engine.store.keyspace import KeySpace
 from performance_engine.worker.dashboard.index import DashboardIndex
 
 __all__ = ["Point", "StatsFeed", "Summary", "Update"]
@@ -214,7 +214,7 @@ class StatsFeed:
                 began = time.monotonic()
                 batches = await consumer.getmany(timeout_ms=500, max_records=max(pace // 10, 1))
                 records = [record for found in batches.values() for record in found]
-                erased = [_scope_of(r.key) for r in records if r.value is None]
+                erased = [parse_scope(r.key) for r in records if r.value is None]
                 if erased:
                     await self._forget([scope for scope in erased if scope is not None])
                 events = [_decode_event(r.value) for r in records if r.value is not None]
@@ -302,15 +302,6 @@ class StatsFeed:
                 logger.warning("the dashboard's index: %s; retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-
-
-def _scope_of(key: bytes | None) -> ScopeKey | None:
-    """The scope a stats record's key names (``<user_id>:<sub_topic_id>:<mode>``)."""
-    user, _, rest = (key or b"").decode("utf-8", "replace").partition(":")
-    parsed = KeySpace.parse_stats_field(rest)
-    if not user.isdigit() or parsed is None:
-        return None
-    return ScopeKey(int(user), *parsed)
 
 
 def _nan_if_none(value: float | None) -> float:
