@@ -342,6 +342,7 @@ class EngineService(Service):
             if self.refusal is not None or self.ledger is None or not self._recovered():
                 continue
             async with self._in_flight:
+                await self._check_erasures()
                 if not self._verified:
                     await self._verify()
                     continue
@@ -362,6 +363,20 @@ class EngineService(Service):
                     self._lost, self._verified = True, False
                     self.processor.forget()
                     await self._verify()
+
+    async def _check_erasures(self) -> None:
+        """Follow the erasures topic while no batch comes, and put back the erasures Redis
+        lost without the positions showing it (a snapshot restored from between the last
+        batch and an erasure)."""
+        erasures, store = self.erasures, self.store
+        if erasures is None or store is None:
+            return
+        try:
+            await erasures.read()
+            if await erasures.lost_some(store):
+                await erasures.reconcile(store)
+        except Exception as exc:  # the broker or Redis: the next check, or a batch, retries
+            logger.warning("following the erasures failed (%s); trying again", exc)
 
     def _recovered(self) -> bool:
         """Faust has sought the assigned partitions to their committed offsets."""

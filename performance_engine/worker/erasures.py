@@ -4,10 +4,12 @@ erasure markers in Redis (see :mod:`performance_engine.erasure`).
 At start the worker reads the erasures topic to its end before its first batch, and puts
 back every marker Redis lost (a ``FLUSHDB``, a restored older snapshot, a failover to a
 replica that lagged): :meth:`ErasureLog.reconcile`. Afterwards it reads the topic's new
-records before a batch at most every :data:`FOLLOW_SECONDS`, and again whenever Redis lost
-state (before the replay). Between two reads an erasure can happen; the compare-and-set
-then refuses to create a scope of the learner, and :meth:`ErasureLog.check_markers` reads
-the learner's marker: the processor learns the erasure there, at once.
+records before a batch at most every :data:`FOLLOW_SECONDS` and on its state-check timer
+(``PERF_ENGINE_STATE_CHECK_SECONDS``), when it also puts back the erasures Redis no longer
+lists; and again whenever Redis lost state (before the replay). Between two reads an
+erasure can happen; the compare-and-set then refuses to create a scope of the learner,
+and :meth:`ErasureLog.check_markers` reads the learner's marker: the processor learns the
+erasure there, at once.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from performance_engine.erasure import (
 from performance_engine.settings import Settings
 from performance_engine.store.erasure import restore_call
 from performance_engine.store.failures import REDIS_ERRORS, failure
+from performance_engine.store.keyspace import KeySpace
 from performance_engine.store.stats_store import AsyncStatsStore
+from performance_engine.worker.dashboard.index import forget_commands
 
 __all__ = ["FOLLOW_SECONDS", "ErasureLog"]
 
@@ -53,6 +57,8 @@ class ErasureLog:
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: list[TopicPartition] = []
         self._read_at = 0.0
+        #: Erasures read from the topic that the processor has not taken yet.
+        self._fresh: list[Erasure] = []
 
     # -- the topic ---------------------------------------------------------------------
 
@@ -79,6 +85,7 @@ class ErasureLog:
         consumer.assign(self._partitions)
         await consumer.seek_to_beginning(*self._partitions)
         await self.read()
+        self._fresh.clear()  # nothing of them is cached or published yet: nothing to announce
         logger.info("%d erased learners known (%s)", len(self.known), topic)
 
     async def stop(self) -> None:
@@ -87,7 +94,8 @@ class ErasureLog:
             self._consumer = None
 
     async def read(self) -> list[Erasure]:
-        """Read the topic to its end now; returns the erasures new to this worker.
+        """Read the topic to its end now; returns the erasures new to this worker (kept
+        for :meth:`due` too).
 
         The end is the high watermark of the consumer's fetches (some Kafka-protocol
         brokers answer a ListOffsets request with the start of the last record batch)."""
@@ -95,8 +103,10 @@ class ErasureLog:
         if consumer is None:
             return []
         learnt: list[Erasure] = []
+        wait = 0  # what the consumer fetched meanwhile first; then wait for the rest
         while True:
-            batches = await consumer.getmany(*self._partitions, timeout_ms=100)
+            batches = await consumer.getmany(*self._partitions, timeout_ms=wait)
+            wait = 100
             for records in batches.values():
                 for record in records:
                     erasure = _decode(record.value)
@@ -105,6 +115,7 @@ class ErasureLog:
             if not batches and await self._caught_up():
                 break
         self._read_at = time.monotonic()
+        self._fresh += learnt
         return learnt
 
     async def _caught_up(self) -> bool:
@@ -116,10 +127,13 @@ class ErasureLog:
         return True
 
     async def due(self) -> list[Erasure]:
-        """:meth:`read`, if the last one is more than :data:`FOLLOW_SECONDS` old."""
-        if time.monotonic() - self._read_at < FOLLOW_SECONDS:
-            return []
-        return await self.read()
+        """Before a batch: :meth:`read`, if the last one is more than
+        :data:`FOLLOW_SECONDS` old; returns the erasures read since the last call (also
+        by the worker's timer, between batches)."""
+        if time.monotonic() - self._read_at >= FOLLOW_SECONDS:
+            await self.read()
+        fresh, self._fresh = self._fresh, []
+        return fresh
 
     def learn(self, erasure: Erasure) -> bool:
         """Take an erasure in; True if it is one this worker did not know (not merely the
@@ -168,9 +182,22 @@ class ErasureLog:
             users = [erasure.user for erasure, _ in restores]
         return learnt
 
+    async def lost_some(self, store: AsyncStatsStore) -> bool:
+        """Whether Redis lists fewer erased learners than this worker knows erasures of (a
+        restored snapshot from before an erasure, which the positions may not show)."""
+        complete = sum(1 for erasure in self.known.values() if erasure.complete)
+        if not complete:
+            return False
+        try:
+            listed = int(await store.client.scard(store.keys.erasures()))
+        except REDIS_ERRORS as exc:
+            raise failure(store.url, exc) from exc
+        return listed < complete
+
     async def reconcile(self, store: AsyncStatsStore) -> int:
         """Put back every recorded erasure Redis lost (at start, and after Redis lost
-        state); returns how many were put back."""
+        state): the marker, the older scopes deleted again, the learner out of the
+        dashboard's index. Returns how many were put back."""
         restored = 0
         erasures = [e for e in self.known.values() if e.complete]
         for start in range(0, len(erasures), 1000):
@@ -205,6 +232,9 @@ class ErasureLog:
                 for erasure, marker_epoch in restores:
                     call = restore_call(store.keys, erasure, marker_epoch)
                     pipe.eval(call.script, *call.eval_args())
+                    cohorts = filter(None, map(KeySpace.parse_stats_field, erasure.revisions))
+                    for command in forget_commands(store.keys, erasure.user, cohorts):
+                        pipe.execute_command(*command)
                 pipe.sadd(store.keys.erasures(), *(erasure.user for erasure, _ in restores))
                 await pipe.execute()
         except REDIS_ERRORS as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -331,5 +332,35 @@ def test_an_erase_killed_half_way_holds_the_learner_back_and_finishes_when_run_a
         published = stats_records(settings)
         for field in record.revisions:
             assert published[f"{victim}:{field}".encode()][-1] is None
+    finally:
+        own.stop()
+
+
+def test_a_restored_snapshot_from_before_the_erasure_is_erased_again(
+    stream_settings: Settings, workers: Callable[..., Any], tmp_path: Path
+) -> None:
+    own = RedisServer(tmp_path / "redis", options=("--appendonly", "no", "--save", ""))
+    own.start()
+    try:
+        settings = replace(stream_settings, redis_url=own.url, state_check_seconds=1.0)
+        records = attempt_records(generate_attempts(3000, users=60, seed=66))
+        victim = int(records[0][0] or b"0")
+        worker = workers(settings)
+        send(settings, records)
+        wait_for_oracle(settings, oracle(records))
+        own.client().save()  # last night's snapshot: the learner is in it
+        snapshot = tmp_path / "snapshot.rdb"
+        shutil.copy(own.directory / "dump.rdb", snapshot)
+        erase_learner(victim, settings=settings)
+        assert_erased(settings, victim)
+        own.stop()  # the operator restores the snapshot and restarts Redis
+        shutil.copy(snapshot, own.directory / "dump.rdb")
+        own.start()
+        assert learner_keys(own.client(), settings.key_prefix, victim)  # back, for now
+        more = not_of_user(attempt_records(generate_attempts(600, users=60, seed=67)), victim)
+        send(settings, more)
+        wait_until(lambda: "put back from" in worker.log.read_text(), 60, "the worker to notice")
+        wait_for_oracle(settings, oracle(not_of_user(records, victim) + more))
+        assert_erased(settings, victim)
     finally:
         own.stop()

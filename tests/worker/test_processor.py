@@ -11,8 +11,10 @@ import random
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
+from performance_engine.erasure import Erasure, decode_erasure, started
 from performance_engine.events import decode_stats_event
 from performance_engine.metrics.attempt import attempt_from_mapping
 from performance_engine.metrics.batch import compute_stats
@@ -20,7 +22,10 @@ from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.frame import attempts_to_frame
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings
+from performance_engine.store.erasure import erase_call, finish_call
+from performance_engine.store.stats_store import StatsStore
 from performance_engine.tools.simulator import generate_attempts
+from performance_engine.worker.erasures import ErasureLog
 from performance_engine.worker.processor import BatchProcessor
 from tests.helpers import (
     TESTS,
@@ -264,3 +269,59 @@ def test_frame_metrics_while_a_history_moves_to_its_own_key(stream_settings: Set
     (expected,) = compute_stats(attempts_to_frame(attempts), calculator).values()
     assert results(stats) == expected
     assert stats.custom_metrics == {"most_tried_question": {"easy": 1, "medium": 10}}
+
+
+def test_a_batch_in_flight_cannot_write_an_erased_learner_back(stream_settings: Settings) -> None:
+    """The learner is erased between two batches of a worker that has their scopes cached
+    and has not read the erasure yet: the compare-and-set refuses, the worker learns the
+    erasure from the marker, holds back the attempts from before it and starts the
+    learner's scopes again from the later ones, above the erased revisions."""
+    rows = generate_attempts(300, users=3, seed=23)
+    batch = records(stream_settings, rows)
+    victim = rows[0]["user_id"]
+    end = 200  # the attempts topic's end when the learner was erased
+
+    async def scenario() -> tuple[Any, Any, Erasure]:
+        async with real_store_and_broker(stream_settings) as (store, publish):
+            log = ErasureLog(stream_settings)  # not following the topic: knows nothing
+            processor = BatchProcessor(
+                stream_settings, MetricsCalculator(), store, publish, erasures=log
+            )
+            await processor.process(batch[:150])
+            with StatsStore.from_settings(stream_settings) as sync:
+                fields = [f"{sub}:{mode}" for sub, mode in sync.learner_stats(victim)]
+                call = erase_call(sync.keys, started(victim, "", "test"), fields)
+                reply = sync.client.eval(call.script, *call.eval_args())
+                record = msgspec.structs.replace(decode_erasure(reply[1]), offsets={"0": end})
+                call = finish_call(sync.keys, record)
+                assert sync.client.eval(call.script, *call.eval_args()) == 1
+            await processor.process(batch[150:])
+            stored = {s: await store.stats(s) for s in oracle(rows)}
+            return stored, processor.counters, record
+
+    stored, counters, record = run(scenario())
+    kept = [r for offset, r in enumerate(rows) if r["user_id"] != victim or offset >= end]
+    expected = oracle(kept)
+    found = {s: stats for s, stats in stored.items() if s in expected}
+    assert results(found) == expected
+    assert set(stored) - set(expected) == set()
+    assert counters.erased_attempts == sum(
+        1 for offset, r in enumerate(rows[150:end], 150) if r["user_id"] == victim
+    )
+    assert counters.erasures == 1
+    for scope, stats in found.items():
+        if scope.user_id == victim:
+            assert stats.revision > record.revisions.get(
+                f"{scope.sub_topic_id}:{scope.learning_mode}", 0
+            )
+    # On the stats topic each erased scope's tombstone comes after its older events and
+    # before the events of its new start.
+    published = read_topic(stream_settings.kafka_bootstrap, stream_settings.stats_topic)
+    for field in record.revisions:
+        key = f"{victim}:{field}".encode()
+        values = [m.value for m in published if m.key == key]
+        assert None in values
+        after = values[values.index(None) + 1 :]
+        assert all(
+            decode_stats_event(v).stats.revision > record.revisions[field] for v in after if v
+        )
