@@ -333,8 +333,9 @@ def erased_learners(settings: Settings) -> dict[int, Erasure]:
         failures.append(str(exc))
     if len(failures) == 2:
         raise ConfigurationError(
-            "cannot tell which learners were erased (neither the erasures topic nor Redis "
-            f"answers: {failures[0]}); pass --include-erased to read the history as it is"
+            "cannot tell which learners were erased: neither the erasures topic nor Redis "
+            f"answers ({failures[1]}; {failures[0]}); pass --include-erased to read the "
+            "history as it is"
         )
     for failed in failures:
         logger.warning("the erased learners are read from one place only: %s", failed)

@@ -213,6 +213,7 @@ class ErasureLog:
                     continue
                 restores.append((erasure, "" if marker is None else marker.epoch))
             await self._restore(store, restores)
+            await _listed(store, [e.user for e in chunk])
             restored += len(restores)
         if restored:
             logger.warning(
@@ -235,10 +236,17 @@ class ErasureLog:
                     cohorts = filter(None, map(KeySpace.parse_stats_field, erasure.revisions))
                     for command in forget_commands(store.keys, erasure.user, cohorts):
                         pipe.execute_command(*command)
-                pipe.sadd(store.keys.erasures(), *(erasure.user for erasure, _ in restores))
                 await pipe.execute()
         except REDIS_ERRORS as exc:
             raise failure(store.url, exc) from exc
+
+
+async def _listed(store: AsyncStatsStore, users: list[int]) -> None:
+    """List these learners among the erased ones (``{prefix}:erasures``)."""
+    try:
+        await store.client.sadd(store.keys.erasures(), *users)
+    except REDIS_ERRORS as exc:
+        raise failure(store.url, exc) from exc
 
 
 async def _markers(store: AsyncStatsStore, users: list[int]) -> list[bytes | None]:

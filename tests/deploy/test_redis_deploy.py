@@ -17,22 +17,26 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pandas as pd
 import pytest
 import redis
 
 from performance_engine import PerformanceStats
+from performance_engine.erasure import decode_erasure, started
 from performance_engine.errors import ConfigurationError
 from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 from performance_engine.settings import Settings, load_settings, settings_env
+from performance_engine.store.erasure import erase_call, finish_call
 from performance_engine.store.ledger import Ledger
 from performance_engine.store.stats_store import AsyncStatsStore, StatsStore
 from performance_engine.tools.demo import free_port, redis_server_command
 from performance_engine.tools.history_files import load_attempts
 from performance_engine.tools.simulator import generate_attempts
 from performance_engine.worker.dashboard.index import DashboardIndex
+from performance_engine.worker.erasures import ErasureLog
 from tests.helpers import ROOT, dataset, oracle, plain_stats, results, wait_for_oracle
 from tests.services import RedisClusterNodes, RedisServer, produce, wait_until
 
@@ -130,7 +134,8 @@ def test_worker_on_a_cluster_is_exact(
 ACL_RULES = "on >{password} resetkeys ~{prefix}:* resetchannels -@all " + (
     "+get +mget +eval +getrange +set +append +ping +info "
     "+hgetall +hget +hmget +hset +hsetnx +scan +wait "
-    "+sadd +smembers +zadd +zcard +zrange +zrevrange +exists"
+    "+sadd +smembers +zadd +zcard +zrange +zrevrange +exists "
+    "+hkeys +hdel +del +scard +zrem"
 )
 
 
@@ -160,6 +165,24 @@ def assert_the_worker_keeps_its_ledger(settings: Settings, scope: Any) -> None:
             ) == (1, [stats.user_id])
             assert not await index.followed()
             await index.mark_followed()
+            # an erasure's Redis side: its scripts, the dashboard, the list of erasures
+            user = stats.user_id
+            under_way = started(user, "", "test")
+            fields = [f"{sub}:{mode}" for sub, mode in await store.learner_stats(user)]
+            call = erase_call(store.keys, under_way, fields)
+            reply = await store.client.eval(call.script, *call.eval_args())
+            record = msgspec.structs.replace(decode_erasure(reply[1]), offsets={"0": 1})
+            call = finish_call(store.keys, record)
+            assert await store.client.eval(call.script, *call.eval_args()) == 1
+            await index.forget(user)
+            log = ErasureLog(settings)
+            log.learn(record)
+            assert await log.lost_some(store)  # not listed yet: the erase command lists it
+            assert await log.reconcile(store) == 0  # the marker is there: only listed
+            assert not await log.lost_some(store)
+            await store.client.delete(store.keys.erased(user))
+            assert await log.reconcile(store) == 1  # put back
+            assert await store.read_stats([scope]) == [None]
 
     asyncio.run(keep())
 
