@@ -46,7 +46,7 @@ One string rather than a hash: a hash whose values exceed ``hash-max-listpack-va
         store/params.py). Written together, in one transaction.
 
     {prefix}:{dash}:...    the dashboard's index, kept by its own consumer of the stats
-        topic (see performance_engine/worker/dashboard/index.py): ``cohorts`` (a set of
+        topic (see performance_engine/store/dashboard_index.py): ``cohorts`` (a set of
         ``<sub_topic_id>:<learning_mode>``), ``cohort:<sub_topic_id>:<learning_mode>:<order>``
         (a sorted set of user ids per order: stuck, mastery, attempts), ``learner:<user_id>``
         (a set of the learner's ``<sub_topic_id>:<learning_mode>``), ``followed`` (the

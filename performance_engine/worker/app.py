@@ -26,6 +26,7 @@ from performance_engine.errors import ConfigurationError, DatabaseQueryError
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.plugins import build_calculator
 from performance_engine.settings import Settings, is_loopback
+from performance_engine.store.dashboard_index import DashboardIndex
 from performance_engine.store.ledger import Ledger, StateLost, judge
 from performance_engine.store.params import ParamsFollower
 from performance_engine.store.stats_store import AsyncStatsStore
@@ -33,7 +34,6 @@ from performance_engine.tokens import read_tokens
 from performance_engine.topics import create_missing_topics
 from performance_engine.worker.auth import Guard
 from performance_engine.worker.dashboard.feed import StatsFeed
-from performance_engine.worker.dashboard.index import DashboardIndex
 from performance_engine.worker.erasures import ErasureLog
 from performance_engine.worker.faust_internals import (
     BatchingApp,

@@ -30,11 +30,11 @@ from performance_engine.erasure import (
     decode_marker,
 )
 from performance_engine.settings import Settings
+from performance_engine.store.dashboard_index import forget_commands
 from performance_engine.store.erasure import restore_call
 from performance_engine.store.failures import REDIS_ERRORS, failure
 from performance_engine.store.keyspace import KeySpace
 from performance_engine.store.stats_store import AsyncStatsStore
-from performance_engine.worker.dashboard.index import forget_commands
 
 __all__ = ["FOLLOW_SECONDS", "ErasureLog"]
 

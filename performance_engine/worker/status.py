@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:
     from performance_engine.settings import Settings
+    from performance_engine.store.dashboard_index import DashboardIndex
     from performance_engine.store.stats_store import AsyncStatsStore
     from performance_engine.worker.dashboard.feed import StatsFeed
-    from performance_engine.worker.dashboard.index import DashboardIndex
     from performance_engine.worker.instrumentation import EngineMetrics
     from performance_engine.worker.processor import Counters
 

@@ -29,13 +29,13 @@ from performance_engine.metrics.batch import compute_stats
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.types import PerformanceStatsData, ScopeKey
 from performance_engine.settings import Settings, load_settings, settings_env
+from performance_engine.store.dashboard_index import DashboardIndex
 from performance_engine.store.erasure import erase_call, finish_call
 from performance_engine.store.ledger import Ledger
 from performance_engine.store.stats_store import AsyncStatsStore, StatsStore
 from performance_engine.tools.demo import free_port, redis_server_command
 from performance_engine.tools.history_files import load_attempts
 from performance_engine.tools.simulator import generate_attempts
-from performance_engine.worker.dashboard.index import DashboardIndex
 from performance_engine.worker.erasures import ErasureLog
 from tests.helpers import ROOT, dataset, oracle, plain_stats, results, wait_for_oracle
 from tests.services import RedisClusterNodes, RedisServer, produce, wait_until

@@ -32,10 +32,10 @@ from performance_engine.platform.outbox import (
     record_attempts,
 )
 from performance_engine.settings import Settings, settings_env
+from performance_engine.store.dashboard_index import ORDERS
 from performance_engine.store.keyspace import KeySpace
 from performance_engine.store.stats_store import StatsStore, revision_in
 from performance_engine.tools.simulator import generate_attempts
-from performance_engine.worker.dashboard.index import ORDERS
 from tests.helpers import (
     Records,
     http_call,
@@ -81,7 +81,8 @@ def learner_keys(client: redis.Redis, prefix: str, user: int) -> set[str]:
 
 
 def in_dashboard(client: redis.Redis, keys: KeySpace, user: int) -> bool:
-    cohorts = [m.decode() for m in client.smembers(keys.dashboard("cohorts"))]
+    members: Any = client.smembers(keys.dashboard("cohorts"))
+    cohorts = [m.decode() for m in members]
     ranked = any(
         client.zscore(keys.dashboard("cohort", *cohort.split(":"), order), str(user)) is not None
         for cohort in cohorts
@@ -96,7 +97,8 @@ def assert_erased(settings: Settings, user: int) -> None:
     keys = KeySpace(settings.key_prefix)
     try:
         assert learner_keys(client, settings.key_prefix, user) == {keys.erased(user)}
-        marker = decode_marker(client.get(keys.erased(user)))
+        raw: Any = client.get(keys.erased(user))
+        marker = decode_marker(raw)
         assert marker is not None
         assert marker.complete
         assert not in_dashboard(client, keys, user)
@@ -233,12 +235,7 @@ def test_an_erased_learner_stays_erased_while_streaming_after_kill_and_flushdb(
 
         # The learner comes back: their new attempts count from zero, above the erased
         # revisions.
-        back = [
-            (key, value)
-            for key, value in attempt_records(generate_attempts(400, users=150, seed=63))
-            if key == str(victim).encode()
-        ]
-        back = [(str(victim).encode(), value) for _, value in back] or []
+        back = of_user(attempt_records(generate_attempts(400, users=150, seed=63)), victim)
         assert back
         send(settings, back)
         expected = oracle(not_of_user(records, victim) + again + back)
@@ -313,7 +310,8 @@ def test_an_erase_killed_half_way_holds_the_learner_back_and_finishes_when_run_a
             link.hold()
             erase.kill()
             erase.wait(timeout=10)
-        marker = decode_marker(direct.get(keys.erased(victim)))
+        raw: Any = direct.get(keys.erased(victim))
+        marker = decode_marker(raw)
         assert marker is not None
         assert not marker.complete
 

@@ -3,7 +3,9 @@
 Off the worker's hot path: an aiokafka consumer without a group (every worker's dashboard
 sees every update), started with the worker. For each batch of events it
 
-- updates the index in Redis (:mod:`.index`; idempotent, so several workers may);
+- updates the index in Redis (:mod:`performance_engine.store.dashboard_index`;
+  idempotent, so several workers may); a tombstone (an erased learner's scope) takes the
+  learner out of it, and out of what the feed keeps in memory;
 - keeps the recent points (time, mastery, accuracy) of the scopes it saw most recently,
   for the learner page's chart (a bounded LRU in memory);
 - hands the updates to the live streams of the browsers watching (bounded queues: a slow
@@ -34,7 +36,7 @@ from performance_engine.errors import DatabaseQueryError
 from performance_engine.events import parse_scope
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings
-from performance_engine.worker.dashboard.index import DashboardIndex
+from performance_engine.store.dashboard_index import DashboardIndex
 
 __all__ = ["Point", "StatsFeed", "Summary", "Update"]
 

@@ -39,10 +39,10 @@ from faust.web import Request, Response, View
 from performance_engine.errors import DatabaseQueryError, InvalidScopeError
 from performance_engine.metrics.attempt import scope_key
 from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData
+from performance_engine.store.dashboard_index import ORDERS
 from performance_engine.tokens import find_token
 from performance_engine.worker.auth import COOKIE, SESSION_SECONDS
 from performance_engine.worker.dashboard.feed import Update
-from performance_engine.worker.dashboard.index import ORDERS
 from performance_engine.worker.status import WorkerStatus, status_of
 
 __all__ = ["install_dashboard"]

@@ -17,12 +17,12 @@ import pytest
 
 from performance_engine.metrics.types import DifficultyEnum, ScopeKey
 from performance_engine.settings import Settings
+from performance_engine.store.dashboard_index import DashboardIndex
 from performance_engine.store.keyspace import KeySpace
 from performance_engine.store.stats_store import AsyncStatsStore
 from performance_engine.tools.simulator import generate_attempts
 from performance_engine.worker.dashboard import feed as feed_module
 from performance_engine.worker.dashboard.feed import Point, StatsFeed, Summary
-from performance_engine.worker.dashboard.index import DashboardIndex
 from tests.helpers import oracle, results_json, run, wait_for_oracle
 from tests.services import RedisServer, attempt_records, produce, wait_until
 

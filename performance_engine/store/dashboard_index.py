@@ -3,8 +3,9 @@
 A cohort is a (sub-topic, learning mode). For each one, a sorted set of user ids per
 order (:data:`ORDERS`), so that a page of a cohort is one ``ZRANGE`` and the stats of its
 learners one ``MGET``, whatever the cohort's size; for each learner, the set of their
-cohorts. The index is written from the stats events only (:mod:`.feed`), idempotently:
-the score of a learner is a function of their latest stats.
+cohorts. The index is written from the stats events only (the dashboard's feed,
+``worker/dashboard/feed.py``), idempotently: the score of a learner is a function of their
+latest stats; an erasure takes the learner out (:func:`forget_commands`).
 """
 
 from __future__ import annotations
