@@ -44,7 +44,9 @@ EPOCH_LENGTH = 16
 
 
 class Erasure(msgspec.Struct, frozen=True, kw_only=True):
-    """One learner's erasure (see the module docstring)."""
+    """One learner's erasure: who, when, why, who asked, the attempts topic's end offsets
+    at that moment (the learner's attempts before them are erased; null while the erasure
+    is under way) and the last revision of each erased scope. It holds no learning data."""
 
     #: The learner's id, as a decimal string (exact for any 63-bit id in any language).
     user_id: str

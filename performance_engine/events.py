@@ -94,7 +94,9 @@ class Source(msgspec.Struct, frozen=True):
 
 
 class StatsUpdated(msgspec.Struct, frozen=True):
-    """The value of a ``stats-updated`` event."""
+    """The value of a ``stats-updated`` event. A record of the topic with a null value
+    (no JSON at all) is a tombstone: the learner of the scope its key names was erased,
+    and the scope no longer exists."""
 
     event_id: str
     stats: PerformanceStatsData

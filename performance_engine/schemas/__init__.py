@@ -7,7 +7,9 @@ files in this package and in the repository's ``schemas/`` folder.
   as Redis's stats hashes, the HTTP API and the events carry them;
 - ``stats-updated.schema.json``: a ``stats-updated`` event's value, ``events.StatsUpdated``;
 - ``dead-letter-headers.schema.json``: a dead letter's headers as an object of UTF-8
-  strings, ``events.DeadLetterHeaders`` (with every error class).
+  strings, ``events.DeadLetterHeaders`` (with every error class);
+- ``erasure.schema.json``: an erasure record, a value of the erasures topic,
+  ``erasure.Erasure``.
 
 ``python -m performance_engine.schemas DIR`` writes them (the repository's copies are
 written so; a test fails when a type and its file disagree). :func:`load` reads one.
@@ -23,6 +25,7 @@ from typing import Any
 
 import msgspec
 
+from performance_engine.erasure import Erasure
 from performance_engine.events import DeadLetterHeaders, StatsUpdated
 from performance_engine.metrics.attempt import AttemptEvent
 from performance_engine.metrics.types import PerformanceStatsData
@@ -37,6 +40,7 @@ _SOURCES: dict[str, tuple[type, str, bool]] = {
     "stats": (PerformanceStatsData, "Stats of one scope (SPEC 4)", True),
     "stats-updated": (StatsUpdated, "stats-updated event value (SPEC 4)", True),
     "dead-letter-headers": (DeadLetterHeaders, "Dead letter headers", False),
+    "erasure": (Erasure, "Erasure record (a value of the erasures topic)", True),
 }
 NAMES = tuple(_SOURCES)
 
@@ -72,7 +76,7 @@ def render(document: dict[str, Any]) -> str:
 
 def load(name: str) -> dict[str, Any]:
     """A shipped schema by name (``attempt``, ``stats``, ``stats-updated``,
-    ``dead-letter-headers``)."""
+    ``dead-letter-headers``, ``erasure``)."""
     if name not in _SOURCES:
         raise KeyError(f"no schema {name!r}; there are {', '.join(NAMES)}")
     found: dict[str, Any] = json.loads((files(__name__) / f"{name}.schema.json").read_text())

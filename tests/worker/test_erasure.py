@@ -38,6 +38,7 @@ from performance_engine.store.stats_store import StatsStore, revision_in
 from performance_engine.tools.simulator import generate_attempts
 from tests.helpers import (
     Records,
+    assert_conforms,
     http_call,
     oracle,
     produce_slowly,
@@ -191,6 +192,9 @@ def test_an_erased_learner_stays_erased_while_streaming_after_kill_and_flushdb(
         for field in record.revisions:
             assert published[f"{victim}:{field}".encode()][-1] is None
         assert read_erasures(settings)[victim].epoch == record.epoch
+        for message in read_topic(settings.kafka_bootstrap, settings.erasures_topic):
+            assert message.key == str(victim).encode()
+            assert_conforms("erasure", json.loads(message.value))
         wait_until(lambda: "learnt of 1 erasures" in worker.log.read_text(), 30, "the log")
         # A platform following the stats drops the learner's scopes at their tombstones.
         latest: dict[ScopeKey, Any] = {}
@@ -314,6 +318,7 @@ def test_an_erase_killed_half_way_holds_the_learner_back_and_finishes_when_run_a
         marker = decode_marker(raw)
         assert marker is not None
         assert not marker.complete
+        assert_conforms("erasure", json.loads(raw[16:]))  # the marker: epoch, then JSON
 
         # Meanwhile the worker holds back every attempt of the learner.
         later = [(str(victim).encode(), v) for k, v in records[:50] if k == records[0][0]]
