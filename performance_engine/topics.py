@@ -9,7 +9,7 @@ from performance_engine.connections import kafka_python_options
 from performance_engine.errors import BrokerUnavailableError
 from performance_engine.settings import Settings
 
-__all__ = ["create_missing_topics", "topic_names"]
+__all__ = ["ERASURES_CONFIG", "create_missing_topics", "new_topic", "topic_names"]
 
 
 def _admin(settings: Settings) -> Any:
@@ -42,7 +42,7 @@ def topic_names(settings: Settings) -> set[str]:
 ERASURES_CONFIG = {"cleanup.policy": "compact"}
 
 
-def _new_topic(settings: Settings, name: str) -> Any:
+def new_topic(settings: Settings, name: str) -> Any:
     from kafka.admin import NewTopic
 
     if name == settings.erasures_topic:
@@ -71,7 +71,7 @@ def create_missing_topics(settings: Settings) -> list[str]:
     try:
         for name in missing:
             try:
-                admin.create_topics([_new_topic(settings, name)])
+                admin.create_topics([new_topic(settings, name)])
             except TopicAlreadyExistsError:
                 continue  # created meanwhile by someone else
     except KafkaError as exc:

@@ -327,7 +327,12 @@ def _cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         require_broker(settings)
         report(True, "kafka", f"{settings.kafka_bootstrap} answers")
         known = topic_names(settings)
-        wanted = [settings.attempts_topic, settings.stats_topic, settings.dlq_topic]
+        wanted = [
+            settings.attempts_topic,
+            settings.stats_topic,
+            settings.dlq_topic,
+            settings.erasures_topic,
+        ]
         missing = [t for t in wanted if t not in known]
         report(
             not missing,
@@ -352,6 +357,7 @@ def _cmd_check(args: argparse.Namespace, settings: Settings) -> int:
                 "memory",
                 f"maxmemory-policy is {policy}: Redis may evict state; set noeviction",
             )
+        report(*_erasures_line(settings))
     except PerformanceEngineError as exc:
         report(False, "redis", str(exc))
     if settings.web_tokens_file is not None:
@@ -385,6 +391,25 @@ def _cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         except PerformanceEngineError as exc:
             report(False, "state", str(exc))
     return EXIT_FAILURE if failed else 0
+
+
+def _erasures_line(settings: Settings) -> tuple[bool | None, str, str]:
+    """How many learners are erased, and whether an erasure was left half-way."""
+    from performance_engine.store.erasure import stored_erasures
+    from performance_engine.store.stats_store import StatsStore
+
+    with StatsStore.from_settings(settings) as store:
+        found = stored_erasures(store)
+    under_way = sorted(user for user, erasure in found.items() if not erasure.complete)
+    if under_way:
+        shown = ", ".join(map(str, under_way[:5])) + (" ..." if len(under_way) > 5 else "")
+        return (
+            None,
+            "erasure",
+            f"{len(under_way)} erasures left half-way (users {shown}): their attempts are "
+            "held back until `perf-engine erase --user ID` is run again",
+        )
+    return True, "erasure", f"{len(found)} learners erased, none half-way"
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:

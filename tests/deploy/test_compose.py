@@ -7,6 +7,7 @@ from typing import Any
 import yaml
 
 from performance_engine.settings import ENV_NAMES, Settings, load_settings
+from performance_engine.topics import ERASURES_CONFIG, new_topic
 from tests.helpers import ROOT
 
 
@@ -91,3 +92,52 @@ def test_dockerfile_builds_the_worker() -> None:
     for kernels in ("metrics", "store"):  # compiled in the image
         assert f"python -m performance_engine.{kernels}.kernels" in dockerfile
     assert "EXPOSE 6066" in dockerfile
+
+
+def created_topics() -> dict[str, dict[str, str]]:
+    """The topics the compose file's one-shot job creates, with their ``--config``s (and
+    ``partitions``)."""
+    command = " ".join(compose()["services"]["topics"]["command"])
+    topics: dict[str, dict[str, str]] = {}
+    for part in command.split("create --topic ")[1:]:
+        words = part.replace("&&", " ").split()
+        configs = {"partitions": words[words.index("--partitions") + 1]}
+        for i, word in enumerate(words):
+            if word == "--config":
+                key, _, value = words[i + 1].partition("=")
+                configs[key] = value
+        topics[words[0]] = configs
+    return topics
+
+
+def test_the_topics_forget_within_the_documented_time() -> None:
+    """Every topic the compose file creates has its settings in the retention table of
+    docs/learner-data.md, the stated time to forget is the attempts' retention plus the
+    stats topic's compaction, and the erasures topic is made as the engine makes it."""
+    settings = load_settings({})
+    topics = created_topics()
+    assert set(topics) == {
+        settings.attempts_topic,
+        settings.stats_topic,
+        settings.dlq_topic,
+        settings.erasures_topic,
+    }
+    docs = (ROOT / "docs" / "learner-data.md").read_text()
+    for topic, configs in topics.items():
+        row = next(line for line in docs.splitlines() if line.startswith(f"| `{topic}` |"))
+        for key, value in configs.items():
+            if key != "partitions":
+                assert f"{key}={value}" in row, (topic, key)
+    day = 86_400_000
+    attempts = int(topics[settings.attempts_topic]["retention.ms"])
+    assert int(topics[settings.dlq_topic]["retention.ms"]) <= attempts
+    stats = topics[settings.stats_topic]
+    assert stats["cleanup.policy"] == "compact"
+    lag = int(stats["max.compaction.lag.ms"]) + int(stats["delete.retention.ms"])
+    assert f"from the stats topic within {lag // day} days" in docs
+    assert f"from the broker entirely\nwithin {attempts // day} days" in docs
+    erasures = topics[settings.erasures_topic]
+    assert erasures == {"partitions": "1", **ERASURES_CONFIG}
+    made = new_topic(settings, settings.erasures_topic)
+    assert made.topic_configs == ERASURES_CONFIG
+    assert made.num_partitions == 1

@@ -319,6 +319,8 @@ def test_an_erase_killed_half_way_holds_the_learner_back_and_finishes_when_run_a
         assert marker is not None
         assert not marker.complete
         assert_conforms("erasure", json.loads(raw[16:]))  # the marker: epoch, then JSON
+        checked = run_cli(settings, "check").stdout
+        assert f"warn  erasure  1 erasures left half-way (users {victim})" in checked, checked
 
         # Meanwhile the worker holds back every attempt of the learner.
         later = [(str(victim).encode(), v) for k, v in records[:50] if k == records[0][0]]
@@ -329,6 +331,9 @@ def test_an_erase_killed_half_way_holds_the_learner_back_and_finishes_when_run_a
         done = run_cli(settings, "erase", "--user", str(victim), "--reason", "again")
         assert done.returncode == 0, done.stderr
         assert_erased(settings, victim)
+        assert (
+            "ok    erasure  1 learners erased, none half-way" in run_cli(settings, "check").stdout
+        )
         record = read_erasures(settings)[victim]
         assert record.reason == "again"
         assert record.revisions == marker.revisions  # kept from the run that died
