@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SCRIPT_BATCH",
+    "UPDATE_SCOPES_LUA",
     "WRITE_SCOPES_LUA",
     "AsyncStatsStore",
     "ScopeWrite",
@@ -79,6 +80,28 @@ for i = 1, #KEYS / 4 do
       redis.call('SET', KEYS[4 * i - 2], ARGV[at + 4])
     end
     redis.call('HSET', KEYS[4 * i - 1], ARGV[at + 5], ARGV[at + 6])
+  else
+    refused[#refused + 1] = i
+  end
+end
+return refused
+"""
+# The same for scopes already stored (their expected header is never ''): without the
+# marker and the epoch, which only a creation needs (an erasure deletes a stored scope, so
+# a writer expecting it is refused anyway). Three keys and six values per scope.
+UPDATE_SCOPES_LUA = """
+local refused = {}
+for i = 1, #KEYS / 3 do
+  local key, at = KEYS[3 * i - 2], 6 * (i - 1)
+  if redis.call('GETRANGE', key, 0, 7) == ARGV[at + 1] then
+    redis.call('SET', key, ARGV[at + 2])
+    local op = ARGV[at + 3]
+    if op == 'a' then
+      redis.call('APPEND', KEYS[3 * i - 1], ARGV[at + 4])
+    elseif op == 'r' then
+      redis.call('SET', KEYS[3 * i - 1], ARGV[at + 4])
+    end
+    redis.call('HSET', KEYS[3 * i], ARGV[at + 5], ARGV[at + 6])
   else
     refused[#refused + 1] = i
   end
@@ -289,7 +312,8 @@ class _StoredPlan:
 class _Row(NamedTuple):
     """One scope's compare-and-set write, packed: ``tag`` is what the caller gets back if
     it is refused; ``expected`` the stored header it needs (empty: not stored yet);
-    ``op`` what to do to the history ('' nothing, 'a' append, 'r' replace)."""
+    ``op`` what to do to the history ('' nothing, 'a' append, 'r' replace);
+    ``marker_key`` and ``erasure`` count for a creation only."""
 
     tag: Any
     key: str
@@ -323,7 +347,7 @@ def _row(
         key,
         keyspace.history_of(key),
         keyspace.stats(scope.user_id),
-        keyspace.erased(scope.user_id),
+        "" if expected else keyspace.erased(scope.user_id),  # a creation's only
         expected,
         value,
         *history,
@@ -375,20 +399,34 @@ def _new_rows(keyspace: KeySpace, packed: PackedScopes, first: int, last: int) -
 
 @dataclass(frozen=True, slots=True)
 class _WritePlan:
-    """Compare-and-set writes for many scopes in one pipeline: the script, at most
-    SCRIPT_BATCH scopes (of one hash slot, on a cluster) a call."""
+    """Compare-and-set writes for many scopes in one pipeline: a script call per at most
+    SCRIPT_BATCH scopes (of one hash slot, on a cluster), updates of stored scopes and
+    creations of new ones in calls of their own (:data:`UPDATE_SCOPES_LUA`,
+    :data:`WRITE_SCOPES_LUA`)."""
 
     commands: list[list[_Row]]
 
     @classmethod
     def of(cls, rows: Sequence[_Row], cluster: bool) -> _WritePlan:
-        groups = _groups([r.key for r in rows], cluster)
-        return cls([[rows[i] for i in group] for group in groups])
+        commands: list[list[_Row]] = []
+        for kind in (
+            [r for r in rows if r.expected],
+            [r for r in rows if not r.expected],
+        ):
+            groups = _groups([r.key for r in kind], cluster)
+            commands += [[kind[i] for i in group] for group in groups]
+        return cls(commands)
 
     def queue(self, pipe: Any) -> None:
         for batch in self.commands:
             keys: list[str] = []
             values: list[Any] = []
+            if batch[0].expected:
+                for r in batch:
+                    keys += (r.key, r.history_key, r.stats_key)
+                    values += (r.expected, r.value, r.op, r.history, r.field, r.stats)
+                pipe.execute_command("EVAL", UPDATE_SCOPES_LUA, len(keys), *keys, *values)
+                continue
             for r in batch:
                 keys += (r.key, r.history_key, r.stats_key, r.marker_key)
                 values += (r.expected, r.value, r.op, r.history, r.field, r.stats, r.erasure)

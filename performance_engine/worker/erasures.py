@@ -69,7 +69,7 @@ class ErasureLog:
             bootstrap_servers=settings.kafka_bootstrap.split(","),
             group_id=None,
             enable_auto_commit=False,
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=500,  # a fetch waits this long on a quiet topic: little CPU
             **aiokafka_options(settings),
         )
         await consumer.start()
