@@ -310,10 +310,11 @@ def read_erasures(settings: Settings) -> dict[int, Erasure]:
     return found
 
 
-def erased_learners(settings: Settings) -> dict[int, Erasure]:
+def erased_learners(settings: Settings, *, required: bool = True) -> dict[int, Erasure]:
     """Every erased learner's last erasure, for a command that reads history (backfill,
     fit, evaluate): the erasures topic's, and the markers Redis holds; either one alone if
-    the other cannot be reached; ConfigurationError if neither can."""
+    the other cannot be reached; if neither can, ConfigurationError (none found, if not
+    ``required``: the command keeps erased learners' attempts anyway)."""
     from performance_engine.errors import ConfigurationError
     from performance_engine.store.erasure import stored_erasures
 
@@ -331,7 +332,7 @@ def erased_learners(settings: Settings) -> dict[int, Erasure]:
                     found[user] = erasure
     except DatabaseQueryError as exc:
         failures.append(str(exc))
-    if len(failures) == 2:
+    if len(failures) == 2 and required:
         raise ConfigurationError(
             "cannot tell which learners were erased: neither the erasures topic nor Redis "
             f"answers ({failures[1]}; {failures[0]}); pass --include-erased to read the "

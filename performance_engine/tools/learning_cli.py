@@ -114,12 +114,7 @@ def erased_for(args: argparse.Namespace, settings: Settings) -> dict[int, Any]:
     only a backfill asks, to write their scopes past their markers)."""
     from performance_engine.platform.erase import erased_learners
 
-    try:
-        return erased_learners(settings)
-    except ConfigurationError:
-        if args.include_erased:
-            return {}
-        raise
+    return erased_learners(settings, required=not args.include_erased)
 
 
 def _history_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ from django.conf import settings as django_settings
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
+from performance_engine.erasure import Erasure
 from performance_engine.errors import InputFileError
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.frame import COLUMNS, REQUIRED_COLUMNS, load_row_chunks
@@ -50,9 +51,13 @@ def backfill_queryset(
     skip_invalid: bool = False,
     chunk_rows: int = CHUNK_ROWS,
     progress: Progress = lambda phase, done, total: None,
+    erasures: Mapping[int, Erasure] | None = None,
+    include_erased: bool = False,
 ) -> BackfillReport:
     """Backfill the attempts of a queryset (see :func:`queryset_columns` for ``fields``),
-    read in chunks and validated like a file's rows; exact like every backfill."""
+    read in chunks and validated like a file's rows; exact like every backfill; erased
+    learners' attempts skipped unless ``include_erased`` (see
+    :func:`~performance_engine.tools.backfill.backfill_frame`)."""
     rows = queryset_columns(queryset, fields).order_by()
     label = queryset.model._meta.label
     missing = [
@@ -75,7 +80,14 @@ def backfill_queryset(
         source=f"{label} rows",
         progress=lambda done: progress("reading", done, max(total, done)),
     )
-    report = backfill_frame(loaded.frame, store, calculator, progress=progress)
+    report = backfill_frame(
+        loaded.frame,
+        store,
+        calculator,
+        progress=progress,
+        erasures=erasures,
+        include_erased=include_erased,
+    )
     report.rejected = loaded.errors
     return report
 

@@ -11,6 +11,7 @@ from django.utils.module_loading import import_string
 
 from performance_engine.contrib.django.backfill import backfill_queryset
 from performance_engine.errors import PerformanceEngineError
+from performance_engine.platform.erase import erased_learners
 from performance_engine.plugins import build_calculator
 from performance_engine.settings import load_settings
 from performance_engine.store.stats_store import StatsStore
@@ -39,6 +40,11 @@ class Command(BaseCommand):
         parser.add_argument("--using", default="default", help="Django database alias")
         parser.add_argument("--skip-invalid", action="store_true", help="skip bad rows")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
+        parser.add_argument(
+            "--include-erased",
+            action="store_true",
+            help="keep the attempts of erased learners (skipped by default)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         queryset = self._queryset(options["model"], options["queryset"]).using(options["using"])
@@ -51,6 +57,7 @@ class Command(BaseCommand):
                 backfill_progress(options["quiet"]) as progress,
             ):
                 store.ping()
+                erasures = erased_learners(settings, required=not options["include_erased"])
                 report = backfill_queryset(
                     queryset,
                     store,
@@ -58,6 +65,8 @@ class Command(BaseCommand):
                     fields=fields,
                     skip_invalid=options["skip_invalid"],
                     progress=progress,
+                    erasures=erasures,
+                    include_erased=options["include_erased"],
                 )
         except (PerformanceEngineError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
