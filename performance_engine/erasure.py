@@ -73,13 +73,15 @@ class Erasure(msgspec.Struct, frozen=True, kw_only=True):
         """Whether the attempts topic's offsets are recorded (the erasure finished)."""
         return self.offsets is not None
 
-    def erases(self, partition: int, offset: int) -> bool:
+    def erases(self, partition: int, offset: int, occurred_at_ms: int | None = None) -> bool:
         """Whether the learner's attempt at (partition, offset) of the attempts topic is one
-        of the erased ones (every attempt, while the erasure is under way)."""
+        of the erased ones: it was in the topic before the erasure, or it occurred before
+        it (an older attempt sent late: a relay catching up, history sent again); while the
+        erasure is under way, every attempt of the learner."""
         offsets = self.offsets
-        if offsets is None:
+        if offsets is None or offset < offsets.get(str(partition), 0):
             return True
-        return offset < offsets.get(str(partition), 0)
+        return occurred_at_ms is not None and occurred_at_ms <= self.erased_at_ms
 
     def erases_time(self, occurred_at_ms: int) -> bool:
         """Whether an attempt of the learner that occurred at this time is erased (for

@@ -218,7 +218,9 @@ class BatchProcessor:
                 continue
             if erased:
                 erasure = erased.get(attempt.user_id)
-                if erasure is not None and erasure.erases(record.partition, record.offset):
+                if erasure is not None and erasure.erases(
+                    record.partition, record.offset, attempt.occurred_at
+                ):
                     self.counters.erased_attempts += 1
                     continue
             scope = attempt.scope

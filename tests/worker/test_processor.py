@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -277,9 +278,13 @@ def test_a_batch_in_flight_cannot_write_an_erased_learner_back(stream_settings: 
     erasure from the marker, holds back the attempts from before it and starts the
     learner's scopes again from the later ones, above the erased revisions."""
     rows = generate_attempts(300, users=3, seed=23)
-    batch = records(stream_settings, rows)
     victim = rows[0]["user_id"]
     end = 200  # the attempts topic's end when the learner was erased
+    later = int(time.time() * 1000) + 60_000  # the learner's attempts after it, a minute on
+    for offset, row in enumerate(rows):
+        if offset >= end and row["user_id"] == victim:
+            row["occurred_at"] = later + offset
+    batch = records(stream_settings, rows)
 
     async def scenario() -> tuple[Any, Any, Erasure]:
         async with real_store_and_broker(stream_settings) as (store, publish):
