@@ -69,7 +69,7 @@ func main() {
 				}
 			}
 			return false
-		}))
+		}, func(scope string) bool { return true }))
 		out, _ := json.Marshal(got)
 		fmt.Println(string(out))
 	case "read":

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from performance_engine.platform.erase import erase_learner
 from performance_engine.settings import Settings, settings_env
 from performance_engine.tools.simulator import generate_attempts
 from tests.helpers import ROOT, assert_conforms, guide_files, oracle, results_json, wait_for_oracle
@@ -46,6 +47,20 @@ if (step === "emit") {
   await done;
   await (await consumer).disconnect();
   console.log(JSON.stringify(got));
+} else if (step === "erased") {
+  const { subscribe } = await import("./subscribe.mjs");
+  const gone = new Set();
+  let consumer;
+  const done = new Promise((resolve) => {
+    const onErased = async (scope) => {
+      gone.add(scope);
+      if (input.every((s) => gone.has(s))) resolve();
+    };
+    consumer = subscribe(async () => {}, "node-guide-erased", onErased);
+  });
+  await done;
+  await (await consumer).disconnect();
+  console.log(JSON.stringify([...gone].sort()));
 } else if (step === "read") {
   const { readScope, readLearner, closeRedis } = await import("./read-redis.mjs");
   const { fetchScope, fetchMany } = await import("./read-http.mjs");
@@ -172,3 +187,9 @@ def test_the_nodejs_guide_against_a_worker(
             s for s in scopes if s.startswith(f"{user}:")
         )
     assert read["missing"] == [None, None]
+
+    # A learner erased: the subscriber hands each of their scopes' tombstones to onErased.
+    victim = int(scopes[-1].split(":")[0])
+    report = erase_learner(victim, settings=stream_settings)
+    assert report.scopes == sorted(s for s in scopes if s.startswith(f"{victim}:"))
+    assert json.loads(node("erased", report.scopes, timeout=180)) == report.scopes

@@ -275,6 +275,20 @@ def test_a_backfill_skips_an_erased_learners_history(
         found = store.read_stats(sorted(expected))
     assert all(found)
 
+    # fit and evaluate skip them too, and say so; --include-erased keeps them
+    params = tmp_path / "params.json"
+    fitted = run_cli(stream_settings, "fit", str(history), "--out", str(params), "--quiet")
+    assert fitted.returncode == 0, fitted.stderr
+    assert f"{skipped} attempts of 1 erased learners skipped" in fitted.stderr
+    scored = run_cli(stream_settings, "evaluate", str(history), "--json", "--quiet")
+    assert scored.returncode == 0, scored.stderr
+    assert f"{skipped} attempts of 1 erased learners skipped" in scored.stderr
+    everyone = run_cli(stream_settings, "evaluate", str(history), "--json", "--include-erased")
+    assert everyone.returncode == 0, everyone.stderr
+    assert "erased" not in everyone.stderr
+    answers = [json.loads(r.stdout.splitlines()[-1])["count"] for r in (scored, everyone)]
+    assert answers == [len(records) - skipped, len(records)]
+
     told = run_cli(stream_settings, "backfill", str(history), "--include-erased")
     assert told.returncode == 0, told.stderr
     with StatsStore.from_settings(stream_settings) as store:
