@@ -158,6 +158,7 @@ class BatchProcessor:
         self.ledger = ledger
         self.params = params
         self.erasures = erasures
+        self._tombstones = 0
 
     # -- control --------------------------------------------------------------------
 
@@ -174,6 +175,7 @@ class BatchProcessor:
     async def process(self, records: Sequence[Record]) -> None:
         """Apply, store and publish one batch; returns only when all of it is durable."""
         self._abandon = False
+        self._tombstones = 0  # of this batch's events
         started = time.perf_counter()
         if self.params is not None:
             await self._retry(
@@ -313,6 +315,7 @@ class BatchProcessor:
         for erasure in learnt:
             for name in erasure.revisions:
                 events.append((f"{erasure.user_id}:{name}".encode(), None))
+                self._tombstones += 1
         self.counters.erasures += len(learnt)
         logger.info("learnt of %d erasures: %s", len(learnt), ", ".join(map(str, sorted(users))))
 
@@ -344,7 +347,7 @@ class BatchProcessor:
             )
 
         await self._retry("publishing", send_all, retry_on=Exception)
-        self.counters.stats_published += sum(value is not None for _, value in events)
+        self.counters.stats_published += len(events) - self._tombstones
         for _record, error in dead:
             rejected = self.counters.rejected
             rejected[error.error_class] = rejected.get(error.error_class, 0) + 1
@@ -386,7 +389,7 @@ class BatchProcessor:
             if outcome.applied or plan.refold or not stored:
                 # its stored stats change: the next revision (a scope of an erased learner
                 # starts above its erased one)
-                state.revision = (stored or _floor(erased, scope)) + 1
+                state.revision = (stored or (erased and _floor(erased, scope)) or 0) + 1
             entries.append(outcome.entries)
             history_writes.append(outcome.history)
             tallies.append(_Tally(outcome.applied, plan.given, plan.refold, lost))
@@ -396,11 +399,18 @@ class BatchProcessor:
         # Unchanged scopes are written too: the compare-and-set then proves the cached
         # revision is current before its stats are published again.
         writes = [
-            ScopeWrite(scope, revision, state, stats_json, history_write, _epoch(erased, scope))
+            ScopeWrite(scope, revision, state, stats_json, history_write)
             for scope, revision, state, stats_json, history_write in zip(
                 scopes, expected, states, stats, history_writes, strict=True
             )
         ]
+        if erased:  # the epochs of the erasures known, for creations of those learners
+            writes = [
+                msgspec.structs.replace(w, erasure=_epoch(erased, w.scope))
+                if w.scope.user_id in erased
+                else w
+                for w in writes
+            ]
         return writes, tallies
 
     def _count(self, tally: _Tally) -> None:
