@@ -76,10 +76,18 @@ class ErasureLog:
         self._consumer = consumer
         topic = settings.erasures_topic
         partitions = consumer.partitions_for_topic(topic)
+        waited = 0
         while not partitions:
             await consumer.force_metadata_update()
             partitions = consumer.partitions_for_topic(topic)
             if not partitions:
+                if waited % 50 == 49:  # every 10 s
+                    logger.warning(
+                        "waiting for the erasures topic %s to exist (PERF_ENGINE_ERASURES_TOPIC; "
+                        "the worker creates it when it may create topics)",
+                        topic,
+                    )
+                waited += 1
                 await asyncio.sleep(0.2)  # the topic is being created (create_missing_topics)
         self._partitions = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(self._partitions)
