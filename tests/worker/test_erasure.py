@@ -243,8 +243,8 @@ def test_an_erased_learner_stays_erased_while_streaming_after_kill_and_flushdb(
         # The learner comes back: their new attempts count from zero, above the erased
         # revisions.
         now = int(time.time() * 1000)
-        back = generate_attempts(400, users=150, seed=63, start_ms=now)
-        back = of_user(attempt_records(back), victim)
+        rows = generate_attempts(400, users=150, seed=63, start_ms=now)
+        back = of_user(attempt_records(rows), victim)
         assert back
         send(settings, back)
         expected = oracle(not_of_user(records, victim) + again + back)
