@@ -269,6 +269,7 @@ def own_stream_settings(
     )
     topics = [settings.attempts_topic, settings.stats_topic, settings.dlq_topic]
     create_topics(broker, topics, partitions)
+    create_topics(broker, [settings.erasures_topic], 1)  # one partition, as the engine makes it
     return settings
 
 

@@ -49,6 +49,7 @@ def test_check_all_good(stream_settings: Settings) -> None:
         ["ok", "topics"],
         ["ok", "redis"],
         ["ok", "memory"],
+        ["ok", "erasure"],
         ["ok", "web"],
         ["ok", "state"],
     ]
