@@ -47,6 +47,12 @@ ErrorClass = Literal[
     "unknown_learning_mode",
     "unknown_difficulty",
     "implausible_time",
+    "xapi_too_large",
+    "xapi_not_json",
+    "xapi_invalid",
+    "xapi_missing_field",
+    "xapi_version",
+    "xapi_bad_timestamp",
 ]
 ERROR_CLASSES: tuple[str, ...] = get_args(ErrorClass)
 

@@ -1,0 +1,308 @@
+"""xAPI statements (Experience API 1.0.x) translated into SPEC 2 attempts.
+
+A statement is translated once, at ingest, into the attempt the engine counts, with every
+value stamped in (ids, sub-topic, difficulty, learning mode, time): the attempts topic
+stays the one source of truth, whatever the mapping says later. :func:`translate` gives
+
+- an attempt (:class:`Translated`): a verb and object type the mapping counts, with a
+  graded result (``result.success``);
+- :class:`Ignored`, with the reason: a valid statement the engine does not count (another
+  verb, an object that is not a question, no result, an ungraded answer);
+- :class:`~performance_engine.errors.InvalidAttemptError` with an ``xapi_*`` error class
+  and a reason naming the field, for a statement that breaks the rules (not JSON, not
+  xAPI 1.0.x, an actor, verb or object missing, a bad timestamp, over 64 KiB).
+
+Identifiers become the engine's 63-bit ids deterministically (:func:`xapi_id`): the
+XXH3-64 hash of a kind and the identifier's text, its top bit cleared (0 becomes 1). A
+learner is identified by their ``account`` (``homePage`` and ``name``), ``mbox``,
+``mbox_sha1sum`` or ``openid``, in that order; the mapping (:class:`XapiMapping`, a TOML
+section) says which verbs and object types count, which context activity is the
+sub-topic, where the difficulty comes from and the learning mode.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import xxhash
+
+from performance_engine.errors import ConfigurationError, InvalidAttemptError
+from performance_engine.metrics.attempt import MAX_VALUE_BYTES, parse_occurred_at
+
+__all__ = [
+    "ANSWERED",
+    "ATTEMPTED",
+    "EVALUATED",
+    "INTERACTION",
+    "Ignored",
+    "Translated",
+    "XapiMapping",
+    "learner_identifier",
+    "load_mapping",
+    "translate",
+    "xapi_id",
+]
+
+EVALUATED = "https://w3id.org/xapi/acrossx/verbs/evaluated"
+ANSWERED = "http://adlnet.gov/expapi/verbs/answered"
+ATTEMPTED = "http://adlnet.gov/expapi/verbs/attempted"
+VOIDED = "http://adlnet.gov/expapi/verbs/voided"
+INTERACTION = "http://adlnet.gov/expapi/activities/cmi.interaction"
+ATTEMPT_ID_EXTENSION = "http://id.tincanapi.com/extension/attempt-id"
+_VERSION = re.compile(r"^1\.0(\.[0-9]+)?$")
+_MASK = (1 << 63) - 1
+
+
+class XapiMapping(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How statements become attempts (the ``[xapi]`` section of a TOML file)."""
+
+    #: Verbs whose statements count.
+    verbs: tuple[str, ...] = (EVALUATED, ANSWERED)
+    #: Object definition types that count (questions).
+    object_types: tuple[str, ...] = (INTERACTION,)
+    #: Which context activities hold the sub-topic: ``parent`` or ``grouping``; the first
+    #: whose id matches ``sub_topic_pattern`` (a regular expression, searched) is it.
+    sub_topic_from: str = "parent"
+    sub_topic_pattern: str = ""
+    #: An extension (of the result, the context or the object's definition) holding the
+    #: difficulty (easy, medium, hard); ``default_difficulty`` when absent.
+    difficulty_extension: str = ""
+    default_difficulty: str = "medium"
+    learning_mode: str = "standard"
+    #: The context extension holding the attempt number.
+    attempt_extension: str = ATTEMPT_ID_EXTENSION
+
+    def __post_init__(self) -> None:
+        if self.sub_topic_from not in ("parent", "grouping"):
+            raise ConfigurationError(
+                f"[xapi] sub_topic_from must be parent or grouping, not {self.sub_topic_from!r}"
+            )
+        try:
+            re.compile(self.sub_topic_pattern)
+        except re.error as exc:
+            raise ConfigurationError(f"[xapi] sub_topic_pattern: {exc}") from None
+        if self.default_difficulty not in ("easy", "medium", "hard"):
+            raise ConfigurationError(
+                f"[xapi] default_difficulty must be easy, medium or hard, "
+                f"not {self.default_difficulty!r}"
+            )
+
+
+def load_mapping(path: Path | None) -> XapiMapping:
+    """The ``[xapi]`` section of a TOML file; the defaults without one."""
+    if path is None:
+        return XapiMapping()
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"{path}: {exc}") from None
+    try:
+        return msgspec.convert(document.get("xapi", {}), XapiMapping)
+    except msgspec.ValidationError as exc:
+        raise ConfigurationError(f"{path}: [xapi] {exc}") from None
+
+
+def xapi_id(kind: str, text: str) -> int:
+    """The engine's id (1 to 2^63-1) for an xAPI identifier of a kind (``learner``,
+    ``question``, ``sub_topic``): XXH3-64 of ``kind``, a NUL and the text, UTF-8, with
+    the top bit cleared; 0 becomes 1."""
+    return (xxhash.xxh3_64_intdigest(f"{kind}\x00{text}".encode()) & _MASK) or 1
+
+
+# -- the statement, as far as the engine reads it -------------------------------------
+
+
+class _Account(msgspec.Struct):
+    homePage: str
+    name: str
+
+
+class _Actor(msgspec.Struct):
+    account: _Account | None = None
+    mbox: str | None = None
+    mbox_sha1sum: str | None = None
+    openid: str | None = None
+
+
+class _Verb(msgspec.Struct):
+    id: str
+
+
+class _Definition(msgspec.Struct):
+    type: str | None = None
+    extensions: dict[str, Any] | None = None
+
+
+class _Object(msgspec.Struct):
+    id: str
+    objectType: str = "Activity"
+    definition: _Definition | None = None
+
+
+class _Result(msgspec.Struct):
+    success: bool | None = None
+    extensions: dict[str, Any] | None = None
+
+
+class _Activity(msgspec.Struct):
+    id: str
+
+
+class _ContextActivities(msgspec.Struct):
+    parent: list[_Activity] | _Activity | None = None
+    grouping: list[_Activity] | _Activity | None = None
+
+
+class _Context(msgspec.Struct):
+    contextActivities: _ContextActivities | None = None
+    extensions: dict[str, Any] | None = None
+
+
+class _Statement(msgspec.Struct):
+    actor: _Actor
+    verb: _Verb
+    object: _Object
+    id: str | None = None
+    result: _Result | None = None
+    context: _Context | None = None
+    timestamp: str | None = None
+    version: str | None = None
+
+
+_DECODE = msgspec.json.Decoder(_Statement).decode
+
+
+class Translated(msgspec.Struct, frozen=True):
+    """A statement's attempt (SPEC 2, as a JSON object), and the learner's xAPI
+    identifier (for the reverse lookup)."""
+
+    attempt: dict[str, Any]
+    learner: str
+
+
+class Ignored(msgspec.Struct, frozen=True):
+    """A valid statement the engine does not count, and why."""
+
+    reason: str
+
+
+def learner_identifier(actor: _Actor) -> str | None:
+    """The learner's identifier as the engine hashes it (None if the actor has none)."""
+    if actor.account is not None:
+        return f"account:{actor.account.homePage}|{actor.account.name}"
+    if actor.mbox is not None:
+        return f"mbox:{actor.mbox.lower()}"
+    if actor.mbox_sha1sum is not None:
+        return f"mbox_sha1sum:{actor.mbox_sha1sum.lower()}"
+    if actor.openid is not None:
+        return f"openid:{actor.openid}"
+    return None
+
+
+def translate(value: bytes, mapping: XapiMapping, received_ms: int) -> Translated | Ignored:
+    """A statement's attempt, or why it is not counted (see the module docstring);
+    InvalidAttemptError for one that breaks the rules. ``received_ms`` is the time of
+    receipt, the attempt's time when the statement has no ``timestamp``."""
+    if len(value) > MAX_VALUE_BYTES:
+        raise InvalidAttemptError(
+            "xapi_too_large", f"the statement has {len(value)} bytes, over {MAX_VALUE_BYTES}"
+        )
+    try:
+        statement = _DECODE(value)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        if text.startswith("Object missing"):
+            raise InvalidAttemptError("xapi_missing_field", text) from None
+        raise InvalidAttemptError("xapi_invalid", text) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidAttemptError("xapi_not_json", f"not a JSON statement: {exc}") from None
+    except RecursionError:
+        raise InvalidAttemptError(
+            "xapi_invalid", "the statement is nested too deeply to be read"
+        ) from None
+    if statement.version is not None and not _VERSION.fullmatch(statement.version):
+        raise InvalidAttemptError(
+            "xapi_version", f"version {statement.version[:32]!r} is not xAPI 1.0.x"
+        )
+    occurred = received_ms
+    if statement.timestamp is not None:
+        try:
+            occurred = parse_occurred_at(statement.timestamp)
+        except InvalidAttemptError as exc:
+            raise InvalidAttemptError("xapi_bad_timestamp", f"timestamp: {exc.reason}") from None
+    learner = learner_identifier(statement.actor)
+    if learner is None:
+        raise InvalidAttemptError(
+            "xapi_missing_field",
+            "actor: no account, mbox, mbox_sha1sum or openid identifies the learner",
+        )
+    if statement.verb.id not in mapping.verbs:
+        return Ignored("verb_not_counted")
+    definition = statement.object.definition
+    if definition is None or definition.type not in mapping.object_types:
+        return Ignored("object_not_counted")
+    result = statement.result
+    if result is None:
+        return Ignored("no_result")
+    if result.success is None:
+        return Ignored("ungraded")
+    if statement.id is None:
+        raise InvalidAttemptError("xapi_missing_field", "id: a counted statement needs its id")
+    sub_topic = _sub_topic(statement, mapping)
+    if sub_topic is None:
+        return Ignored("no_sub_topic")
+    attempt: dict[str, Any] = {
+        "attempt_id": statement.id,
+        "user_id": xapi_id("learner", learner),
+        "sub_topic_id": xapi_id("sub_topic", sub_topic),
+        "learning_mode": mapping.learning_mode,
+        "question_id": xapi_id("question", statement.object.id),
+        "difficulty": _difficulty(statement, mapping),
+        "is_correct": result.success,
+        "occurred_at": occurred,
+    }
+    number = (
+        (statement.context.extensions or {}).get(mapping.attempt_extension)
+        if (statement.context is not None)
+        else None
+    )
+    if isinstance(number, int) and not isinstance(number, bool) and number >= 1:
+        attempt["attempt_number"] = number
+    return Translated(attempt, learner)
+
+
+def _activities(found: list[_Activity] | _Activity | None) -> list[_Activity]:
+    if found is None:
+        return []
+    return found if isinstance(found, list) else [found]
+
+
+def _sub_topic(statement: _Statement, mapping: XapiMapping) -> str | None:
+    context = statement.context
+    if context is None or context.contextActivities is None:
+        return None
+    activities = _activities(getattr(context.contextActivities, mapping.sub_topic_from))
+    pattern = re.compile(mapping.sub_topic_pattern)
+    for activity in activities:
+        if pattern.search(activity.id):
+            return activity.id
+    return None
+
+
+def _difficulty(statement: _Statement, mapping: XapiMapping) -> str:
+    name = mapping.difficulty_extension
+    if name:
+        places = [
+            statement.result.extensions if statement.result is not None else None,
+            statement.context.extensions if statement.context is not None else None,
+            statement.object.definition.extensions if statement.object.definition else None,
+        ]
+        for extensions in places:
+            found = (extensions or {}).get(name)
+            if isinstance(found, str) and found.lower() in ("easy", "medium", "hard"):
+                return found.lower()
+    return mapping.default_difficulty
