@@ -171,6 +171,9 @@ class Settings:
     attempts_topic: str = setting("attempts", check=_matches(_TOPIC_RE, _TOPIC_RULE))
     stats_topic: str = setting("stats-updated", check=_matches(_TOPIC_RE, _TOPIC_RULE))
     dlq_topic: str = setting("attempts.dlq", check=_matches(_TOPIC_RE, _TOPIC_RULE))
+    #: A TOML file whose ``[xapi]`` section maps xAPI statements to attempts
+    #: (performance_engine/xapi.py); the defaults when unset.
+    xapi_mapping_path: Path | None = setting(None, _path, env="XAPI_MAPPING")
     #: The erasure records (compacted; see performance_engine/erasure.py).
     erasures_topic: str = setting("learner-erasures", check=_matches(_TOPIC_RE, _TOPIC_RULE))
     app_id: str = setting("performance-engine")

@@ -32,6 +32,7 @@ import xxhash
 
 from performance_engine.errors import ConfigurationError, InvalidAttemptError
 from performance_engine.metrics.attempt import MAX_VALUE_BYTES, parse_occurred_at
+from performance_engine.settings import Settings
 
 __all__ = [
     "ANSWERED",
@@ -45,6 +46,7 @@ __all__ = [
     "load_mapping",
     "translate",
     "xapi_id",
+    "xapi_mapping",
 ]
 
 EVALUATED = "https://w3id.org/xapi/acrossx/verbs/evaluated"
@@ -104,6 +106,18 @@ def load_mapping(path: Path | None) -> XapiMapping:
         return msgspec.convert(document.get("xapi", {}), XapiMapping)
     except msgspec.ValidationError as exc:
         raise ConfigurationError(f"{path}: [xapi] {exc}") from None
+
+
+_MAPPINGS: dict[Path | None, XapiMapping] = {}
+
+
+def xapi_mapping(settings: Settings) -> XapiMapping:
+    """The mapping of ``PERF_ENGINE_XAPI_MAPPING`` (read once per process)."""
+    path = settings.xapi_mapping_path
+    found = _MAPPINGS.get(path)
+    if found is None:
+        found = _MAPPINGS[path] = load_mapping(path)
+    return found
 
 
 def xapi_id(kind: str, text: str) -> int:

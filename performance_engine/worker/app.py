@@ -48,6 +48,7 @@ from performance_engine.worker.processor import (
     BatchAbandoned,
     BatchProcessor,
     Counters,
+    Publisher,
     Record,
 )
 from performance_engine.worker.publisher import BatchPublisher
@@ -109,6 +110,10 @@ class EngineService(Service):
         self.processor: BatchProcessor | None = None
         self.ledger: Ledger | None = None
         self.erasures: ErasureLog | None = None
+        #: Sends records through the worker's producer (the xAPI statements' attempts).
+        self.publish: Publisher | None = None
+        #: xAPI statements taken but not counted, by reason.
+        self.xapi_ignored: dict[str, int] = {}
         self.dashboard_index: DashboardIndex | None = None
         self.feed: StatsFeed | None = None
         self._in_flight = asyncio.Lock()
@@ -165,6 +170,7 @@ class EngineService(Service):
             settings.redis_wait_timeout_ms,
         )
         publisher = BatchPublisher(aiokafka_producer(app))
+        self.publish = publisher.publish
         params = ParamsFollower(self.calculator, self.store.keys, self.calculator.parameters)
         await params.refresh(self.store)
         self.erasures = ErasureLog(settings)
@@ -369,7 +375,7 @@ class EngineService(Service):
         lost without the positions showing it (a snapshot restored from between the last
         batch and an erasure)."""
         erasures, store = self.erasures, self.store
-        if erasures is None or store is None:
+        if erasures is None or store is None or self.should_stop:
             return
         try:
             await erasures.read()

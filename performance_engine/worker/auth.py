@@ -13,6 +13,7 @@ never the token.
 
 from __future__ import annotations
 
+import base64
 import logging
 import secrets
 import time
@@ -181,13 +182,24 @@ class Guard:
         header = request.headers.get("Authorization")
         if header is not None:
             kind, _, value = header.partition(" ")
-            if kind.lower() != "bearer":
+            if kind.lower() == "basic":  # an LRS client's key and secret: the token is the secret
+                value = _basic_secret(value)
+            elif kind.lower() != "bearer":
                 return None, True
             return find_token(self.tokens(), value), True
         sid = request.cookies.get(COOKIE)
         if sid is not None and request.path.startswith("/dashboard"):
             return self.session_token(sid), True
         return None, False
+
+
+def _basic_secret(value: str) -> str:
+    """The password of HTTP basic credentials ('' if they cannot be read)."""
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[2]
 
 
 def _deny(

@@ -104,7 +104,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
     meaning = {
         400: "a malformed id, a learning mode that is not configured, a malformed body",
         404: "no stats (or no learning values) for it",
-        503: "Redis (or, for an erasure, the broker) does not answer, or the worker is starting",
+        503: "Redis (or, for an erasure or statements, the broker) does not answer, or the "
+        "worker is starting",
+        409: "a statement id taken before with another body (nothing of the request taken)",
     }
     return {str(s): {"description": meaning[s], "content": _json("Error")} for s in statuses}
 
@@ -129,6 +131,23 @@ def _id_parameter(name: str, what: str) -> dict[str, Any]:
     }
 
 
+_XAPI_VERSION = {
+    "name": "X-Experience-API-Version",
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^1\\.0(\\.[0-9]+)?$"},
+    "example": "1.0.3",
+}
+_XAPI_BODY = {
+    "application/json": {
+        "schema": {
+            "oneOf": [
+                {"type": "object", "description": "an xAPI statement"},
+                {"type": "array", "items": {"type": "object"}, "minItems": 1, "maxItems": 1000},
+            ]
+        }
+    }
+}
 _MODE = {
     "name": "learning_mode",
     "in": "path",
@@ -266,6 +285,41 @@ def openapi_document(version: str) -> dict[str, Any]:
                         **_errors(400, 503),
                     },
                 }
+            },
+            "/xAPI/statements": {
+                "post": {
+                    "operationId": "postStatements",
+                    "summary": "xAPI 1.0.x statements in (one or an array), as an LRS takes "
+                    "them; each becomes the attempt it stands for",
+                    "parameters": [_XAPI_VERSION],
+                    "requestBody": {"required": True, "content": _XAPI_BODY},
+                    "responses": {
+                        "200": {
+                            "description": "the statements' ids, in order",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"type": "array", "items": {"type": "string"}}
+                                }
+                            },
+                        },
+                        **_errors(400, 409, 503),
+                    },
+                },
+                "put": {
+                    "operationId": "putStatement",
+                    "summary": "One xAPI statement, with its id",
+                    "parameters": [
+                        _XAPI_VERSION,
+                        {
+                            "name": "statementId",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "requestBody": {"required": True, "content": _XAPI_BODY},
+                    "responses": {"204": {"description": "taken"}, **_errors(400, 409, 503)},
+                },
             },
             "/health": {
                 "get": {

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from performance_engine.store.stats_store import AsyncStatsStore
     from performance_engine.worker.dashboard.feed import StatsFeed
     from performance_engine.worker.instrumentation import EngineMetrics
-    from performance_engine.worker.processor import Counters
+    from performance_engine.worker.processor import Counters, Publisher
 
 __all__ = ["WorkerStatus", "attach_status", "status_of"]
 
@@ -42,6 +42,14 @@ class WorkerStatus(Protocol):
     @property
     def feed(self) -> StatsFeed | None:
         """The dashboard's feed of stats updates (None without the dashboard)."""
+
+    @property
+    def publish(self) -> Publisher | None:
+        """Sends records to a topic (the worker's producer), once the worker has started."""
+
+    @property
+    def xapi_ignored(self) -> dict[str, int]:
+        """xAPI statements taken but not counted, by reason."""
 
     @property
     def refusal(self) -> str | None:

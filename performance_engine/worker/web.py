@@ -31,6 +31,8 @@ each its status (and answers CORS).
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from typing import Any, cast
 
 import msgspec
@@ -38,7 +40,9 @@ from faust.web import Request, Response, View
 
 from performance_engine.broker import bootstrap_hosts
 from performance_engine.errors import (
+    BrokerUnavailableError,
     DatabaseQueryError,
+    InvalidAttemptError,
     InvalidScopeError,
     UserAttemptsNotFoundError,
 )
@@ -49,10 +53,13 @@ from performance_engine.platform.erase import erase_learner, learner_id
 from performance_engine.settings import Settings
 from performance_engine.store.params import reading_follower
 from performance_engine.store.predictions import predict_async
+from performance_engine.store.statements import claim_statements, statement_digest
 from performance_engine.store.stats_store import AsyncStatsStore
 from performance_engine.worker.instrumentation import CONTENT_TYPE
 from performance_engine.worker.openapi import BatchRequest, Erased, ScopeRef, openapi_document
+from performance_engine.worker.publisher import OutRecord
 from performance_engine.worker.status import status_of
+from performance_engine.xapi import Translated, translate, xapi_mapping
 
 __all__ = [
     "BatchStatsView",
@@ -249,6 +256,113 @@ class LearnerView(View):
         return self.bytes(msgspec.json.encode(answer), content_type="application/json")
 
 
+#: Most statements, and bytes, one xAPI request takes.
+MAX_STATEMENTS = 1000
+MAX_STATEMENTS_BYTES = 8 << 20
+
+
+class _Refused(Exception):
+    """An xAPI request refused: its status and reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+class XapiStatementsView(View):
+    """``POST /xAPI/statements`` (one statement or an array) and ``PUT
+    /xAPI/statements?statementId=ID``: an LRS's statements resource, for Open edX, Moodle
+    and other producers (token scope ``xapi:write``; bearer or HTTP basic with the token as
+    the password). Each statement is translated into the attempt it stands for
+    (:mod:`performance_engine.xapi`) and sent to the attempts topic; a statement that breaks
+    the rules fails the request (400, naming it and the field) and nothing of it is taken; a
+    reused id with another body is 409 and nothing is taken; a resend is taken again (the
+    engine counts an attempt id once)."""
+
+    async def post(self, request: Request) -> Response:
+        try:
+            ids = await self._take(await self._statements(request))
+        except _Refused as refused:
+            return self.error(refused.status, refused.reason)
+        return self.bytes(msgspec.json.encode(ids), content_type="application/json")
+
+    async def put(self, request: Request) -> Response:
+        wanted = request.query.get("statementId", "")
+        try:
+            if not wanted:
+                raise _Refused(400, "PUT needs ?statementId=...")
+            parsed = await self._statements(request, {"id": wanted})
+            if len(parsed) != 1:
+                raise _Refused(400, "PUT takes one statement")
+            if parsed[0]["id"] != wanted:
+                given = str(parsed[0]["id"])[:64]
+                raise _Refused(400, f"the statement's id {given!r} is not statementId")
+            await self._take(parsed)
+        except _Refused as refused:
+            return self.error(refused.status, refused.reason)
+        return self.bytes(b"", status=204)
+
+    async def _statements(
+        self, request: Request, defaults: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        version = request.headers.get("X-Experience-API-Version", "")
+        if not version.startswith("1.0"):
+            raise _Refused(400, "the X-Experience-API-Version header must be 1.0.x")
+        body = await request.read()
+        if len(body) > MAX_STATEMENTS_BYTES:
+            raise _Refused(400, f"the body is over {MAX_STATEMENTS_BYTES} bytes")
+        try:
+            document = msgspec.json.decode(body)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise _Refused(400, f"the body is not JSON: {str(exc)[:200]}") from None
+        statements = document if isinstance(document, list) else [document]
+        if not 1 <= len(statements) <= MAX_STATEMENTS:
+            raise _Refused(400, f"send 1 to {MAX_STATEMENTS} statements")
+        for i, item in enumerate(statements):
+            if not isinstance(item, dict):
+                raise _Refused(400, f"statements[{i}] is not a JSON object")
+            item.setdefault("id", (defaults or {}).get("id") or str(uuid.uuid4()))
+            if not isinstance(item["id"], str):
+                raise _Refused(400, f"statements[{i}].id is not a string")
+        return statements
+
+    async def _take(self, statements: list[dict[str, Any]]) -> list[str]:
+        status = status_of(self)
+        settings = status.settings
+        mapping = xapi_mapping(settings)
+        now = int(time.time() * 1000)
+        values = [msgspec.json.encode(item) for item in statements]
+        counted: list[tuple[int, Translated]] = []
+        for i, value in enumerate(values):
+            try:
+                found = translate(value, mapping, now)
+            except InvalidAttemptError as exc:
+                raise _Refused(400, f"statements[{i}]: {exc.error_class}: {exc.reason}") from None
+            if isinstance(found, Translated):
+                counted.append((i, found))
+            else:  # counted as ignored, by reason
+                status.xapi_ignored[found.reason] = status.xapi_ignored.get(found.reason, 0) + 1
+        ids = [str(item["id"]) for item in statements]
+        claims = await claim_statements(
+            _store(self), ids, [statement_digest(value) for value in values]
+        )
+        if 2 in claims:
+            reused = ids[claims.index(2)]
+            raise _Refused(409, f"statement {reused[:64]!r} was taken with another body")
+        publish = status.publish
+        if publish is None:
+            raise DatabaseQueryError(_STARTING)
+        records: list[OutRecord] = [
+            (str(found.attempt["user_id"]).encode(), msgspec.json.encode(found.attempt), [])
+            for _, found in counted
+        ]
+        try:
+            await publish(settings.attempts_topic, records)
+        except Exception as exc:  # the broker: the platform sends the statements again
+            raise BrokerUnavailableError(f"sending the attempts failed: {exc}") from exc
+        return ids
+
+
 class HealthView(View):
     """``GET /health``."""
 
@@ -302,5 +416,6 @@ def install_views(app: Any) -> None:
     app.page("/openapi.json")(OpenAPIView)
     app.page("/predict/{user_id}/{sub_topic_id}/{learning_mode}")(PredictView)
     app.page("/learners/{user_id}")(LearnerView)
+    app.page("/xAPI/statements")(XapiStatementsView)
     app.page("/health")(HealthView)
     app.page("/metrics")(MetricsView)

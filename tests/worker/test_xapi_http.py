@@ -1,0 +1,118 @@
+"""``POST`` and ``PUT /xAPI/statements`` against a running worker: statements shaped like
+those of Open edX's event-routing backends become attempts, the stats equal the oracle over
+the attempts they stand for; resends are duplicates, a reused id with another body is
+refused; the endpoint needs the ``xapi:write`` scope."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from performance_engine.settings import Settings
+from performance_engine.tokens import add_token
+from performance_engine.tools.simulator import generate_attempts
+from performance_engine.xapi import ATTEMPTED, EVALUATED, INTERACTION, Translated, XapiMapping
+from performance_engine.xapi import translate as translate_statement
+from tests.helpers import http_call, oracle, wait_for_oracle, web_worker
+
+pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(300)]
+
+LMS = "https://lms.example.org"
+VERSION = {"X-Experience-API-Version": "1.0.3", "Content-Type": "application/json"}
+
+
+def as_statement(row: dict[str, Any]) -> dict[str, Any]:
+    """A simulated attempt as the statement an LMS would send for it."""
+    when = datetime.fromtimestamp(row["occurred_at"] / 1000, UTC)
+    return {
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{LMS}/{row['attempt_id']}")),
+        "actor": {
+            "objectType": "Agent",
+            "account": {"homePage": LMS, "name": f"u{row['user_id']}"},
+        },
+        "verb": {"id": EVALUATED, "display": {"en": "evaluated"}},
+        "object": {
+            "id": f"{LMS}/xblock/block-v1:X+Y+Z+type@problem+block@q{row['question_id']}_2_1",
+            "objectType": "Activity",
+            "definition": {"type": INTERACTION, "interactionType": "choice"},
+        },
+        "result": {"success": row["is_correct"], "score": {"scaled": float(row["is_correct"])}},
+        "context": {
+            "contextActivities": {"parent": [{"id": f"{LMS}/course/c{row['sub_topic_id']}"}]}
+        },
+        "timestamp": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "version": "1.0.3",
+    }
+
+
+def attempts_of(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found = []
+    for item in statements:
+        outcome = translate_statement(json.dumps(item).encode(), XapiMapping(), 0)
+        if isinstance(outcome, Translated):
+            found.append(outcome.attempt)
+    return found
+
+
+def basic(token: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"lms:{token}".encode()).decode()}
+
+
+def test_an_lms_posts_statements_and_the_stats_follow(
+    stream_settings: Settings, workers: Callable[..., Any], tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    lms = add_token(tokens, "open-edx", ["xapi:write"])
+    reader = add_token(tokens, "reader", ["stats:read"])
+    settings = replace(stream_settings, web_tokens_file=tokens)
+    _, base = web_worker(settings, workers)
+    url = f"{base}/xAPI/statements"
+    statements = [as_statement(r) for r in generate_attempts(600, users=12, seed=81)]
+    browser = {**as_statement(generate_attempts(1, users=1, seed=82)[0]), "verb": {"id": ATTEMPTED}}
+    del browser["result"]
+    for start in range(0, len(statements), 200):
+        batch = statements[start : start + 200] + ([browser] if start == 0 else [])
+        status, _, body = http_call(url, "POST", batch, {**VERSION, **basic(lms)})
+        assert status == 200, body
+        assert json.loads(body) == [s["id"] for s in batch]
+    expected = oracle(attempts_of(statements))
+    wait_for_oracle(settings, expected)
+
+    # A resend is a duplicate; a reused id with another body changes nothing.
+    status, _, _ = http_call(
+        url, "POST", statements[:50], {**VERSION, "Authorization": f"Bearer {lms}"}
+    )
+    assert status == 200
+    changed = {**statements[0], "result": {"success": not statements[0]["result"]["success"]}}
+    status, _, body = http_call(url, "POST", [changed], {**VERSION, **basic(lms)})
+    assert status == 409, body
+    assert statements[0]["id"] in json.loads(body)["error"]
+    wait_for_oracle(settings, expected)
+
+    # PUT with its id, as Open edX's LRS client sends one.
+    extra = as_statement(generate_attempts(601, users=12, seed=81)[600])
+    status, _, body = http_call(
+        f"{url}?statementId={extra['id']}", "PUT", extra, {**VERSION, **basic(lms)}
+    )
+    assert status == 204, body
+    wait_for_oracle(settings, oracle(attempts_of([*statements, extra])))
+
+    # What is refused, and why.
+    bad = {**statements[1], "timestamp": "yesterday"}
+    status, _, body = http_call(url, "POST", [statements[2], bad], {**VERSION, **basic(lms)})
+    assert status == 400
+    assert "statements[1]: xapi_bad_timestamp" in json.loads(body)["error"]
+    assert http_call(url, "POST", [statements[2]], basic(lms))[0] == 400  # no version header
+    assert http_call(url, "POST", [statements[2]], VERSION)[0] == 401
+    assert http_call(url, "POST", [statements[2]], {**VERSION, **basic(reader)})[0] == 403
+    assert http_call(url, "POST", b"[" * 10_000, {**VERSION, **basic(lms)})[0] == 400
+    document = json.loads(http_call(f"{base}/openapi.json")[2])
+    assert set(document["paths"]["/xAPI/statements"]) == {"post", "put"}
