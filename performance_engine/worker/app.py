@@ -112,8 +112,6 @@ class EngineService(Service):
         self.erasures: ErasureLog | None = None
         #: Sends records through the worker's producer (the xAPI statements' attempts).
         self.publish: Publisher | None = None
-        #: xAPI statements taken but not counted, by reason.
-        self.xapi_ignored: dict[str, int] = {}
         self.dashboard_index: DashboardIndex | None = None
         self.feed: StatsFeed | None = None
         self._in_flight = asyncio.Lock()

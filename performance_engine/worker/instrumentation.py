@@ -30,6 +30,8 @@ bookkeeping on the hot path); histograms are observed once per batch.
 ``perf_engine_attempt_latency_seconds``    age of each batch's oldest record when the batch
                                            became durable and published (histogram)
 ``perf_engine_consumer_lag``               records not yet read, per ``partition`` (gauge)
+``perf_engine_xapi_statements_total``      xAPI statements taken over HTTP, ``result`` =
+                                           counted or ``ignored:<reason>``
 =========================================  ===============================================
 """
 
@@ -54,10 +56,12 @@ class _Totals(Collector):
         counters: Callable[[], Counters | None],
         lag: Callable[[], Mapping[int, int]],
         refused: Callable[[], bool],
+        statements: Mapping[str, int],
     ) -> None:
         self._counters = counters
         self._lag = lag
         self._refused = refused
+        self._statements = statements
 
     def collect(self) -> Iterator[Metric]:
         counters = self._counters() or Counters()
@@ -125,6 +129,14 @@ class _Totals(Collector):
         for partition, value in sorted(self._lag().items()):
             lag.add_metric([str(partition)], value)
         yield lag
+        statements = CounterMetricFamily(
+            "perf_engine_xapi_statements",
+            "xAPI statements taken over HTTP, by what became of them.",
+            labels=["result"],
+        )
+        for result, count in sorted(self._statements.items()):
+            statements.add_metric([result], count)
+        yield statements
 
 
 class EngineMetrics:
@@ -137,7 +149,9 @@ class EngineMetrics:
         refused: Callable[[], bool] = lambda: False,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Totals(counters, lag, refused))
+        #: xAPI statements taken: ``counted``, or ``ignored:<reason>``.
+        self.xapi_statements: dict[str, int] = {}
+        self.registry.register(_Totals(counters, lag, refused, self.xapi_statements))
         self.batch_size = Histogram(
             "perf_engine_batch_size",
             "Records per batch.",

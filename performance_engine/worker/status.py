@@ -48,10 +48,6 @@ class WorkerStatus(Protocol):
         """Sends records to a topic (the worker's producer), once the worker has started."""
 
     @property
-    def xapi_ignored(self) -> dict[str, int]:
-        """xAPI statements taken but not counted, by reason."""
-
-    @property
     def refusal(self) -> str | None:
         """Why the worker refuses to go on, if it does."""
 

@@ -333,6 +333,7 @@ class XapiStatementsView(View):
         now = int(time.time() * 1000)
         values = [msgspec.json.encode(item) for item in statements]
         counted: list[tuple[int, Translated]] = []
+        results: list[str] = []  # what becomes of each, for the metrics
         for i, value in enumerate(values):
             try:
                 found = translate(value, mapping, now)
@@ -340,8 +341,9 @@ class XapiStatementsView(View):
                 raise _Refused(400, f"statements[{i}]: {exc.error_class}: {exc.reason}") from None
             if isinstance(found, Translated):
                 counted.append((i, found))
-            else:  # counted as ignored, by reason
-                status.xapi_ignored[found.reason] = status.xapi_ignored.get(found.reason, 0) + 1
+                results.append("counted")
+            else:
+                results.append(f"ignored:{found.reason}")
         ids = [str(item["id"]) for item in statements]
         claims = await claim_statements(
             _store(self), ids, [statement_digest(value) for value in values]
@@ -360,6 +362,9 @@ class XapiStatementsView(View):
             await publish(settings.attempts_topic, records)
         except Exception as exc:  # the broker: the platform sends the statements again
             raise BrokerUnavailableError(f"sending the attempts failed: {exc}") from exc
+        taken = status.metrics.xapi_statements
+        for result in results:
+            taken[result] = taken.get(result, 0) + 1
         return ids
 
 

@@ -72,6 +72,7 @@ def test_an_lms_posts_statements_and_the_stats_follow(
     tokens = tmp_path / "tokens"
     lms = add_token(tokens, "open-edx", ["xapi:write"])
     reader = add_token(tokens, "reader", ["stats:read"])
+    prometheus = add_token(tokens, "prometheus", ["metrics"])
     settings = replace(stream_settings, web_tokens_file=tokens)
     _, base = web_worker(settings, workers)
     url = f"{base}/xAPI/statements"
@@ -85,6 +86,9 @@ def test_an_lms_posts_statements_and_the_stats_follow(
         assert json.loads(body) == [s["id"] for s in batch]
     expected = oracle(attempts_of(statements))
     wait_for_oracle(settings, expected)
+    metrics = http_call(f"{base}/metrics", token=prometheus)[2].decode()
+    assert 'perf_engine_xapi_statements_total{result="counted"} 600.0' in metrics
+    assert 'perf_engine_xapi_statements_total{result="ignored:verb_not_counted"} 1.0' in metrics
 
     # A resend is a duplicate; a reused id with another body changes nothing.
     status, _, _ = http_call(
