@@ -95,7 +95,9 @@ def test_kill_storm(stream_settings: Settings, workers: Callable[..., Any]) -> N
     for k, part in enumerate(parts[:6]):
         through_part = sum(s.version for s in oracle(records[: (k + 1) * size]).values())
         before = applied(stream_settings, scopes)
-        producer = produce_slowly(stream_settings, part, chunks=10, pause=0.5)
+        # sent over 8 s: longer than a new worker takes to start (group join, the erasures
+        # read), so that the part is still arriving when the kill comes
+        producer = produce_slowly(stream_settings, part, chunks=20, pause=0.4)
         wait_for_progress(stream_settings, scopes, before + rng.randrange(200, 2000), "progress")
         time.sleep(rng.uniform(0, 0.5))  # somewhere in a batch: fetch, write, publish, commit
         worker.kill()
