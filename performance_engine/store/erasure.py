@@ -22,10 +22,11 @@ command) and the asyncio one (the worker) alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from performance_engine.erasure import Erasure, decode_marker, encode_erasure, marker_value
+from performance_engine.metrics.types import ScopeKey
 from performance_engine.store.failures import REDIS_ERRORS, failure
 from performance_engine.store.keyspace import KeySpace
 from performance_engine.store.stats_store import StatsStore
@@ -38,6 +39,7 @@ __all__ = [
     "erase_call",
     "finish_call",
     "restore_call",
+    "revision_floor",
     "stored_erasures",
 ]
 
@@ -150,6 +152,14 @@ def finish_call(keys: KeySpace, erasure: Erasure) -> ScriptCall:
     return ScriptCall(
         FINISH_LUA, [keys.erased(erasure.user)], [erasure.epoch, marker_value(erasure)]
     )
+
+
+def revision_floor(erasures: Mapping[int, Erasure], scope: ScopeKey) -> int:
+    """The revision a scope starts again above: its erased one, if its learner was erased."""
+    erasure = erasures.get(scope.user_id) if erasures else None
+    if erasure is None:
+        return 0
+    return erasure.revision_floor(KeySpace.stats_field(scope.sub_topic_id, scope.learning_mode))
 
 
 def stored_erasures(store: StatsStore) -> dict[int, Erasure]:

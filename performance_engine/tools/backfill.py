@@ -24,11 +24,11 @@ from performance_engine.erasure import Erasure
 from performance_engine.errors import StateConflictError
 from performance_engine.metrics.batch import ScopeIndex, compute_parts, scope_index
 from performance_engine.metrics.calculator import MetricsCalculator
-from performance_engine.metrics.frame import RowError
+from performance_engine.metrics.frame import LoadResult, RowError
 from performance_engine.metrics.history import Entry
 from performance_engine.metrics.types import ScopeKey, with_revision
 from performance_engine.store.bulk import FIRST_REVISION, PackedScopes, pack_fresh
-from performance_engine.store.keyspace import KeySpace
+from performance_engine.store.erasure import revision_floor
 from performance_engine.store.params import ParamsFollower
 from performance_engine.store.stats_store import ScopeWrite, StatsStore, StoredScope
 from performance_engine.tools.history_files import load_attempts, without_erased
@@ -36,7 +36,7 @@ from performance_engine.tools.history_files import load_attempts, without_erased
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-__all__ = ["BackfillReport", "backfill_file", "backfill_frame", "backfill_sql"]
+__all__ = ["BackfillReport", "backfill_file", "backfill_frame", "backfill_loaded", "backfill_sql"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,16 +100,9 @@ def backfill_file(
     progress("reading", 0, 1)
     loaded = load_attempts(path, calculator.learning_modes, skip_invalid=skip_invalid)
     progress("reading", 1, 1)
-    report = backfill_frame(
-        loaded.frame,
-        store,
-        calculator,
-        progress=progress,
-        erasures=erasures,
-        include_erased=include_erased,
+    return backfill_loaded(
+        loaded, store, calculator, progress, erasures=erasures, include_erased=include_erased
     )
-    report.rejected = loaded.errors
-    return report
 
 
 def backfill_sql(
@@ -136,6 +129,22 @@ def backfill_sql(
         skip_invalid=skip_invalid,
         progress=progress,
     )
+    return backfill_loaded(
+        loaded, store, calculator, progress, erasures=erasures, include_erased=include_erased
+    )
+
+
+def backfill_loaded(
+    loaded: LoadResult,
+    store: StatsStore,
+    calculator: MetricsCalculator,
+    progress: Progress = _no_progress,
+    *,
+    erasures: Mapping[int, Erasure] | None = None,
+    include_erased: bool = False,
+) -> BackfillReport:
+    """Backfill validated rows (:func:`backfill_frame`); the rows they left out are the
+    report's ``rejected``."""
     report = backfill_frame(
         loaded.frame,
         store,
@@ -297,7 +306,7 @@ def _write_all(
         applies: list[int] = []
         for scope, state in zip(chunk.scopes, chunk.states, strict=True):
             if scope not in base:
-                state.revision = FIRST_REVISION + _floor(erasures, scope)
+                state.revision = FIRST_REVISION + revision_floor(erasures, scope)
         for scope, state, stats_json, history in zip(
             chunk.scopes, chunk.states, chunk.stats_json(calculator), chunk.histories, strict=True
         ):
@@ -317,13 +326,6 @@ def _write_all(
         done += len(chunk)
         progress("writing", done, total)
     return refused
-
-
-def _floor(erasures: Mapping[int, Erasure], scope: ScopeKey) -> int:
-    erasure = erasures.get(scope.user_id)
-    if erasure is None:
-        return 0
-    return erasure.revision_floor(KeySpace.stats_field(scope.sub_topic_id, scope.learning_mode))
 
 
 #: The custom metrics already warned about (once per process and set of metrics).

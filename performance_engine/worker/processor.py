@@ -46,7 +46,7 @@ from performance_engine.metrics.history import Entry, HistoryWrite
 from performance_engine.metrics.state import ScopeState, fingerprint
 from performance_engine.metrics.types import ScopeKey
 from performance_engine.settings import Settings
-from performance_engine.store.keyspace import KeySpace
+from performance_engine.store.erasure import revision_floor
 from performance_engine.store.ledger import Ledger
 from performance_engine.store.params import ParamsFollower
 from performance_engine.store.stats_store import AsyncStatsStore, ScopeWrite
@@ -389,7 +389,7 @@ class BatchProcessor:
             if outcome.applied or plan.refold or not stored:
                 # its stored stats change: the next revision (a scope of an erased learner
                 # starts above its erased one)
-                state.revision = (stored or (erased and _floor(erased, scope)) or 0) + 1
+                state.revision = (stored or revision_floor(erased, scope)) + 1
             entries.append(outcome.entries)
             history_writes.append(outcome.history)
             tallies.append(_Tally(outcome.applied, plan.given, plan.refold, lost))
@@ -487,13 +487,6 @@ def partition_ends(records: Sequence[Record], topic: str) -> dict[int, int]:
         if record.topic == topic and record.offset >= ends.get(record.partition, 0):
             ends[record.partition] = record.offset + 1
     return ends
-
-
-def _floor(erased: dict[int, Erasure], scope: ScopeKey) -> int:
-    erasure = erased.get(scope.user_id) if erased else None
-    if erasure is None:
-        return 0
-    return erasure.revision_floor(KeySpace.stats_field(scope.sub_topic_id, scope.learning_mode))
 
 
 def _epoch(erased: dict[int, Erasure], scope: ScopeKey) -> str:

@@ -15,7 +15,7 @@ from performance_engine.errors import InputFileError
 from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.metrics.frame import COLUMNS, REQUIRED_COLUMNS, load_row_chunks
 from performance_engine.store.stats_store import StatsStore
-from performance_engine.tools.backfill import BackfillReport, Progress, backfill_frame
+from performance_engine.tools.backfill import BackfillReport, Progress, backfill_loaded
 
 __all__ = ["backfill_queryset", "queryset_columns"]
 
@@ -80,16 +80,9 @@ def backfill_queryset(
         source=f"{label} rows",
         progress=lambda done: progress("reading", done, max(total, done)),
     )
-    report = backfill_frame(
-        loaded.frame,
-        store,
-        calculator,
-        progress=progress,
-        erasures=erasures,
-        include_erased=include_erased,
+    return backfill_loaded(
+        loaded, store, calculator, progress, erasures=erasures, include_erased=include_erased
     )
-    report.rejected = loaded.errors
-    return report
 
 
 def _chunks(rows: QuerySet[Any], size: int) -> Iterator[pd.DataFrame]:
