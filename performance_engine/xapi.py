@@ -56,6 +56,7 @@ VOIDED = "http://adlnet.gov/expapi/verbs/voided"
 INTERACTION = "http://adlnet.gov/expapi/activities/cmi.interaction"
 ATTEMPT_ID_EXTENSION = "http://id.tincanapi.com/extension/attempt-id"
 _VERSION = re.compile(r"^1\.0(\.[0-9]+)?$")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _MASK = (1 << 63) - 1
 
 
@@ -238,6 +239,8 @@ def translate(value: bytes, mapping: XapiMapping, received_ms: int) -> Translate
         raise InvalidAttemptError(
             "xapi_invalid", "the statement is nested too deeply to be read"
         ) from None
+    if statement.id is not None and not _UUID.fullmatch(statement.id):
+        raise InvalidAttemptError("xapi_invalid", f"id: {statement.id[:40]!r} is not a UUID")
     if statement.version is not None and not _VERSION.fullmatch(statement.version):
         raise InvalidAttemptError(
             "xapi_version", f"version {statement.version[:32]!r} is not xAPI 1.0.x"
@@ -270,7 +273,7 @@ def translate(value: bytes, mapping: XapiMapping, received_ms: int) -> Translate
     if sub_topic is None:
         return Ignored("no_sub_topic")
     attempt: dict[str, Any] = {
-        "attempt_id": statement.id,
+        "attempt_id": statement.id.lower(),
         "user_id": xapi_id("learner", learner),
         "sub_topic_id": xapi_id("sub_topic", sub_topic),
         "learning_mode": mapping.learning_mode,

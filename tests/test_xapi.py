@@ -201,6 +201,8 @@ def test_the_mapping_is_configured_in_toml(tmp_path: Path) -> None:
         (json.dumps(statement(verb={"id": 7})).encode(), "xapi_invalid", "$.verb.id"),
         (json.dumps(statement(result={"success": "yes"})).encode(), "xapi_invalid", "success"),
         (json.dumps(statement(id=None)).encode(), "xapi_missing_field", "id"),
+        (json.dumps(statement(id="")).encode(), "xapi_invalid", "UUID"),
+        (json.dumps(statement(id="statement-7")).encode(), "xapi_invalid", "UUID"),
         (b"[" * 100_000, "xapi_too_large", "bytes"),
     ],
 )
