@@ -53,6 +53,7 @@ ErrorClass = Literal[
     "xapi_missing_field",
     "xapi_version",
     "xapi_bad_timestamp",
+    "xapi_conflict",
 ]
 ERROR_CLASSES: tuple[str, ...] = get_args(ErrorClass)
 

@@ -174,6 +174,8 @@ class Settings:
     #: A TOML file whose ``[xapi]`` section maps xAPI statements to attempts
     #: (performance_engine/xapi.py); the defaults when unset.
     xapi_mapping_path: Path | None = setting(None, _path, env="XAPI_MAPPING")
+    #: A topic of xAPI statements the worker reads beside the attempts (none when unset).
+    xapi_topic: str | None = setting(None, check=_matches(_TOPIC_RE, _TOPIC_RULE))
     #: The erasure records (compacted; see performance_engine/erasure.py).
     erasures_topic: str = setting("learner-erasures", check=_matches(_TOPIC_RE, _TOPIC_RULE))
     app_id: str = setting("performance-engine")

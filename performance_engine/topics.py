@@ -63,6 +63,7 @@ def create_missing_topics(settings: Settings) -> list[str]:
         settings.stats_topic,
         settings.dlq_topic,
         settings.erasures_topic,
+        *([settings.xapi_topic] if settings.xapi_topic else []),
     ]
     missing = [name for name in wanted if name not in topic_names(settings)]
     if not missing:

@@ -41,6 +41,7 @@ __all__ = [
     "INTERACTION",
     "Ignored",
     "Translated",
+    "Void",
     "XapiMapping",
     "learner_identifier",
     "load_mapping",
@@ -205,6 +206,12 @@ class Ignored(msgspec.Struct, frozen=True):
     reason: str
 
 
+class Void(msgspec.Struct, frozen=True):
+    """A voiding statement: the id of the statement it voids (lower case)."""
+
+    target: str
+
+
 def learner_identifier(actor: _Actor) -> str | None:
     """The learner's identifier as the engine hashes it (None if the actor has none)."""
     if actor.account is not None:
@@ -218,8 +225,8 @@ def learner_identifier(actor: _Actor) -> str | None:
     return None
 
 
-def translate(value: bytes, mapping: XapiMapping, received_ms: int) -> Translated | Ignored:
-    """A statement's attempt, or why it is not counted (see the module docstring);
+def translate(value: bytes, mapping: XapiMapping, received_ms: int) -> Translated | Ignored | Void:
+    """A statement's attempt, a void, or why it is not counted (see the module docstring);
     InvalidAttemptError for one that breaks the rules. ``received_ms`` is the time of
     receipt, the attempt's time when the statement has no ``timestamp``."""
     if len(value) > MAX_VALUE_BYTES:
@@ -257,6 +264,8 @@ def translate(value: bytes, mapping: XapiMapping, received_ms: int) -> Translate
             "xapi_missing_field",
             "actor: no account, mbox, mbox_sha1sum or openid identifies the learner",
         )
+    if statement.verb.id == VOIDED:
+        return _void(statement)
     if statement.verb.id not in mapping.verbs:
         return Ignored("verb_not_counted")
     definition = statement.object.definition
@@ -290,6 +299,19 @@ def translate(value: bytes, mapping: XapiMapping, received_ms: int) -> Translate
     if isinstance(number, int) and not isinstance(number, bool) and number >= 1:
         attempt["attempt_number"] = number
     return Translated(attempt, learner)
+
+
+def _void(statement: _Statement) -> Void:
+    target = statement.object
+    if target.objectType != "StatementRef":
+        raise InvalidAttemptError(
+            "xapi_invalid", "object: a voiding statement's object must be a StatementRef"
+        )
+    if not _UUID.fullmatch(target.id):
+        raise InvalidAttemptError("xapi_invalid", f"object.id: {target.id[:40]!r} is not a UUID")
+    if statement.id is None:
+        raise InvalidAttemptError("xapi_missing_field", "id: a voiding statement needs its id")
+    return Void(target.id.lower())
 
 
 def _activities(found: list[_Activity] | _Activity | None) -> list[_Activity]:

@@ -33,6 +33,7 @@ from performance_engine.metrics.attempt import (
     ATTEMPT_COLUMNS,
     MAX_VALUE_BYTES,
     Attempt,
+    AttemptVoid,
     attempt_from_mapping,
     decode_attempt,
 )
@@ -106,17 +107,22 @@ class StreamModel:
         self.history_reads = 0
         self.refolds = 0
 
-    def apply(self, batch: Iterable[Attempt]) -> None:
-        """One batch: per scope, its attempts in the batch's order."""
+    def apply(self, batch: Iterable[Attempt | AttemptVoid]) -> None:
+        """One batch: per scope, its attempts in the batch's order (and its voids)."""
         calculator = self.calculator
         by_scope: dict[ScopeKey, list[tuple[Attempt, int]]] = {}
+        voids: dict[ScopeKey, list[str]] = {}
         for a in batch:
-            by_scope.setdefault(a.scope, []).append((a, fingerprint(a.attempt_id)))
+            if isinstance(a, AttemptVoid):
+                voids.setdefault(a.scope, []).append(a.attempt_id)
+                by_scope.setdefault(a.scope, [])
+            else:
+                by_scope.setdefault(a.scope, []).append((a, fingerprint(a.attempt_id)))
         for scope, pairs in by_scope.items():
             state = self.states.get(scope)
             if state is None:
                 state = self.states[scope] = calculator.new_state()
-            plan = calculator.plan(scope, state, pairs)
+            plan = calculator.plan(scope, state, pairs, voids.get(scope))
             self.refolds += plan.refold
             history = None
             if plan.needs_history:
@@ -127,7 +133,7 @@ class StreamModel:
                 kept = b"" if write.replace else self.blobs.get(scope, b"")
                 self.blobs[scope] = kept + write.data
 
-    def apply_each(self, attempts: Iterable[Attempt]) -> StreamModel:
+    def apply_each(self, attempts: Iterable[Attempt | AttemptVoid]) -> StreamModel:
         for a in attempts:
             self.apply([a])
         return self

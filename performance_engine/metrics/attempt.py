@@ -34,10 +34,13 @@ __all__ = [
     "RFC3339_PATTERN",
     "Attempt",
     "AttemptEvent",
+    "AttemptVoid",
     "ErrorClass",
     "IdValue",
+    "VoidEvent",
     "attempt_from_mapping",
     "decode_attempt",
+    "decode_record",
     "parse_difficulty",
     "parse_occurred_at",
     "scope_key",
@@ -185,8 +188,52 @@ class Attempt(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         }
 
 
+class VoidEvent(msgspec.Struct):
+    """A void (SPEC 2 records of their own, on the attempts topic keyed by ``user_id``): the
+    attempt ``void`` names no longer counts; its scope is folded again without it. An
+    attempt voided before it arrives is not counted when it does. A JSON object whose
+    first field is ``void``."""
+
+    void: Annotated[
+        str,
+        msgspec.Meta(min_length=1, max_length=128),
+        _doc("The attempt_id of the attempt that no longer counts."),
+    ]
+    user_id: Annotated[_Id, _doc(f"The attempt's learner. {_ID_DOC}")]
+    sub_topic_id: Annotated[_Id, _doc(f"The attempt's sub-topic. {_ID_DOC}")]
+    learning_mode: Annotated[
+        str, _doc("The attempt's learning mode.", pattern=MODE_NAME_RE.pattern)
+    ]
+    occurred_at: Annotated[
+        Annotated[str, _doc("RFC 3339 with a zone.", pattern=RFC3339_PATTERN)]
+        | Annotated[int, msgspec.Meta(ge=0, le=MAX_EPOCH_MS), _doc("Epoch milliseconds.")],
+        _doc("When the attempt was voided."),
+    ]
+    voided_by: Annotated[
+        Annotated[str, msgspec.Meta(max_length=128)] | None,
+        _doc("What voided it (the id of an xAPI voiding statement)."),
+    ] = None
+
+
+class AttemptVoid(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A validated void: the attempt ``attempt_id`` of a scope no longer counts."""
+
+    attempt_id: str
+    user_id: int
+    sub_topic_id: int
+    learning_mode: str
+    occurred_at: int
+    voided_by: str | None = None
+
+    @property
+    def scope(self) -> ScopeKey:
+        return ScopeKey(self.user_id, self.sub_topic_id, self.learning_mode)
+
+
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(AttemptEvent)
+_VOID_DECODER = msgspec.json.Decoder(VoidEvent)
+_VOID_HEAD = b'{"void"'
 
 
 def parse_difficulty(value: str) -> DifficultyEnum:
@@ -317,6 +364,33 @@ def decode_attempt(
             raise InvalidAttemptError("invalid_utf8", f"value is not valid UTF-8: {bad}") from None
         raise InvalidAttemptError("invalid_json", f"value is not valid JSON: {exc}") from None
     return _from_wire(wire, modes, record_ms)
+
+
+def decode_record(
+    value: bytes | None, modes: LearningModes, record_ms: int | None = None
+) -> Attempt | AttemptVoid:
+    """A record of the attempts topic: an attempt (:func:`decode_attempt`) or a void (a
+    JSON object whose first field is ``void``)."""
+    if value is None or not value.startswith(_VOID_HEAD):
+        return decode_attempt(value, modes, record_ms)
+    if len(value) > MAX_VALUE_BYTES:
+        raise InvalidAttemptError(
+            "oversized", f"value is {len(value)} bytes; the limit is {MAX_VALUE_BYTES}"
+        )
+    try:
+        wire = _VOID_DECODER.decode(value)
+    except msgspec.ValidationError as exc:
+        raise _field_error(exc) from None
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+        raise InvalidAttemptError("invalid_json", f"value is not valid JSON: {exc}") from None
+    return AttemptVoid(
+        attempt_id=wire.void,
+        user_id=_id(wire.user_id, "user_id"),
+        sub_topic_id=_id(wire.sub_topic_id, "sub_topic_id"),
+        learning_mode=modes.normalise(wire.learning_mode),
+        occurred_at=parse_occurred_at(wire.occurred_at),
+        voided_by=wire.voided_by,
+    )
 
 
 def attempt_from_mapping(data: Mapping[str, Any], modes: LearningModes) -> Attempt:

@@ -67,7 +67,13 @@ from performance_engine.metrics.learning import (
 from performance_engine.metrics.model import LearningModel
 from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.params import ParameterSet
-from performance_engine.metrics.state import DUPLICATE, NEW_QUESTION, ScopeState, fingerprint
+from performance_engine.metrics.state import (
+    DUPLICATE,
+    NEW_QUESTION,
+    ScopeState,
+    fingerprint,
+    insert_sorted,
+)
 from performance_engine.metrics.types import (
     LearningStats,
     PerformanceStatsData,
@@ -105,6 +111,8 @@ class Plan(msgspec.Struct, gc=False):
     needs_history: bool
     #: Whether the sequential metrics must be folded again over the whole history.
     refold: bool
+    #: The attempt ids that no longer count (voided), or None.
+    voids: list[str] | None = None
 
 
 class Applied(msgspec.Struct, gc=False):
@@ -115,6 +123,8 @@ class Applied(msgspec.Struct, gc=False):
     duplicates: int
     history: HistoryWrite | None
     entries: list[Entry] | None = None
+    #: Attempts taken out of the scope (voided).
+    voided: int = 0
 
 
 def _fresh_key(pair: tuple[Attempt, int]) -> tuple[int, str]:
@@ -283,9 +293,14 @@ class MetricsCalculator:
     # -- applying attempts ----------------------------------------------------------
 
     def plan(
-        self, scope: ScopeKey, state: ScopeState, attempts: Sequence[tuple[Attempt, int]]
+        self,
+        scope: ScopeKey,
+        state: ScopeState,
+        attempts: Sequence[tuple[Attempt, int]],
+        voids: list[str] | None = None,
     ) -> Plan:
-        """Decide what applying ``attempts`` (with their fingerprints) to a scope takes."""
+        """Decide what applying ``attempts`` (with their fingerprints) to a scope takes,
+        and taking out the attempts ``voids`` names (voided: their ids)."""
         version = state.version
         complete = state.history == version
         tail = (state.last_at or 0, state.tail_id)
@@ -317,7 +332,9 @@ class MetricsCalculator:
         else:
             refold = False
             uses = bool(known) or bool(state.log) or bool(self._frame)
-        return Plan(fresh, known, len(attempts), uses and state.spilled, refold)
+        if voids:
+            uses = True
+        return Plan(fresh, known, len(attempts), uses and state.spilled, refold, voids)
 
     def apply_plan(
         self,
@@ -342,8 +359,15 @@ class MetricsCalculator:
             state.history = 0
         spilled = state.spilled
         version_before = state.version
+        voids = plan.voids
         if not spilled:  # the history is at hand, in the state
-            needed = plan.refold or bool(plan.known) or bool(state.log) or bool(self._frame)
+            needed = (
+                plan.refold
+                or bool(plan.known)
+                or bool(state.log)
+                or bool(self._frame)
+                or bool(voids)
+            )
             history = state.inline_entries() if needed else None
         rebuilt = False
         if history is not None and state.history != version_before:
@@ -361,6 +385,7 @@ class MetricsCalculator:
         incremental = self._incremental
         entries: list[Entry] = []
         collisions = 0
+        voided = 0
         for attempt, fp in plan.fresh:
             outcome = state.apply(attempt, fp)
             if outcome == DUPLICATE:  # another attempt_id with the same fingerprint
@@ -393,16 +418,59 @@ class MetricsCalculator:
                 history.extend(entries)
                 if learning is None:
                     history.sort(key=learning_key)
-            if refold:
+            if voids and complete:
+                voided = self._void(scope, state, history, voids)
+            elif voids:  # an incomplete history: what is voided only never counts later
+                self._block(state, voids)
+            if refold and not voided:
                 self._refold(scope, state, history)
-            if entries or rebuilt or refold or lost:
+            if entries or rebuilt or refold or lost or voided:
                 whole = encode_entries(history)
+        elif voids:
+            self._block(state, voids)
         added = b""
         if whole is None and entries:
             added = _encode_entry(entries[0]) if len(entries) == 1 else encode_entries(entries)
         write = self._store_history(state, version_before == 0 or lost, whole, added)
         applied = len(plan.fresh) - collisions
-        return Applied(applied, plan.given - applied, write, history)
+        return Applied(applied, plan.given - applied, write, history, voided)
+
+    @staticmethod
+    def _block(state: ScopeState, voids: Sequence[str]) -> None:
+        """Mark voided attempt ids as applied: one that arrives later is a duplicate."""
+        for attempt_id in voids:
+            seen = insert_sorted(state.seen, fingerprint(attempt_id))
+            if seen is not None:
+                state.seen = seen
+
+    def _void(
+        self, scope: ScopeKey, state: ScopeState, history: list[Entry], voids: Sequence[str]
+    ) -> int:
+        """Take the voided attempts out of a scope whose whole history is at hand: the
+        history loses them, everything is counted and folded again over what is left
+        (``version`` falls), and their ids stay marked as applied. Returns how many were
+        taken out (a void of an attempt not in the history only marks its id)."""
+        self._block(state, voids)
+        gone = set(voids)
+        kept = [entry for entry in history if entry[1] not in gone]
+        removed = len(history) - len(kept)
+        if not removed:
+            return 0
+        history[:] = kept
+        seen = state.seen
+        fresh = self.new_state()
+        attempts = [attempt_of(scope, entry) for entry in kept]
+        for attempt in attempts:
+            fresh.apply(attempt, fingerprint(attempt.attempt_id))
+        for name in ("version", "first_at", "last_at", "attempts", "correct"):
+            setattr(state, name, getattr(fresh, name))
+        state.questions, state.solved = fresh.questions, fresh.solved
+        state.seen = seen
+        state.history = len(kept)
+        if self._incremental:
+            state.custom = {inc.name: _fold(inc, attempts) for inc in self._incremental}
+        self._refold(scope, state, history)
+        return removed
 
     def _store_history(
         self, state: ScopeState, fresh: bool, whole: bytes | None, added: bytes

@@ -9,7 +9,9 @@ files in this package and in the repository's ``schemas/`` folder.
 - ``dead-letter-headers.schema.json``: a dead letter's headers as an object of UTF-8
   strings, ``events.DeadLetterHeaders`` (with every error class);
 - ``erasure.schema.json``: an erasure record, a value of the erasures topic,
-  ``erasure.Erasure``.
+  ``erasure.Erasure``;
+- ``void.schema.json``: a void, a record of the attempts topic of its own (SPEC 2),
+  ``metrics.attempt.VoidEvent``.
 
 ``python -m performance_engine.schemas DIR`` writes them (the repository's copies are
 written so; a test fails when a type and its file disagree). :func:`load` reads one.
@@ -27,7 +29,7 @@ import msgspec
 
 from performance_engine.erasure import Erasure
 from performance_engine.events import DeadLetterHeaders, StatsUpdated
-from performance_engine.metrics.attempt import AttemptEvent
+from performance_engine.metrics.attempt import AttemptEvent, VoidEvent
 from performance_engine.metrics.types import PerformanceStatsData
 
 __all__ = ["DIALECT", "NAMES", "documents", "load", "render"]
@@ -41,6 +43,7 @@ _SOURCES: dict[str, tuple[type, str, bool]] = {
     "stats-updated": (StatsUpdated, "stats-updated event value (SPEC 4)", True),
     "dead-letter-headers": (DeadLetterHeaders, "Dead letter headers", False),
     "erasure": (Erasure, "Erasure record (a value of the erasures topic)", True),
+    "void": (VoidEvent, "Void (a record of the attempts topic, SPEC 2)", False),
 }
 NAMES = tuple(_SOURCES)
 

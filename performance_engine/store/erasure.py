@@ -43,8 +43,9 @@ __all__ = [
     "stored_erasures",
 ]
 
-# KEYS: the marker, the stats hash, then per scope its key and its history key. ARGV: the
-# epoch, the record under way (JSON, earlier revisions in it), then each scope's field.
+# KEYS: the marker, the stats hash, then per scope its key and its history key, and last
+# the learner's xAPI identifier. ARGV: the epoch, the record under way (JSON, earlier
+# revisions in it), then each scope's field.
 # Returns {'again', field} if the stats hash has a field not passed (a scope created since
 # the caller read the hash: read again), else the marker's new JSON.
 ERASE_LUA = """
@@ -66,15 +67,16 @@ for i = 3, #ARGV do
   end
   redis.call('DEL', key, KEYS[2 * i - 2])
 end
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[#KEYS])
 local encoded = cjson.encode(record)
 redis.call('SET', KEYS[1], ARGV[1] .. encoded)
 return {'done', encoded}
 """
 
-# KEYS: the marker, the stats hash, then per scope its key and its history key. ARGV: the
-# epoch the marker holds now ('' none), the marker's value to set, then per scope its field
-# and its erased revision. Returns 'moved' if the marker no longer holds that epoch.
+# KEYS: the marker, the stats hash, then per scope its key and its history key, and last
+# the learner's xAPI identifier. ARGV: the epoch the marker holds now ('' none), the
+# marker's value to set, then per scope its field and its erased revision. Returns 'moved'
+# if the marker no longer holds that epoch.
 RESTORE_LUA = """
 if redis.call('GETRANGE', KEYS[1], 0, 15) ~= ARGV[1] then return 'moved' end
 for i = 3, #ARGV, 2 do
@@ -90,6 +92,7 @@ for i = 3, #ARGV, 2 do
     redis.call('HDEL', KEYS[2], ARGV[i])
   end
 end
+redis.call('DEL', KEYS[#KEYS])
 redis.call('SET', KEYS[1], ARGV[2])
 return 'done'
 """
@@ -128,7 +131,12 @@ def erase_call(keys: KeySpace, under_way: Erasure, fields: Sequence[str]) -> Scr
     user = under_way.user
     return ScriptCall(
         ERASE_LUA,
-        [keys.erased(user), keys.stats(user), *_scope_keys(keys, user, fields)],
+        [
+            keys.erased(user),
+            keys.stats(user),
+            *_scope_keys(keys, user, fields),
+            keys.xapi_learner(user),
+        ],
         [under_way.epoch, encode_erasure(under_way), *fields],
     )
 
@@ -142,7 +150,12 @@ def restore_call(keys: KeySpace, erasure: Erasure, marker_epoch: str) -> ScriptC
         args += (field, erasure.revisions[field])
     return ScriptCall(
         RESTORE_LUA,
-        [keys.erased(user), keys.stats(user), *_scope_keys(keys, user, fields)],
+        [
+            keys.erased(user),
+            keys.stats(user),
+            *_scope_keys(keys, user, fields),
+            keys.xapi_learner(user),
+        ],
         args,
     )
 

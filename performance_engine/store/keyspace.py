@@ -150,6 +150,16 @@ class KeySpace:
         epoch and record of their last erasure (see :mod:`performance_engine.erasure`)."""
         return f"{self.prefix}:erased:{{u{user_id}}}"
 
+    def xapi_learner(self, user_id: int | str) -> str:
+        """The learner's xAPI identifier (the reverse of the id it was mapped to; same hash
+        slot as the learner's scope keys, erased with them)."""
+        return f"{self.prefix}:xapi:learner:{{u{user_id}}}"
+
+    def xapi_statement(self, statement_id: str) -> str:
+        """What the xAPI ingest knows of a statement it took: a hash (see
+        :mod:`performance_engine.store.statements`)."""
+        return f"{self.prefix}:xapi:stmt:{statement_id}"
+
     def erasures(self) -> str:
         """The set of every erased learner's user id (to find their markers without a
         SCAN)."""

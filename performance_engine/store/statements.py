@@ -1,44 +1,81 @@
-"""The xAPI statements taken in, by id: what makes a resend a duplicate and a reused id
-with another body a conflict.
+"""What the xAPI ingest keeps of the statements it took, by id, and the learners' xAPI
+identifiers.
 
-One string per statement, ``{prefix}:xapi:stmt:<statement id>``, holding the SHA-256 of
-the statement's JSON as taken. :data:`CLAIM_LUA` claims many ids in one call: an id not
-seen yet is recorded; one seen with the same body is a resend; one seen with another body
-is a conflict, and then nothing of the call is recorded.
+One hash per statement, ``{prefix}:xapi:stmt:<statement id>``:
+
+- ``digest``: the SHA-256 of the statement's JSON as taken. A resend (same body) is a
+  duplicate; a reused id with another body is a conflict and changes nothing;
+- ``scope``: for a statement that became an attempt, its scope (``user:sub_topic:mode``),
+  which a voiding statement needs to reach the attempt's partition and scope;
+- ``voided_by``: the id of the statement that voided it. A voiding statement can arrive
+  before the statement it voids: it is recorded here, and the void is sent when the
+  voided statement arrives.
+
+A statement's keys are one per statement, so every script touches one key (one hash
+slot: a Redis Cluster is fine). A statement's hash names no learner: the scope holds the
+engine's id, which the learner's own key maps back to their xAPI identifier,
+``{prefix}:xapi:learner:{u<id>}``; that one is in the learner's hash slot and is erased
+with their scopes.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 from performance_engine.store.failures import REDIS_ERRORS, failure
 from performance_engine.store.stats_store import AsyncStatsStore
 
-__all__ = ["CLAIM_LUA", "claim_statements", "statement_digest"]
+__all__ = [
+    "LEARNER_LUA",
+    "STATEMENT_LUA",
+    "VOID_LUA",
+    "Claim",
+    "check_statements",
+    "remember_learners",
+    "statement_digest",
+    "take_statements",
+    "void_statements",
+    "xapi_identifier",
+]
 
-# KEYS: the statements' keys. ARGV: their digests. Returns, per statement, 0 (new), 1 (seen
-# with this body) or 2 (seen with another body); with any 2, nothing is written.
-CLAIM_LUA = """
-local found = {}
-local conflict = false
-for i = 1, #KEYS do
-  local stored = redis.call('GET', KEYS[i])
-  if not stored then
-    found[i] = 0
-  elseif stored == ARGV[i] then
-    found[i] = 1
-  else
-    found[i] = 2
-    conflict = true
+# KEYS: the statement's hash. ARGV: its digest, its scope ('' if it is no attempt).
+# Returns {0 new | 1 taken before with this body | 2 taken with another body, voided_by}.
+STATEMENT_LUA = """
+local stored = redis.call('HGET', KEYS[1], 'digest')
+if stored and stored ~= ARGV[1] then return {2, ''} end
+if not stored then
+  redis.call('HSET', KEYS[1], 'digest', ARGV[1])
+  if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'scope', ARGV[2]) end
+end
+return {stored and 1 or 0, redis.call('HGET', KEYS[1], 'voided_by') or ''}
+"""
+
+# KEYS: the voided statement's hash. ARGV: the voiding statement's id. Records the first
+# voiding statement; returns {whether the voided one was taken (0/1), its scope or ''}.
+VOID_LUA = """
+if not redis.call('HGET', KEYS[1], 'voided_by') then
+  redis.call('HSET', KEYS[1], 'voided_by', ARGV[1])
+end
+local taken = redis.call('HEXISTS', KEYS[1], 'digest')
+return {taken, redis.call('HGET', KEYS[1], 'scope') or ''}
+"""
+
+# KEYS: the learner's xAPI identifier key, their erasure marker (one hash slot). ARGV: the
+# identifier, the attempt's time. An attempt from before the learner's erasure does not
+# bring the identifier back. Returns 1 if written.
+LEARNER_LUA = """
+local marker = redis.call('GET', KEYS[2])
+if marker then
+  local ok, record = pcall(cjson.decode, string.sub(marker, 17))
+  if ok and type(record) == 'table' and tonumber(record.erased_at_ms)
+      and tonumber(ARGV[2]) <= tonumber(record.erased_at_ms) then
+    return 0
   end
 end
-if not conflict then
-  for i = 1, #KEYS do
-    if found[i] == 0 then redis.call('SET', KEYS[i], ARGV[i]) end
-  end
-end
-return found
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
 """
 
 
@@ -46,18 +83,110 @@ def statement_digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-async def claim_statements(
-    store: AsyncStatsStore, ids: Sequence[str], digests: Sequence[str]
-) -> list[int]:
-    """Claim statement ids (see :data:`CLAIM_LUA`); one call (keys of no common hash
-    slot: not for a Redis Cluster, where each id is claimed on its own)."""
-    keys = [f"{store.keys.prefix}:xapi:stmt:{i}" for i in ids]
+class Claim:
+    """What taking a statement found: ``status`` 0 (new), 1 (a resend) or 2 (a conflict),
+    and the id of the statement that voided it ('' none)."""
+
+    __slots__ = ("status", "voided_by")
+
+    def __init__(self, status: int, voided_by: str) -> None:
+        self.status = status
+        self.voided_by = voided_by
+
+
+async def _evals(store: AsyncStatsStore, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+    """Run scripts (each with its eval arguments), pipelined where Redis is one server."""
+    if not calls:
+        return []
     try:
         if store.cluster:
-            found: list[int] = []
-            for key, digest in zip(keys, digests, strict=True):
-                found += await store.client.eval(CLAIM_LUA, 1, key, digest)
-            return found
-        return list(await store.client.eval(CLAIM_LUA, len(keys), *keys, *digests))
+            return [await store.client.eval(script, *args) for script, args in calls]
+        pipe = store.client.pipeline(transaction=False)
+        for script, args in calls:
+            pipe.eval(script, *args)
+        return list(await pipe.execute())
     except REDIS_ERRORS as exc:
         raise failure(store.url, exc) from exc
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def check_statements(
+    store: AsyncStatsStore, ids: Sequence[str], digests: Sequence[str]
+) -> list[int]:
+    """Without taking anything: per statement 0 (not taken), 1 (taken with this body) or
+    2 (taken with another body)."""
+    keys = store.keys
+    try:
+        if store.cluster:
+            stored = [await store.client.hget(keys.xapi_statement(i), "digest") for i in ids]
+        else:
+            pipe = store.client.pipeline(transaction=False)
+            for i in ids:
+                pipe.hget(keys.xapi_statement(i), "digest")
+            stored = await pipe.execute()
+    except REDIS_ERRORS as exc:
+        raise failure(store.url, exc) from exc
+    return [
+        0 if found is None else 1 if _text(found) == digest else 2
+        for found, digest in zip(stored, digests, strict=True)
+    ]
+
+
+async def take_statements(
+    store: AsyncStatsStore, ids: Sequence[str], digests: Sequence[str], scopes: Sequence[str]
+) -> list[Claim]:
+    """Take statements (see :data:`STATEMENT_LUA`); ``scopes``: '' for one that is no
+    attempt."""
+    keys = store.keys
+    found = await _evals(
+        store,
+        [
+            (STATEMENT_LUA, [1, keys.xapi_statement(i), digest, scope])
+            for i, digest, scope in zip(ids, digests, scopes, strict=True)
+        ],
+    )
+    return [Claim(int(status), _text(voided_by)) for status, voided_by in found]
+
+
+async def void_statements(
+    store: AsyncStatsStore, targets: Sequence[str], voiders: Sequence[str]
+) -> list[tuple[bool, str]]:
+    """Record voids (see :data:`VOID_LUA`): per void, whether the voided statement was
+    taken and its scope ('' if it was no attempt, or not taken yet)."""
+    keys = store.keys
+    found = await _evals(
+        store,
+        [
+            (VOID_LUA, [1, keys.xapi_statement(target), voider])
+            for target, voider in zip(targets, voiders, strict=True)
+        ],
+    )
+    return [(bool(int(taken)), _text(scope)) for taken, scope in found]
+
+
+async def remember_learners(
+    store: AsyncStatsStore, learners: Sequence[tuple[int, str, int]]
+) -> None:
+    """Keep each learner's xAPI identifier (user id, identifier, attempt time); see
+    :data:`LEARNER_LUA`."""
+    keys = store.keys
+    unique = {user: (identifier, at) for user, identifier, at in learners}
+    await _evals(
+        store,
+        [
+            (LEARNER_LUA, [2, keys.xapi_learner(user), keys.erased(user), identifier, at])
+            for user, (identifier, at) in unique.items()
+        ],
+    )
+
+
+async def xapi_identifier(store: AsyncStatsStore, user_id: int) -> str | None:
+    """The xAPI identifier the learner's statements carried (None: none kept)."""
+    try:
+        found = await store.client.get(store.keys.xapi_learner(user_id))
+    except REDIS_ERRORS as exc:
+        raise failure(store.url, exc) from exc
+    return None if found is None else _text(found)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 from faust.exceptions import ConsumerNotStarted
@@ -54,6 +54,7 @@ from performance_engine.worker.processor import (
 from performance_engine.worker.publisher import BatchPublisher
 from performance_engine.worker.status import attach_status
 from performance_engine.worker.web import install_views
+from performance_engine.worker.xapi_topic import StatementsReader
 
 __all__ = ["EngineApp", "EngineService", "create_app"]
 
@@ -184,10 +185,13 @@ class EngineService(Service):
             params=params,
             erasures=self.erasures,
         )
+        if settings.xapi_topic:
+            reader = StatementsReader(settings, self.store, publisher.publish, self.metrics)
+            self.add_future(self._follow(reader.run, "the xAPI statements topic's reader"))
         if settings.dashboard:
             self.dashboard_index = DashboardIndex(self.store.client, self.store.keys)
             self.feed = StatsFeed(settings, self.dashboard_index, busy=self._behind)
-            self.add_future(self._follow_stats(self.feed))
+            self.add_future(self._follow(self.feed.run, "the dashboard's stats feed"))
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
         app.batch_handler = self.handle_batch
@@ -325,15 +329,18 @@ class EngineService(Service):
         feed then yields to it)."""
         return sum(self.lag().values()) > self.app.settings.batch_size
 
-    async def _follow_stats(self, feed: StatsFeed) -> None:
-        """The dashboard's consumer of the stats topic, restarted after a failure."""
+    async def _follow(
+        self, run: Callable[[Callable[[], bool]], Awaitable[None]], what: str
+    ) -> None:
+        """A consumer beside the attempts' (``run`` until told to stop), restarted after a
+        failure."""
         while not self.should_stop:
             try:
-                await feed.run(lambda: self.should_stop)
+                await run(lambda: self.should_stop)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.exception("the dashboard's stats feed failed; restarting it in 5 s")
+                logger.exception("%s failed; restarting it in 5 s", what)
                 await self.sleep(5.0)
 
     @Service.task

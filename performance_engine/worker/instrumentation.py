@@ -23,6 +23,7 @@ bookkeeping on the hot path); histograms are observed once per batch.
 ``perf_engine_state_recoveries_total``     times Redis was found to have lost state and
                                            partitions were replayed from where it ends
 ``perf_engine_erasures_total``             erasures the worker learnt of while it ran
+``perf_engine_attempts_voided_total``      attempts taken out of their scopes by voids
 ``perf_engine_state_refused``              1 while the worker refuses to go on (Redis lost
                                            state the topic no longer holds), else 0
 ``perf_engine_batch_size``                 records per batch (histogram)
@@ -30,14 +31,16 @@ bookkeeping on the hot path); histograms are observed once per batch.
 ``perf_engine_attempt_latency_seconds``    age of each batch's oldest record when the batch
                                            became durable and published (histogram)
 ``perf_engine_consumer_lag``               records not yet read, per ``partition`` (gauge)
-``perf_engine_xapi_statements_total``      xAPI statements taken over HTTP, ``result`` =
-                                           counted or ``ignored:<reason>``
+``perf_engine_xapi_statements_total``      xAPI statements taken (over HTTP and from the
+                                           statements topic), ``result`` = counted, void,
+                                           void_held, ``ignored:<reason>`` or
+                                           ``refused:<error class>``
 =========================================  ===============================================
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -114,6 +117,11 @@ class _Totals(Collector):
                 "Erasures the worker learnt of while it ran.",
                 counters.erasures,
             ),
+            (
+                "perf_engine_attempts_voided",
+                "Attempts taken out of their scopes by voids.",
+                counters.voided,
+            ),
         ):
             yield CounterMetricFamily(name, help_text, value=value)
         yield GaugeMetricFamily(
@@ -131,7 +139,7 @@ class _Totals(Collector):
         yield lag
         statements = CounterMetricFamily(
             "perf_engine_xapi_statements",
-            "xAPI statements taken over HTTP, by what became of them.",
+            "xAPI statements taken, by what became of them.",
             labels=["result"],
         )
         for result, count in sorted(self._statements.items()):
@@ -149,7 +157,7 @@ class EngineMetrics:
         refused: Callable[[], bool] = lambda: False,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        #: xAPI statements taken: ``counted``, or ``ignored:<reason>``.
+        #: xAPI statements taken, by what became of them (``xapi_ingest.Ingested``).
         self.xapi_statements: dict[str, int] = {}
         self.registry.register(_Totals(counters, lag, refused, self.xapi_statements))
         self.batch_size = Histogram(
@@ -170,6 +178,12 @@ class EngineMetrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
+
+    def count_statements(self, results: Iterable[str]) -> None:
+        """Count xAPI statements by what became of them."""
+        taken = self.xapi_statements
+        for result in results:
+            taken[result] = taken.get(result, 0) + 1
 
     def observe_batch(self, records: int, seconds: float, oldest_age: float) -> None:
         self.batch_size.observe(records)

@@ -49,6 +49,10 @@ class LearnerStats(msgspec.Struct):
 
     user_id: int
     stats: list[PerformanceStatsData]
+    #: The xAPI identifier the learner's statements carried (``account:<homePage>|<name>``,
+    #: ``mbox:<address>``, ``mbox_sha1sum:<hex>`` or ``openid:<url>``); null if none came
+    #: through xAPI.
+    xapi_actor: str | None = None
 
 
 class Error(msgspec.Struct):

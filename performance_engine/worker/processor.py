@@ -40,7 +40,7 @@ import msgspec
 from performance_engine.erasure import Erasure
 from performance_engine.errors import DatabaseQueryError, InvalidAttemptError
 from performance_engine.events import Source, dead_letter, stats_event
-from performance_engine.metrics.attempt import Attempt, decode_attempt
+from performance_engine.metrics.attempt import Attempt, AttemptVoid, decode_record
 from performance_engine.metrics.calculator import MetricsCalculator, Plan
 from performance_engine.metrics.history import Entry, HistoryWrite
 from performance_engine.metrics.state import ScopeState, fingerprint
@@ -112,6 +112,8 @@ class Counters:
     erased_attempts: int = 0
     #: Erasures this worker learnt of while it ran.
     erasures: int = 0
+    #: Attempts taken out of their scopes by voids.
+    voided: int = 0
 
 
 class _Touched(msgspec.Struct, gc=False):
@@ -120,6 +122,8 @@ class _Touched(msgspec.Struct, gc=False):
     attempts: list[tuple[Attempt, int]]
     record: Record
     attempt_id: str
+    #: The ids of attempts voided in this batch, or None.
+    voids: list[str] | None = None
 
     def source(self) -> Source:
         record = self.record
@@ -212,7 +216,7 @@ class BatchProcessor:
         dead: list[tuple[Record, InvalidAttemptError]] = []
         for record in records:
             try:
-                attempt = decode_attempt(record.value, modes, record.timestamp)
+                attempt = decode_record(record.value, modes, record.timestamp)
             except InvalidAttemptError as exc:
                 dead.append((record, exc))
                 continue
@@ -227,6 +231,17 @@ class BatchProcessor:
                     continue
             scope = attempt.scope
             entry = touched.get(scope)
+            if type(attempt) is AttemptVoid:
+                if entry is None:
+                    entry = touched[scope] = _Touched([], record, attempt.attempt_id)
+                else:
+                    entry.record = record
+                    entry.attempt_id = attempt.attempt_id
+                if entry.voids is None:
+                    entry.voids = []
+                entry.voids.append(attempt.attempt_id)
+                continue
+            assert type(attempt) is Attempt
             pair = (attempt, fingerprint(attempt.attempt_id))
             if entry is None:
                 touched[scope] = _Touched([pair], record, attempt.attempt_id)
@@ -261,7 +276,7 @@ class BatchProcessor:
             plans: list[Plan] = []
             for scope, entry in pending.items():
                 cache.move_to_end(scope)
-                plans.append(calculator.plan(scope, cache[scope], entry.attempts))
+                plans.append(calculator.plan(scope, cache[scope], entry.attempts, entry.voids))
             histories = await self._histories(scopes, plans)
             writes, tallies = self._writes(scopes, plans, histories)
             try:
@@ -386,13 +401,13 @@ class BatchProcessor:
                     )
             outcome = calculator.apply_plan(scope, state, plan, history, lost=lost)
             stored = expected[-1]
-            if outcome.applied or plan.refold or not stored:
+            if outcome.applied or outcome.voided or plan.refold or not stored:
                 # its stored stats change: the next revision (a scope of an erased learner
                 # starts above its erased one)
                 state.revision = (stored or revision_floor(erased, scope)) + 1
             entries.append(outcome.entries)
             history_writes.append(outcome.history)
-            tallies.append(_Tally(outcome.applied, plan.given, plan.refold, lost))
+            tallies.append(_Tally(outcome.applied, plan.given, plan.refold, lost, outcome.voided))
         stats = calculator.stats_json_many(
             scopes, states, entries if calculator.frame_metrics else None
         )
@@ -419,6 +434,7 @@ class BatchProcessor:
         counters.duplicates += tally.given - tally.applied
         counters.refolds += tally.refold
         counters.histories_lost += tally.lost
+        counters.voided += tally.voided
 
     async def _histories(
         self, scopes: list[ScopeKey], plans: list[Plan]
@@ -478,6 +494,7 @@ class _Tally(NamedTuple):
     given: int
     refold: bool
     lost: bool
+    voided: int
 
 
 def partition_ends(records: Sequence[Record], topic: str) -> dict[int, int]:

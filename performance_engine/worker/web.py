@@ -42,7 +42,6 @@ from performance_engine.broker import bootstrap_hosts
 from performance_engine.errors import (
     BrokerUnavailableError,
     DatabaseQueryError,
-    InvalidAttemptError,
     InvalidScopeError,
     UserAttemptsNotFoundError,
 )
@@ -53,13 +52,13 @@ from performance_engine.platform.erase import erase_learner, learner_id
 from performance_engine.settings import Settings
 from performance_engine.store.params import reading_follower
 from performance_engine.store.predictions import predict_async
-from performance_engine.store.statements import claim_statements, statement_digest
+from performance_engine.store.statements import xapi_identifier
 from performance_engine.store.stats_store import AsyncStatsStore
 from performance_engine.worker.instrumentation import CONTENT_TYPE
 from performance_engine.worker.openapi import BatchRequest, Erased, ScopeRef, openapi_document
-from performance_engine.worker.publisher import OutRecord
 from performance_engine.worker.status import status_of
-from performance_engine.xapi import Translated, translate, xapi_mapping
+from performance_engine.worker.xapi_ingest import StatementsRefused, ingest
+from performance_engine.xapi import xapi_mapping
 
 __all__ = [
     "BatchStatsView",
@@ -171,12 +170,18 @@ class LearnerStatsView(View):
 
     async def get(self, request: Request, user_id: str) -> Response:
         user = scope_key(_int(user_id, "user_id"), 1, "standard").user_id
-        found = await _store(self).learner_stats(user)
+        store = _store(self)
+        found = await store.learner_stats(user)
         if not found:
             raise UserAttemptsNotFoundError(
                 f"no stats for user {user}: no attempt of theirs is counted"
             )
-        body = b'{"user_id":%d,"stats":[%s]}' % (user, b",".join(found.values()))
+        actor = msgspec.json.encode(await xapi_identifier(store, user))
+        body = b'{"user_id":%d,"stats":[%s],"xapi_actor":%s}' % (
+            user,
+            b",".join(found.values()),
+            actor,
+        )
         return self.bytes(body, content_type="application/json")
 
 
@@ -329,43 +334,26 @@ class XapiStatementsView(View):
     async def _take(self, statements: list[dict[str, Any]]) -> list[str]:
         status = status_of(self)
         settings = status.settings
-        mapping = xapi_mapping(settings)
-        now = int(time.time() * 1000)
         values = [msgspec.json.encode(item) for item in statements]
-        counted: list[tuple[int, Translated]] = []
-        results: list[str] = []  # what becomes of each, for the metrics
-        for i, value in enumerate(values):
-            try:
-                found = translate(value, mapping, now)
-            except InvalidAttemptError as exc:
-                raise _Refused(400, f"statements[{i}]: {exc.error_class}: {exc.reason}") from None
-            if isinstance(found, Translated):
-                counted.append((i, found))
-                results.append("counted")
-            else:
-                results.append(f"ignored:{found.reason}")
-        ids = [str(item["id"]) for item in statements]
-        claims = await claim_statements(
-            _store(self), ids, [statement_digest(value) for value in values]
-        )
-        if 2 in claims:
-            reused = ids[claims.index(2)]
-            raise _Refused(409, f"statement {reused[:64]!r} was taken with another body")
+        try:
+            done = await ingest(
+                _store(self),
+                xapi_mapping(settings),
+                values,
+                [int(time.time() * 1000)] * len(values),
+                strict=True,
+            )
+        except StatementsRefused as refused:
+            raise _Refused(refused.status, refused.reason) from None
         publish = status.publish
         if publish is None:
             raise DatabaseQueryError(_STARTING)
-        records: list[OutRecord] = [
-            (str(found.attempt["user_id"]).encode(), msgspec.json.encode(found.attempt), [])
-            for _, found in counted
-        ]
         try:
-            await publish(settings.attempts_topic, records)
+            await publish(settings.attempts_topic, done.records)
         except Exception as exc:  # the broker: the platform sends the statements again
             raise BrokerUnavailableError(f"sending the attempts failed: {exc}") from exc
-        taken = status.metrics.xapi_statements
-        for result in results:
-            taken[result] = taken.get(result, 0) + 1
-        return ids
+        status.metrics.count_statements(done.results)
+        return [str(item["id"]) for item in statements]
 
 
 class HealthView(View):

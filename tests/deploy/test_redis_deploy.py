@@ -135,7 +135,7 @@ ACL_RULES = "on >{password} resetkeys ~{prefix}:* resetchannels -@all " + (
     "+get +mget +eval +getrange +set +append +ping +info "
     "+hgetall +hget +hmget +hset +hsetnx +scan +wait "
     "+sadd +smembers +zadd +zcard +zrange +zrevrange +exists "
-    "+hkeys +hdel +del +scard +zrem"
+    "+hkeys +hdel +del +scard +zrem +hexists"
 )
 
 

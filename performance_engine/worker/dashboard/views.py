@@ -40,6 +40,7 @@ from performance_engine.errors import DatabaseQueryError, InvalidScopeError
 from performance_engine.metrics.attempt import scope_key
 from performance_engine.metrics.types import DIFFICULTIES, PerformanceStatsData
 from performance_engine.store.dashboard_index import ORDERS
+from performance_engine.store.statements import xapi_identifier
 from performance_engine.tokens import find_token
 from performance_engine.worker.auth import COOKIE, SESSION_SECONDS
 from performance_engine.worker.dashboard.feed import Update
@@ -290,6 +291,7 @@ class Learner(_Base):
             cohorts = await index.learner_cohorts(user)
             scopes = [scope_key(user, sub, mode) for sub, mode in cohorts]
             stored = await store.read_stats(scopes)
+            actor = await xapi_identifier(store, user)
         except DatabaseQueryError as exc:
             return self.fail(503, str(exc))
         found = [
@@ -302,7 +304,7 @@ class Learner(_Base):
         ]
         if not found:
             return self.fail(404, f"no stats for learner {user}")
-        return self.ok({"user_id": user, "scopes": found})
+        return self.ok({"user_id": user, "xapi_actor": actor, "scopes": found})
 
 
 class Stream(_Base):

@@ -245,7 +245,8 @@ async function learnerPage(params) {
   const id = params.get("user_id");
   if (!id) { main.replaceChildren(el("p", { class: "muted", text: "Give a learner id above." })); return; }
   const cards = el("div", { class: "cards", id: "scopes" });
-  main.replaceChildren(el("h1", { text: `Learner ${id}` }), cards);
+  const actor = el("p", { class: "muted", id: "xapi-actor" });
+  main.replaceChildren(el("h1", { text: `Learner ${id}` }), actor, cards);
   const charts = new Map();
 
   function card(scope) {
@@ -278,6 +279,7 @@ async function learnerPage(params) {
   async function load() {
     let learner;
     try { learner = await getJson(`/dashboard/api/learners/${encodeURIComponent(id)}`); } catch (error) { fail(error); return false; }
+    actor.textContent = learner.xapi_actor ? `xAPI actor: ${learner.xapi_actor}` : "";
     const built = learner.scopes.map(card);
     cards.replaceChildren(...built.map((b) => b.node));
     for (const b of built) {

@@ -1,0 +1,224 @@
+"""xAPI statements in: translated once, taken by id, sent to the attempts topic.
+
+Both ways in, ``POST``/``PUT /xAPI/statements`` and the statements topic
+(``PERF_ENGINE_XAPI_TOPIC``), go through :func:`ingest`:
+
+1. each statement is translated (:func:`performance_engine.xapi.translate`): an attempt,
+   a void, a statement the engine does not count (and why), or one that breaks the rules;
+2. its id is taken (:mod:`performance_engine.store.statements`): a resend is taken again
+   (the engine counts an attempt id once), a reused id with another body is a conflict;
+3. the records for the attempts topic are built, keyed by ``user_id``: each attempt, and a
+   void (SPEC 2) after the attempt it voids. A voiding statement whose statement was taken
+   sends its void at once, to the voided attempt's scope; one that comes first is kept
+   with the voided statement's id, whose attempt is then sent with its void;
+4. the learners' xAPI identifiers are kept (the reverse of the id they were mapped to).
+
+Over HTTP (``strict``) a statement that breaks the rules or a conflict refuses the whole
+request before anything is taken; from the topic they become dead letters and the rest is
+taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+
+from performance_engine.errors import InvalidAttemptError
+from performance_engine.store.statements import (
+    check_statements,
+    remember_learners,
+    statement_digest,
+    take_statements,
+    void_statements,
+)
+from performance_engine.store.stats_store import AsyncStatsStore
+from performance_engine.worker.publisher import OutRecord
+from performance_engine.xapi import Ignored, Translated, Void, XapiMapping, translate
+
+__all__ = ["Ingested", "StatementsRefused", "ingest", "statement_ids"]
+
+
+class StatementsRefused(Exception):
+    """A request's statements are refused whole: ``status`` 400 (one breaks the rules) or
+    409 (an id taken with another body)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class Ingested:
+    """What became of a batch of statements."""
+
+    #: Records for the attempts topic (key, value, headers), in the order to send them.
+    records: list[OutRecord] = field(default_factory=list)
+    #: Statements refused (their index and why): dead letters, from the topic.
+    refused: list[tuple[int, InvalidAttemptError]] = field(default_factory=list)
+    #: Per statement, what became of it: ``counted``, ``void``, ``void_held`` (its
+    #: statement has not come yet), ``ignored:<reason>`` or ``refused:<error class>``.
+    results: list[str] = field(default_factory=list)
+
+
+_ENCODE = msgspec.json.Encoder().encode
+
+
+def statement_ids(values: Sequence[bytes]) -> list[str | None]:
+    """Each statement's ``id`` if it has a string one (for dead letters and answers)."""
+    found: list[str | None] = []
+    for value in values:
+        try:
+            head = msgspec.json.decode(value, type=_Head)
+        except (msgspec.DecodeError, RecursionError):
+            found.append(None)
+            continue
+        found.append(head.id if isinstance(head.id, str) else None)
+    return found
+
+
+class _Head(msgspec.Struct):
+    id: object = None
+
+
+def _scope(attempt: dict[str, object]) -> str:
+    return f"{attempt['user_id']}:{attempt['sub_topic_id']}:{attempt['learning_mode']}"
+
+
+def _void_record(scope: str, target: str, voider: str, at_ms: int) -> OutRecord:
+    user, sub_topic, mode = scope.split(":", 2)
+    value = _ENCODE(
+        {
+            "void": target,
+            "user_id": int(user),
+            "sub_topic_id": int(sub_topic),
+            "learning_mode": mode,
+            "occurred_at": at_ms,
+            "voided_by": voider,
+        }
+    )
+    return user.encode(), value, []
+
+
+async def ingest(
+    store: AsyncStatsStore,
+    mapping: XapiMapping,
+    values: Sequence[bytes],
+    received_ms: Sequence[int],
+    *,
+    strict: bool,
+) -> Ingested:
+    """Translate and take statements (see the module docstring); the caller sends
+    ``records`` to the attempts topic. ``received_ms``: each statement's time of receipt
+    (its attempt's time when it has no ``timestamp``; from the topic, its record's time, so
+    that a redelivery gives the same attempt). ``strict``: refuse the whole batch
+    (:class:`StatementsRefused`) rather than leave out the statements that are refused."""
+    done = Ingested()
+    outcomes: list[Translated | Ignored | Void | InvalidAttemptError] = []
+    for i, value in enumerate(values):
+        try:
+            outcomes.append(translate(value, mapping, received_ms[i]))
+        except InvalidAttemptError as exc:
+            if strict:
+                raise StatementsRefused(
+                    400, f"statements[{i}]: {exc.error_class}: {exc.reason}"
+                ) from None
+            outcomes.append(exc)
+    ids = statement_ids(values)
+    digests = [statement_digest(value) for value in values]
+    # the statements to take: those with an id that were not refused
+    taking = [
+        i
+        for i, found in enumerate(outcomes)
+        if ids[i] is not None and not isinstance(found, InvalidAttemptError)
+    ]
+    keys = [str(ids[i]).lower() for i in taking]
+    clashing = _conflicts_within(taking, keys, [digests[i] for i in taking])
+    checked = await check_statements(store, keys, [digests[i] for i in taking])
+    for i, key, status in zip(taking, keys, checked, strict=True):
+        if status == 2 or i in clashing:
+            if strict:
+                raise StatementsRefused(409, f"statement {key[:64]!r} was taken with another body")
+            outcomes[i] = InvalidAttemptError(
+                "xapi_conflict", f"id: statement {key[:64]!r} was taken with another body"
+            )
+    taking = [i for i in taking if not isinstance(outcomes[i], InvalidAttemptError)]
+    keys = [str(ids[i]).lower() for i in taking]
+    scopes = [
+        _scope(found.attempt) if isinstance(found := outcomes[i], Translated) else ""
+        for i in taking
+    ]
+    claims = dict(
+        zip(
+            taking,
+            await take_statements(store, keys, [digests[i] for i in taking], scopes),
+            strict=True,
+        )
+    )
+    voiding = [i for i in taking if isinstance(outcomes[i], Void) and claims[i].status != 2]
+    voided = dict(
+        zip(
+            voiding,
+            await void_statements(
+                store,
+                [_target(outcomes[i]) for i in voiding],
+                [str(ids[i]).lower() for i in voiding],
+            ),
+            strict=True,
+        )
+    )
+    learners: list[tuple[int, str, int]] = []
+    voids: list[OutRecord] = []  # after every attempt of the batch
+    for i, found in enumerate(outcomes):
+        claim = claims.get(i)
+        if claim is not None and claim.status == 2:  # taken meanwhile with another body
+            found = InvalidAttemptError(
+                "xapi_conflict", f"id: statement {str(ids[i])[:64]!r} was taken with another body"
+            )
+        if isinstance(found, InvalidAttemptError):
+            done.refused.append((i, found))
+            done.results.append(f"refused:{found.error_class}")
+        elif isinstance(found, Ignored):
+            done.results.append(f"ignored:{found.reason}")
+        elif isinstance(found, Translated):
+            attempt = found.attempt
+            user = attempt["user_id"]
+            done.records.append((str(user).encode(), _ENCODE(attempt), []))
+            if claim is not None and claim.voided_by:
+                voids.append(
+                    _void_record(
+                        _scope(attempt), attempt["attempt_id"], claim.voided_by, received_ms[i]
+                    )
+                )
+            learners.append((user, found.learner, attempt["occurred_at"]))
+            done.results.append("counted")
+        else:
+            taken, scope = voided[i]
+            if scope:
+                voids.append(_void_record(scope, found.target, str(ids[i]).lower(), received_ms[i]))
+                done.results.append("void")
+            else:
+                done.results.append("void_held" if not taken else "ignored:void_of_uncounted")
+    done.records += voids
+    if learners:
+        await remember_learners(store, learners)
+    return done
+
+
+def _target(found: object) -> str:
+    assert isinstance(found, Void)
+    return found.target
+
+
+def _conflicts_within(
+    positions: Sequence[int], keys: Sequence[str], digests: Sequence[str]
+) -> set[int]:
+    """The positions of statements whose id came earlier in the batch with another body."""
+    first: dict[str, str] = {}
+    clashing: set[int] = set()
+    for position, key, digest in zip(positions, keys, digests, strict=True):
+        if first.setdefault(key, digest) != digest:
+            clashing.add(position)
+    return clashing
