@@ -22,8 +22,10 @@ sub-topic, where the difficulty comes from and the learning mode.
 
 from __future__ import annotations
 
+import csv
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ __all__ = [
     "ATTEMPTED",
     "EVALUATED",
     "INTERACTION",
+    "VOIDED",
     "Ignored",
     "Translated",
     "Void",
@@ -59,6 +62,7 @@ ATTEMPT_ID_EXTENSION = "http://id.tincanapi.com/extension/attempt-id"
 _VERSION = re.compile(r"^1\.0(\.[0-9]+)?$")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _MASK = (1 << 63) - 1
+DIFFICULTY_NAMES = ("easy", "medium", "hard")
 
 
 class XapiMapping(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -72,13 +76,28 @@ class XapiMapping(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     #: whose id matches ``sub_topic_pattern`` (a regular expression, searched) is it.
     sub_topic_from: str = "parent"
     sub_topic_pattern: str = ""
-    #: An extension (of the result, the context or the object's definition) holding the
-    #: difficulty (easy, medium, hard); ``default_difficulty`` when absent.
+    #: Where the difficulty comes from, the first that gives one: an extension (of the
+    #: result, the context or the object's definition) holding easy, medium or hard; the
+    #: object's id in ``difficulties`` (the section ``[xapi.difficulties]``, and the CSV file
+    #: ``difficulty_file`` with columns ``object_id,difficulty``, relative to the TOML
+    #: file); the question's fitted class when fitted parameters hold one
+    #: (``use_fitted_difficulty``); ``default_difficulty``.
     difficulty_extension: str = ""
+    difficulties: dict[str, str] = msgspec.field(default_factory=dict)
+    difficulty_file: str = ""
+    use_fitted_difficulty: bool = True
     default_difficulty: str = "medium"
+    #: The learning mode: the first pattern of ``learning_modes`` (regular expression ->
+    #: mode, the section ``[xapi.learning_modes]``) found in the sub-topic's id or the
+    #: object's id, else ``learning_mode``.
+    learning_modes: dict[str, str] = msgspec.field(default_factory=dict)
     learning_mode: str = "standard"
     #: The context extension holding the attempt number.
     attempt_extension: str = ATTEMPT_ID_EXTENSION
+    #: A counted statement whose ``context.statement`` refers to another statement is one
+    #: question of a multi-question problem, and the statement it refers to is the whole
+    #: problem's: that one does not count (``ignored:multi_question_parent``).
+    parent_from_context_statement: bool = True
 
     def __post_init__(self) -> None:
         if self.sub_topic_from not in ("parent", "grouping"):
@@ -89,11 +108,19 @@ class XapiMapping(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             re.compile(self.sub_topic_pattern)
         except re.error as exc:
             raise ConfigurationError(f"[xapi] sub_topic_pattern: {exc}") from None
-        if self.default_difficulty not in ("easy", "medium", "hard"):
-            raise ConfigurationError(
-                f"[xapi] default_difficulty must be easy, medium or hard, "
-                f"not {self.default_difficulty!r}"
-            )
+        for where, value in [
+            ("default_difficulty", self.default_difficulty),
+            *((f"difficulties[{k!r}]", v) for k, v in self.difficulties.items()),
+        ]:
+            if value not in DIFFICULTY_NAMES:
+                raise ConfigurationError(
+                    f"[xapi] {where} must be easy, medium or hard, not {value!r}"
+                )
+        for pattern in self.learning_modes:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigurationError(f"[xapi] learning_modes[{pattern!r}]: {exc}") from None
 
 
 def load_mapping(path: Path | None) -> XapiMapping:
@@ -105,9 +132,31 @@ def load_mapping(path: Path | None) -> XapiMapping:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"{path}: {exc}") from None
     try:
-        return msgspec.convert(document.get("xapi", {}), XapiMapping)
+        mapping = msgspec.convert(document.get("xapi", {}), XapiMapping)
     except msgspec.ValidationError as exc:
         raise ConfigurationError(f"{path}: [xapi] {exc}") from None
+    if not mapping.difficulty_file:
+        return mapping
+    listed = _difficulty_file(path.parent / mapping.difficulty_file)
+    return msgspec.structs.replace(mapping, difficulties={**listed, **mapping.difficulties})
+
+
+def _difficulty_file(path: Path) -> dict[str, str]:
+    """``object_id,difficulty`` rows of a CSV file (with that header)."""
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as exc:
+        raise ConfigurationError(f"[xapi] difficulty_file: {exc}") from None
+    found: dict[str, str] = {}
+    for number, row in enumerate(rows, start=2):
+        object_id, difficulty = row.get("object_id"), (row.get("difficulty") or "").lower()
+        if not object_id or difficulty not in DIFFICULTY_NAMES:
+            raise ConfigurationError(
+                f"{path}:{number}: want object_id,difficulty with easy, medium or hard"
+            )
+        found[object_id] = difficulty
+    return found
 
 
 _MAPPINGS: dict[Path | None, XapiMapping] = {}
@@ -173,9 +222,15 @@ class _ContextActivities(msgspec.Struct):
     grouping: list[_Activity] | _Activity | None = None
 
 
+class _StatementRef(msgspec.Struct):
+    id: str
+    objectType: str = "StatementRef"
+
+
 class _Context(msgspec.Struct):
     contextActivities: _ContextActivities | None = None
     extensions: dict[str, Any] | None = None
+    statement: _StatementRef | None = None
 
 
 class _Statement(msgspec.Struct):
@@ -193,11 +248,13 @@ _DECODE = msgspec.json.Decoder(_Statement).decode
 
 
 class Translated(msgspec.Struct, frozen=True):
-    """A statement's attempt (SPEC 2, as a JSON object), and the learner's xAPI
-    identifier (for the reverse lookup)."""
+    """A statement's attempt (SPEC 2, as a JSON object), the learner's xAPI identifier
+    (for the reverse lookup), and the id of the statement of the whole problem this one
+    is a question of (``context.statement``; None if none)."""
 
     attempt: dict[str, Any]
     learner: str
+    parent: str | None = None
 
 
 class Ignored(msgspec.Struct, frozen=True):
@@ -225,10 +282,16 @@ def learner_identifier(actor: _Actor) -> str | None:
     return None
 
 
-def translate(value: bytes, mapping: XapiMapping, received_ms: int) -> Translated | Ignored | Void:
+def translate(
+    value: bytes,
+    mapping: XapiMapping,
+    received_ms: int,
+    fitted: Mapping[int, int] | None = None,
+) -> Translated | Ignored | Void:
     """A statement's attempt, a void, or why it is not counted (see the module docstring);
     InvalidAttemptError for one that breaks the rules. ``received_ms`` is the time of
-    receipt, the attempt's time when the statement has no ``timestamp``."""
+    receipt, the attempt's time when the statement has no ``timestamp``; ``fitted``: the
+    questions' fitted difficulty classes (question id -> 0, 1, 2), if any."""
     if len(value) > MAX_VALUE_BYTES:
         raise InvalidAttemptError(
             "xapi_too_large", f"the statement has {len(value)} bytes, over {MAX_VALUE_BYTES}"
@@ -281,13 +344,14 @@ def translate(value: bytes, mapping: XapiMapping, received_ms: int) -> Translate
     sub_topic = _sub_topic(statement, mapping)
     if sub_topic is None:
         return Ignored("no_sub_topic")
+    question = xapi_id("question", statement.object.id)
     attempt: dict[str, Any] = {
         "attempt_id": statement.id.lower(),
         "user_id": xapi_id("learner", learner),
         "sub_topic_id": xapi_id("sub_topic", sub_topic),
-        "learning_mode": mapping.learning_mode,
-        "question_id": xapi_id("question", statement.object.id),
-        "difficulty": _difficulty(statement, mapping),
+        "learning_mode": _learning_mode(mapping, sub_topic, statement.object.id),
+        "question_id": question,
+        "difficulty": _difficulty(statement, mapping, fitted.get(question) if fitted else None),
         "is_correct": result.success,
         "occurred_at": occurred,
     }
@@ -298,7 +362,25 @@ def translate(value: bytes, mapping: XapiMapping, received_ms: int) -> Translate
     )
     if isinstance(number, int) and not isinstance(number, bool) and number >= 1:
         attempt["attempt_number"] = number
-    return Translated(attempt, learner)
+    return Translated(attempt, learner, _parent(statement, mapping))
+
+
+def _parent(statement: _Statement, mapping: XapiMapping) -> str | None:
+    context = statement.context
+    if not mapping.parent_from_context_statement or context is None:
+        return None
+    ref = context.statement
+    if ref is None or ref.objectType != "StatementRef" or not _UUID.fullmatch(ref.id):
+        return None
+    parent = ref.id.lower()
+    return None if parent == (statement.id or "").lower() else parent
+
+
+def _learning_mode(mapping: XapiMapping, sub_topic: str, object_id: str) -> str:
+    for pattern, mode in mapping.learning_modes.items():
+        if re.search(pattern, sub_topic) or re.search(pattern, object_id):
+            return mode
+    return mapping.learning_mode
 
 
 def _void(statement: _Statement) -> Void:
@@ -332,7 +414,7 @@ def _sub_topic(statement: _Statement, mapping: XapiMapping) -> str | None:
     return None
 
 
-def _difficulty(statement: _Statement, mapping: XapiMapping) -> str:
+def _difficulty(statement: _Statement, mapping: XapiMapping, fitted: int | None) -> str:
     name = mapping.difficulty_extension
     if name:
         places = [
@@ -342,6 +424,11 @@ def _difficulty(statement: _Statement, mapping: XapiMapping) -> str:
         ]
         for extensions in places:
             found = (extensions or {}).get(name)
-            if isinstance(found, str) and found.lower() in ("easy", "medium", "hard"):
+            if isinstance(found, str) and found.lower() in DIFFICULTY_NAMES:
                 return found.lower()
+    listed = mapping.difficulties.get(statement.object.id)
+    if listed is not None:
+        return listed
+    if fitted is not None and mapping.use_fitted_difficulty and 0 <= fitted < 3:
+        return DIFFICULTY_NAMES[fitted]
     return mapping.default_difficulty

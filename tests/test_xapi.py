@@ -23,6 +23,7 @@ from performance_engine.xapi import (
     ATTEMPTED,
     EVALUATED,
     INTERACTION,
+    VOIDED,
     Ignored,
     Translated,
     Void,
@@ -278,3 +279,77 @@ def test_hostile_statements_are_refused_with_a_reason_or_counted(
     if isinstance(found, Translated):
         assert len(value) <= 64 * 1024
         decode_attempt(msgspec.json.encode(found.attempt), LearningModes.default(), RECEIVED)
+
+
+def test_a_voiding_statement_names_the_statement_it_voids() -> None:
+    target = "2B0F4C1E-7D1A-5C3E-9F00-6A1B2C3D4E5F"
+    void = statement(
+        id="9a0f4c1e-7d1a-5c3e-9f00-6a1b2c3d4e5f",
+        verb={"id": VOIDED},
+        object={"objectType": "StatementRef", "id": target},
+    )
+    del void["result"]
+    assert run(void) == Void(target.lower())
+    for wrong, names in [
+        ({"objectType": "Activity", "id": target}, "StatementRef"),
+        ({"objectType": "StatementRef", "id": "not-a-uuid"}, "UUID"),
+    ]:
+        with pytest.raises(InvalidAttemptError, match=names):
+            run({**void, "object": wrong})
+
+
+def test_a_question_of_a_multi_question_problem_names_the_whole_problems_statement() -> None:
+    whole = "7f6e5d4c-0000-5000-8000-000000000001"
+    question = statement(
+        id="7f6e5d4c-0000-5000-8000-000000000021",
+        object={"id": f"{PROBLEM}_2_1", "definition": {"type": INTERACTION}},
+    )
+    question["context"]["statement"] = {"objectType": "StatementRef", "id": whole}
+    found = run(question)
+    assert isinstance(found, Translated)
+    assert found.parent == whole
+    found = run(question, XapiMapping(parent_from_context_statement=False))
+    assert isinstance(found, Translated)
+    assert found.parent is None
+
+
+def test_where_the_difficulty_and_the_learning_mode_come_from(tmp_path: Path) -> None:
+    (tmp_path / "difficulties.csv").write_text(f"object_id,difficulty\n{PROBLEM},Hard\n")
+    path = tmp_path / "xapi.toml"
+    path.write_text(
+        "[xapi]\n"
+        'difficulty_file = "difficulties.csv"\n'
+        'difficulty_extension = "https://example.org/xapi/difficulty"\n'
+        "[xapi.difficulties]\n"
+        f'"{PROBLEM}_9" = "easy"\n'
+        "[xapi.learning_modes]\n"
+        '"/practice/" = "practice"\n'
+    )
+    mapping = load_mapping(path)
+    question = xapi_id("question", PROBLEM)
+
+    def difficulty(document: dict[str, Any], fitted: dict[int, int] | None = None) -> Any:
+        found = translate(json.dumps(document).encode(), mapping, RECEIVED, fitted)
+        assert isinstance(found, Translated)
+        return found.attempt["difficulty"], found.attempt["learning_mode"]
+
+    assert difficulty(statement()) == ("hard", "standard")  # the file
+    extension = statement()
+    extension["result"]["extensions"] = {"https://example.org/xapi/difficulty": "easy"}
+    assert difficulty(extension) == ("easy", "standard")  # the extension first
+    listed = statement(object={"id": f"{PROBLEM}_9", "definition": {"type": INTERACTION}})
+    assert difficulty(listed) == ("easy", "standard")  # the section
+    other = statement(object={"id": f"{LMS}/practice/q7", "definition": {"type": INTERACTION}})
+    fitted = {xapi_id("question", f"{LMS}/practice/q7"): 0, question: 1}
+    assert difficulty(other, fitted) == ("easy", "practice")  # fitted; the mode's pattern
+    assert difficulty(statement(), fitted) == ("hard", "standard")  # the file before fitted
+    no_fit = XapiMapping(use_fitted_difficulty=False)
+    found = translate(json.dumps(other).encode(), no_fit, RECEIVED, fitted)
+    assert isinstance(found, Translated)
+    assert found.attempt["difficulty"] == "medium"  # the default
+    (tmp_path / "difficulties.csv").write_text("object_id,difficulty\nq1,extreme\n")
+    with pytest.raises(ConfigurationError, match=r"difficulties\.csv:2"):
+        load_mapping(path)
+    path.write_text('[xapi.learning_modes]\n"(" = "practice"\n')
+    with pytest.raises(ConfigurationError, match="learning_modes"):
+        load_mapping(path)

@@ -7,9 +7,10 @@ One hash per statement, ``{prefix}:xapi:stmt:<statement id>``:
   duplicate; a reused id with another body is a conflict and changes nothing;
 - ``scope``: for a statement that became an attempt, its scope (``user:sub_topic:mode``),
   which a voiding statement needs to reach the attempt's partition and scope;
-- ``voided_by``: the id of the statement that voided it. A voiding statement can arrive
-  before the statement it voids: it is recorded here, and the void is sent when the
-  voided statement arrives.
+- ``voided_by`` and ``void_reason``: the id of the statement that made it no longer
+  count, and why: ``void`` (a voiding statement) or ``parent`` (a statement of one question
+  of a multi-question problem referred to it: it is the whole problem's). That statement
+  can arrive first: it is recorded here, and the void is sent when this one arrives.
 
 A statement's keys are one per statement, so every script touches one key (one hash
 slot: a Redis Cluster is fine). A statement's hash names no learner: the scope holds the
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from performance_engine.store.failures import REDIS_ERRORS, failure
 from performance_engine.store.stats_store import AsyncStatsStore
@@ -41,22 +42,25 @@ __all__ = [
 ]
 
 # KEYS: the statement's hash. ARGV: its digest, its scope ('' if it is no attempt).
-# Returns {0 new | 1 taken before with this body | 2 taken with another body, voided_by}.
+# Returns {0 new | 1 taken before with this body | 2 taken with another body, voided_by,
+# void_reason}.
 STATEMENT_LUA = """
 local stored = redis.call('HGET', KEYS[1], 'digest')
-if stored and stored ~= ARGV[1] then return {2, ''} end
+if stored and stored ~= ARGV[1] then return {2, '', ''} end
 if not stored then
   redis.call('HSET', KEYS[1], 'digest', ARGV[1])
   if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'scope', ARGV[2]) end
 end
-return {stored and 1 or 0, redis.call('HGET', KEYS[1], 'voided_by') or ''}
+return {stored and 1 or 0, redis.call('HGET', KEYS[1], 'voided_by') or '',
+        redis.call('HGET', KEYS[1], 'void_reason') or ''}
 """
 
-# KEYS: the voided statement's hash. ARGV: the voiding statement's id. Records the first
-# voiding statement; returns {whether the voided one was taken (0/1), its scope or ''}.
+# KEYS: the voided statement's hash. ARGV: the id of the statement that voids it, why
+# (void or parent). Records the first; returns {whether the voided one was taken (0/1),
+# its scope or ''}.
 VOID_LUA = """
 if not redis.call('HGET', KEYS[1], 'voided_by') then
-  redis.call('HSET', KEYS[1], 'voided_by', ARGV[1])
+  redis.call('HSET', KEYS[1], 'voided_by', ARGV[1], 'void_reason', ARGV[2])
 end
 local taken = redis.call('HEXISTS', KEYS[1], 'digest')
 return {taken, redis.call('HGET', KEYS[1], 'scope') or ''}
@@ -83,15 +87,13 @@ def statement_digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-class Claim:
+class Claim(NamedTuple):
     """What taking a statement found: ``status`` 0 (new), 1 (a resend) or 2 (a conflict),
-    and the id of the statement that voided it ('' none)."""
+    the id of the statement that voided it ('' none) and why (``void`` or ``parent``)."""
 
-    __slots__ = ("status", "voided_by")
-
-    def __init__(self, status: int, voided_by: str) -> None:
-        self.status = status
-        self.voided_by = voided_by
+    status: int
+    voided_by: str
+    reason: str
 
 
 async def _evals(store: AsyncStatsStore, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
@@ -148,20 +150,23 @@ async def take_statements(
             for i, digest, scope in zip(ids, digests, scopes, strict=True)
         ],
     )
-    return [Claim(int(status), _text(voided_by)) for status, voided_by in found]
+    return [
+        Claim(int(status), _text(voided_by), _text(reason)) for status, voided_by, reason in found
+    ]
 
 
 async def void_statements(
-    store: AsyncStatsStore, targets: Sequence[str], voiders: Sequence[str]
+    store: AsyncStatsStore, voids: Sequence[tuple[str, str, str]]
 ) -> list[tuple[bool, str]]:
-    """Record voids (see :data:`VOID_LUA`): per void, whether the voided statement was
-    taken and its scope ('' if it was no attempt, or not taken yet)."""
+    """Record voids (voided id, voiding id, ``void`` or ``parent``; see :data:`VOID_LUA`):
+    per void, whether the voided statement was taken and its scope ('' if it was no
+    attempt, or not taken yet)."""
     keys = store.keys
     found = await _evals(
         store,
         [
-            (VOID_LUA, [1, keys.xapi_statement(target), voider])
-            for target, voider in zip(targets, voiders, strict=True)
+            (VOID_LUA, [1, keys.xapi_statement(target), voider, reason])
+            for target, voider, reason in voids
         ],
     )
     return [(bool(int(taken)), _text(scope)) for taken, scope in found]

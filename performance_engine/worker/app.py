@@ -186,7 +186,9 @@ class EngineService(Service):
             erasures=self.erasures,
         )
         if settings.xapi_topic:
-            reader = StatementsReader(settings, self.store, publisher.publish, self.metrics)
+            reader = StatementsReader(
+                settings, self.calculator, self.store, publisher.publish, self.metrics
+            )
             self.add_future(self._follow(reader.run, "the xAPI statements topic's reader"))
         if settings.dashboard:
             self.dashboard_index = DashboardIndex(self.store.client, self.store.keys)

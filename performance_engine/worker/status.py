@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:
+    from performance_engine.metrics.calculator import MetricsCalculator
     from performance_engine.settings import Settings
     from performance_engine.store.dashboard_index import DashboardIndex
     from performance_engine.store.stats_store import AsyncStatsStore
@@ -46,6 +47,10 @@ class WorkerStatus(Protocol):
     @property
     def publish(self) -> Publisher | None:
         """Sends records to a topic (the worker's producer), once the worker has started."""
+
+    @property
+    def calculator(self) -> MetricsCalculator:
+        """The metrics and the learning parameters in use (fitted ones when published)."""
 
     @property
     def refusal(self) -> str | None:

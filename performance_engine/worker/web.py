@@ -57,7 +57,7 @@ from performance_engine.store.stats_store import AsyncStatsStore
 from performance_engine.worker.instrumentation import CONTENT_TYPE
 from performance_engine.worker.openapi import BatchRequest, Erased, ScopeRef, openapi_document
 from performance_engine.worker.status import status_of
-from performance_engine.worker.xapi_ingest import StatementsRefused, ingest
+from performance_engine.worker.xapi_ingest import StatementsRefused, fitted_classes, ingest
 from performance_engine.xapi import xapi_mapping
 
 __all__ = [
@@ -342,6 +342,7 @@ class XapiStatementsView(View):
                 values,
                 [int(time.time() * 1000)] * len(values),
                 strict=True,
+                fitted=fitted_classes(status.calculator.parameters),
             )
         except StatementsRefused as refused:
             raise _Refused(refused.status, refused.reason) from None

@@ -10,7 +10,10 @@ Both ways in, ``POST``/``PUT /xAPI/statements`` and the statements topic
 3. the records for the attempts topic are built, keyed by ``user_id``: each attempt, and a
    void (SPEC 2) after the attempt it voids. A voiding statement whose statement was taken
    sends its void at once, to the voided attempt's scope; one that comes first is kept
-   with the voided statement's id, whose attempt is then sent with its void;
+   with the voided statement's id, whose attempt is then sent with its void. A question of
+   a multi-question problem that refers to the whole problem's statement
+   (``context.statement``) voids that one the same way, and the whole problem's statement
+   that comes after one of its questions is not sent at all;
 4. the learners' xAPI identifiers are kept (the reverse of the id they were mapped to).
 
 Over HTTP (``strict``) a statement that breaks the rules or a conflict refuses the whole
@@ -20,12 +23,13 @@ taken.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
 
 from performance_engine.errors import InvalidAttemptError
+from performance_engine.metrics.params import ParameterSet
 from performance_engine.store.statements import (
     check_statements,
     remember_learners,
@@ -37,7 +41,7 @@ from performance_engine.store.stats_store import AsyncStatsStore
 from performance_engine.worker.publisher import OutRecord
 from performance_engine.xapi import Ignored, Translated, Void, XapiMapping, translate
 
-__all__ = ["Ingested", "StatementsRefused", "ingest", "statement_ids"]
+__all__ = ["Ingested", "StatementsRefused", "fitted_classes", "ingest", "statement_ids"]
 
 
 class StatementsRefused(Exception):
@@ -109,24 +113,26 @@ async def ingest(
     received_ms: Sequence[int],
     *,
     strict: bool,
+    fitted: Mapping[int, int] | None = None,
 ) -> Ingested:
     """Translate and take statements (see the module docstring); the caller sends
     ``records`` to the attempts topic. ``received_ms``: each statement's time of receipt
     (its attempt's time when it has no ``timestamp``; from the topic, its record's time, so
     that a redelivery gives the same attempt). ``strict``: refuse the whole batch
-    (:class:`StatementsRefused`) rather than leave out the statements that are refused."""
+    (:class:`StatementsRefused`) rather than leave out the statements that are refused.
+    ``fitted``: the questions' fitted difficulty classes, if any."""
     done = Ingested()
     outcomes: list[Translated | Ignored | Void | InvalidAttemptError] = []
     for i, value in enumerate(values):
         try:
-            outcomes.append(translate(value, mapping, received_ms[i]))
+            outcomes.append(translate(value, mapping, received_ms[i], fitted))
         except InvalidAttemptError as exc:
             if strict:
                 raise StatementsRefused(
                     400, f"statements[{i}]: {exc.error_class}: {exc.reason}"
                 ) from None
             outcomes.append(exc)
-    ids = statement_ids(values)
+    ids = [None if i is None else i.lower() for i in statement_ids(values)]
     digests = [statement_digest(value) for value in values]
     # the statements to take: those with an id that were not refused
     taking = [
@@ -134,18 +140,15 @@ async def ingest(
         for i, found in enumerate(outcomes)
         if ids[i] is not None and not isinstance(found, InvalidAttemptError)
     ]
-    keys = [str(ids[i]).lower() for i in taking]
+    keys = [str(ids[i]) for i in taking]
     clashing = _conflicts_within(taking, keys, [digests[i] for i in taking])
     checked = await check_statements(store, keys, [digests[i] for i in taking])
     for i, key, status in zip(taking, keys, checked, strict=True):
         if status == 2 or i in clashing:
             if strict:
                 raise StatementsRefused(409, f"statement {key[:64]!r} was taken with another body")
-            outcomes[i] = InvalidAttemptError(
-                "xapi_conflict", f"id: statement {key[:64]!r} was taken with another body"
-            )
+            outcomes[i] = _conflict(key)
     taking = [i for i in taking if not isinstance(outcomes[i], InvalidAttemptError)]
-    keys = [str(ids[i]).lower() for i in taking]
     scopes = [
         _scope(found.attempt) if isinstance(found := outcomes[i], Translated) else ""
         for i in taking
@@ -153,63 +156,74 @@ async def ingest(
     claims = dict(
         zip(
             taking,
-            await take_statements(store, keys, [digests[i] for i in taking], scopes),
-            strict=True,
-        )
-    )
-    voiding = [i for i in taking if isinstance(outcomes[i], Void) and claims[i].status != 2]
-    voided = dict(
-        zip(
-            voiding,
-            await void_statements(
-                store,
-                [_target(outcomes[i]) for i in voiding],
-                [str(ids[i]).lower() for i in voiding],
+            await take_statements(
+                store, [str(ids[i]) for i in taking], [digests[i] for i in taking], scopes
             ),
             strict=True,
         )
     )
-    learners: list[tuple[int, str, int]] = []
+    # what makes a statement no longer count: a voiding statement, or a question of a
+    # multi-question problem referring to the whole problem's statement
+    marks: list[tuple[int, str, str, str]] = []  # (position, voided id, by, why)
+    for i in taking:
+        found = outcomes[i]
+        if claims[i].status == 2:
+            continue
+        if isinstance(found, Void):
+            marks.append((i, found.target, str(ids[i]), "void"))
+        elif isinstance(found, Translated) and found.parent is not None:
+            marks.append((i, found.parent, str(ids[i]), "parent"))
+    marked = await void_statements(store, [mark[1:] for mark in marks])
     voids: list[OutRecord] = []  # after every attempt of the batch
+    void_results: dict[int, str] = {}
+    for (i, target, by, _why), (taken, scope) in zip(marks, marked, strict=True):
+        if scope:
+            voids.append(_void_record(scope, target, by, received_ms[i]))
+        if isinstance(outcomes[i], Void):
+            void_results[i] = (
+                "void" if scope else "void_held" if not taken else "ignored:void_of_uncounted"
+            )
+    learners: list[tuple[int, str, int]] = []
     for i, found in enumerate(outcomes):
         claim = claims.get(i)
         if claim is not None and claim.status == 2:  # taken meanwhile with another body
-            found = InvalidAttemptError(
-                "xapi_conflict", f"id: statement {str(ids[i])[:64]!r} was taken with another body"
-            )
+            found = _conflict(str(ids[i]))
         if isinstance(found, InvalidAttemptError):
             done.refused.append((i, found))
             done.results.append(f"refused:{found.error_class}")
         elif isinstance(found, Ignored):
             done.results.append(f"ignored:{found.reason}")
-        elif isinstance(found, Translated):
+        elif isinstance(found, Void):
+            done.results.append(void_results[i])
+        elif claim is not None and claim.reason == "parent":
+            # the whole problem's statement of a multi-question problem: not an attempt
+            done.results.append("ignored:multi_question_parent")
+        else:
             attempt = found.attempt
             user = attempt["user_id"]
             done.records.append((str(user).encode(), _ENCODE(attempt), []))
             if claim is not None and claim.voided_by:
+                scope = _scope(attempt)
                 voids.append(
-                    _void_record(
-                        _scope(attempt), attempt["attempt_id"], claim.voided_by, received_ms[i]
-                    )
+                    _void_record(scope, attempt["attempt_id"], claim.voided_by, received_ms[i])
                 )
             learners.append((user, found.learner, attempt["occurred_at"]))
             done.results.append("counted")
-        else:
-            taken, scope = voided[i]
-            if scope:
-                voids.append(_void_record(scope, found.target, str(ids[i]).lower(), received_ms[i]))
-                done.results.append("void")
-            else:
-                done.results.append("void_held" if not taken else "ignored:void_of_uncounted")
     done.records += voids
     if learners:
         await remember_learners(store, learners)
     return done
 
 
-def _target(found: object) -> str:
-    assert isinstance(found, Void)
-    return found.target
+def fitted_classes(parameters: ParameterSet | None) -> Mapping[int, int] | None:
+    """The questions' fitted difficulty classes, if fitted parameters hold them."""
+    return parameters.questions if parameters is not None and parameters.questions else None
+
+
+def _conflict(statement_id: str) -> InvalidAttemptError:
+    return InvalidAttemptError(
+        "xapi_conflict", f"id: statement {statement_id[:64]!r} was taken with another body"
+    )
 
 
 def _conflicts_within(

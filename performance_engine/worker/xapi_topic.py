@@ -21,12 +21,13 @@ from aiokafka import AIOKafkaConsumer
 
 from performance_engine.connections import aiokafka_options
 from performance_engine.events import dead_letter
+from performance_engine.metrics.calculator import MetricsCalculator
 from performance_engine.settings import Settings
 from performance_engine.store.stats_store import AsyncStatsStore
 from performance_engine.worker.instrumentation import EngineMetrics
 from performance_engine.worker.processor import Publisher, Record
 from performance_engine.worker.publisher import OutRecord
-from performance_engine.worker.xapi_ingest import ingest
+from performance_engine.worker.xapi_ingest import fitted_classes, ingest
 from performance_engine.xapi import xapi_mapping
 
 __all__ = ["StatementsReader"]
@@ -43,6 +44,7 @@ class StatementsReader:
     def __init__(
         self,
         settings: Settings,
+        calculator: MetricsCalculator,
         store: AsyncStatsStore,
         publish: Publisher,
         metrics: EngineMetrics,
@@ -51,6 +53,7 @@ class StatementsReader:
     ) -> None:
         assert settings.xapi_topic, "no statements topic is set"
         self.settings = settings
+        self.calculator = calculator
         self.store = store
         self.publish = publish
         self.metrics = metrics
@@ -89,7 +92,12 @@ class StatementsReader:
         while not should_stop():
             try:
                 done = await ingest(
-                    self.store, xapi_mapping(settings), values, received, strict=False
+                    self.store,
+                    xapi_mapping(settings),
+                    values,
+                    received,
+                    strict=False,
+                    fitted=fitted_classes(self.calculator.parameters),
                 )
                 dead: list[OutRecord] = [
                     dead_letter(
