@@ -55,6 +55,7 @@ from performance_engine.worker.publisher import BatchPublisher
 from performance_engine.worker.status import attach_status
 from performance_engine.worker.web import install_views
 from performance_engine.worker.xapi_topic import StatementsReader
+from performance_engine.xapi import xapi_mapping
 
 __all__ = ["EngineApp", "EngineService", "create_app"]
 
@@ -450,6 +451,7 @@ def create_app(settings: Settings, calculator: MetricsCalculator | None = None) 
     """The worker's Faust app for these settings (builds, connects to nothing)."""
     require_faust_internals()
     guard = _guard(settings)
+    xapi_mapping(settings)  # a mapping file that is wrong: one line, now
     if calculator is None:
         calculator = build_calculator(settings)
     brokers = [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")]
