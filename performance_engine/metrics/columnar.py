@@ -134,10 +134,11 @@ class StatsColumns:
         n = len(states)
         unknown = (math.nan, 0.0, 0, 0, 0, 0, 0)
         learning = [
-            (f.logit, f.e, f.current, f.longest, *f.first_correct)
+            _initial_row(model.params(scope.learning_mode, scope.sub_topic_id))
+            if s.version == 0  # as the per-scope path: no attempt, the prior (a scope
+            # whose every attempt was voided is one)
+            else (f.logit, f.e, f.current, f.longest, *f.first_correct)
             if s.history == s.version and (f := s.learning) is not None
-            else _initial_row(model.params(scope.learning_mode, scope.sub_topic_id))
-            if s.version == 0
             else unknown
             for s, scope in zip(states, scopes, strict=True)
         ]

@@ -8,7 +8,7 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from performance_engine.metrics.attempt import MAX_EPOCH_MS, Attempt
@@ -207,6 +207,9 @@ def test_columnar_stats_json_is_byte_equal_to_the_record(
         min_size=1,
         max_size=30,
     )
+)
+@example(  # no attempt left (all voided), learning folded over nothing: the prior
+    rows=[([0, 0, 0], [0, 0, 0], [0, 0, 0], "standard", None, (0.0, 0.0, 0, 0, [0, 0, 0]))]
 )
 def test_columnar_stats_json_on_arbitrary_counts(rows: list[Any]) -> None:
     """Ties, unattempted difficulties, every threshold, timestamp and learning value (also

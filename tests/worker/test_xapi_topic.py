@@ -83,7 +83,7 @@ def test_the_topic_and_http_give_the_same_stats(
 ) -> None:
     tokens = tmp_path / "tokens"
     lms = add_token(tokens, "lms", ["xapi:write"])
-    reader = add_token(tokens, "reader", ["stats:read", "metrics", "learner:erase"])
+    reader = add_token(tokens, "reader", ["stats:read", "metrics", "learner:erase", "dashboard"])
     topic = f"xapi-{stream_settings.app_id.removeprefix('pe-test-')}"
     create_topics(stream_settings.kafka_bootstrap, [topic], 1)  # one order for the counts
     settings = replace(stream_settings, web_tokens_file=tokens, xapi_topic=topic)
@@ -162,7 +162,11 @@ def test_the_topic_and_http_give_the_same_stats(
     assert status == 200, body
     assert http_call(f"{base}/stats/{learner}", token=reader)[0] == 404
     assert run(identifier(settings, learner)) is None
-    assert run(identifier(settings, xapi_id("learner", f"account:{LMS}|u4"))) is not None
+    other = xapi_id("learner", f"account:{LMS}|u4")
+    assert run(identifier(settings, other)) == f"account:{LMS}|u4"
+    status, _, body = http_call(f"{base}/dashboard/api/learners/{other}", token=reader)
+    assert status == 200
+    assert json.loads(body)["xapi_actor"] == f"account:{LMS}|u4"
 
 
 def all_taken(base: str, token: str, sent: int) -> bool:

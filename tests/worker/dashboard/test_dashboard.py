@@ -101,6 +101,7 @@ def test_the_dashboards_json_follows_the_stats(
         json.dumps(results_json(stats.to_json()), sort_keys=True) for stats in mine.values()
     )
     assert all(s["history"] for s in learner["scopes"])
+    assert learner["xapi_actor"] is None  # its attempts came as attempts, not statements
 
     # the overview
     status, overview = get_json(f"{base}/api/overview")
