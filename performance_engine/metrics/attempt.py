@@ -98,6 +98,19 @@ def _doc(text: str, **schema: Any) -> msgspec.Meta:
     return msgspec.Meta(description=text, extra_json_schema=schema or None)
 
 
+#: A scope's parts, as an attempt and a void carry them.
+_UserId = Annotated[_Id, _doc(f"The learner. {_ID_DOC}")]
+_SubTopicId = Annotated[_Id, _doc(f"The sub-topic. {_ID_DOC}")]
+_Mode = Annotated[
+    str,
+    _doc(
+        "A configured learning mode (standard, practice, mastery by default); "
+        "case-insensitive, lower case is canonical.",
+        pattern=MODE_NAME_RE.pattern,
+    ),
+]
+
+
 class AttemptEvent(msgspec.Struct):
     """An attempt event as it arrives (SPEC 2): a JSON object; fields not named here are
     ignored. The learning mode and difficulty are checked against the configuration after
@@ -108,16 +121,9 @@ class AttemptEvent(msgspec.Struct):
         msgspec.Meta(min_length=1, max_length=128),
         _doc("The platform's id of this answer; a redelivery with the same id counts once."),
     ]
-    user_id: Annotated[_Id, _doc(f"The learner. {_ID_DOC}")]
-    sub_topic_id: Annotated[_Id, _doc(f"The sub-topic. {_ID_DOC}")]
-    learning_mode: Annotated[
-        str,
-        _doc(
-            "A configured learning mode (standard, practice, mastery by default); "
-            "case-insensitive, lower case is canonical.",
-            pattern=MODE_NAME_RE.pattern,
-        ),
-    ]
+    user_id: _UserId
+    sub_topic_id: _SubTopicId
+    learning_mode: _Mode
     question_id: Annotated[_Id, _doc(f"The question. {_ID_DOC}")]
     difficulty: Annotated[
         str,
@@ -199,11 +205,9 @@ class VoidEvent(msgspec.Struct):
         msgspec.Meta(min_length=1, max_length=128),
         _doc("The attempt_id of the attempt that no longer counts."),
     ]
-    user_id: Annotated[_Id, _doc(f"The attempt's learner. {_ID_DOC}")]
-    sub_topic_id: Annotated[_Id, _doc(f"The attempt's sub-topic. {_ID_DOC}")]
-    learning_mode: Annotated[
-        str, _doc("The attempt's learning mode.", pattern=MODE_NAME_RE.pattern)
-    ]
+    user_id: _UserId
+    sub_topic_id: _SubTopicId
+    learning_mode: _Mode
     occurred_at: Annotated[
         Annotated[str, _doc("RFC 3339 with a zone.", pattern=RFC3339_PATTERN)]
         | Annotated[int, msgspec.Meta(ge=0, le=MAX_EPOCH_MS), _doc("Epoch milliseconds.")],
