@@ -332,6 +332,7 @@ def _cmd_check(args: argparse.Namespace, settings: Settings) -> int:
             settings.stats_topic,
             settings.dlq_topic,
             settings.erasures_topic,
+            *([settings.xapi_topic] if settings.xapi_topic else []),
         ]
         missing = [t for t in wanted if t not in known]
         report(
@@ -360,6 +361,19 @@ def _cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         report(*_erasures_line(settings))
     except PerformanceEngineError as exc:
         report(False, "redis", str(exc))
+    if settings.xapi_mapping_path is not None:
+        from performance_engine.xapi import load_mapping
+
+        try:
+            mapping = load_mapping(settings.xapi_mapping_path)
+            report(
+                True,
+                "xapi",
+                f"{settings.xapi_mapping_path}: verbs {', '.join(mapping.verbs)}; sub-topic "
+                f"from {mapping.sub_topic_from}",
+            )
+        except PerformanceEngineError as exc:
+            report(False, "xapi", str(exc))
     if settings.web_tokens_file is not None:
         try:
             from performance_engine.tokens import read_tokens

@@ -74,6 +74,15 @@ def test_check_reports_each_failure(stream_settings: Settings, tmp_path: Path) -
     done = cli(redis_down, "check")
     assert done.returncode == 1
     assert "FAIL  redis    Redis at redis://127.0.0.1:" in done.stdout
+    mapping = tmp_path / "xapi.toml"
+    mapping.write_text('[xapi]\nsub_topic_from = "sideways"\n')
+    done = cli(down(stream_settings, xapi_mapping_path=mapping), "check")
+    assert done.returncode == 1
+    assert "FAIL  xapi" in done.stdout
+    assert "sub_topic_from must be parent or grouping" in done.stdout
+    mapping.write_text('[xapi]\nsub_topic_from = "grouping"\n')
+    done = cli(down(stream_settings, xapi_mapping_path=mapping), "check")
+    assert "ok    xapi     " in done.stdout
 
 
 def test_check_and_worker_refuse_an_evicting_redis(
