@@ -36,7 +36,7 @@ def cli(
     )
 
 
-def down(settings: Settings, **changes: str) -> Settings:
+def down(settings: Settings, **changes: object) -> Settings:
     fields = {name: getattr(settings, name) for name in Settings.__dataclass_fields__}
     return Settings(**{**fields, **changes})
 
