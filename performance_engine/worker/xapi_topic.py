@@ -69,6 +69,10 @@ class StatementsReader:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=500,
+            # as the attempts' consumer: a worker gone has its partitions given away after
+            # PERF_ENGINE_SESSION_TIMEOUT
+            session_timeout_ms=int(settings.session_timeout * 1000),
+            heartbeat_interval_ms=int(min(3.0, settings.session_timeout / 3) * 1000),
             **aiokafka_options(settings),
         )
         await consumer.start()

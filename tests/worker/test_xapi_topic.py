@@ -24,6 +24,7 @@ from performance_engine.store.statements import xapi_identifier
 from performance_engine.store.stats_store import AsyncStatsStore
 from performance_engine.tokens import add_token
 from performance_engine.tools.simulator import generate_attempts
+from performance_engine.worker.xapi_topic import MAX_RECORDS
 from performance_engine.xapi import ATTEMPTED, xapi_id
 from tests.helpers import http_call, oracle, run, stored, wait_for_oracle, web_worker
 from tests.services import create_topics, produce, read_topic, wait_until
@@ -174,8 +175,8 @@ def all_taken(base: str, token: str, sent: int) -> bool:
 
 
 def taken(base: str, token: str) -> int:
-    """How many statements the worker has taken (every result)."""
-    body = http_call(f"{base}/metrics", token=token)[2].decode()
+    """How many statements the worker has taken (every result); ``token`` '' for none."""
+    body = http_call(f"{base}/metrics", token=token or None)[2].decode()
     return int(
         sum(
             float(line.rsplit(" ", 1)[1])
@@ -232,3 +233,33 @@ def hostile_statements(count: int) -> list[bytes]:
             value = json.dumps(document).encode()
         found.append(value)
     return found
+
+
+def test_a_worker_killed_while_taking_statements_counts_each_once(
+    stream_settings: Settings, workers: Callable[..., Any], tmp_path: Path
+) -> None:
+    """``kill -9`` in the middle of the statements topic: the next worker reads the
+    statements not committed again, and each counts once (voids included)."""
+    topic = f"xapi-{stream_settings.app_id.removeprefix('pe-test-')}"
+    create_topics(stream_settings.kafka_bootstrap, [topic], 2)
+    settings = replace(stream_settings, xapi_topic=topic)
+    rows = generate_attempts(1500, users=30, seed=95)
+    statements = [as_statement(r, TOPIC_LMS) for r in rows]
+    voided = statements[100:1500:150]
+    values: list[tuple[bytes | None, bytes]] = [
+        (s["actor"]["account"]["name"].encode(), json.dumps(s).encode())
+        for s in [*statements, *statements[:200]]  # and resends
+    ]
+    values += [(b"instructor", json.dumps(voiding(s, TOPIC_LMS)).encode()) for s in voided]
+    produce(settings.kafka_bootstrap, topic, values)
+    first, base = web_worker(settings, workers)
+    wait_until(partial(some_taken, base), 60, "the first worker to take statements")
+    assert taken(base, "") < len(values)  # killed before it took them all
+    first.kill()
+    workers(settings)
+    gone = {s["id"] for s in voided}
+    wait_for_oracle(settings, oracle(attempts_of([s for s in statements if s["id"] not in gone])))
+
+
+def some_taken(base: str) -> bool:
+    return taken(base, "") >= MAX_RECORDS  # a batch committed, the next in flight
