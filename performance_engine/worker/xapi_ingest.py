@@ -162,6 +162,13 @@ async def ingest(
             strict=True,
         )
     )
+    raced = [i for i in taking if claims[i].status == 2]  # taken meanwhile, another body
+    if strict and raced:
+        # nothing is sent: the statements claimed with this request are resends when the
+        # platform sends them again
+        raise StatementsRefused(
+            409, f"statement {str(ids[raced[0]])[:64]!r} was taken with another body"
+        )
     # what makes a statement no longer count: a voiding statement, or a question of a
     # multi-question problem referring to the whole problem's statement
     marks: list[tuple[int, str, str, str]] = []  # (position, voided id, by, why)
