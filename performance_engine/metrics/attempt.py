@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
@@ -234,6 +234,7 @@ class AttemptVoid(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         return ScopeKey(self.user_id, self.sub_topic_id, self.learning_mode)
 
 
+W = TypeVar("W")
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(AttemptEvent)
 _VOID_DECODER = msgspec.json.Decoder(VoidEvent)
@@ -341,12 +342,9 @@ def _field_error(exc: msgspec.ValidationError) -> InvalidAttemptError:
     return InvalidAttemptError("invalid_field", message)
 
 
-def decode_attempt(
-    value: bytes | None, modes: LearningModes, record_ms: int | None = None
-) -> Attempt:
-    """Validate one raw Kafka record value; raise InvalidAttemptError if it breaks SPEC 2.
-    ``record_ms``: the record's Kafka timestamp (an ``occurred_at`` more than 24 hours
-    after it is implausible)."""
+def _decode_value(decoder: msgspec.json.Decoder[W], value: bytes | None) -> W:
+    """A record's value decoded as ``decoder``'s type; InvalidAttemptError (with the
+    class SPEC 2 gives) if it is missing, oversized, not JSON, not UTF-8 or malformed."""
     if value is None:
         raise InvalidAttemptError("invalid_json", "the record has no value (a tombstone)")
     if len(value) > MAX_VALUE_BYTES:
@@ -354,7 +352,7 @@ def decode_attempt(
             "oversized", f"value is {len(value)} bytes; the limit is {MAX_VALUE_BYTES}"
         )
     try:
-        wire = _DECODER.decode(value)
+        return decoder.decode(value)
     except msgspec.ValidationError as exc:
         raise _field_error(exc) from None
     except UnicodeDecodeError as exc:  # older msgspec releases
@@ -367,7 +365,15 @@ def decode_attempt(
         except UnicodeDecodeError as bad:
             raise InvalidAttemptError("invalid_utf8", f"value is not valid UTF-8: {bad}") from None
         raise InvalidAttemptError("invalid_json", f"value is not valid JSON: {exc}") from None
-    return _from_wire(wire, modes, record_ms)
+
+
+def decode_attempt(
+    value: bytes | None, modes: LearningModes, record_ms: int | None = None
+) -> Attempt:
+    """Validate one raw Kafka record value; raise InvalidAttemptError if it breaks SPEC 2.
+    ``record_ms``: the record's Kafka timestamp (an ``occurred_at`` more than 24 hours
+    after it is implausible)."""
+    return _from_wire(_decode_value(_DECODER, value), modes, record_ms)
 
 
 def decode_record(
@@ -377,16 +383,7 @@ def decode_record(
     JSON object whose first field is ``void``)."""
     if value is None or not value.startswith(_VOID_HEAD):
         return decode_attempt(value, modes, record_ms)
-    if len(value) > MAX_VALUE_BYTES:
-        raise InvalidAttemptError(
-            "oversized", f"value is {len(value)} bytes; the limit is {MAX_VALUE_BYTES}"
-        )
-    try:
-        wire = _VOID_DECODER.decode(value)
-    except msgspec.ValidationError as exc:
-        raise _field_error(exc) from None
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
-        raise InvalidAttemptError("invalid_json", f"value is not valid JSON: {exc}") from None
+    wire = _decode_value(_VOID_DECODER, value)
     return AttemptVoid(
         attempt_id=wire.void,
         user_id=_id(wire.user_id, "user_id"),

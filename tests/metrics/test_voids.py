@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from performance_engine.metrics.attempt import Attempt, AttemptVoid
+from performance_engine.errors import InvalidAttemptError
+from performance_engine.metrics.attempt import Attempt, AttemptVoid, decode_record
 from performance_engine.metrics.calculator import MetricsCalculator
+from performance_engine.metrics.modes import LearningModes
 from performance_engine.metrics.params import ParameterSet
 from performance_engine.metrics.types import DifficultyEnum, ScopeKey
 from tests.example_metrics import MostTriedQuestion, TimeSpent, WrongInARow
@@ -99,3 +102,27 @@ def test_a_void_makes_the_version_fall_and_a_resend_stays_out() -> None:
     assert model.stats()[scope].version == 1
     model.apply([first])
     assert model.stats()[scope].version == 1
+
+
+def test_a_void_that_breaks_the_rules_is_refused_as_an_attempt_would_be() -> None:
+    modes = LearningModes.default()
+    good = (
+        b'{"void":"a","user_id":7,"sub_topic_id":3,"learning_mode":"Standard",'
+        b'"occurred_at":1795510800000}'
+    )
+    found = decode_record(good, modes)
+    assert isinstance(found, AttemptVoid)
+    assert (found.scope, found.attempt_id) == (ScopeKey(7, 3, "standard"), "a")
+    for value, error_class in [
+        (b'{"void":"a","user_id":7}', "missing_field"),
+        (
+            b'{"void":"","user_id":7,"sub_topic_id":3,"learning_mode":"standard","occurred_at":1}',
+            "invalid_field",
+        ),
+        (b'{"void":"\xff"}', "invalid_utf8"),
+        (b'{"void":"a",,}', "invalid_json"),
+        (b'{"void":"' + b"x" * 70_000 + b'"}', "oversized"),
+    ]:
+        with pytest.raises(InvalidAttemptError) as caught:
+            decode_record(value, modes)
+        assert caught.value.error_class == error_class, value[:40]
