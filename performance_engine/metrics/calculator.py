@@ -418,15 +418,13 @@ class MetricsCalculator:
                 history.extend(entries)
                 if learning is None:
                     history.sort(key=learning_key)
-            if voids and complete:
+            if voids and complete:  # (incomplete: what is voided only never counts later)
                 voided = self._void(scope, state, history, voids)
-            elif voids:  # an incomplete history: what is voided only never counts later
-                self._block(state, voids)
             if refold and not voided:
                 self._refold(scope, state, history)
             if entries or rebuilt or refold or lost or voided:
                 whole = encode_entries(history)
-        elif voids:
+        if voids:  # their ids stay applied: sent again, or arriving later, they are duplicates
             self._block(state, voids)
         added = b""
         if whole is None and entries:
@@ -447,10 +445,8 @@ class MetricsCalculator:
         self, scope: ScopeKey, state: ScopeState, history: list[Entry], voids: Sequence[str]
     ) -> int:
         """Take the voided attempts out of a scope whose whole history is at hand: the
-        history loses them, everything is counted and folded again over what is left
-        (``version`` falls), and their ids stay marked as applied. Returns how many were
-        taken out (a void of an attempt not in the history only marks its id)."""
-        self._block(state, voids)
+        history loses them, and everything is counted and folded again over what is left
+        (``version`` falls; ``seen`` keeps their ids). Returns how many were taken out."""
         gone = set(voids)
         kept = [entry for entry in history if entry[1] not in gone]
         removed = len(history) - len(kept)
