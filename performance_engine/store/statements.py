@@ -25,7 +25,6 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from performance_engine.store.failures import REDIS_ERRORS, failure
 from performance_engine.store.stats_store import AsyncStatsStore
 
 __all__ = [
@@ -97,18 +96,12 @@ class Claim(NamedTuple):
 
 
 async def _evals(store: AsyncStatsStore, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
-    """Run scripts (each with its eval arguments), pipelined where Redis is one server."""
+    """Run scripts (each with its eval arguments: key count, keys, values) in one pipeline."""
     if not calls:
         return []
-    try:
-        if store.cluster:
-            return [await store.client.eval(script, *args) for script, args in calls]
-        pipe = store.client.pipeline(transaction=False)
-        for script, args in calls:
-            pipe.eval(script, *args)
-        return list(await pipe.execute())
-    except REDIS_ERRORS as exc:
-        raise failure(store.url, exc) from exc
+    return await store._pipeline(
+        lambda pipe: [pipe.execute_command("EVAL", script, *args) for script, args in calls]
+    )
 
 
 def _text(value: Any) -> str:
@@ -120,17 +113,10 @@ async def check_statements(
 ) -> list[int]:
     """Without taking anything: per statement 0 (not taken), 1 (taken with this body) or
     2 (taken with another body)."""
-    keys = store.keys
-    try:
-        if store.cluster:
-            stored = [await store.client.hget(keys.xapi_statement(i), "digest") for i in ids]
-        else:
-            pipe = store.client.pipeline(transaction=False)
-            for i in ids:
-                pipe.hget(keys.xapi_statement(i), "digest")
-            stored = await pipe.execute()
-    except REDIS_ERRORS as exc:
-        raise failure(store.url, exc) from exc
+    if not ids:
+        return []
+    keys = [store.keys.xapi_statement(i) for i in ids]
+    stored = await store._pipeline(lambda pipe: [pipe.hget(key, "digest") for key in keys])
     return [
         0 if found is None else 1 if _text(found) == digest else 2
         for found, digest in zip(stored, digests, strict=True)
@@ -190,8 +176,5 @@ async def remember_learners(
 
 async def xapi_identifier(store: AsyncStatsStore, user_id: int) -> str | None:
     """The xAPI identifier the learner's statements carried (None: none kept)."""
-    try:
-        found = await store.client.get(store.keys.xapi_learner(user_id))
-    except REDIS_ERRORS as exc:
-        raise failure(store.url, exc) from exc
+    (found,) = await store.values([store.keys.xapi_learner(user_id)])
     return None if found is None else _text(found)
