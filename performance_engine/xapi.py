@@ -34,6 +34,7 @@ import xxhash
 
 from performance_engine.errors import ConfigurationError, InvalidAttemptError
 from performance_engine.metrics.attempt import MAX_VALUE_BYTES, parse_occurred_at
+from performance_engine.metrics.types import DIFFICULTIES
 from performance_engine.settings import Settings
 
 __all__ = [
@@ -43,12 +44,15 @@ __all__ = [
     "INTERACTION",
     "VOIDED",
     "Ignored",
+    "Statement",
     "Translated",
     "Void",
     "XapiMapping",
     "learner_identifier",
     "load_mapping",
+    "read_statement",
     "translate",
+    "translate_statement",
     "xapi_id",
     "xapi_mapping",
 ]
@@ -62,7 +66,8 @@ ATTEMPT_ID_EXTENSION = "http://id.tincanapi.com/extension/attempt-id"
 _VERSION = re.compile(r"^1\.0(\.[0-9]+)?$")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _MASK = (1 << 63) - 1
-DIFFICULTY_NAMES = ("easy", "medium", "hard")
+#: By fitted class (0, 1, 2): the order of the engine's difficulties.
+DIFFICULTY_NAMES = tuple(d.value for d in DIFFICULTIES)
 
 
 class XapiMapping(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -233,7 +238,9 @@ class _Context(msgspec.Struct):
     statement: _StatementRef | None = None
 
 
-class _Statement(msgspec.Struct):
+class Statement(msgspec.Struct):
+    """A statement as far as the engine reads it (other fields are ignored)."""
+
     actor: _Actor
     verb: _Verb
     object: _Object
@@ -244,7 +251,7 @@ class _Statement(msgspec.Struct):
     version: str | None = None
 
 
-_DECODE = msgspec.json.Decoder(_Statement).decode
+_DECODE = msgspec.json.Decoder(Statement).decode
 
 
 class Translated(msgspec.Struct, frozen=True):
@@ -292,6 +299,12 @@ def translate(
     InvalidAttemptError for one that breaks the rules. ``received_ms`` is the time of
     receipt, the attempt's time when the statement has no ``timestamp``; ``fitted``: the
     questions' fitted difficulty classes (question id -> 0, 1, 2), if any."""
+    return translate_statement(read_statement(value), mapping, received_ms, fitted)
+
+
+def read_statement(value: bytes) -> Statement:
+    """A statement's JSON, read as far as the engine reads it; InvalidAttemptError if it
+    is too large, not JSON or of the wrong shape."""
     if len(value) > MAX_VALUE_BYTES:
         raise InvalidAttemptError(
             "xapi_too_large", f"the statement has {len(value)} bytes, over {MAX_VALUE_BYTES}"
@@ -309,6 +322,16 @@ def translate(
         raise InvalidAttemptError(
             "xapi_invalid", "the statement is nested too deeply to be read"
         ) from None
+    return statement
+
+
+def translate_statement(
+    statement: Statement,
+    mapping: XapiMapping,
+    received_ms: int,
+    fitted: Mapping[int, int] | None = None,
+) -> Translated | Ignored | Void:
+    """:func:`translate` of a statement already read (:func:`read_statement`)."""
     if statement.id is not None and not _UUID.fullmatch(statement.id):
         raise InvalidAttemptError("xapi_invalid", f"id: {statement.id[:40]!r} is not a UUID")
     if statement.version is not None and not _VERSION.fullmatch(statement.version):
@@ -365,7 +388,7 @@ def translate(
     return Translated(attempt, learner, _parent(statement, mapping))
 
 
-def _parent(statement: _Statement, mapping: XapiMapping) -> str | None:
+def _parent(statement: Statement, mapping: XapiMapping) -> str | None:
     context = statement.context
     if not mapping.parent_from_context_statement or context is None:
         return None
@@ -383,7 +406,7 @@ def _learning_mode(mapping: XapiMapping, sub_topic: str, object_id: str) -> str:
     return mapping.learning_mode
 
 
-def _void(statement: _Statement) -> Void:
+def _void(statement: Statement) -> Void:
     target = statement.object
     if target.objectType != "StatementRef":
         raise InvalidAttemptError(
@@ -402,7 +425,7 @@ def _activities(found: list[_Activity] | _Activity | None) -> list[_Activity]:
     return found if isinstance(found, list) else [found]
 
 
-def _sub_topic(statement: _Statement, mapping: XapiMapping) -> str | None:
+def _sub_topic(statement: Statement, mapping: XapiMapping) -> str | None:
     context = statement.context
     if context is None or context.contextActivities is None:
         return None
@@ -414,7 +437,7 @@ def _sub_topic(statement: _Statement, mapping: XapiMapping) -> str | None:
     return None
 
 
-def _difficulty(statement: _Statement, mapping: XapiMapping, fitted: int | None) -> str:
+def _difficulty(statement: Statement, mapping: XapiMapping, fitted: int | None) -> str:
     name = mapping.difficulty_extension
     if name:
         places = [

@@ -39,9 +39,16 @@ from performance_engine.store.statements import (
 )
 from performance_engine.store.stats_store import AsyncStatsStore
 from performance_engine.worker.publisher import OutRecord
-from performance_engine.xapi import Ignored, Translated, Void, XapiMapping, translate
+from performance_engine.xapi import (
+    Ignored,
+    Translated,
+    Void,
+    XapiMapping,
+    read_statement,
+    translate_statement,
+)
 
-__all__ = ["Ingested", "StatementsRefused", "fitted_classes", "ingest", "statement_ids"]
+__all__ = ["Ingested", "StatementsRefused", "fitted_classes", "ingest"]
 
 
 class StatementsRefused(Exception):
@@ -68,23 +75,6 @@ class Ingested:
 
 
 _ENCODE = msgspec.json.Encoder().encode
-
-
-def statement_ids(values: Sequence[bytes]) -> list[str | None]:
-    """Each statement's ``id`` if it has a string one (for dead letters and answers)."""
-    found: list[str | None] = []
-    for value in values:
-        try:
-            head = msgspec.json.decode(value, type=_Head)
-        except (msgspec.DecodeError, RecursionError):
-            found.append(None)
-            continue
-        found.append(head.id if isinstance(head.id, str) else None)
-    return found
-
-
-class _Head(msgspec.Struct):
-    id: object = None
 
 
 def _scope(attempt: dict[str, object]) -> str:
@@ -123,23 +113,21 @@ async def ingest(
     ``fitted``: the questions' fitted difficulty classes, if any."""
     done = Ingested()
     outcomes: list[Translated | Ignored | Void | InvalidAttemptError] = []
+    ids: list[str | None] = []  # each statement's id, lower case (None: none, or refused)
     for i, value in enumerate(values):
         try:
-            outcomes.append(translate(value, mapping, received_ms[i], fitted))
+            statement = read_statement(value)
+            outcomes.append(translate_statement(statement, mapping, received_ms[i], fitted))
+            ids.append(None if statement.id is None else statement.id.lower())
         except InvalidAttemptError as exc:
             if strict:
                 raise StatementsRefused(
                     400, f"statements[{i}]: {exc.error_class}: {exc.reason}"
                 ) from None
             outcomes.append(exc)
-    ids = [None if i is None else i.lower() for i in statement_ids(values)]
+            ids.append(None)
     digests = [statement_digest(value) for value in values]
-    # the statements to take: those with an id that were not refused
-    taking = [
-        i
-        for i, found in enumerate(outcomes)
-        if ids[i] is not None and not isinstance(found, InvalidAttemptError)
-    ]
+    taking = [i for i, found in enumerate(ids) if found is not None]  # not refused, an id
     keys = [str(ids[i]) for i in taking]
     clashing = _conflicts_within(taking, keys, [digests[i] for i in taking])
     checked = await check_statements(store, keys, [digests[i] for i in taking])
