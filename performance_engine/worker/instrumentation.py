@@ -41,6 +41,7 @@ bookkeeping on the hot path); histograms are observed once per batch.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -68,21 +69,24 @@ class _Totals(Collector):
 
     def collect(self) -> Iterator[Metric]:
         counters = self._counters() or Counters()
-        processed = CounterMetricFamily(
-            "perf_engine_attempts_processed", "Valid attempts handled.", labels=["result"]
+        yield _by_label(
+            CounterMetricFamily(
+                "perf_engine_attempts_processed", "Valid attempts handled.", labels=["result"]
+            ),
+            {
+                "applied": counters.attempts_applied,
+                "duplicate": counters.duplicates,
+                "erased": counters.erased_attempts,
+            },
         )
-        processed.add_metric(["applied"], counters.attempts_applied)
-        processed.add_metric(["duplicate"], counters.duplicates)
-        processed.add_metric(["erased"], counters.erased_attempts)
-        yield processed
-        rejected = CounterMetricFamily(
-            "perf_engine_attempts_rejected",
-            "Records sent to the dead-letter topic.",
-            labels=["reason"],
+        yield _by_label(
+            CounterMetricFamily(
+                "perf_engine_attempts_rejected",
+                "Records sent to the dead-letter topic.",
+                labels=["reason"],
+            ),
+            counters.rejected,
         )
-        for reason, count in sorted(counters.rejected.items()):
-            rejected.add_metric([reason], count)
-        yield rejected
         for name, help_text, value in (
             (
                 "perf_engine_stats_published",
@@ -129,22 +133,31 @@ class _Totals(Collector):
             "1 while the worker refuses to go on: Redis lost state the topic no longer holds.",
             value=1 if self._refused() else 0,
         )
-        lag = GaugeMetricFamily(
-            "perf_engine_consumer_lag",
-            "Records not yet read, per partition.",
-            labels=["partition"],
+        yield _by_label(
+            GaugeMetricFamily(
+                "perf_engine_consumer_lag",
+                "Records not yet read, per partition.",
+                labels=["partition"],
+            ),
+            self._lag(),
         )
-        for partition, value in sorted(self._lag().items()):
-            lag.add_metric([str(partition)], value)
-        yield lag
-        statements = CounterMetricFamily(
-            "perf_engine_xapi_statements",
-            "xAPI statements taken, by what became of them.",
-            labels=["result"],
+        yield _by_label(
+            CounterMetricFamily(
+                "perf_engine_xapi_statements",
+                "xAPI statements taken, by what became of them.",
+                labels=["result"],
+            ),
+            self._statements,
         )
-        for result, count in sorted(self._statements.items()):
-            statements.add_metric([result], count)
-        yield statements
+
+
+def _by_label(
+    family: CounterMetricFamily | GaugeMetricFamily, values: Mapping[Any, float]
+) -> Metric:
+    """A family with one sample per label value (in order)."""
+    for label, value in sorted(values.items()):
+        family.add_metric([str(label)], value)
+    return family
 
 
 class EngineMetrics:
