@@ -296,6 +296,12 @@ class Settings:
                 )
 
     @property
+    def heartbeat_seconds(self) -> float:
+        """How often a consumer of the worker tells its group it is alive: a third of
+        ``session_timeout``, at most 3 s."""
+        return min(3.0, self.session_timeout / 3)
+
+    @property
     def kafka_tls(self) -> bool:
         return self.kafka_security_protocol in ("SSL", "SASL_SSL")
 

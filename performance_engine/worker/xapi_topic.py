@@ -72,7 +72,7 @@ class StatementsReader:
             # as the attempts' consumer: a worker gone has its partitions given away after
             # PERF_ENGINE_SESSION_TIMEOUT
             session_timeout_ms=int(settings.session_timeout * 1000),
-            heartbeat_interval_ms=int(min(3.0, settings.session_timeout / 3) * 1000),
+            heartbeat_interval_ms=int(settings.heartbeat_seconds * 1000),
             **aiokafka_options(settings),
         )
         await consumer.start()
