@@ -379,14 +379,16 @@ class EngineService(Service):
                     await self._verify()
 
     async def _check_erasures(self) -> None:
-        """Follow the erasures topic while no batch comes, and put back the erasures Redis
-        lost without the positions showing it (a snapshot restored from between the last
-        batch and an erasure)."""
+        """Follow the erasures topic while no batch comes (and apply what it says at once),
+        and put back the erasures Redis lost without the positions showing it (a snapshot
+        restored from between the last batch and an erasure)."""
         erasures, store = self.erasures, self.store
         if erasures is None or store is None or self.should_stop:
             return
         try:
             await erasures.read()
+            if self.processor is not None:  # forget their cache, their tombstones again
+                await self.processor.learn_erasures()
             if await erasures.lost_some(store):
                 await erasures.reconcile(store)
         except Exception as exc:  # the broker or Redis: the next check, or a batch, retries

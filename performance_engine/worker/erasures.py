@@ -140,6 +140,10 @@ class ErasureLog:
         by the worker's timer, between batches)."""
         if time.monotonic() - self._read_at >= FOLLOW_SECONDS:
             await self.read()
+        return self.take()
+
+    def take(self) -> list[Erasure]:
+        """The erasures read since the last call (of this or :meth:`due`)."""
         fresh, self._fresh = self._fresh, []
         return fresh
 

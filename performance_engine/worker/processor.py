@@ -204,6 +204,18 @@ class BatchProcessor:
             oldest = min(r.timestamp for r in records) / 1000
             self._on_batch(len(records), time.perf_counter() - started, time.time() - oldest)
 
+    async def learn_erasures(self) -> None:
+        """Between batches (the worker's timer, after reading the erasures topic): what a
+        batch first does with the erasures read since, without waiting for one."""
+        if self.erasures is None:
+            return
+        events: list[tuple[bytes, bytes | None]] = []
+        self._abandon = False
+        self._tombstones = 0
+        self._learnt(self.erasures.take(), events)
+        if events:
+            await self._publish(events, [])
+
     def _decode(
         self, records: Sequence[Record], only: set[int] | None = None
     ) -> tuple[dict[ScopeKey, _Touched], list[tuple[Record, InvalidAttemptError]]]:

@@ -6,6 +6,7 @@ anything is published or committed, and between two writers holding stale state.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import time
@@ -330,3 +331,43 @@ def test_a_batch_in_flight_cannot_write_an_erased_learner_back(stream_settings: 
         assert all(
             decode_stats_event(v).stats.revision > record.revisions[field] for v in after if v
         )
+
+
+def test_an_idle_worker_applies_an_erasure_it_reads_without_waiting_for_a_batch(
+    stream_settings: Settings,
+) -> None:
+    """The worker's timer reads the erasures topic between batches: the learner's cached
+    scopes are forgotten and their tombstones published again at once, not at the next
+    batch (which may never come)."""
+    from performance_engine.platform.erase import erase_learner
+
+    rows = generate_attempts(120, users=3, seed=29)
+    victim = rows[0]["user_id"]
+
+    async def scenario() -> tuple[list[ScopeKey], list[ScopeKey], int]:
+        async with real_store_and_broker(stream_settings) as (store, publish):
+            log = ErasureLog(stream_settings)
+            await log.start()
+            processor = BatchProcessor(
+                stream_settings, MetricsCalculator(), store, publish, erasures=log
+            )
+            await processor.process(records(stream_settings, rows))
+            before = [s for s in processor._cache if s.user_id == victim]
+            await asyncio.to_thread(erase_learner, victim, settings=stream_settings)
+            deadline = time.monotonic() + 10
+            while victim not in log.known and time.monotonic() < deadline:
+                await log.read()  # what the timer does, every PERF_ENGINE_STATE_CHECK_SECONDS
+                await asyncio.sleep(0.1)
+            await processor.learn_erasures()
+            after = [s for s in processor._cache if s.user_id == victim]
+            await log.stop()
+            return before, after, processor.counters.erasures
+
+    before, after, erasures = run(scenario())
+    assert before
+    assert after == []
+    assert erasures == 1
+    published = read_topic(stream_settings.kafka_bootstrap, stream_settings.stats_topic)
+    for scope in before:
+        values = [m.value for m in published if m.key == str(scope).encode()]
+        assert values[-2:] == [None, None]  # the erase command's tombstone, then the worker's
