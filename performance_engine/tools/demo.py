@@ -372,19 +372,29 @@ def _services(
 
 
 @contextlib.contextmanager
-def _termination_as_interrupt() -> Iterator[None]:
+def _termination_as_interrupt() -> Iterator[threading.Event]:
     """SIGTERM and SIGHUP (a supervisor, a closed terminal) stop the demo as Ctrl-C does,
-    so everything it started is stopped too; by default they end Python at once."""
+    so everything it started is stopped too; by default they end Python at once.
+
+    The handler raises ``KeyboardInterrupt`` and also sets the event it yields: Python
+    swallows an exception raised while a finaliser (``__del__``) runs, so a signal that
+    lands there would otherwise be lost and the demo would run on. A second signal while
+    stopping is ignored, so that the stop is not cut short with processes left running."""
+    stopping = threading.Event()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield stopping
         return
 
     def interrupt(signum: int, frame: object) -> None:
+        if stopping.is_set():
+            return  # already stopping: let it stop what it started (each within 30 s)
+        stopping.set()
         raise KeyboardInterrupt
 
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, interrupt) for sig in signals}
     try:
-        yield
+        yield stopping
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -398,7 +408,10 @@ def run_demo(options: DemoOptions, environ: Mapping[str, str] | None = None) -> 
 
     console = Console()
     environ = dict(os.environ if environ is None else environ)
-    with _termination_as_interrupt(), _services(console, environ) as (settings, web_port, started):
+    with (
+        _termination_as_interrupt() as stopping,
+        _services(console, environ) as (settings, web_port, started),
+    ):
         model = KnowledgeTracingLearners(users=options.users, sub_topics=2, seed=options.seed)
         params_version = "defaults"
         if options.warmup_learners:
@@ -421,29 +434,31 @@ def run_demo(options: DemoOptions, environ: Mapping[str, str] | None = None) -> 
             },
             daemon=True,
         )
-        simulator.start()
         dashboard = f"http://127.0.0.1:{web_port}/dashboard"
-        console.print(f"dashboard: {dashboard}", highlight=False)
-        if options.open_browser:
-            webbrowser.open(dashboard)
-        console.print(
-            f"simulating {options.users} learners at {options.rate:g} attempts/s; "
-            + ("Ctrl-C to stop" if options.duration is None else f"for {options.duration:g}s")
-        )
-        began = time.monotonic()
-        last_total, last_time, rate = 0.0, began, 0.0
         totals: dict[str, float] = {}
-        with StatsStore.from_settings(settings) as store:
+        try:  # from here on, a stop request closes the producer before the services go
+            simulator.start()
+            console.print(f"dashboard: {dashboard}", highlight=False)
+            if options.open_browser:
+                webbrowser.open(dashboard)
+            console.print(
+                f"simulating {options.users} learners at {options.rate:g} attempts/s; "
+                + ("Ctrl-C to stop" if options.duration is None else f"for {options.duration:g}s")
+            )
+            began = time.monotonic()
+            last_total, last_time, rate = 0.0, began, 0.0
+            with StatsStore.from_settings(settings) as store:
 
-            def view() -> Group:
-                return Group(
-                    _engine_line(totals, rate),
-                    _learners_table(store, scopes, params_version, model.known),
-                )
+                def view() -> Group:
+                    return Group(
+                        _engine_line(totals, rate),
+                        _learners_table(store, scopes, params_version, model.known),
+                    )
 
-            try:
                 with Live(view(), console=console, refresh_per_second=4, transient=False) as live:
-                    while options.duration is None or time.monotonic() - began < options.duration:
+                    while not stopping.is_set() and (
+                        options.duration is None or time.monotonic() - began < options.duration
+                    ):
                         time.sleep(0.5)
                         with contextlib.suppress(OSError):
                             totals = worker_metrics(web_port)
@@ -452,20 +467,24 @@ def run_demo(options: DemoOptions, environ: Mapping[str, str] | None = None) -> 
                         rate = (processed - last_total) / (now - last_time)
                         last_total, last_time = processed, now
                         live.update(view())
-            except KeyboardInterrupt:
+        except KeyboardInterrupt:
+            stopping.set()
+        finally:
+            if stopping.is_set():
                 console.print("stopping ...")
-            finally:
-                stop.set()
+            stop.set()
+            if simulator.is_alive():
                 simulator.join(timeout=10)
-                producer.close()
-            console.line()
-            console.print(
-                f"demo done: {totals.get('perf_engine_attempts_processed_total', 0):,.0f} "
-                f"attempts processed, {totals.get('perf_engine_attempts_rejected_total', 0):,.0f}"
-                " rejected"
-            )
+            producer.close()
+        console.line()
+        console.print(
+            f"demo done: {totals.get('perf_engine_attempts_processed_total', 0):,.0f} "
+            f"attempts processed, {totals.get('perf_engine_attempts_rejected_total', 0):,.0f}"
+            " rejected"
+        )
+        with StatsStore.from_settings(settings) as store:
             learners = store.read_stats(scopes)
-            overview = _dashboard_overview(dashboard)
+        overview = _dashboard_overview(dashboard)
     if options.summary is not None:
         _write_summary(
             options.summary, started, totals, learners, dashboard, overview, params_version

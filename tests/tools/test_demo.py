@@ -92,6 +92,31 @@ def test_sigterm_stops_the_demo_and_everything_it_started() -> None:
         if demo.poll() is None:
             demo.kill()
             demo.wait(timeout=30)
+        demo.stdout.close()
         for pid in started.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+class _SignalsInFinaliser:
+    """Sends SIGTERM to this process from ``__del__``, where Python swallows what a signal
+    handler raises (it prints "Exception ignored in ...")."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs between these bytecodes, inside __del__
+            pass
+
+
+def test_a_stop_signal_landing_in_a_finaliser_is_not_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from performance_engine.tools.demo import _termination_as_interrupt
+
+    swallowed: list[type[BaseException] | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda found: swallowed.append(found.exc_type))
+    with _termination_as_interrupt() as stopping:
+        finaliser = _SignalsInFinaliser()
+        del finaliser
+        assert swallowed == [KeyboardInterrupt]  # raised in __del__, and swallowed there
+        assert stopping.is_set()  # yet the demo knows it was asked to stop
