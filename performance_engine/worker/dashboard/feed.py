@@ -9,7 +9,8 @@ sees every update), started with the worker. For each batch of events it
 - keeps the recent points (time, mastery, accuracy) of the scopes it saw most recently,
   for the learner page's chart (a bounded LRU in memory);
 - hands the updates to the live streams of the browsers watching (bounded queues: a slow
-  browser loses updates, never the worker's memory).
+  browser loses updates, never the worker's memory), and an :class:`Erased` notice when a
+  learner's tombstones arrive (never lost: it takes the place of an older update).
 
 The first time (the index has never followed the topic) it reads the topic from its start
 so that the index holds every learner with stats; afterwards from the end.
@@ -133,9 +134,20 @@ def update_of(event: _Event) -> Update:
     )
 
 
+@dataclass(frozen=True)
+class Erased:
+    """A learner was erased: the tombstones of these scopes of theirs arrived."""
+
+    user_id: int
+    scopes: tuple[ScopeKey, ...]
+
+
+Notice = Update | Erased
+
+
 @dataclass
 class _Listener:
-    queue: asyncio.Queue[Update]
+    queue: asyncio.Queue[Notice]
     user_id: int | None
 
 
@@ -170,12 +182,13 @@ class StatsFeed:
             for at, mastery, accuracy, version in zip(*(iter(flat),) * _FIELDS, strict=True)
         ]
 
-    def listen(self, user_id: int | None = None) -> asyncio.Queue[Update]:
-        queue: asyncio.Queue[Update] = asyncio.Queue(STREAM_BACKLOG)
+    def listen(self, user_id: int | None = None) -> asyncio.Queue[Notice]:
+        """A queue of the updates (of one learner, or of all) and erasures to stream."""
+        queue: asyncio.Queue[Notice] = asyncio.Queue(STREAM_BACKLOG)
         self._listeners.append(_Listener(queue, user_id))
         return queue
 
-    def stop_listening(self, queue: asyncio.Queue[Update]) -> None:
+    def stop_listening(self, queue: asyncio.Queue[Notice]) -> None:
         self._listeners = [each for each in self._listeners if each.queue is not queue]
 
     def updates_per_second(self, window: float = 5.0) -> float:
@@ -276,6 +289,13 @@ class StatsFeed:
         kept = [update for update in self.recent if update.user_id not in by_user]
         self.recent.clear()
         self.recent.extend(kept)
+        for user, cohorts in by_user.items():
+            erased = Erased(user, tuple(ScopeKey(user, *cohort) for cohort in cohorts))
+            for listener in self._listeners:
+                if listener.user_id is None or listener.user_id == user:
+                    if listener.queue.full():
+                        listener.queue.get_nowait()  # an older update makes room
+                    listener.queue.put_nowait(erased)
 
     def _remember(self, scope: ScopeKey, point: Point) -> None:
         flat = self._history.get(scope)

@@ -14,7 +14,7 @@ JSON (read-only; documented in docs/events-and-http.md):
   recent points of each;
 * ``GET /dashboard/api/stream[?user_id=]``: Server-Sent Events, ``overview`` every second and
   ``update`` for the stats updates (a learner's: every one, at once; all learners': the
-  newest 20 of each second).
+  newest 20 of each second), ``erased`` at once when a learner's tombstones arrive.
 
 Bad parameters answer 400, unknown cohorts and learners 404, Redis trouble 503, each with
 ``{"error": ...}``. Every response carries a strict Content-Security-Policy: the pages
@@ -43,7 +43,7 @@ from performance_engine.store.dashboard_index import ORDERS
 from performance_engine.store.statements import xapi_identifier
 from performance_engine.tokens import find_token
 from performance_engine.worker.auth import COOKIE, SESSION_SECONDS
-from performance_engine.worker.dashboard.feed import Update
+from performance_engine.worker.dashboard.feed import Erased, Update
 from performance_engine.worker.status import WorkerStatus, status_of
 
 __all__ = ["install_dashboard"]
@@ -330,13 +330,16 @@ class Stream(_Base):
                 newest: deque[Update] = deque(maxlen=20)  # a busy second: its last 20
                 while (left := deadline - time.monotonic()) > 0:
                     try:
-                        update = await asyncio.wait_for(queue.get(), left)
+                        notice = await asyncio.wait_for(queue.get(), left)
                     except TimeoutError:
                         break
-                    if user is not None:  # one learner's: every update, at once
-                        await response.write(_event("update", _update(update)))
+                    if isinstance(notice, Erased):  # at once, and none of theirs after it
+                        await response.write(_event("erased", _erased(notice)))
+                        newest = deque((u for u in newest if u.user_id != notice.user_id), 20)
+                    elif user is not None:  # one learner's: every update, at once
+                        await response.write(_event("update", _update(notice)))
                     else:
-                        newest.append(update)
+                        newest.append(notice)
                 for update in newest:
                     await response.write(_event("update", _update(update)))
         except (ConnectionResetError, asyncio.CancelledError):
@@ -378,6 +381,16 @@ def _update(update: Update) -> dict[str, Any]:
         "accuracy": update.accuracy,
         "updated_at": update.updated_at,
         "attempt_id": update.attempt_id,
+    }
+
+
+def _erased(erased: Erased) -> dict[str, Any]:
+    return {
+        "user_id": erased.user_id,
+        "scopes": [
+            {"sub_topic_id": scope.sub_topic_id, "learning_mode": scope.learning_mode}
+            for scope in erased.scopes
+        ],
     }
 
 

@@ -1,7 +1,8 @@
 """The dashboard in a real headless browser (Debian's chromium, driven by Playwright)
 against a running worker: the overview's counter rises while attempts stream in, a hostile
 attempt id is shown as text, the cohort page lists its learners, and a learner's card
-changes when a new attempt of theirs arrives. Screenshots go to ``test-artifacts/``
+changes when a new attempt of theirs arrives, then shows at once that they were erased.
+Screenshots go to ``test-artifacts/``
 (``PERF_ENGINE_TEST_ARTIFACTS``)."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from performance_engine.metrics.types import DIFFICULTIES
+from performance_engine.platform.erase import erase_learner
 from performance_engine.settings import Settings
 from performance_engine.tokens import add_token, revoke_token
 from performance_engine.tools.simulator import generate_attempts
@@ -134,7 +136,7 @@ def pct(x: float) -> str:
 
 
 def test_a_cohort_lists_its_learners_and_a_learner_card_follows_new_attempts(
-    stream_settings: Settings, workers: Callable[..., Any], page: Page
+    stream_settings: Settings, workers: Callable[..., Any], browser: Browser, page: Page
 ) -> None:
     base = dashboard(workers(stream_settings))
     rows = generate_attempts(800, users=24, seed=73)
@@ -177,6 +179,23 @@ def test_a_cohort_lists_its_learners_and_a_learner_card_follows_new_attempts(
     expect(card.locator(".version")).to_have_text(str(expected[scope].version + 1), timeout=60_000)
     expect(card.locator("canvas").first).to_be_visible()
     shot(page, "learner")
+
+    # Erased while their page and the overview are open: the page says so at once and
+    # keeps none of their stats, without a reload (a reload would answer 404); the
+    # overview drops their rows from the newest updates.
+    overview = browser.new_page(viewport={"width": 1280, "height": 900})
+    overview.goto(base)
+    their_rows = overview.locator(f'#recent li[data-user="{user}"]')
+    expect(their_rows.first).to_contain_text("browser-new-attempt", timeout=30_000)
+    expect(overview.locator("#live")).to_have_text("live", timeout=30_000)
+    erase_learner(user, "browser test", settings=stream_settings)
+    expect(page.locator("#erased")).to_contain_text("was erased", timeout=30_000)
+    expect(page.locator("#scopes .card")).to_have_count(0)
+    assert page.locator("body").inner_text().count("browser-new-attempt") == 0
+    shot(page, "learner-erased")
+    expect(their_rows).to_have_count(0, timeout=30_000)
+    assert overview.locator("#recent li").count() > 0  # the others' rows stay
+    overview.close()
 
 
 @pytest.mark.timeout(300)

@@ -22,7 +22,7 @@ from performance_engine.store.keyspace import KeySpace
 from performance_engine.store.stats_store import AsyncStatsStore
 from performance_engine.tools.simulator import generate_attempts
 from performance_engine.worker.dashboard import feed as feed_module
-from performance_engine.worker.dashboard.feed import Point, StatsFeed, Summary
+from performance_engine.worker.dashboard.feed import Erased, Point, StatsFeed, Summary, Update
 from tests.helpers import oracle, results_json, run, wait_for_oracle
 from tests.services import RedisServer, attempt_records, produce, wait_until
 
@@ -298,3 +298,36 @@ def test_the_feed_keeps_the_newest_points_of_the_latest_scopes(
     assert feed.history(others[0]) == []
     assert feed.history(first) == points[-feed_module.HISTORY_POINTS :]
     assert feed.history(others[2]) == [points[0]]
+
+
+def test_an_erasure_reaches_the_streams_watching_even_a_full_one(
+    redis_url: str, key_prefix: str
+) -> None:
+    """A learner's tombstones: their page's stream and the overview's hear of it, even
+    when the browser is behind (an older update makes room); another learner's does not."""
+    import redis.asyncio as aioredis
+
+    def update(user: int, version: int) -> Update:
+        return Update(user, 1, "standard", version, version, [], None, None, "", f"a{version}")
+
+    async def scenario() -> tuple[list[Any], list[Any], list[Any]]:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            feed = StatsFeed(Settings(), DashboardIndex(client, KeySpace(key_prefix)))
+            theirs, everyone, others = feed.listen(7), feed.listen(), feed.listen(8)
+            for version in range(feed_module.STREAM_BACKLOG):
+                theirs.put_nowait(update(7, version))
+            erased = [ScopeKey(7, 1, "standard"), ScopeKey(7, 2, "quiz")]
+            await feed._forget(erased)
+            drained = [[q.get_nowait() for _ in range(q.qsize())] for q in (theirs, everyone)]
+            return drained[0], drained[1], [others.get_nowait() for _ in range(others.qsize())]
+        finally:
+            await client.aclose()
+
+    theirs, everyone, others = run(scenario())
+    notice = Erased(7, (ScopeKey(7, 1, "standard"), ScopeKey(7, 2, "quiz")))
+    assert len(theirs) == feed_module.STREAM_BACKLOG
+    assert theirs[-1] == notice
+    assert theirs[0] == update(7, 1)  # the oldest update made room
+    assert everyone == [notice]
+    assert others == []

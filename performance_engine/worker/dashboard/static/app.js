@@ -124,6 +124,10 @@ function overviewPage() {
     while (feed.children.length > 40) feed.lastChild.remove();
   }
 
+  function dropLearner(e) { // erased: their rows go from the newest updates
+    for (const item of [...feed.children]) if (item.dataset.user === String(e.user_id)) item.remove();
+  }
+
   function show(o) {
     values["attempts-rate"].textContent = fmt.num(o.attempts_per_second);
     values["attempts-total"].textContent = fmt.int(o.totals.attempts_applied);
@@ -147,7 +151,7 @@ function overviewPage() {
   getJson("/dashboard/api/overview").then((o) => {
     show(o);
     for (const u of o.recent.slice().reverse()) addUpdate(u);
-    live("/dashboard/api/stream", { overview: show, update: addUpdate });
+    live("/dashboard/api/stream", { overview: show, update: addUpdate, erased: dropLearner });
   }).catch(fail);
 }
 
@@ -246,7 +250,8 @@ async function learnerPage(params) {
   if (!id) { main.replaceChildren(el("p", { class: "muted", text: "Give a learner id above." })); return; }
   const cards = el("div", { class: "cards", id: "scopes" });
   const actor = el("p", { class: "muted", id: "xapi-actor" });
-  main.replaceChildren(el("h1", { text: `Learner ${id}` }), actor, cards);
+  const erasedNote = el("p", { class: "error", id: "erased" });
+  main.replaceChildren(el("h1", { text: `Learner ${id}` }), erasedNote, actor, cards);
   const charts = new Map();
 
   function card(scope) {
@@ -280,6 +285,7 @@ async function learnerPage(params) {
     let learner;
     try { learner = await getJson(`/dashboard/api/learners/${encodeURIComponent(id)}`); } catch (error) { fail(error); return false; }
     actor.textContent = learner.xapi_actor ? `xAPI actor: ${learner.xapi_actor}` : "";
+    erasedNote.textContent = "";
     const built = learner.scopes.map(card);
     cards.replaceChildren(...built.map((b) => b.node));
     for (const b of built) {
@@ -298,6 +304,14 @@ async function learnerPage(params) {
   let pending = null;
   live(`/dashboard/api/stream?user_id=${encodeURIComponent(id)}`, {
     update: () => { if (!pending) pending = setTimeout(() => { pending = null; load(); }, 300); },
+    erased: () => { // their data is gone; new attempts after this start them again
+      clearTimeout(pending);
+      pending = null;
+      charts.clear();
+      cards.replaceChildren();
+      actor.textContent = "";
+      erasedNote.textContent = "This learner was erased: the engine no longer holds their stats.";
+    },
   });
 }
 
