@@ -176,6 +176,9 @@ class Settings:
     xapi_mapping_path: Path | None = setting(None, _path, env="XAPI_MAPPING")
     #: A topic of xAPI statements the worker reads beside the attempts (none when unset).
     xapi_topic: str | None = setting(None, check=_matches(_TOPIC_RE, _TOPIC_RULE))
+    #: Days the xAPI ingest remembers a statement it took, counted from its first receipt
+    #: (its digest for conflicts, its scope for a later void); 0: for good.
+    xapi_statement_days: int = setting(365, _number(int), _at_least(0))
     #: The erasure records (compacted; see performance_engine/erasure.py).
     erasures_topic: str = setting("learner-erasures", check=_matches(_TOPIC_RE, _TOPIC_RULE))
     app_id: str = setting("performance-engine")
@@ -300,6 +303,11 @@ class Settings:
         """How often a consumer of the worker tells its group it is alive: a third of
         ``session_timeout``, at most 3 s."""
         return min(3.0, self.session_timeout / 3)
+
+    @property
+    def xapi_statement_seconds(self) -> int:
+        """``xapi_statement_days`` in seconds (0: for good)."""
+        return self.xapi_statement_days * 86_400
 
     @property
     def kafka_tls(self) -> bool:

@@ -12,6 +12,9 @@ One hash per statement, ``{prefix}:xapi:stmt:<statement id>``:
   of a multi-question problem referred to it: it is the whole problem's). That statement
   can arrive first: it is recorded here, and the void is sent when this one arrives.
 
+A statement's hash expires ``PERF_ENGINE_XAPI_STATEMENT_DAYS`` after it was first
+written (its first receipt, or a void held for it); with 0 it is kept for good.
+
 A statement's keys are one per statement, so every script touches one key (one hash
 slot: a Redis Cluster is fine). A statement's hash names no learner: the scope holds the
 engine's id, which the learner's own key maps back to their xAPI identifier,
@@ -40,26 +43,30 @@ __all__ = [
     "xapi_identifier",
 ]
 
-# KEYS: the statement's hash. ARGV: its digest, its scope ('' if it is no attempt).
-# Returns {0 new | 1 taken before with this body | 2 taken with another body, voided_by,
-# void_reason}.
+# KEYS: the statement's hash. ARGV: its digest, its scope ('' if it is no attempt), the
+# seconds to keep it from now (0: for good). Returns {0 new | 1 taken before with this body
+# | 2 taken with another body, voided_by, void_reason}.
 STATEMENT_LUA = """
 local stored = redis.call('HGET', KEYS[1], 'digest')
 if stored and stored ~= ARGV[1] then return {2, '', ''} end
 if not stored then
   redis.call('HSET', KEYS[1], 'digest', ARGV[1])
   if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'scope', ARGV[2]) end
+  if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 end
 return {stored and 1 or 0, redis.call('HGET', KEYS[1], 'voided_by') or '',
         redis.call('HGET', KEYS[1], 'void_reason') or ''}
 """
 
 # KEYS: the voided statement's hash. ARGV: the id of the statement that voids it, why
-# (void or parent). Records the first; returns {whether the voided one was taken (0/1),
-# its scope or ''}.
+# (void or parent), the seconds to keep a void held for a statement not taken yet (0: for
+# good). Records the first; returns {whether the voided one was taken (0/1), its scope or
+# ''}.
 VOID_LUA = """
 if not redis.call('HGET', KEYS[1], 'voided_by') then
+  local fresh = redis.call('EXISTS', KEYS[1]) == 0
   redis.call('HSET', KEYS[1], 'voided_by', ARGV[1], 'void_reason', ARGV[2])
+  if fresh and tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 end
 local taken = redis.call('HEXISTS', KEYS[1], 'digest')
 return {taken, redis.call('HGET', KEYS[1], 'scope') or ''}
@@ -124,15 +131,19 @@ async def check_statements(
 
 
 async def take_statements(
-    store: AsyncStatsStore, ids: Sequence[str], digests: Sequence[str], scopes: Sequence[str]
+    store: AsyncStatsStore,
+    ids: Sequence[str],
+    digests: Sequence[str],
+    scopes: Sequence[str],
+    keep_seconds: int = 0,
 ) -> list[Claim]:
     """Take statements (see :data:`STATEMENT_LUA`); ``scopes``: '' for one that is no
-    attempt."""
+    attempt; ``keep_seconds``: how long a new one is remembered (0: for good)."""
     keys = store.keys
     found = await _evals(
         store,
         [
-            (STATEMENT_LUA, [1, keys.xapi_statement(i), digest, scope])
+            (STATEMENT_LUA, [1, keys.xapi_statement(i), digest, scope, keep_seconds])
             for i, digest, scope in zip(ids, digests, scopes, strict=True)
         ],
     )
@@ -142,16 +153,17 @@ async def take_statements(
 
 
 async def void_statements(
-    store: AsyncStatsStore, voids: Sequence[tuple[str, str, str]]
+    store: AsyncStatsStore, voids: Sequence[tuple[str, str, str]], keep_seconds: int = 0
 ) -> list[tuple[bool, str]]:
     """Record voids (voided id, voiding id, ``void`` or ``parent``; see :data:`VOID_LUA`):
     per void, whether the voided statement was taken and its scope ('' if it was no
-    attempt, or not taken yet)."""
+    attempt, or not taken yet). ``keep_seconds``: how long a void held for a statement not
+    taken yet is remembered (0: for good)."""
     keys = store.keys
     found = await _evals(
         store,
         [
-            (VOID_LUA, [1, keys.xapi_statement(target), voider, reason])
+            (VOID_LUA, [1, keys.xapi_statement(target), voider, reason, keep_seconds])
             for target, voider, reason in voids
         ],
     )

@@ -343,6 +343,7 @@ class XapiStatementsView(View):
                 [int(time.time() * 1000)] * len(values),
                 strict=True,
                 fitted=fitted_classes(status.calculator.parameters),
+                keep_seconds=settings.xapi_statement_seconds,
             )
         except StatementsRefused as refused:
             raise _Refused(refused.status, refused.reason) from None

@@ -104,13 +104,15 @@ async def ingest(
     *,
     strict: bool,
     fitted: Mapping[int, int] | None = None,
+    keep_seconds: int = 0,
 ) -> Ingested:
     """Translate and take statements (see the module docstring); the caller sends
     ``records`` to the attempts topic. ``received_ms``: each statement's time of receipt
     (its attempt's time when it has no ``timestamp``; from the topic, its record's time, so
     that a redelivery gives the same attempt). ``strict``: refuse the whole batch
     (:class:`StatementsRefused`) rather than leave out the statements that are refused.
-    ``fitted``: the questions' fitted difficulty classes, if any."""
+    ``fitted``: the questions' fitted difficulty classes, if any. ``keep_seconds``: how long
+    the statements taken are remembered (0: for good)."""
     done = Ingested()
     outcomes: list[Translated | Ignored | Void | InvalidAttemptError] = []
     ids: list[str | None] = []  # each statement's id, lower case (None: none, or refused)
@@ -145,7 +147,11 @@ async def ingest(
         zip(
             taking,
             await take_statements(
-                store, [str(ids[i]) for i in taking], [digests[i] for i in taking], scopes
+                store,
+                [str(ids[i]) for i in taking],
+                [digests[i] for i in taking],
+                scopes,
+                keep_seconds,
             ),
             strict=True,
         )
@@ -168,7 +174,7 @@ async def ingest(
             marks.append((i, found.target, str(ids[i]), "void"))
         elif isinstance(found, Translated) and found.parent is not None:
             marks.append((i, found.parent, str(ids[i]), "parent"))
-    marked = await void_statements(store, [mark[1:] for mark in marks])
+    marked = await void_statements(store, [mark[1:] for mark in marks], keep_seconds)
     voids: list[OutRecord] = []  # after every attempt of the batch
     void_results: dict[int, str] = {}
     for (i, target, by, _why), (taken, scope) in zip(marks, marked, strict=True):

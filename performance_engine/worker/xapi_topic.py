@@ -102,6 +102,7 @@ class StatementsReader:
                     received,
                     strict=False,
                     fitted=fitted_classes(self.calculator.parameters),
+                    keep_seconds=settings.xapi_statement_seconds,
                 )
                 dead: list[OutRecord] = [
                     dead_letter(

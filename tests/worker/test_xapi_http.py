@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from performance_engine.settings import Settings
+from performance_engine.store.keyspace import KeySpace
 from performance_engine.tokens import add_token
 from performance_engine.tools.simulator import generate_attempts
 from performance_engine.xapi import ATTEMPTED
@@ -36,7 +38,7 @@ def test_an_lms_posts_statements_and_the_stats_follow(
     lms = add_token(tokens, "open-edx", ["xapi:write"])
     reader = add_token(tokens, "reader", ["stats:read"])
     prometheus = add_token(tokens, "prometheus", ["metrics"])
-    settings = replace(stream_settings, web_tokens_file=tokens)
+    settings = replace(stream_settings, web_tokens_file=tokens, xapi_statement_days=30)
     _, base = web_worker(settings, workers)
     url = f"{base}/xAPI/statements"
     statements = [as_statement(r) for r in generate_attempts(400, users=12, seed=81)]
@@ -71,6 +73,13 @@ def test_an_lms_posts_statements_and_the_stats_follow(
     )
     assert status == 204, body
     wait_for_oracle(settings, oracle(attempts_of([*statements, extra])))
+    # Each statement is remembered for PERF_ENGINE_XAPI_STATEMENT_DAYS from its receipt.
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = KeySpace(settings.key_prefix)
+    for statement in (statements[0], extra):
+        ttl = client.ttl(keys.xapi_statement(statement["id"]))
+        assert 29 * 86_400 < ttl <= 30 * 86_400
+    client.close()
 
     # What is refused, and why.
     bad = {**statements[1], "timestamp": "yesterday"}
