@@ -22,6 +22,7 @@ sub-topic, where the difficulty comes from and the learning mode.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import re
 import tomllib
@@ -48,6 +49,7 @@ __all__ = [
     "Translated",
     "Void",
     "XapiMapping",
+    "comparable_form",
     "learner_identifier",
     "load_mapping",
     "read_statement",
@@ -323,6 +325,51 @@ def read_statement(value: bytes) -> Statement:
             "xapi_invalid", "the statement is nested too deeply to be read"
         ) from None
     return statement
+
+
+#: What xAPI's statement comparison ignores at the top level (1.0.3, part two, 2.3.1):
+#: what an LRS may assign or change (the id is the key it is compared under) and the
+#: attachments, which are not part of a statement.
+_NOT_COMPARED = ("id", "authority", "stored", "version", "attachments")
+
+
+def comparable_form(value: bytes) -> bytes:
+    """The statement (a JSON value that :func:`read_statement` read) in the form two
+    statements with one id are compared in, as xAPI's statement comparison asks: keys
+    sorted and no whitespace; without what an LRS may assign (``id``, ``authority``,
+    ``stored``, ``version``) or what is not part of a statement (attachments, a verb's
+    ``display``, an activity's ``definition``); the ``timestamp`` as its point in time to
+    the millisecond; a group's members in a fixed order. Every other difference counts."""
+    try:
+        document = msgspec.json.decode(value)
+    except (msgspec.DecodeError, RecursionError):
+        return value
+    if not isinstance(document, dict):
+        return value
+    for key in _NOT_COMPARED:
+        document.pop(key, None)
+    stamp = document.get("timestamp")
+    if isinstance(stamp, str):
+        with contextlib.suppress(InvalidAttemptError):  # refused anyway
+            document["timestamp"] = parse_occurred_at(stamp)
+    if isinstance(verb := document.get("verb"), dict):
+        verb.pop("display", None)
+    _without_definition(document.get("object"))
+    context = document.get("context")
+    activities = context.get("contextActivities") if isinstance(context, dict) else None
+    if isinstance(activities, dict):
+        for found in activities.values():
+            for activity in found if isinstance(found, list) else [found]:
+                _without_definition(activity)
+    for agent in (document.get("actor"), document.get("object")):
+        if isinstance(agent, dict) and isinstance(members := agent.get("member"), list):
+            agent["member"] = sorted(members, key=lambda m: msgspec.json.encode(m, order="sorted"))
+    return msgspec.json.encode(document, order="sorted")
+
+
+def _without_definition(activity: Any) -> None:
+    if isinstance(activity, dict) and activity.get("objectType", "Activity") == "Activity":
+        activity.pop("definition", None)
 
 
 def translate_statement(

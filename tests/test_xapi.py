@@ -28,6 +28,7 @@ from performance_engine.xapi import (
     Translated,
     Void,
     XapiMapping,
+    comparable_form,
     load_mapping,
     translate,
     xapi_id,
@@ -353,3 +354,40 @@ def test_where_the_difficulty_and_the_learning_mode_come_from(tmp_path: Path) ->
     path.write_text('[xapi.learning_modes]\n"(" = "practice"\n')
     with pytest.raises(ConfigurationError, match="learning_modes"):
         load_mapping(path)
+
+
+def comparable(document: dict[str, Any], **dumps: Any) -> bytes:
+    return comparable_form(json.dumps(document, **dumps).encode())
+
+
+def test_statements_with_one_id_compare_as_xapi_compares_them() -> None:
+    """Differences xAPI's statement comparison ignores (serialisation, what an LRS
+    assigns, a verb's display, an activity's definition, a timestamp's time zone, the
+    order of a group's members) make no difference; any other does."""
+    first = statement()
+    same = [
+        comparable(first, indent=2, sort_keys=True),
+        comparable(first, separators=(",", ":")),
+        comparable({k: first[k] for k in reversed(first)}),
+        comparable(statement(version="1.0.0", stored="2026-11-24T10:00:00Z")),
+        comparable(statement(authority={"mbox": "mailto:lrs@example.org"})),
+        comparable(statement(verb={"id": EVALUATED, "display": {"fr": "évalué"}})),
+        comparable(statement(object={**first["object"], "definition": {"type": "other"}})),
+        comparable(statement(timestamp="2026-11-24T10:00:00.250+01:00")),
+        comparable(statement(id="2B0F4C1E-7D1A-5C3E-9F00-6A1B2C3D4E5F")),
+    ]
+    assert all(form == comparable(first) for form in same)
+    group = {
+        "objectType": "Group",
+        "member": [{"mbox": "mailto:a@x.org"}, {"mbox": "mailto:b@x.org"}],
+    }
+    reordered = {**group, "member": group["member"][::-1]}
+    assert comparable(statement(actor=group)) == comparable(statement(actor=reordered))
+    other = [
+        comparable(statement(result={"success": False})),
+        comparable(statement(timestamp="2026-11-24T09:00:00.251Z")),
+        comparable(statement(object={**first["object"], "id": f"{PROBLEM}_2_1"})),
+        comparable(statement(actor={"account": {"homePage": LMS, "name": "someone else"}})),
+        comparable(statement(context={})),
+    ]
+    assert len({comparable(first), *other}) == len(other) + 1

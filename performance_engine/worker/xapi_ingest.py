@@ -7,6 +7,8 @@ Both ways in, ``POST``/``PUT /xAPI/statements`` and the statements topic
    a void, a statement the engine does not count (and why), or one that breaks the rules;
 2. its id is taken (:mod:`performance_engine.store.statements`): a resend is taken again
    (the engine counts an attempt id once), a reused id with another body is a conflict;
+   bodies are compared as xAPI compares statements
+   (:func:`performance_engine.xapi.comparable_form`: not byte for byte);
 3. the records for the attempts topic are built, keyed by ``user_id``: each attempt, and a
    void (SPEC 2) after the attempt it voids. A voiding statement whose statement was taken
    sends its void at once, to the voided attempt's scope; one that comes first is kept
@@ -44,6 +46,7 @@ from performance_engine.xapi import (
     Translated,
     Void,
     XapiMapping,
+    comparable_form,
     read_statement,
     translate_statement,
 )
@@ -128,7 +131,10 @@ async def ingest(
                 ) from None
             outcomes.append(exc)
             ids.append(None)
-    digests = [statement_digest(value) for value in values]
+    digests = [
+        "" if ids[i] is None else statement_digest(comparable_form(value))
+        for i, value in enumerate(values)
+    ]
     taking = [i for i, found in enumerate(ids) if found is not None]  # not refused, an id
     keys = [str(ids[i]) for i in taking]
     clashing = _conflicts_within(taking, keys, [digests[i] for i in taking])

@@ -115,6 +115,14 @@ def test_the_topic_and_http_give_the_same_stats(
                 {**VERSION, "Authorization": f"Bearer {lms}"},
             )
             assert status == 200, body
+    # Statements taken from the topic, sent again over HTTP: resends, not conflicts.
+    status, _, body = http_call(
+        f"{base}/xAPI/statements",
+        "POST",
+        topic_rounds[1][20:40],  # counted ones, none voided
+        {**VERSION, "Authorization": f"Bearer {lms}"},
+    )
+    assert status == 200, body
     changed = {**http_rounds[1][0], "result": {"success": True, "score": {"scaled": 0.5}}}
     status, _, _ = http_call(
         f"{base}/xAPI/statements", "POST", [changed], {**VERSION, "Authorization": f"Bearer {lms}"}
