@@ -84,3 +84,15 @@ def test_the_outbox_benchmark_measures_every_path() -> None:
     )
     for line in ("relay: committed rows to acked events", "outbox + relay (--poll 0.05)"):
         assert line in out, f"{line!r} missing from the outbox benchmark's output:\n{out}"
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_the_xapi_benchmark_times_both_ways_in(redis_url: str) -> None:
+    out = run_bench(
+        "xapi.py", "--statements", "1000", "--repeat", "1", timeout=150,
+        PERF_ENGINE_REDIS_URL=redis_url,
+    )  # fmt: skip
+    for line in ("baseline: read the JSON", "this tree, as from the topic", "as over HTTP"):
+        assert line in out, f"{line!r} missing from the xAPI benchmark's output:\n{out}"
