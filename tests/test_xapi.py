@@ -277,6 +277,7 @@ def test_hostile_statements_are_refused_with_a_reason_or_counted(
         assert found.reason
         return
     assert isinstance(found, (Translated, Ignored, Void))
+    assert isinstance(comparable_form(value), bytes)  # what the ingest digests
     if isinstance(found, Translated):
         assert len(value) <= 64 * 1024
         decode_attempt(msgspec.json.encode(found.attempt), LearningModes.default(), RECEIVED)
