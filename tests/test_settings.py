@@ -43,6 +43,7 @@ EVERY_VARIABLE: dict[str, tuple[str, object]] = {
     "PERF_ENGINE_ERASURES_TOPIC": ("e", "e"),
     "PERF_ENGINE_XAPI_MAPPING": ("/etc/xapi.toml", Path("/etc/xapi.toml")),
     "PERF_ENGINE_XAPI_TOPIC": ("lms-statements", "lms-statements"),
+    "PERF_ENGINE_XAPI_STATEMENT_DAYS": ("30", 30),
     "PERF_ENGINE_APP_ID": ("app", "app"),
     "PERF_ENGINE_LEARNING_MODES": ("/etc/modes.toml", Path("/etc/modes.toml")),
     "PERF_ENGINE_LEARNING_PARAMS": ("/etc/params.json", Path("/etc/params.json")),
