@@ -321,9 +321,9 @@ class Stream(_Base):
         response = web.StreamResponse(
             headers={**SECURITY_HEADERS, "Content-Type": "text/event-stream"}
         )
-        await response.prepare(request)  # type: ignore[arg-type]
-        queue = feed.listen(user)
+        queue = feed.listen(user)  # before the browser hears the stream is open
         try:
+            await response.prepare(request)  # type: ignore[arg-type]
             while not status.should_stop:
                 await response.write(_event("overview", overview(status)))
                 deadline = time.monotonic() + 1.0

@@ -281,9 +281,12 @@ async function learnerPage(params) {
     return { key, node, box, history: scope.history };
   }
 
+  let generation = 0; // a load's answer is dropped if an erasure (or a newer load) came meanwhile
   async function load() {
+    const mine = ++generation;
     let learner;
-    try { learner = await getJson(`/dashboard/api/learners/${encodeURIComponent(id)}`); } catch (error) { fail(error); return false; }
+    try { learner = await getJson(`/dashboard/api/learners/${encodeURIComponent(id)}`); } catch (error) { if (mine === generation) fail(error); return false; }
+    if (mine !== generation) return false;
     actor.textContent = learner.xapi_actor ? `xAPI actor: ${learner.xapi_actor}` : "";
     erasedNote.textContent = "";
     const built = learner.scopes.map(card);
@@ -305,6 +308,7 @@ async function learnerPage(params) {
   live(`/dashboard/api/stream?user_id=${encodeURIComponent(id)}`, {
     update: () => { if (!pending) pending = setTimeout(() => { pending = null; load(); }, 300); },
     erased: () => { // their data is gone; new attempts after this start them again
+      generation++;
       clearTimeout(pending);
       pending = null;
       charts.clear();
