@@ -28,7 +28,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from performance_engine.store.stats_store import AsyncStatsStore
+from performance_engine.store.stats_store import AsyncStatsStore, _groups
 
 __all__ = [
     "LEARNER_LUA",
@@ -119,15 +119,23 @@ async def check_statements(
     store: AsyncStatsStore, ids: Sequence[str], digests: Sequence[str]
 ) -> list[int]:
     """Without taking anything: per statement 0 (not taken), 1 (taken with this body) or
-    2 (taken with another body)."""
+    2 (taken with another body). One ``EXISTS`` per group of keys first (a group: up to
+    SCRIPT_BATCH keys, of one hash slot on a cluster): new statements, the usual case,
+    need nothing more; only a group with a key that exists has its digests read."""
     if not ids:
         return []
     keys = [store.keys.xapi_statement(i) for i in ids]
-    stored = await store._pipeline(lambda pipe: [pipe.hget(key, "digest") for key in keys])
-    return [
-        0 if found is None else 1 if _text(found) == digest else 2
-        for found, digest in zip(stored, digests, strict=True)
-    ]
+    groups = _groups(keys, store.cluster)
+    counts = await store._pipeline(
+        lambda pipe: [pipe.exists(*(keys[i] for i in group)) for group in groups]
+    )
+    found = [0] * len(keys)
+    known = [i for group, count in zip(groups, counts, strict=True) if count for i in group]
+    if known:
+        stored = await store._pipeline(lambda pipe: [pipe.hget(keys[i], "digest") for i in known])
+        for i, digest in zip(known, stored, strict=True):
+            found[i] = 0 if digest is None else 1 if _text(digest) == digests[i] else 2
+    return found
 
 
 async def take_statements(

@@ -8,6 +8,7 @@ and the worker.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import ssl
 import subprocess
@@ -37,8 +38,11 @@ from performance_engine.tools.demo import free_port, redis_server_command
 from performance_engine.tools.history_files import load_attempts
 from performance_engine.tools.simulator import generate_attempts
 from performance_engine.worker.erasures import ErasureLog
+from performance_engine.worker.xapi_ingest import ingest
+from performance_engine.xapi import XapiMapping
 from tests.helpers import ROOT, dataset, oracle, plain_stats, results, wait_for_oracle
 from tests.services import RedisClusterNodes, RedisServer, produce, wait_until
+from tests.xapi_statements import as_statement, voiding
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]  # servers of its own, per test
 
@@ -135,7 +139,7 @@ ACL_RULES = "on >{password} resetkeys ~{prefix}:* resetchannels -@all " + (
     "+get +mget +eval +getrange +set +append +ping +info "
     "+hgetall +hget +hmget +hset +hsetnx +scan +wait "
     "+sadd +smembers +zadd +zcard +zrange +zrevrange +exists "
-    "+hkeys +hdel +del +scard +zrem +hexists"
+    "+hkeys +hdel +del +scard +zrem +hexists +expire"
 )
 
 
@@ -187,6 +191,30 @@ def assert_the_worker_keeps_its_ledger(settings: Settings, scope: Any) -> None:
     asyncio.run(keep())
 
 
+def assert_the_xapi_ingest_runs(settings: Settings) -> None:
+    """The xAPI ingest's commands and scripts (the ids checked and taken, remembered for
+    some days; a void held, then one of a statement taken; the learners' identifiers) are
+    within the ACL line."""
+    statements = [as_statement(row) for row in generate_attempts(20, users=3, seed=5)]
+    unsent = as_statement(generate_attempts(21, users=3, seed=5)[20])
+    first = [*statements, voiding(statements[0]), voiding(unsent)]
+    values = [json.dumps(item).encode() for item in first]
+
+    async def take() -> tuple[list[str], list[str]]:
+        async with AsyncStatsStore.from_settings(settings) as store:
+            taken = await ingest(
+                store, XapiMapping(), values, [0] * len(values), strict=True, keep_seconds=86_400
+            )
+            again = await ingest(
+                store, XapiMapping(), values[:5], [0] * 5, strict=True, keep_seconds=86_400
+            )
+            return taken.results, again.results
+
+    taken, again = asyncio.run(take())
+    assert taken == ["counted"] * 20 + ["void", "void_held"]
+    assert again == ["counted"] * 5  # resends: taken again, counted once by the engine
+
+
 @pytest.fixture
 def acl_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "acl")
@@ -208,6 +236,7 @@ def test_acl_user_limited_to_the_prefix_runs_the_engine(
 
     assert_backfill_and_reads_match_the_oracle(settings, history)
     assert_the_worker_keeps_its_ledger(settings, next(iter(oracle(history))))
+    assert_the_xapi_ingest_runs(settings)
     checked = cli(settings, "check")
     # read through INFO, no CONFIG needed
     assert "maxmemory-policy is noeviction" in checked.stdout, checked.stdout

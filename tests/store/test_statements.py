@@ -8,7 +8,11 @@ import pytest
 
 from performance_engine.errors import ConfigurationError
 from performance_engine.settings import Settings, load_settings
-from performance_engine.store.statements import take_statements, void_statements
+from performance_engine.store.statements import (
+    check_statements,
+    take_statements,
+    void_statements,
+)
 from performance_engine.store.stats_store import AsyncStatsStore
 from tests.helpers import run
 
@@ -74,3 +78,30 @@ def test_the_days_setting(days: str, seconds: int) -> None:
 def test_the_days_cannot_be_negative() -> None:
     with pytest.raises(ConfigurationError, match="PERF_ENGINE_XAPI_STATEMENT_DAYS"):
         load_settings({"PERF_ENGINE_XAPI_STATEMENT_DAYS": "-1"})
+
+
+def test_checking_statements_finds_each_status_among_many_new_ones(
+    redis_url: str, key_prefix: str
+) -> None:
+    """The check reads digests only where a key exists: among 1,000 new statements (more
+    than one group of keys), those taken before answer 1 (this body) or 2 (another), one
+    with only a void held for it answers 0."""
+    settings = load_settings(
+        {"PERF_ENGINE_REDIS_URL": redis_url, "PERF_ENGINE_KEY_PREFIX": key_prefix}
+    )
+    ids = [f"s{n}" for n in range(1000)]
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        async with AsyncStatsStore.from_settings(settings) as store:
+            fresh = await check_statements(store, ids, ["d"] * len(ids))
+            await take_statements(store, ["s10", "s700"], ["d", "d"], ["", ""])
+            await void_statements(store, [("s500", "v", "void")])
+            digests = ["d"] * len(ids)
+            digests[700] = "other"
+            return fresh, await check_statements(store, ids, digests)
+
+    fresh, found = run(scenario())
+    assert fresh == [0] * len(ids)
+    expected = [0] * len(ids)
+    expected[10], expected[700] = 1, 2
+    assert found == expected
