@@ -38,7 +38,7 @@ from performance_engine.tools.demo import free_port, redis_server_command
 from performance_engine.tools.history_files import load_attempts
 from performance_engine.tools.simulator import generate_attempts
 from performance_engine.worker.erasures import ErasureLog
-from performance_engine.worker.xapi_ingest import ingest
+from performance_engine.worker.xapi_ingest import StatementsRefused, ingest
 from performance_engine.xapi import XapiMapping
 from tests.helpers import ROOT, dataset, oracle, plain_stats, results, wait_for_oracle
 from tests.services import RedisClusterNodes, RedisServer, produce, wait_until
@@ -101,6 +101,7 @@ def test_cluster_backfill_and_reads(cluster: RedisClusterNodes, history: Path) -
     assert_backfill_and_reads_match_the_oracle(settings, history)
     again = cli(settings, "backfill", str(history), "--quiet")  # idempotent on a cluster too
     assert "0 newly applied" in again.stdout
+    assert_the_xapi_ingest_runs(settings)  # a key per statement, each in its own slot
     keys_per_node = [
         redis.Redis(port=port).dbsize() for port in cluster.ports
     ]  # the scopes really are spread over the three masters
@@ -200,7 +201,9 @@ def assert_the_xapi_ingest_runs(settings: Settings) -> None:
     first = [*statements, voiding(statements[0]), voiding(unsent)]
     values = [json.dumps(item).encode() for item in first]
 
-    async def take() -> tuple[list[str], list[str]]:
+    changed = {**statements[3], "result": {"success": not statements[3]["result"]["success"]}}
+
+    async def take() -> tuple[list[str], list[str], int]:
         async with AsyncStatsStore.from_settings(settings) as store:
             taken = await ingest(
                 store, XapiMapping(), values, [0] * len(values), strict=True, keep_seconds=86_400
@@ -208,11 +211,14 @@ def assert_the_xapi_ingest_runs(settings: Settings) -> None:
             again = await ingest(
                 store, XapiMapping(), values[:5], [0] * 5, strict=True, keep_seconds=86_400
             )
-            return taken.results, again.results
+            with pytest.raises(StatementsRefused) as refused:
+                await ingest(store, XapiMapping(), [json.dumps(changed).encode()], [0], strict=True)
+            return taken.results, again.results, refused.value.status
 
-    taken, again = asyncio.run(take())
+    taken, again, status = asyncio.run(take())
     assert taken == ["counted"] * 20 + ["void", "void_held"]
     assert again == ["counted"] * 5  # resends: taken again, counted once by the engine
+    assert status == 409  # a reused id with another body
 
 
 @pytest.fixture
