@@ -24,7 +24,7 @@ import math
 import time
 from array import array
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -270,32 +270,35 @@ class StatsFeed:
             self._remember(
                 event.stats.scope_key, Point(now, update.mastery, update.accuracy, update.version)
             )
-            for listener in self._listeners:
-                if listener.user_id is None or listener.user_id == update.user_id:
-                    if listener.queue.full():
-                        continue  # this browser is behind: it misses this update
-                    listener.queue.put_nowait(update)
+            for listener in self._watching(update.user_id):
+                if listener.queue.full():
+                    continue  # this browser is behind: it misses this update
+                listener.queue.put_nowait(update)
         self.updates += len(events)
         self._seen.append((time.monotonic(), self.updates))
 
     async def _forget(self, scopes: list[ScopeKey]) -> None:
-        """Tombstones: the learners were erased; forget their scopes everywhere."""
-        by_user: dict[int, list[tuple[int, str]]] = {}
+        """Tombstones: the learners were erased; forget their scopes everywhere, and tell
+        the browsers watching them."""
+        by_user: dict[int, list[ScopeKey]] = {}
         for scope in scopes:
-            by_user.setdefault(scope.user_id, []).append((scope.sub_topic_id, scope.learning_mode))
+            by_user.setdefault(scope.user_id, []).append(scope)
             self._history.pop(scope, None)
-        for user, cohorts in by_user.items():
-            await self._retry(partial(self.index.forget, user, cohorts))
         kept = [update for update in self.recent if update.user_id not in by_user]
         self.recent.clear()
         self.recent.extend(kept)
-        for user, cohorts in by_user.items():
-            erased = Erased(user, tuple(ScopeKey(user, *cohort) for cohort in cohorts))
-            for listener in self._listeners:
-                if listener.user_id is None or listener.user_id == user:
-                    if listener.queue.full():
-                        listener.queue.get_nowait()  # an older update makes room
-                    listener.queue.put_nowait(erased)
+        for user, erased in by_user.items():
+            cohorts = [(scope.sub_topic_id, scope.learning_mode) for scope in erased]
+            await self._retry(partial(self.index.forget, user, cohorts))
+            notice = Erased(user, tuple(erased))
+            for listener in self._watching(user):
+                if listener.queue.full():
+                    listener.queue.get_nowait()  # an older update makes room
+                listener.queue.put_nowait(notice)
+
+    def _watching(self, user_id: int) -> Iterator[_Listener]:
+        """The listeners of this learner's updates: theirs, and every learner's."""
+        return (each for each in self._listeners if each.user_id in (None, user_id))
 
     def _remember(self, scope: ScopeKey, point: Point) -> None:
         flat = self._history.get(scope)
