@@ -436,25 +436,29 @@ def run_demo(options: DemoOptions, environ: Mapping[str, str] | None = None) -> 
         )
         dashboard = f"http://127.0.0.1:{web_port}/dashboard"
         totals: dict[str, float] = {}
-        try:  # from here on, a stop request closes the producer before the services go
-            simulator.start()
-            console.print(f"dashboard: {dashboard}", highlight=False)
-            if options.open_browser:
-                webbrowser.open(dashboard)
-            console.print(
-                f"simulating {options.users} learners at {options.rate:g} attempts/s; "
-                + ("Ctrl-C to stop" if options.duration is None else f"for {options.duration:g}s")
-            )
-            began = time.monotonic()
-            last_total, last_time, rate = 0.0, began, 0.0
-            with StatsStore.from_settings(settings) as store:
+        with StatsStore.from_settings(settings) as store:
 
-                def view() -> Group:
-                    return Group(
-                        _engine_line(totals, rate),
-                        _learners_table(store, scopes, params_version, model.known),
+            def view() -> Group:
+                return Group(
+                    _engine_line(totals, rate),
+                    _learners_table(store, scopes, params_version, model.known),
+                )
+
+            try:  # from here on, a stop request closes the producer before the services go
+                simulator.start()
+                console.print(f"dashboard: {dashboard}", highlight=False)
+                if options.open_browser:
+                    webbrowser.open(dashboard)
+                console.print(
+                    f"simulating {options.users} learners at {options.rate:g} attempts/s; "
+                    + (
+                        "Ctrl-C to stop"
+                        if options.duration is None
+                        else f"for {options.duration:g}s"
                     )
-
+                )
+                began = time.monotonic()
+                last_total, last_time, rate = 0.0, began, 0.0
                 with Live(view(), console=console, refresh_per_second=4, transient=False) as live:
                     while not stopping.is_set() and (
                         options.duration is None or time.monotonic() - began < options.duration
@@ -467,22 +471,21 @@ def run_demo(options: DemoOptions, environ: Mapping[str, str] | None = None) -> 
                         rate = (processed - last_total) / (now - last_time)
                         last_total, last_time = processed, now
                         live.update(view())
-        except KeyboardInterrupt:
-            stopping.set()
-        finally:
-            if stopping.is_set():
-                console.print("stopping ...")
-            stop.set()
-            if simulator.is_alive():
-                simulator.join(timeout=10)
-            producer.close()
-        console.line()
-        console.print(
-            f"demo done: {totals.get('perf_engine_attempts_processed_total', 0):,.0f} "
-            f"attempts processed, {totals.get('perf_engine_attempts_rejected_total', 0):,.0f}"
-            " rejected"
-        )
-        with StatsStore.from_settings(settings) as store:
+            except KeyboardInterrupt:
+                stopping.set()
+            finally:
+                if stopping.is_set():
+                    console.print("stopping ...")
+                stop.set()
+                if simulator.is_alive():
+                    simulator.join(timeout=10)
+                producer.close()
+            console.line()
+            console.print(
+                f"demo done: {totals.get('perf_engine_attempts_processed_total', 0):,.0f} "
+                f"attempts processed, {totals.get('perf_engine_attempts_rejected_total', 0):,.0f}"
+                " rejected"
+            )
             learners = store.read_stats(scopes)
         overview = _dashboard_overview(dashboard)
     if options.summary is not None:
